@@ -1,0 +1,238 @@
+"""libfuse3 through mfusepy, with the gaps of mfusepy 3.1 closed.
+
+mfusepy picks libfuse2 when both are installed; libfuse2 splits writes into 4 KiB pieces and lacks rename flags,
+copy_file_range and lseek, so we always ask for libfuse3. `FuseBinding` fixes what mfusepy's FUSE class drops:
+rename flags, UTIME_NOW/UTIME_OMIT, copy_file_range, lseek, O_DIRECT, stat results without a dict, and returns
+EIO (not EINVAL) for unexpected exceptions, logging each distinct failure once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import sys
+import threading
+import traceback
+from typing import Any
+
+if not os.environ.get("FUSE_LIBRARY_PATH"):
+    os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
+
+try:
+    import mfusepy
+except OSError as exc:  # libfuse3 missing: mfusepy raises at import
+    raise ImportError(f"libfuse3 not found ({exc}); install the fuse3 package (apt-get install fuse3)") from exc
+
+if mfusepy.fuse_version_major != 3:
+    raise ImportError(f"libfuse3 is required, found libfuse {mfusepy.fuse_version_major}.{mfusepy.fuse_version_minor}")
+
+log = logging.getLogger("fuse_passthrough")
+
+FUSE_VERSION = (mfusepy.fuse_version_major, mfusepy.fuse_version_minor)
+Operations = mfusepy.Operations
+FuseOSError = mfusepy.FuseOSError
+_libfuse = mfusepy._libfuse
+
+
+class _FuseContext(ctypes.Structure):
+    _fields_ = [
+        ("fuse", ctypes.c_void_p),
+        ("uid", ctypes.c_uint32),
+        ("gid", ctypes.c_uint32),
+        ("pid", ctypes.c_int32),
+        ("private_data", ctypes.c_void_p),
+        ("umask", ctypes.c_uint32),
+    ]
+
+
+_get_context = _libfuse.fuse_get_context
+_get_context.restype = ctypes.POINTER(_FuseContext)
+_libfuse.fuse_getgroups.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint32)]
+
+
+def fuse_context() -> tuple[int, int, int, int]:
+    """(uid, gid, pid, umask) of the process that caused the current operation; pid 0 = the kernel itself."""
+    ctx = _get_context().contents
+    return ctx.uid, ctx.gid, ctx.pid, ctx.umask
+
+
+def fuse_caller_groups() -> list[int] | None:
+    """Supplementary groups of the calling process (libfuse reads /proc), None when unavailable."""
+    buf = (ctypes.c_uint32 * 64)()
+    n = _libfuse.fuse_getgroups(64, buf)
+    if n < 0:
+        return None
+    if n > 64:
+        buf = (ctypes.c_uint32 * n)()
+        n = _libfuse.fuse_getgroups(n, buf)
+        if n < 0:
+            return None
+    return list(buf[:n])
+
+
+def fuse_exit() -> None:
+    mfusepy.fuse_exit()
+
+
+_STAT_INT_FIELDS = ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev", "st_size", "st_blksize",
+                    "st_blocks")
+
+
+def fill_stat(st: Any, attrs: Any) -> None:
+    """Copy an os.stat_result (fast path, ns times) or an mfusepy-style dict into a C struct stat."""
+    if isinstance(attrs, os.stat_result):
+        st.st_ino = attrs.st_ino
+        st.st_mode = attrs.st_mode
+        st.st_nlink = attrs.st_nlink
+        st.st_uid = attrs.st_uid
+        st.st_gid = attrs.st_gid
+        st.st_rdev = attrs.st_rdev
+        st.st_size = attrs.st_size
+        st.st_blksize = attrs.st_blksize
+        st.st_blocks = attrs.st_blocks
+        st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = divmod(attrs.st_atime_ns, 1_000_000_000)
+        st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = divmod(attrs.st_mtime_ns, 1_000_000_000)
+        st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = divmod(attrs.st_ctime_ns, 1_000_000_000)
+    else:
+        mfusepy.set_st_attrs(st, attrs, use_ns=True)
+
+
+class FuseBinding(mfusepy.FUSE):
+    """mfusepy's FUSE with libfuse3 semantics passed through completely (see module docstring).
+
+    Operations receive the same arguments as mfusepy's `Operations`, with these extensions:
+    `rename(old, new, flags)`, `utimens(path, times, fh)` with times as ((sec, nsec), (sec, nsec)) where nsec may be
+    UTIME_NOW/UTIME_OMIT, `copy_file_range(path_in, fh_in, off_in, path_out, fh_out, off_out, size, flags)`,
+    `lseek(path, fh, offset, whence)`, and `getattr` may return an os.stat_result.
+    """
+
+    _reported_lock = threading.Lock()
+    _reported: set[tuple[str, str, str]] = set()
+
+    def __init__(self, operations: Any, mountpoint: str, config: dict[str, Any] | None = None,
+                 on_init: Any = None, **kwargs: Any):
+        # Values for struct fuse_config (timeouts, use_ino...), applied in init where libfuse3 expects them.
+        self._config = dict(config or {})
+        self._on_init = on_init
+        kwargs.setdefault("encoding", "utf-8")
+        kwargs.setdefault("errors", "surrogateescape")
+        super().__init__(operations, mountpoint, **kwargs)
+
+    # -- error handling ------------------------------------------------------------------------------------------
+    def _wrapper(self, func, *args, **kwargs):  # type: ignore[override]
+        try:
+            return func(*args, **kwargs) or 0
+        except OSError as e:
+            if isinstance(e.errno, int) and e.errno > 0:
+                return -e.errno
+            self._report_once(func.__name__, e)
+            return -errno.EIO
+        except Exception as e:  # a bug must not stop the filesystem: EIO, traceback logged once
+            if func.__name__.startswith("init"):
+                raise
+            self._report_once(func.__name__, e)
+            return -errno.EIO
+        except BaseException:
+            log.critical("fatal error in FUSE operation %s, unmounting", func.__name__, exc_info=True)
+            fuse_exit()
+            return -errno.EIO
+
+    @classmethod
+    def _report_once(cls, op: str, exc: BaseException) -> None:
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else "?"
+        key = (op, type(exc).__name__, where)
+        with cls._reported_lock:
+            if key in cls._reported:
+                return
+            cls._reported.add(key)
+        print(f"fuse-passthrough: internal error in {op} (returned EIO; reported once):", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+
+    # -- init: fuse_config -------------------------------------------------------------------------------------
+    def init_fuse_3(self, conn, config):  # type: ignore[override]
+        if config:
+            for key, value in self._config.items():
+                setattr(config.contents, key, value)
+        super().init_fuse_3(conn, config)
+        if self._on_init is not None:
+            self._on_init()
+
+    # -- ops whose arguments mfusepy drops or mangles ------------------------------------------------------------
+    def _path(self, path: bytes | None) -> str | None:
+        return None if path is None else path.decode(self.encoding, self.errors)
+
+    def fgetattr(self, path, buf, fip):  # type: ignore[override]
+        ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
+        fh = fip.contents.fh if fip else None
+        fill_stat(buf.contents, self.operations.getattr(self._path(path), fh))
+        return 0
+
+    def rename_fuse_3(self, old, new, flags):  # type: ignore[override]
+        return self.operations.rename(self._path(old), self._path(new), flags)
+
+    def utimens_fuse_3(self, path, buf, fip):  # type: ignore[override]
+        times = None
+        if buf:
+            a, m = buf.contents.actime, buf.contents.modtime
+            times = ((a.tv_sec, a.tv_nsec), (m.tv_sec, m.tv_nsec))
+        fh = fip.contents.fh if fip else None
+        return self.operations.utimens(self._path(path), times, fh)
+
+    def chmod_fuse_3(self, path, mode, fip):  # type: ignore[override]
+        return self.operations.chmod(self._path(path), mode, fip.contents.fh if fip else None)
+
+    def chown_fuse_3(self, path, uid, gid, fip):  # type: ignore[override]
+        # (uid_t)-1 means "leave unchanged"; keep it as -1 for os.chown.
+        uid = -1 if uid == 0xFFFFFFFF else uid
+        gid = -1 if gid == 0xFFFFFFFF else gid
+        return self.operations.chown(self._path(path), uid, gid, fip.contents.fh if fip else None)
+
+    def truncate_fuse_3(self, path, length, fip):  # type: ignore[override]
+        return self.operations.truncate(self._path(path), length, fip.contents.fh if fip else None)
+
+    def open(self, path, fip):  # type: ignore[override]
+        fi = fip.contents
+        fi.fh = self.operations.open(self._path(path), fi.flags)
+        if fi.flags & os.O_DIRECT:
+            fi.direct_io = 1  # O_DIRECT: bypass the mount's page cache; data goes straight to the source
+        return 0
+
+    def create(self, path, mode, fip):  # type: ignore[override]
+        fi = fip.contents
+        fi.fh = self.operations.create(self._path(path), mode, fi.flags)
+        if fi.flags & os.O_DIRECT:
+            fi.direct_io = 1
+        return 0
+
+    def copy_file_range(self, path_in, fi_in, off_in, path_out, fi_out, off_out, size, flags):
+        return self.operations.copy_file_range(
+            self._path(path_in), fi_in.contents.fh if fi_in else None, off_in,
+            self._path(path_out), fi_out.contents.fh if fi_out else None, off_out, size, flags,
+        )
+
+    def lseek(self, path, off, whence, fip):
+        return self.operations.lseek(self._path(path), fip.contents.fh if fip else None, off, whence)
+
+    def read(self, path, buf, size, offset, fip):  # type: ignore[override]
+        data = self.operations.read(self._path(path), size, offset, fip.contents.fh)
+        n = len(data)
+        if n:
+            ctypes.memmove(buf, data, n)
+        return n
+
+    def write(self, path, buf, size, offset, fip):  # type: ignore[override]
+        return self.operations.write(self._path(path), ctypes.string_at(buf, size), offset, fip.contents.fh)
+
+
+def mount(operations: Any, mountpoint: str, *, threads: bool = True, debug: bool = False,
+          options: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+          on_init: Any = None) -> None:
+    """Mount `operations` at `mountpoint` in the foreground and serve until unmounted (blocks).
+
+    Raises RuntimeError when libfuse could not mount (it has printed why).
+    """
+    FuseBinding(operations, mountpoint, config=config, on_init=on_init, foreground=True,
+                nothreads=not threads, debug=debug, **(options or {}))

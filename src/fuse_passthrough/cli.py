@@ -1,0 +1,286 @@
+"""Command line: `fuse-passthrough SOURCE MOUNTPOINT`, plus the `trace`, `demo` and `report` commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+from typing import Any
+
+from . import __version__
+from .mount import ALL_OPTIONS, MountOptions, SignalRelay, UsageError, check_environment, check_paths
+
+PROG = "fuse-passthrough"
+
+MOUNT_DESCRIPTION = f"""\
+Mirror SOURCE at MOUNTPOINT with FUSE, passing every operation through to SOURCE unchanged, and record each
+operation the kernel sends: caller (pid, process name, uid/gid), operation, arguments, result or errno, and
+duration. Data bytes and xattr values are never recorded, only their lengths.
+
+The filesystem runs in the foreground until it is unmounted (fusermount3 -u MOUNTPOINT), or until Ctrl-C,
+SIGTERM or SIGHUP; it then writes every pending event, prints a per-operation summary (like strace -c) and
+exits 0. SIGUSR1 prints the summary so far without stopping.
+
+other commands:
+  {PROG} trace [--source DIR] [options] -- CMD [ARGS...]   run CMD on a private mount, print what it did
+  {PROG} demo                                               the classic "what happens when I..." walks, live
+  {PROG} report TRACE.jsonl [--perfetto OUT] [--html OUT]   summarise a saved JSONL trace
+"""
+
+MOUNT_EPILOG = f"""\
+mount options (-o, comma separated, repeatable):
+  allow_other            let other users use the mount (root, or user_allow_other in /etc/fuse.conf)
+  default_permissions    the kernel checks SOURCE's permissions for every caller (on unless
+                         no_default_permissions is given)
+  ro                     read-only mount
+  fsname=NAME, subtype=NAME   what mount(8) shows (default: SOURCE, type fuse.passthrough)
+  attr_timeout=S, entry_timeout=S, negative_timeout=S
+                         kernel cache lifetimes in seconds; default 0 (always coherent, see README)
+  kernel_cache, auto_cache, direct_io, hard_remove   libfuse high-level options
+  nonempty               allow a non-empty MOUNTPOINT (its files are hidden while mounted)
+  also: {', '.join(o for o in ALL_OPTIONS if o not in ('allow_other', 'default_permissions', 'ro', 'fsname',
+        'subtype', 'attr_timeout', 'entry_timeout', 'negative_timeout', 'kernel_cache', 'auto_cache',
+        'direct_io', 'hard_remove', 'nonempty'))}
+
+examples:
+  {PROG} ~/src /mnt/src                      trace everything to stderr, Ctrl-C to stop
+  {PROG} -b --format jsonl --output t.jsonl ~/src /mnt/src   in the background, JSON lines to a file
+  {PROG} --errors-only --path '*.py' ~/src /mnt/src          only failed operations on Python files
+  {PROG} -o allow_other,ro /srv/data /mnt/data
+
+exit status:
+  0 unmounted cleanly; 1 mount or runtime failure; 2 invalid arguments or options
+"""
+
+
+def add_trace_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tracing")
+    g.add_argument("--format", choices=("text", "jsonl"), default="text",
+                   help="text: one readable line per operation; jsonl: one JSON object per line (see README)")
+    g.add_argument("--output", metavar="FILE",
+                   help="write events to FILE (default: stderr; with --background, a file in $TMPDIR)")
+    g.add_argument("--output-max-bytes", type=_size, default=0, metavar="N",
+                   help="rotate FILE when it would exceed N bytes (suffixes k, M, G); 0 = never")
+    g.add_argument("--output-backups", type=_nonneg_int, default=1, metavar="N",
+                   help="rotated files to keep: FILE.1 ... FILE.N (default 1; 0 = truncate and restart)")
+    g.add_argument("--no-trace", action="store_true", help="do not record operations at all")
+    g.add_argument("--cmdline", action="store_true", help="add each caller's full command line to events")
+    g.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE")
+    g.add_argument("--no-summary", action="store_true", help="do not print the summary table")
+    f = p.add_argument_group("filters (an event is kept when it passes all of them)")
+    f.add_argument("--ops", type=_csv, default=[], metavar="OP,...", help="only these operations")
+    f.add_argument("--exclude-ops", type=_csv, default=[], metavar="OP,...", help="not these operations")
+    f.add_argument("--path", action="append", default=[], metavar="GLOB",
+                   help="only paths matching GLOB (fnmatch, '*' crosses '/'); repeatable")
+    f.add_argument("--pid", action="append", type=_nonneg_int, default=[], help="only this caller pid; repeatable")
+    f.add_argument("--comm", action="append", default=[], help="only this process name; repeatable")
+    f.add_argument("--uid", action="append", type=_nonneg_int, default=[], help="only this caller uid; repeatable")
+    f.add_argument("--errors-only", action="store_true", help="only failed operations")
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def _nonneg_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {value!r}")
+    return n
+
+
+def _size(value: str) -> int:
+    units = {"k": 1 << 10, "K": 1 << 10, "m": 1 << 20, "M": 1 << 20, "g": 1 << 30, "G": 1 << 30}
+    mult = units.get(value[-1:], 1)
+    digits = value[:-1] if value[-1:] in units else value
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"not a size: {value!r} (examples: 1000000, 64M, 1G)")
+    return int(digits) * mult
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line and exit status 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def mount_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, usage=f"{PROG} [options] SOURCE MOUNTPOINT", description=MOUNT_DESCRIPTION,
+                epilog=MOUNT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="SOURCE", help="the directory to mirror")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory to mount it on")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
+                   help="mount options, see below")
+    p.add_argument("-b", "--background", action="store_true",
+                   help="return once the mount is usable; the filesystem keeps running in the background")
+    p.add_argument("-s", "--single-threaded", action="store_true",
+                   help="serve one request at a time (faster for a single client; see README)")
+    p.add_argument("-d", "--debug", action="store_true", help="also print libfuse's own request log")
+    p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    add_trace_arguments(p)
+    return p
+
+
+def build_filter(args: argparse.Namespace, descendants_of: int | None = None) -> Any:
+    from .tracing import EventFilter
+    try:
+        return EventFilter(ops=args.ops, exclude_ops=args.exclude_ops, paths=args.path, pids=args.pid,
+                           comms=args.comm, uids=args.uid, errors_only=args.errors_only,
+                           descendants_of=descendants_of)
+    except ValueError as e:
+        raise UsageError(str(e), 2) from None
+
+
+def open_output(args: argparse.Namespace) -> Any:
+    """The trace output; opened before mounting so an unwritable file fails early."""
+    from .tracing import RotatingFile, StreamOutput
+    if args.output:
+        try:
+            return RotatingFile(args.output, args.output_max_bytes, args.output_backups)
+        except OSError as e:
+            raise UsageError(f"cannot write trace output '{args.output}': {e.strerror}") from None
+    return StreamOutput(sys.stderr.buffer)
+
+
+def run_mount(argv: list[str]) -> int:
+    args = mount_parser().parse_args(argv)
+    opts = MountOptions.parse(args.options, os.path.abspath(args.source))
+    check_environment()
+    filt = build_filter(args)
+    src, mnt = check_paths(args.source, args.mountpoint, opts.nonempty, note=_note)
+    if args.background:
+        return _background(args, src, mnt, opts, filt)
+    output = None if args.no_trace else open_output(args)
+    return serve(args, src, mnt, opts, filt, output)
+
+
+def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt: Any, output: Any,
+          on_ready: Any = None) -> int:
+    """Mount and serve until unmounted; flush the trace and print the summary. Returns the exit status."""
+    from . import binding
+    from .passthrough import Passthrough
+    from .tracing import TraceSink, TracingOperations
+
+    ops: Any = Passthrough(src)
+    sink = None
+    if output is not None:
+        sink = TraceSink(output, args.format)
+        ops = TracingOperations(ops, sink, filt, with_cmdline=args.cmdline)
+
+    def summary_now(_signum: int) -> None:
+        if sink is not None:
+            sink.summary_snapshot().render(sys.stderr)
+
+    relay = SignalRelay([signal.SIGUSR1], summary_now)
+    status = 0
+    try:
+        binding.mount(ops, mnt, threads=not args.single_threaded, debug=args.debug, options=opts.kernel,
+                      config=opts.config, on_init=on_ready)
+    except RuntimeError:
+        print(f"{PROG}: mounting '{mnt}' failed (see the message above)", file=sys.stderr)
+        status = 1
+    finally:
+        relay.close()
+        if sink is not None:
+            sink.close()
+            if not args.no_summary and sink.written:
+                sink.summary.render(sys.stderr)
+            if args.summary_json:
+                sink.summary.write_json(args.summary_json)
+        ops_root = getattr(ops, "inner", ops)
+        ops_root.close()
+    return status
+
+
+_READY = b"\0fuse-passthrough-ready\n"
+
+
+def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt: Any) -> int:
+    """Fork a daemon that mounts; return 0 once the mount is usable, 1 with its error if it fails."""
+    log_path = None
+    if not args.no_trace and not args.output:
+        fd, args.output = tempfile.mkstemp(prefix="fuse-passthrough-", suffix=".trace")
+        os.close(fd)
+    fd, log_path = tempfile.mkstemp(prefix="fuse-passthrough-", suffix=".log")
+    os.close(fd)
+    output = None if args.no_trace else open_output(args)
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(w, 2)  # mount errors reach the parent
+
+        def ready() -> None:
+            os.write(2, _READY)
+            log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+            os.dup2(log, 2)
+            os.close(log)
+            os.close(w)
+
+        try:
+            status = serve(args, src, mnt, opts, filt, output, on_ready=ready)
+        except BaseException as e:  # noqa: BLE001 - the daemon must always report and exit
+            print(f"{PROG}: {e}", file=sys.stderr)
+            status = 1
+        sys.stderr.flush()
+        os._exit(status)
+    os.close(w)
+    if output is not None:
+        output.close()
+    chunks = []
+    while True:
+        data = os.read(r, 65536)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(r)
+    text = b"".join(chunks)
+    if _READY in text:
+        where = f"trace: {args.output}; " if args.output and not args.no_trace else ""
+        print(f"{PROG}: mounted {src} at {mnt} (pid {pid}); {where}log: {log_path}; "
+              f"stop with: fusermount3 -u {mnt}", file=sys.stderr)
+        return 0
+    os.waitpid(pid, 0)
+    sys.stderr.write(text.decode("utf-8", "replace"))
+    if not text.strip():
+        print(f"{PROG}: the filesystem exited before the mount was ready", file=sys.stderr)
+    return 1
+
+
+def _note(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "trace":
+            from .trace_command import run_trace
+            return run_trace(argv[1:])
+        if argv and argv[0] == "demo":
+            from .demo import run_demo
+            return run_demo(argv[1:])
+        if argv and argv[0] == "report":
+            from .report import run_report
+            return run_report(argv[1:])
+        return run_mount(argv)
+    except UsageError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.status
+    except ImportError as e:  # libfuse3 missing
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,60 @@
+"""Run a filesystem operation with the calling process's credentials.
+
+When the daemon runs as root for other users (`-o allow_other`), objects must be created by the caller, not by
+root and chowned afterwards: another user would see a root-owned file in between, setgid directories would give
+the wrong group, and the source would not enforce its own rules (sticky bits, protected_hardlinks, setuid
+clearing). Linux keeps fsuid, fsgid and the supplementary groups per thread, so each libfuse worker thread takes
+on the caller's identity for the duration of one operation and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from types import TracebackType
+
+from . import syscalls
+from .binding import fuse_caller_groups, fuse_context
+
+
+class CallerCredentials:
+    """Context manager: the current FUSE caller's fsuid/fsgid/groups for the calling thread."""
+
+    def __init__(self, enabled: bool | None = None, groups: bool = True) -> None:
+        if enabled is None:
+            enabled = os.geteuid() == 0 and syscalls.has_thread_credentials()
+        self.enabled = enabled
+        self._uid = os.geteuid()
+        self._gid = os.getegid()
+        self._groups = os.getgroups()
+        self._with_groups = groups  # False: fsuid/fsgid only (enough for setuid clearing, half the cost)
+        self._switched = threading.local()
+
+    def __enter__(self) -> bool:
+        """Switch to the caller; returns True when a switch happened."""
+        if not self.enabled:
+            return False
+        uid, gid, _pid, _umask = fuse_context()
+        if uid == self._uid and gid == self._gid:
+            self._switched.on = False
+            return False
+        if self._with_groups:
+            groups = fuse_caller_groups()
+            syscalls.setgroups_thread(groups if groups is not None else [gid])
+        syscalls.setfsgid(gid)
+        syscalls.setfsuid(uid)
+        self._switched.on = True
+        return True
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.enabled and self._switched.on:
+            syscalls.setfsuid(self._uid)
+            syscalls.setfsgid(self._gid)
+            if self._with_groups:
+                syscalls.setgroups_thread(self._groups)
+            self._switched.on = False
+
+
+def caller_uid() -> int:
+    return fuse_context()[0]

@@ -1,0 +1,224 @@
+"""Mount lifecycle: option parsing, checks that turn every misuse into one clear line, serving, clean exit."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class UsageError(Exception):
+    """A user mistake: printed as one line, exit status 2 (usage) or 1 (environment)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -o options passed to the kernel / fusermount3 as they are.
+_FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "rw", "auto_unmount", "dev", "nodev",
+                 "suid", "nosuid", "exec", "noexec", "atime", "noatime", "diratime", "nodiratime", "relatime",
+                 "norelatime", "strictatime", "sync", "async", "dirsync", "lazytime", "nolazytime"}
+_STRING_OPTIONS = {"fsname", "subtype"}
+_INT_OPTIONS = {"max_read", "blksize"}
+# -o options that set libfuse's high-level struct fuse_config.
+_CONFIG_FLOATS = {"attr_timeout", "entry_timeout", "negative_timeout", "ac_attr_timeout"}
+_CONFIG_FLAGS = {"kernel_cache", "auto_cache", "direct_io", "hard_remove"}
+# Our own -o options.
+_OWN_FLAGS = {"no_default_permissions", "nonempty"}
+
+ALL_OPTIONS = sorted(_FLAG_OPTIONS | _STRING_OPTIONS | _INT_OPTIONS | _CONFIG_FLOATS | _CONFIG_FLAGS | _OWN_FLAGS)
+
+
+@dataclass
+class MountOptions:
+    """Everything -o can say, split by where it goes."""
+
+    kernel: dict[str, Any] = field(default_factory=dict)   # to fuse_main as -o
+    config: dict[str, Any] = field(default_factory=dict)   # to struct fuse_config in init
+    nonempty: bool = False
+
+    @classmethod
+    def parse(cls, specs: Iterable[str], source: str) -> MountOptions:
+        m = cls()
+        default_permissions = True
+        # Coherent by default: no attribute, entry or negative caching (see README "Caching and coherence").
+        m.config.update(attr_timeout=0.0, entry_timeout=0.0, negative_timeout=0.0, use_ino=1)
+        m.kernel["fsname"] = source
+        m.kernel["subtype"] = "passthrough"
+        for spec in specs:
+            for item in _split_options(spec):
+                key, eq, value = item.partition("=")
+                if key in _FLAG_OPTIONS or key in _CONFIG_FLAGS or key in _OWN_FLAGS:
+                    if eq:
+                        raise UsageError(f"mount option '{key}' takes no value", 2)
+                    if key == "no_default_permissions":
+                        default_permissions = False
+                    elif key == "nonempty":
+                        m.nonempty = True
+                    elif key in _CONFIG_FLAGS:
+                        m.config[key] = 1
+                    else:
+                        m.kernel[key] = True
+                elif key in _STRING_OPTIONS:
+                    if not value:
+                        raise UsageError(f"mount option '{key}' needs a value ({key}=...)", 2)
+                    m.kernel[key] = value
+                elif key in _INT_OPTIONS:
+                    if not value.isdigit() or int(value) <= 0:
+                        raise UsageError(f"mount option '{key}' needs a positive integer, got '{value}'", 2)
+                    m.kernel[key] = int(value)
+                elif key in _CONFIG_FLOATS:
+                    try:
+                        seconds = float(value)
+                    except ValueError:
+                        seconds = -1.0
+                    if not eq or not seconds >= 0:
+                        raise UsageError(f"mount option '{key}' needs a number of seconds >= 0, got '{value}'", 2)
+                    m.config[key] = seconds
+                    if key == "ac_attr_timeout":
+                        m.config["ac_attr_timeout_set"] = 1
+                else:
+                    raise UsageError(f"unknown mount option '{key}' (known: {', '.join(ALL_OPTIONS)})", 2)
+        if default_permissions:
+            m.kernel["default_permissions"] = True
+        if "fsname" in m.kernel:  # libfuse splits -o on unescaped commas
+            m.kernel["fsname"] = m.kernel["fsname"].replace("\\", "\\\\").replace(",", "\\,")
+        return m
+
+
+def _split_options(spec: str) -> list[str]:
+    return [s for s in spec.split(",") if s]
+
+
+# -- checks ------------------------------------------------------------------------------------------------
+def _mounted_paths() -> set[str]:
+    paths = set()
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split(" ")[4]
+                paths.add(mp.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace"))
+    except OSError:
+        pass
+    return paths
+
+
+def is_mountpoint(path: str) -> bool:
+    return os.path.realpath(path) in _mounted_paths()
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+def fusermount() -> str | None:
+    return shutil.which("fusermount3") or (shutil.which("fusermount3", path="/usr/bin:/bin"))
+
+
+def unmount(mountpoint: str, lazy: bool = False) -> bool:
+    """Unmount with fusermount3 (or umount as a fallback); True on success."""
+    tool = fusermount()
+    cmd = [tool, "-u", "-q"] + (["-z"] if lazy else []) + [mountpoint] if tool else \
+        ["umount"] + (["-l"] if lazy else []) + [mountpoint]
+    return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def check_environment() -> None:
+    if not os.path.exists("/dev/fuse"):
+        raise UsageError("/dev/fuse does not exist: load the fuse module (modprobe fuse) or, in a container, "
+                         "pass the device (--device /dev/fuse)")
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError as e:
+        raise UsageError(f"cannot open /dev/fuse: {e.strerror}") from None
+    if fusermount() is None:
+        raise UsageError("fusermount3 not found: install the fuse3 package (apt-get install fuse3)")
+
+
+def check_paths(source: str, mountpoint: str, nonempty: bool = False,
+                note: Callable[[str], None] | None = None) -> tuple[str, str]:
+    """Validate SOURCE and MOUNTPOINT; returns their real paths. A stale mount (daemon killed) is cleared."""
+    if not os.path.exists(source):
+        raise UsageError(f"source '{source}' does not exist")
+    if not os.path.isdir(source):
+        raise UsageError(f"source '{source}' is not a directory")
+    try:
+        os.stat(mountpoint)
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:  # "Transport endpoint is not connected": the daemon died
+            if not unmount(mountpoint, lazy=True):
+                raise UsageError(f"mountpoint '{mountpoint}' is a stale FUSE mount; run: "
+                                 f"fusermount3 -uz {mountpoint}") from None
+            if note:
+                note(f"cleared a stale mount at '{mountpoint}' (its daemon had died)")
+        elif e.errno == errno.ENOENT:
+            raise UsageError(f"mountpoint '{mountpoint}' does not exist") from None
+        else:
+            raise UsageError(f"mountpoint '{mountpoint}': {e.strerror}") from None
+    if not os.path.isdir(mountpoint):
+        raise UsageError(f"mountpoint '{mountpoint}' is not a directory")
+    src, mnt = os.path.realpath(source), os.path.realpath(mountpoint)
+    if _inside(mnt, src):
+        raise UsageError(f"mountpoint '{mountpoint}' is inside the source '{source}': the filesystem would see "
+                         "itself (choose a mountpoint outside the source)")
+    if _inside(src, mnt):
+        raise UsageError(f"source '{source}' is inside the mountpoint '{mountpoint}': the mount would hide it")
+    if mnt in _mounted_paths():
+        raise UsageError(f"mountpoint '{mountpoint}' is already mounted; unmount it first: fusermount3 -u {mnt}")
+    if not nonempty:
+        try:
+            with os.scandir(mnt) as it:
+                busy = next(it, None) is not None
+        except OSError as e:
+            raise UsageError(f"mountpoint '{mountpoint}': {e.strerror}") from None
+        if busy:
+            raise UsageError(f"mountpoint '{mountpoint}' is not empty (its files would be hidden; "
+                             "use -o nonempty to mount anyway)")
+    return src, mnt
+
+
+# -- signals while libfuse owns the main thread -------------------------------------------------------------
+class SignalRelay:
+    """Run `handler(signum)` in a helper thread for signals that arrive while the main thread is in libfuse.
+
+    Python runs signal handlers only between bytecodes of the main thread, which is blocked in fuse_main; its
+    wakeup fd, however, is written by the C-level handler at once, so a thread reading it reacts immediately.
+    """
+
+    def __init__(self, signals: Iterable[int], handler: Callable[[int], None]) -> None:
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(self._r, True)
+        self._handler = handler
+        self._signals = list(signals)
+        for s in self._signals:
+            signal.signal(s, lambda *_: None)
+        self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._run, name="signal-relay", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = os.read(self._r, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum in self._signals:
+                    try:
+                        self._handler(signum)
+                    except Exception as e:  # never let a summary request kill the relay
+                        print(f"fuse-passthrough: signal handler failed: {e}", file=sys.stderr)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._old_fd)
+        os.close(self._w)  # the relay thread sees EOF and ends; the no-op handlers stay (no late deaths)

@@ -1,0 +1,417 @@
+"""The passthrough: every FUSE operation mapped to the matching syscall on the source directory.
+
+Paths from libfuse ("/a/b/c") are resolved beneath a directory fd of the source root, never by joining strings:
+the parent directory ("a/b") is opened with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), so a directory that
+was swapped for a symlink in the source after the kernel's lookup cannot lead outside it, and paths longer than
+PATH_MAX work. The last component is then used with the *at() form of the call and never followed
+(`follow_symlinks=False`, O_NOFOLLOW): the kernel resolves symlinks itself and never asks us to.
+
+This module knows nothing about tracing; wrap it with `fuse_passthrough.tracing.TracingOperations`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from . import syscalls
+from .binding import Operations, fuse_context
+from .credentials import CallerCredentials
+
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_RESOLVE = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS
+_PATH_MAX = 4096
+
+
+def _type_of(entry: os.DirEntry[str]) -> int:
+    """st_mode type bits from d_type, without a stat unless the type is uncommon."""
+    if entry.is_dir(follow_symlinks=False):
+        return stat.S_IFDIR
+    if entry.is_file(follow_symlinks=False):
+        return stat.S_IFREG
+    if entry.is_symlink():
+        return stat.S_IFLNK
+    try:
+        return stat.S_IFMT(entry.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return 0
+
+
+class Passthrough(Operations):  # type: ignore[misc]
+    """Mirror `source` with each operation a short method over one syscall.
+
+    `getattr` returns os.stat_result (all fields, ns times); `utimens` takes raw timespecs; `rename` takes the
+    renameat2 flags. Objects are created, and permission-sensitive changes made, with the caller's credentials
+    (see `credentials.py`) when running as root.
+    """
+
+    use_ns = True  # tells mfusepy we take nanosecond times
+
+    def __init__(self, source: str, *, caller_credentials: bool | None = None) -> None:
+        self.source = os.path.realpath(source)
+        self.root_fd = os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.as_caller = CallerCredentials(caller_credentials)
+        self.as_caller_ids = CallerCredentials(caller_credentials, groups=False)
+        self._openat2 = True
+
+    # -- path resolution -------------------------------------------------------------------------------------
+    def _open_dir(self, rel: str) -> int:
+        """O_PATH fd of the directory `rel` beneath the root, following no symlink on the way."""
+        if self._openat2 and len(rel) < _PATH_MAX:
+            try:
+                return syscalls.openat2(self.root_fd, rel, _DIR_FLAGS, 0, _RESOLVE)
+            except OSError as e:
+                if e.errno not in (errno.ENOSYS, errno.EPERM):  # EPERM: seccomp policy without openat2
+                    raise
+                self._openat2 = False
+        fd = self.root_fd
+        try:
+            for part in rel.split("/"):
+                nfd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                if fd != self.root_fd:
+                    os.close(fd)
+                fd = nfd
+        except OSError:
+            if fd != self.root_fd:
+                os.close(fd)
+            raise
+        return fd
+
+    def _at(self, path: str) -> tuple[int, str]:
+        """(directory fd, last component) for `path`; close the fd with `_done` unless it is the root fd."""
+        head, _, name = path[1:].rpartition("/")
+        if not head:
+            return self.root_fd, name or "."
+        return self._open_dir(head), name
+
+    def _done(self, fd: int) -> None:
+        if fd != self.root_fd:
+            os.close(fd)
+
+    def _proc_path(self, path: str) -> tuple[int, str]:
+        """An O_PATH fd of `path` itself (not followed) and its /proc/self/fd name for path-only calls."""
+        d, name = self._at(path)
+        try:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+        finally:
+            self._done(d)
+        return fd, f"/proc/self/fd/{fd}"
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def init(self, path: str) -> None:
+        # The kernel applies the caller's umask before sending a mode; ours must not mask it a second time.
+        os.umask(0)
+
+    def destroy(self, path: str) -> None:
+        pass
+
+    # -- attributes -------------------------------------------------------------------------------------------
+    def getattr(self, path: str, fh: int | None = None) -> os.stat_result:
+        if fh is not None:
+            return os.fstat(fh)
+        d, name = self._at(path)
+        try:
+            return os.stat(name, dir_fd=d, follow_symlinks=False)
+        finally:
+            self._done(d)
+
+    def access(self, path: str, amode: int) -> int:
+        d, name = self._at(path)
+        try:
+            with self.as_caller:
+                ok = os.access(name, amode, dir_fd=d, effective_ids=True, follow_symlinks=False)
+        finally:
+            self._done(d)
+        if not ok:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return 0
+
+    def chmod(self, path: str, mode: int, fh: int | None = None) -> int:
+        if fh is not None:
+            with self.as_caller:
+                os.fchmod(fh, mode)
+            return 0
+        fd, proc = self._proc_path(path)
+        try:
+            with self.as_caller:
+                os.chmod(proc, mode)
+        finally:
+            os.close(fd)
+        return 0
+
+    def chown(self, path: str, uid: int, gid: int, fh: int | None = None) -> int:
+        with self.as_caller:
+            if fh is not None:
+                os.fchown(fh, uid, gid)
+                return 0
+            d, name = self._at(path)
+            try:
+                os.chown(name, uid, gid, dir_fd=d, follow_symlinks=False)
+            finally:
+                self._done(d)
+        return 0
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        with self.as_caller:
+            if fh is not None:
+                os.ftruncate(fh, length)
+                return 0
+            d, name = self._at(path)
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+            finally:
+                self._done(d)
+        try:
+            os.ftruncate(fd, length)
+        finally:
+            os.close(fd)
+        return 0
+
+    def utimens(self, path: str, times: tuple[syscalls.Timespec, syscalls.Timespec] | None = None,
+                fh: int | None = None) -> int:
+        with self.as_caller:
+            if fh is not None:
+                syscalls.utimensat(fh, None, times)
+                return 0
+            d, name = self._at(path)
+            try:
+                syscalls.utimensat(d, name, times, syscalls.AT_SYMLINK_NOFOLLOW)
+            finally:
+                self._done(d)
+        return 0
+
+    def readlink(self, path: str) -> str:
+        d, name = self._at(path)
+        try:
+            return os.readlink(name, dir_fd=d)
+        finally:
+            self._done(d)
+
+    def statfs(self, path: str) -> dict[str, int]:
+        fd, _ = self._proc_path(path)
+        try:
+            sv = os.fstatvfs(fd)
+        finally:
+            os.close(fd)
+        return {
+            "f_bsize": sv.f_bsize, "f_frsize": sv.f_frsize, "f_blocks": sv.f_blocks, "f_bfree": sv.f_bfree,
+            "f_bavail": sv.f_bavail, "f_files": sv.f_files, "f_ffree": sv.f_ffree, "f_favail": sv.f_favail,
+            "f_fsid": sv.f_fsid, "f_flag": sv.f_flag, "f_namemax": sv.f_namemax,
+        }
+
+    # -- namespace --------------------------------------------------------------------------------------------
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        d, name = self._at(path)
+        try:
+            with self.as_caller:
+                os.mknod(name, mode, dev, dir_fd=d)
+        finally:
+            self._done(d)
+        return 0
+
+    def mkdir(self, path: str, mode: int) -> int:
+        d, name = self._at(path)
+        try:
+            with self.as_caller:
+                os.mkdir(name, mode, dir_fd=d)
+        finally:
+            self._done(d)
+        return 0
+
+    def unlink(self, path: str) -> int:
+        d, name = self._at(path)
+        try:
+            with self.as_caller:
+                os.unlink(name, dir_fd=d)
+        finally:
+            self._done(d)
+        return 0
+
+    def rmdir(self, path: str) -> int:
+        d, name = self._at(path)
+        try:
+            with self.as_caller:
+                os.rmdir(name, dir_fd=d)
+        finally:
+            self._done(d)
+        return 0
+
+    def symlink(self, path: str, target: str) -> int:
+        """Create `path` as a symlink whose content is `target` (mfusepy's argument order)."""
+        d, name = self._at(path)
+        try:
+            with self.as_caller:
+                os.symlink(target, name, dir_fd=d)
+        finally:
+            self._done(d)
+        return 0
+
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        d1, n1 = self._at(old)
+        try:
+            d2, n2 = self._at(new)
+            try:
+                with self.as_caller:
+                    syscalls.renameat2(d1, n1, d2, n2, flags)
+            finally:
+                self._done(d2)
+        finally:
+            self._done(d1)
+        return 0
+
+    def link(self, path: str, existing: str) -> int:
+        """Create the hard link `path` to `existing` (mfusepy's argument order)."""
+        d1, n1 = self._at(existing)
+        try:
+            d2, n2 = self._at(path)
+            try:
+                with self.as_caller:
+                    os.link(n1, n2, src_dir_fd=d1, dst_dir_fd=d2, follow_symlinks=False)
+            finally:
+                self._done(d2)
+        finally:
+            self._done(d1)
+        return 0
+
+    # -- files ------------------------------------------------------------------------------------------------
+    # O_DIRECT is not passed on: data is copied through unaligned Python buffers, and the binding sets
+    # direct_io so the mount's page cache is bypassed as the caller asked. O_NOFOLLOW: never leave via a symlink.
+    _OPEN_CLEAR = ~os.O_DIRECT
+
+    def open(self, path: str, flags: int) -> int:
+        d, name = self._at(path)
+        try:
+            with self.as_caller:
+                return os.open(name, (flags & self._OPEN_CLEAR) | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+        finally:
+            self._done(d)
+
+    def create(self, path: str, mode: int, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+        d, name = self._at(path)
+        try:
+            with self.as_caller:
+                return os.open(name, (flags & self._OPEN_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               stat.S_IMODE(mode), dir_fd=d)
+        finally:
+            self._done(d)
+
+    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
+        return os.pread(fh, size, offset)
+
+    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
+        # As the caller, so the source clears setuid/setgid bits as it would for them (root keeps them).
+        with self.as_caller_ids:
+            return os.pwrite(fh, data, offset)
+
+    def flush(self, path: str | None, fh: int) -> int:
+        # What close() of one descriptor does on the source (e.g. NFS reports write errors here), without the
+        # fsync the original example did. The handle stays open until release.
+        os.close(os.dup(fh))
+        return 0
+
+    def release(self, path: str | None, fh: int) -> int:
+        os.close(fh)
+        return 0
+
+    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
+        if datasync:
+            os.fdatasync(fh)
+        else:
+            os.fsync(fh)
+        return 0
+
+    def fallocate(self, path: str | None, mode: int, offset: int, size: int, fh: int) -> int:
+        syscalls.fallocate(fh, mode, offset, size)
+        return 0
+
+    def copy_file_range(self, path_in: str | None, fh_in: int, off_in: int, path_out: str | None, fh_out: int,
+                        off_out: int, size: int, flags: int) -> int:
+        if flags:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return os.copy_file_range(fh_in, fh_out, size, off_in, off_out)
+
+    def lseek(self, path: str | None, fh: int, offset: int, whence: int) -> int:
+        return os.lseek(fh, offset, whence)
+
+    # -- directories ------------------------------------------------------------------------------------------
+    def opendir(self, path: str) -> int:
+        d, name = self._at(path)
+        try:
+            with self.as_caller:
+                return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+        finally:
+            self._done(d)
+
+    def readdir(self, path: str | None, fh: int) -> list[tuple[str, dict[str, int], int]]:
+        entries = [
+            (".", {"st_ino": os.fstat(fh).st_ino, "st_mode": stat.S_IFDIR}, 0),
+            ("..", {"st_ino": os.stat("..", dir_fd=fh).st_ino, "st_mode": stat.S_IFDIR}, 0),
+        ]
+        with os.scandir(fh) as it:  # scandir(fd) rewinds the shared descriptor when closed
+            for e in it:
+                entries.append((e.name, {"st_ino": e.inode(), "st_mode": _type_of(e)}, 0))
+        return entries
+
+    def releasedir(self, path: str | None, fh: int) -> int:
+        os.close(fh)
+        return 0
+
+    def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
+        if datasync:
+            os.fdatasync(fh)
+        else:
+            os.fsync(fh)
+        return 0
+
+    # -- extended attributes ----------------------------------------------------------------------------------
+    # "trusted." needs CAP_SYS_ADMIN on the source; the daemon has it, the caller may not.
+    @staticmethod
+    def _hidden(name: str) -> bool:
+        return name.startswith("trusted.") and fuse_context()[0] != 0
+
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        if self._hidden(name):
+            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))
+        fd, proc = self._proc_path(path)
+        try:
+            return os.getxattr(proc, name)
+        finally:
+            os.close(fd)
+
+    def listxattr(self, path: str) -> list[str]:
+        fd, proc = self._proc_path(path)
+        try:
+            names = os.listxattr(proc)
+        finally:
+            os.close(fd)
+        return [n for n in names if not self._hidden(n)]
+
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        if self._hidden(name):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        fd, proc = self._proc_path(path)
+        try:
+            with self.as_caller:
+                os.setxattr(proc, name, value, options)
+        finally:
+            os.close(fd)
+        return 0
+
+    def removexattr(self, path: str, name: str) -> int:
+        if self._hidden(name):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        fd, proc = self._proc_path(path)
+        try:
+            with self.as_caller:
+                os.removexattr(proc, name)
+        finally:
+            os.close(fd)
+        return 0
+
+    # Keep the unused mfusepy hooks off: POSIX and flock locks are arbitrated by the kernel (see README).
+    lock = None
+    flock = None
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+

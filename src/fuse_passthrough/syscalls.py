@@ -1,0 +1,122 @@
+"""Thin ctypes wrappers for the Linux calls the `os` module lacks.
+
+Each raises OSError with the call's own errno, like the `os` functions do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import platform
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# renameat2(2) flags
+RENAME_NOREPLACE = 1 << 0
+RENAME_EXCHANGE = 1 << 1
+RENAME_WHITEOUT = 1 << 2
+
+# utimensat(2) special nanosecond values
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+
+# fallocate(2) modes
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_INSERT_RANGE = 0x20
+FALLOC_FL_UNSHARE_RANGE = 0x40
+
+# openat2(2) resolve flags
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+
+# Raw syscall numbers: setgroups must be per-thread (glibc's wrapper changes every thread), openat2 has no
+# glibc wrapper on Debian 12.
+_SYSCALLS = {
+    "x86_64": {"setgroups": 116, "openat2": 437, "setfsuid": 122, "setfsgid": 123},
+    "aarch64": {"setgroups": 159, "openat2": 437, "setfsuid": 151, "setfsgid": 152},
+}
+_NR = _SYSCALLS.get(platform.machine(), {})
+
+_libc.syscall.restype = ctypes.c_long
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+_libc.fallocate64.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_libc.utimensat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Timespec), ctypes.c_int]
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _check(result: int, what: str, path: bytes | None = None) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), os.fsdecode(path) if path is not None else what)
+    return result
+
+
+def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int = 0) -> None:
+    old_b = os.fsencode(old)
+    _check(_libc.renameat2(olddirfd, old_b, newdirfd, os.fsencode(new), flags), "renameat2", old_b)
+
+
+Timespec = tuple[int, int]  # (seconds, nanoseconds); nanoseconds may be UTIME_NOW or UTIME_OMIT
+
+
+def utimensat(dirfd: int, path: str | None, times: tuple[Timespec, Timespec] | None, flags: int = 0) -> None:
+    """utimensat(2) with UTIME_NOW/UTIME_OMIT intact; path None means `dirfd` itself (futimens)."""
+    ts = None
+    if times is not None:
+        ts = (_Timespec * 2)(_Timespec(*times[0]), _Timespec(*times[1]))
+    path_b = os.fsencode(path) if path is not None else None
+    _check(_libc.utimensat(dirfd, path_b, ts, flags), "utimensat", path_b)
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    _check(_libc.fallocate64(fd, mode, offset, length), "fallocate")
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    nr = _NR.get("openat2")
+    if nr is None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS), "openat2")
+    how = _OpenHow(flags, mode, resolve)
+    path_b = os.fsencode(path)
+    return _check(
+        _libc.syscall(ctypes.c_long(nr), ctypes.c_int(dirfd), ctypes.c_char_p(path_b), ctypes.byref(how),
+                      ctypes.c_size_t(ctypes.sizeof(how))),
+        "openat2", path_b,
+    )
+
+
+def setfsuid(uid: int) -> int:
+    """Set this thread's filesystem uid; returns the previous one (setfsuid(2) never fails loudly)."""
+    return _libc.syscall(ctypes.c_long(_NR["setfsuid"]), ctypes.c_uint(uid))
+
+
+def setfsgid(gid: int) -> int:
+    return _libc.syscall(ctypes.c_long(_NR["setfsgid"]), ctypes.c_uint(gid))
+
+
+def setgroups_thread(groups: list[int]) -> None:
+    """setgroups(2) for the calling thread only (the raw syscall; glibc's wrapper changes all threads)."""
+    arr = (ctypes.c_uint * max(1, len(groups)))(*groups)
+    _check(_libc.syscall(ctypes.c_long(_NR["setgroups"]), ctypes.c_size_t(len(groups)), arr), "setgroups")
+
+
+def has_thread_credentials() -> bool:
+    return {"setfsuid", "setfsgid", "setgroups"} <= _NR.keys()

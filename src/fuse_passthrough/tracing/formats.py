@@ -1,0 +1,66 @@
+"""Event renderings: `text` (one readable line, the original example's call notation) and `jsonl`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .events import ARG_NAMES, DATA_ARGS, KERNEL_COMM
+
+FORMATS = ("text", "jsonl")
+
+_BARE = {"flags", "mode", "mask", "whence", "dev"}  # already rendered as names or octal: no quotes
+
+
+def _value(op: str, name: str, value: Any) -> str:
+    if value is None:
+        return "None"
+    if name in _BARE and isinstance(value, str):
+        return value
+    if name == "size" and op in DATA_ARGS:
+        return f"<{value} bytes>"  # the data itself is never recorded
+    if name == "times" and isinstance(value, list):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return repr(value)
+
+
+def _result(event: dict[str, Any]) -> str:
+    if event["errno"]:
+        return f"-> {event['errno']}"
+    r = event["result"]
+    if isinstance(r, dict):
+        if "fh" in r and len(r) == 1:
+            return f"= fh {r['fh']}"
+        return "= {" + " ".join(f"{k}={v}" for k, v in r.items()) + "}"
+    return f"= {r!r}"
+
+
+def format_text(event: dict[str, Any]) -> str:
+    op = event["op"]
+    parts = []
+    args = event["args"]
+    for name in ARG_NAMES.get(op, ()):
+        if name == "path":
+            parts.append(repr(event["path"]))
+        elif name == "path2":
+            parts.append(repr(event["path2"]))
+        elif name in args:
+            parts.append(_value(op, name, args[name]))
+    pid = event["pid"]
+    who = KERNEL_COMM if pid == 0 else f"{event['comm'] or '?'}[{pid}]"
+    return (f"{op}({', '.join(parts)}) {_result(event)}   {event['duration_ns'] / 1e6:.3f} ms  "
+            f"{who} uid={event['uid']} gid={event['gid']}\n")
+
+
+def format_jsonl(event: dict[str, Any]) -> str:
+    # ASCII escapes keep file names that are not UTF-8 (surrogate escapes) valid, round-trippable JSON.
+    return json.dumps(event, separators=(",", ":")) + "\n"
+
+
+def formatter(name: str) -> Callable[[dict[str, Any]], str]:
+    if name == "text":
+        return format_text
+    if name == "jsonl":
+        return format_jsonl
+    raise ValueError(f"unknown format {name!r} (choose from {', '.join(FORMATS)})")

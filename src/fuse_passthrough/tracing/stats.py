@@ -1,0 +1,115 @@
+"""Per-operation statistics, like `strace -c` seen from the filesystem: calls, errors, time, p50/p99, bytes.
+
+Latencies go into log-scale buckets (about 4% wide), so memory stays constant however long the mount runs and
+the percentiles are exact to within a bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+_BUCKETS_PER_DOUBLING = 16
+
+
+def _bucket(ns: int) -> int:
+    return 0 if ns <= 1 else int(math.log2(ns) * _BUCKETS_PER_DOUBLING)
+
+
+def _bucket_value(b: int) -> float:
+    """Geometric middle of bucket b, in ns."""
+    return float(2 ** ((b + 0.5) / _BUCKETS_PER_DOUBLING))
+
+
+@dataclass
+class OpStats:
+    calls: int = 0
+    errors: int = 0
+    total_ns: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    histogram: dict[int, int] = field(default_factory=dict)
+
+    def add(self, duration_ns: int, failed: bool, nread: int, nwritten: int) -> None:
+        self.calls += 1
+        self.errors += failed
+        self.total_ns += duration_ns
+        self.bytes_read += nread
+        self.bytes_written += nwritten
+        b = _bucket(duration_ns)
+        self.histogram[b] = self.histogram.get(b, 0) + 1
+
+    def percentile(self, q: float) -> float:
+        """Latency in ns below which a fraction q of calls fall."""
+        if not self.calls:
+            return 0.0
+        target = q * self.calls
+        seen = 0
+        for b in sorted(self.histogram):
+            seen += self.histogram[b]
+            if seen >= target:
+                return _bucket_value(b)
+        return _bucket_value(max(self.histogram))
+
+
+class Summary:
+    """Accumulates events (RawEvent or event dicts) and renders the table or JSON."""
+
+    def __init__(self) -> None:
+        self.ops: dict[str, OpStats] = {}
+
+    def add(self, op: str, duration_ns: int, failed: bool, result: Any) -> None:
+        st = self.ops.get(op)
+        if st is None:
+            st = self.ops[op] = OpStats()
+        nread = nwritten = 0
+        if not failed and isinstance(result, int):
+            if op == "read":
+                nread = result
+            elif op in ("write", "copy_file_range"):
+                nwritten = result
+        st.add(duration_ns, failed, nread, nwritten)
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        self.add(event["op"], event["duration_ns"], event["errno"] is not None, event["result"])
+
+    @property
+    def total_calls(self) -> int:
+        return sum(s.calls for s in self.ops.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        ops = {}
+        for op, s in sorted(self.ops.items(), key=lambda kv: -kv[1].total_ns):
+            ops[op] = {
+                "calls": s.calls, "errors": s.errors, "total_ns": s.total_ns,
+                "mean_ns": s.total_ns / s.calls if s.calls else 0.0,
+                "p50_ns": s.percentile(0.50), "p99_ns": s.percentile(0.99),
+                "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
+            }
+        return {"total_calls": self.total_calls, "total_errors": sum(s.errors for s in self.ops.values()),
+                "total_ns": sum(s.total_ns for s in self.ops.values()), "ops": ops}
+
+    def write_json(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.as_dict(), f, indent=2)
+            f.write("\n")
+
+    def render(self, out: TextIO) -> None:
+        d = self.as_dict()
+        total = d["total_ns"] or 1
+        out.write(f"{'% time':>6} {'seconds':>10} {'calls':>9} {'errors':>7} {'mean us':>9} {'p50 us':>9} "
+                  f"{'p99 us':>9} {'bytes read':>12} {'bytes written':>13}  op\n")
+        out.write(f"{'-' * 6} {'-' * 10} {'-' * 9} {'-' * 7} {'-' * 9} {'-' * 9} {'-' * 9} {'-' * 12} "
+                  f"{'-' * 13}  {'-' * 16}\n")
+        for op, s in d["ops"].items():
+            out.write(f"{100 * s['total_ns'] / total:6.2f} {s['total_ns'] / 1e9:10.6f} {s['calls']:9d} "
+                      f"{s['errors'] or '':>7} {s['mean_ns'] / 1e3:9.1f} {s['p50_ns'] / 1e3:9.1f} "
+                      f"{s['p99_ns'] / 1e3:9.1f} {s['bytes_read']:12d} {s['bytes_written']:13d}  {op}\n")
+        out.write(f"{'-' * 6} {'-' * 10} {'-' * 9} {'-' * 7} {'-' * 9} {'-' * 9} {'-' * 9} {'-' * 12} "
+                  f"{'-' * 13}  {'-' * 16}\n")
+        out.write(f"{100.0:6.2f} {d['total_ns'] / 1e9:10.6f} {d['total_calls']:9d} {d['total_errors'] or '':>7} "
+                  f"{'':>9} {'':>9} {'':>9} {sum(s['bytes_read'] for s in d['ops'].values()):12d} "
+                  f"{sum(s['bytes_written'] for s in d['ops'].values()):13d}  total\n")
+        out.flush()
