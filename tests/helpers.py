@@ -1,0 +1,107 @@
+"""Mounting for tests: a real daemon process, always unmounted and reaped, even when the test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+FUSERMOUNT = "fusermount3"
+
+
+def is_mounted(path: str | os.PathLike[str]) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split(" ")[4] == target for line in f)
+
+
+class Mount:
+    """`with Mount(src, mnt, "-o", "allow_other") as m:` — daemon in the foreground as a child process.
+
+    Traces go to `m.trace` (JSONL) unless `trace=False`. Teardown unmounts (lazily as a last resort), waits
+    for the daemon and kills it only if it will not go.
+    """
+
+    def __init__(self, source: Path, mountpoint: Path, *args: str, trace: bool | str = True,
+                 env: dict[str, str] | None = None) -> None:
+        self.src = Path(source)
+        self.mnt = Path(mountpoint)
+        self.trace = self.mnt.parent / f"{self.mnt.name}.trace.jsonl"
+        self.stderr_path = self.mnt.parent / f"{self.mnt.name}.stderr"
+        cmd = [sys.executable, "-m", "fuse_passthrough"]
+        if trace is True:
+            cmd += ["--format", "jsonl", "--output", str(self.trace)]
+        elif trace is False:
+            cmd += ["--no-trace"]
+        self.cmd = cmd + list(args) + [str(self.src), str(self.mnt)]
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None
+
+    def __enter__(self) -> Mount:
+        self.src.mkdir(parents=True, exist_ok=True)
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self._stderr, env=self.env)
+        deadline = time.monotonic() + 20
+        while not is_mounted(self.mnt):
+            if self.proc.poll() is not None:
+                self._stderr.close()
+                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.stderr()}")
+            if time.monotonic() > deadline:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"mount did not appear: {self.stderr()}")
+            time.sleep(0.02)
+        os.stat(self.mnt)  # the first request waits for INIT: after this, the mount is serving
+        return self
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def unmount(self) -> int:
+        """Unmount and wait for the daemon; returns its exit status."""
+        assert self.proc is not None
+        if self.returncode is not None:
+            return self.returncode
+        if is_mounted(self.mnt):
+            subprocess.run([FUSERMOUNT, "-u", str(self.mnt)], capture_output=True)
+        try:
+            self.returncode = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            subprocess.run([FUSERMOUNT, "-uz", str(self.mnt)], capture_output=True)
+            self.proc.kill()
+            self.returncode = self.proc.wait(timeout=30)
+        if is_mounted(self.mnt):
+            subprocess.run([FUSERMOUNT, "-uz", str(self.mnt)], capture_output=True)
+        self._stderr.close()
+        return self.returncode
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None:
+            self.unmount()
+
+    def events(self) -> list[dict[str, Any]]:
+        """Events written so far (complete after unmount)."""
+        if not self.trace.exists():
+            return []
+        with open(self.trace) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+
+def run_as(uid: int, gid: int, cmd: list[str], groups: list[int] | None = None, **kw: Any
+           ) -> subprocess.CompletedProcess[str]:
+    """Run cmd with other credentials (no passwd entry needed)."""
+
+    def drop() -> None:
+        os.setgroups(groups if groups is not None else [gid])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    return subprocess.run(cmd, preexec_fn=drop, **kw)
