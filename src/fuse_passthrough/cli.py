@@ -78,6 +78,8 @@ def add_trace_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--comm", action="append", default=[], help="only this process name; repeatable")
     f.add_argument("--uid", action="append", type=_nonneg_int, default=[], help="only this caller uid; repeatable")
     f.add_argument("--errors-only", action="store_true", help="only failed operations")
+    # For `trace`: keep only events of this process tree (and kernel-issued events on its files).
+    f.add_argument("--descendants-of", type=_nonneg_int, default=None, help=argparse.SUPPRESS)
 
 
 def _csv(value: str) -> list[str]:
@@ -129,6 +131,8 @@ def mount_parser() -> argparse.ArgumentParser:
 
 def build_filter(args: argparse.Namespace, descendants_of: int | None = None) -> Any:
     from .tracing import EventFilter
+    if descendants_of is None:
+        descendants_of = getattr(args, "descendants_of", None)
     try:
         return EventFilter(ops=args.ops, exclude_ops=args.exclude_ops, paths=args.path, pids=args.pid,
                            comms=args.comm, uids=args.uid, errors_only=args.errors_only,
