@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -21,51 +23,82 @@ from ..binding import fuse_context
 from .events import ARG_NAMES, DATA_ARGS, KERNEL_COMM, RawEvent
 from .filters import EventFilter
 
-_PROC_TTL_NS = 1_000_000_000  # process names are re-read at most once a second per pid (exec renames)
-
 
 class EventSink(Protocol):
     def put(self, raw: RawEvent) -> None: ...
 
 
 class ProcessNames:
-    """pid -> comm (and optionally cmdline) from /proc, cached; None when the process is gone."""
+    """pid -> comm (and optionally cmdline), read from /proc at each event, None when the process is gone.
+
+    Each pid's /proc/PID/comm stays open, so a lookup is a single pread: exact after exec (which renames the
+    process) and cheap. A reused pid makes the old descriptor fail with ESRCH, and it is reopened.
+    """
+
+    MAX_OPEN = 512
 
     def __init__(self, with_cmdline: bool = False) -> None:
         self.with_cmdline = with_cmdline
-        self._cache: dict[int, tuple[int, str | None, list[str] | None]] = {}
+        self._fds: dict[tuple[int, str], int] = {}
+        # One lock for the descriptor table: a descriptor closed by one thread while another reads it could be
+        # reused by a file opened meanwhile, and its contents would be read as a process name.
+        self._lock = threading.Lock()
 
-    def lookup(self, pid: int, now_ns: int) -> tuple[str | None, list[str] | None]:
-        hit = self._cache.get(pid)
-        if hit is not None and hit[0] > now_ns:
-            return hit[1], hit[2]
+    def _read(self, pid: int, what: str, size: int) -> bytes | None:
+        with self._lock:
+            return self._read_locked(pid, what, size)
+
+    def _read_locked(self, pid: int, what: str, size: int) -> bytes | None:
+        key = (pid, what)
+        for _attempt in range(2):
+            fd = self._fds.get(key)
+            if fd is None:
+                try:
+                    fd = os.open(f"/proc/{pid}/{what}", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    return None
+                if len(self._fds) >= self.MAX_OPEN:
+                    self._evict()
+                self._fds[key] = fd
+            try:
+                data = os.pread(fd, size, 0)
+            except OSError:
+                data = b""
+            if data:
+                return data
+            self._forget(key, fd)  # the process is gone, or the pid now belongs to another one
+        return None
+
+    def _forget(self, key: tuple[int, str], fd: int) -> None:
+        if self._fds.get(key) == fd:
+            del self._fds[key]
+            os.close(fd)
+
+    def _evict(self) -> None:
+        for key in list(self._fds)[: self.MAX_OPEN // 2]:
+            fd = self._fds.pop(key, None)
+            if fd is not None:
+                os.close(fd)
+
+    def lookup(self, pid: int) -> tuple[str | None, list[str] | None]:
         if pid == 0:
-            comm: str | None = KERNEL_COMM
-            cmdline = None
-        else:
-            comm = _read_comm(pid)
-            cmdline = _read_cmdline(pid) if self.with_cmdline and comm is not None else None
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[pid] = (now_ns + _PROC_TTL_NS, comm, cmdline)
+            return KERNEL_COMM, None
+        raw = self._read(pid, "comm", 64)
+        if raw is None:
+            return None, None
+        comm = raw.rstrip(b"\n").decode("utf-8", "replace")
+        cmdline = None
+        if self.with_cmdline:
+            data = self._read(pid, "cmdline", 65536)
+            if data is not None:
+                cmdline = [a.decode("utf-8", "replace") for a in data.split(b"\0")[:-1]]
         return comm, cmdline
 
-
-def _read_comm(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
-def _read_cmdline(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]]
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
 
 def _data_free(op: str, result: Any) -> Any:
@@ -124,7 +157,7 @@ class TracingOperations:
         t1 = time.perf_counter_ns()
         ctx = self._context()
         uid, gid, pid = ctx[0], ctx[1], ctx[2]
-        comm, cmdline = self.names.lookup(pid, t1)
+        comm, cmdline = self.names.lookup(pid)
         f = self.filter
         if f.active and not f.accepts(op, args, err, pid, uid, comm, result):
             return

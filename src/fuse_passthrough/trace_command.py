@@ -1,0 +1,223 @@
+"""`fuse-passthrough trace -- CMD`: what a command does to a filesystem, seen from the filesystem.
+
+DIR (default: the current directory) is mounted at a private temporary mount point by a daemon process of its
+own session (so a Ctrl-C meant for CMD does not stop it first). CMD is forked first and held until the mount
+is ready, so its pid is known to the daemon, which keeps only the events of CMD's process tree (and the
+kernel-issued events on files it opened). CMD runs in the mirror of the user's directory; its writes land in
+DIR. Afterwards the mount is always removed, the events are printed, then the summary table, and the exit
+status is CMD's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .cli import PROG, _Parser, add_trace_arguments
+from .mount import UsageError, check_environment, is_mountpoint, unmount
+from .tracing import Summary
+from .tracing.formats import format_jsonl, format_text
+
+USAGE = f"{PROG} trace [--source DIR] [--format text|jsonl] [--output FILE] [filters] -- CMD [ARGS...]"
+
+
+class PrivateMount:
+    """A daemon serving `source` at a fresh temporary directory, writing a JSONL trace to a temporary file."""
+
+    def __init__(self, source: str, daemon_args: list[str] | None = None) -> None:
+        self.source = os.path.realpath(source)
+        self.dir = tempfile.mkdtemp(prefix="fuse-passthrough-")
+        self.mountpoint = os.path.join(self.dir, "mnt")
+        os.mkdir(self.mountpoint)
+        self.trace_path = os.path.join(self.dir, "trace.jsonl")
+        self.stderr_path = os.path.join(self.dir, "daemon.log")
+        self.cmd = [sys.executable, "-m", "fuse_passthrough", "--format", "jsonl", "--output", self.trace_path,
+                    "--no-summary", *(daemon_args or []), self.source, self.mountpoint]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not is_mountpoint(self.mountpoint):
+            if self.proc.poll() is not None:
+                raise UsageError(f"the filesystem did not start: {self.daemon_log().strip()}")
+            if time.monotonic() > deadline:
+                raise UsageError("the filesystem did not come up in time")
+            time.sleep(0.01)
+
+    def daemon_log(self) -> str:
+        try:
+            return Path(self.stderr_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """Unmount (waiting out a busy mount briefly, then lazily), reap the daemon, remove the mount point."""
+        status = None
+        if self.proc is not None:
+            for _ in range(50):
+                if not is_mountpoint(self.mountpoint) or unmount(self.mountpoint):
+                    break
+                time.sleep(0.1)  # still busy: a straggling child of CMD
+            else:
+                unmount(self.mountpoint, lazy=True)
+            try:
+                status = self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                status = self.proc.wait()
+        try:
+            os.rmdir(self.mountpoint)
+        except OSError:
+            pass
+        return status
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        try:
+            with open(self.trace_path) as f:
+                for line in f:
+                    if line.strip():
+                        yield json.loads(line)
+        except FileNotFoundError:
+            return
+
+    def cleanup(self) -> None:
+        if not is_mountpoint(self.mountpoint):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def trace_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} trace", usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
+                description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 1)[1])
+    p.add_argument("--source", default=".", metavar="DIR", help="directory to mount (default: current)")
+    add_trace_arguments(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    return p
+
+
+def _daemon_filter_args(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.ops:
+        out += ["--ops", ",".join(args.ops)]
+    if args.exclude_ops:
+        out += ["--exclude-ops", ",".join(args.exclude_ops)]
+    for g in args.path:
+        out += ["--path", g]
+    for pid in args.pid:
+        out += ["--pid", str(pid)]
+    for c in args.comm:
+        out += ["--comm", c]
+    for u in args.uid:
+        out += ["--uid", str(u)]
+    if args.errors_only:
+        out.append("--errors-only")
+    if args.cmdline:
+        out.append("--cmdline")
+    return out
+
+
+def _held_child(command: list[str], cwd: str) -> tuple[int, int]:
+    """Fork CMD, held before exec until a byte arrives on the returned fd."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            if not os.read(r, 1):
+                os._exit(127)  # the mount failed: never run CMD elsewhere
+            os.close(r)
+            _set_process_name(os.path.basename(command[0]))  # its chdir below is CMD's first action
+            os.chdir(cwd)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.execvp(command[0], command)
+        except OSError as e:
+            print(f"{PROG} trace: cannot run {command[0]}: {e.strerror}", file=sys.stderr)
+            os._exit(127)
+    os.close(r)
+    return pid, w
+
+
+def _set_process_name(name: str) -> None:
+    import ctypes
+    pr_set_name = 15
+    ctypes.CDLL(None).prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def run_trace(argv: list[str]) -> int:
+    args = trace_parser().parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UsageError(f"no command given; usage: {USAGE}", 2)
+    source = os.path.realpath(args.source)
+    if not os.path.isdir(source):
+        raise UsageError(f"source '{args.source}' is not a directory")
+    check_environment()
+    here = os.path.realpath(os.getcwd())
+    rel = os.path.relpath(here, source) if here == source or here.startswith(source.rstrip("/") + "/") else "."
+    output = None
+    if args.output:
+        try:
+            output = open(args.output, "w")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise UsageError(f"cannot write trace output '{args.output}': {e.strerror}") from None
+
+    pm = PrivateMount(source)
+    child, go = _held_child(command, os.path.join(pm.mountpoint, rel))
+    pm.cmd[-2:-2] = ["--descendants-of", str(child), *_daemon_filter_args(args)]
+    # Ctrl-C reaches CMD (same process group); we wait for it to end, then clean up.
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, lambda s, f: os.kill(child, signal.SIGTERM))
+    old_hup = signal.signal(signal.SIGHUP, lambda s, f: os.kill(child, signal.SIGHUP))
+    status = 1
+    try:
+        try:
+            pm.start()
+        except UsageError:
+            os.close(go)  # the held child exits without running CMD
+            os.waitpid(child, 0)
+            raise
+        os.write(go, b"x")
+        os.close(go)
+        _, wstatus = os.waitpid(child, 0)
+        status = os.waitstatus_to_exitcode(wstatus)
+        if status < 0:
+            status = 128 - status
+    finally:
+        pm.stop()
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGHUP, old_hup)
+    try:
+        _print_trace(pm, args, output)
+    finally:
+        if output is not None:
+            output.close()
+        pm.cleanup()
+    return status
+
+
+def _print_trace(pm: PrivateMount, args: argparse.Namespace, output: Any) -> None:
+    fmt = format_jsonl if args.format == "jsonl" else format_text
+    out = output if output is not None else sys.stderr
+    summary = Summary()
+    for event in pm.events():
+        summary.add_event(event)
+        out.write(fmt(event))
+    out.flush()
+    if not args.no_summary:
+        sys.stderr.write("\n")
+        summary.render(sys.stderr)
+    if args.summary_json:
+        summary.write_json(args.summary_json)
