@@ -158,7 +158,11 @@ def decode_arg(op: str, name: str, value: Any) -> Any:
             return _bits(value, _XATTR_FLAGS)
         return value
     if name == "mode":
-        return _bits(value, _FALLOC_FLAGS) if op == "fallocate" else mode_str(value)
+        if op == "fallocate":
+            return _bits(value, _FALLOC_FLAGS)
+        if op == "mkdir":
+            value |= stat.S_IFDIR  # the kernel sends mkdir's permission bits only; the type is implied
+        return mode_str(value)
     if name == "mask":
         return _access_mask(value)
     if name == "whence":

@@ -1,0 +1,200 @@
+"""Tracing through a real mount: the events the kernel really causes, their fields, and nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import Mount, run_as
+
+FIELD_TYPES = {"v": int, "seq": int, "ts": float, "op": str, "path": (str, type(None)),
+               "path2": (str, type(None)), "args": dict, "errno": (str, type(None)), "duration_ns": int,
+               "pid": int, "uid": int, "gid": int, "comm": (str, type(None))}
+
+
+def ops_of(events: list[dict], path: str, pid: int | None = None) -> list[str]:
+    return [e["op"] for e in events if e["path"] == path and (pid is None or e["pid"] in (pid, 0))]
+
+
+def test_echo_and_cat_give_the_expected_sequences(mount: Mount) -> None:
+    sh = subprocess.Popen(["sh", "-c", "echo foo > bar"], cwd=mount.mnt)
+    assert sh.wait() == 0
+    cat = subprocess.run(["cat", "bar"], cwd=mount.mnt, capture_output=True)
+    assert cat.stdout == b"foo\n"
+    missing = subprocess.run(["stat", "nope"], cwd=mount.mnt, capture_output=True)
+    assert missing.returncode != 0
+    assert mount.unmount() == 0
+    events = mount.events()
+
+    created = [e for e in events if e["path"] == "/bar" and e["pid"] == sh.pid]
+    ops = [e["op"] for e in created]
+    assert "create" in ops and "write" in ops and "flush" in ops
+    create = created[ops.index("create")]
+    assert create["args"]["flags"].startswith("O_WRONLY|O_CREAT|O_TRUNC")
+    assert create["args"]["mode"] == "0o100644" and create["comm"] == "sh" and create["uid"] == 0
+    write = created[ops.index("write")]
+    assert write["args"]["size"] == 4 and write["args"]["offset"] == 0 and write["result"] == 4
+    assert ops.index("create") < ops.index("write") < len(ops) - 1 - ops[::-1].index("flush")
+    releases = [e for e in events if e["op"] == "release" and e["args"]["fh"] == create["result"]["fh"]]
+    assert releases, "the handle created by sh is released"
+
+    read_ops = [e["op"] for e in events if e["path"] == "/bar" and e["comm"] == "cat"]
+    assert "open" in read_ops and "read" in read_ops
+    reads = [e for e in events if e["op"] == "read" and e["comm"] == "cat"]
+    assert reads[0]["result"] == 4 and reads[0]["args"]["offset"] == 0
+    assert any(e["op"] == "release" and e["path"] == "/bar" and e["seq"] > reads[0]["seq"] for e in events)
+
+    enoent = [e for e in events if e["path"] == "/nope" and e["op"] == "getattr"]
+    assert enoent and all(e["errno"] == "ENOENT" and e["result"] is None for e in enoent)
+    assert enoent[0]["comm"] == "stat"
+
+
+def test_every_jsonl_line_has_every_field_with_its_type(mount: Mount) -> None:
+    (mount.mnt / "d").mkdir()
+    (mount.mnt / "d" / "f").write_text("x")
+    os.rename(mount.mnt / "d" / "f", mount.mnt / "d" / "g")
+    os.symlink("g", mount.mnt / "d" / "l")
+    os.link(mount.mnt / "d" / "g", mount.mnt / "d" / "h")
+    assert mount.unmount() == 0
+    lines = mount.trace.read_text().splitlines()
+    assert lines
+    seqs = []
+    for line in lines:
+        e = json.loads(line)
+        assert set(e) == set(FIELD_TYPES) | {"result"}
+        for k, t in FIELD_TYPES.items():
+            assert isinstance(e[k], t), (k, e)
+        assert e["duration_ns"] >= 0 and e["v"] == 1
+        seqs.append(e["seq"])
+    assert seqs == list(range(1, len(seqs) + 1))
+    by_op = {e["op"]: e for e in map(json.loads, lines)}
+    assert (by_op["rename"]["path"], by_op["rename"]["path2"]) == ("/d/f", "/d/g")
+    assert (by_op["symlink"]["path"], by_op["symlink"]["path2"]) == ("/d/l", "g")
+    assert (by_op["link"]["path"], by_op["link"]["path2"]) == ("/d/g", "/d/h")
+    assert by_op["mkdir"]["args"]["mode"] == "0o40755"
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl"])
+def test_data_and_xattr_values_never_reach_the_trace(workdir: Path, fmt: str) -> None:
+    marker = secrets.token_hex(16)
+    out = workdir / f"trace.{fmt}"
+    with Mount(workdir / "src", workdir / "mnt", "--format", fmt, "--output", str(out), trace=None) as m:
+        f = m.mnt / "secret"
+        f.write_text(marker * 100)
+        assert f.read_text() == marker * 100
+        os.setxattr(f, "user.note", marker.encode())
+        assert os.getxattr(f, "user.note") == marker.encode()
+        with open(f, "r+b") as fh:
+            os.pwrite(fh.fileno(), marker.encode(), 7)
+        assert m.unmount() == 0
+    trace = out.read_text()
+    assert "write" in trace and "setxattr" in trace and "getxattr" in trace
+    assert marker not in trace
+
+
+def test_caller_identity_of_another_user(mount: Mount) -> None:
+    os.chmod(mount.src, 0o777)
+    p = run_as(1000, 1000, ["sh", "-c", "echo hi > mine; echo $$"], cwd=mount.mnt)
+    assert p.returncode == 0, p.stderr
+    sh_pid = int(p.stdout.strip())
+    assert mount.unmount() == 0
+    create = [e for e in mount.events() if e["op"] == "create" and e["path"] == "/mine"]
+    assert len(create) == 1
+    assert (create[0]["uid"], create[0]["gid"], create[0]["pid"], create[0]["comm"]) == (1000, 1000, sh_pid, "sh")
+    assert os.stat(mount.src / "mine").st_uid == 1000
+
+
+def test_filters_through_the_cli(workdir: Path) -> None:
+    with Mount(workdir / "src", workdir / "mnt", "--errors-only", "--comm", "stat") as m:
+        subprocess.run(["stat", str(m.mnt / "missing")], capture_output=True)
+        subprocess.run(["ls", str(m.mnt / "missing")], capture_output=True)
+        (m.mnt / "ok").write_text("x")
+        assert m.unmount() == 0
+    events = m.events()
+    assert events and all(e["errno"] and e["comm"] == "stat" for e in events)
+    assert {e["path"] for e in events} == {"/missing"}
+
+    with Mount(workdir / "src2", workdir / "mnt2", "--ops", "create,unlink", "--path", "/keep*") as m:
+        (m.mnt / "keep.txt").write_text("x")
+        (m.mnt / "drop.txt").write_text("x")
+        os.unlink(m.mnt / "keep.txt")
+        assert m.unmount() == 0
+    assert [(e["op"], e["path"]) for e in m.events()] == [("create", "/keep.txt"), ("unlink", "/keep.txt")]
+
+
+def test_summary_json_counts_equal_events_written(workdir: Path) -> None:
+    summary = workdir / "summary.json"
+    with Mount(workdir / "src", workdir / "mnt", "--summary-json", str(summary)) as m:
+        for i in range(50):
+            (m.mnt / f"f{i}").write_text("x" * i)
+        assert m.unmount() == 0
+        stderr = m.stderr()
+    data = json.loads(summary.read_text())
+    events = m.events()
+    assert data["total_calls"] == len(events)
+    for op, st in data["ops"].items():
+        assert st["calls"] == sum(1 for e in events if e["op"] == op)
+        assert st["errors"] == sum(1 for e in events if e["op"] == op and e["errno"])
+    assert data["ops"]["write"]["bytes_written"] == sum(range(50))
+    assert "total" in stderr and "create" in stderr  # the table on unmount
+
+
+def test_sigusr1_prints_the_summary_and_keeps_serving(mount: Mount) -> None:
+    (mount.mnt / "a").write_text("x")
+    assert mount.proc is not None
+    mount.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "total" not in mount.stderr() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "total" in mount.stderr()
+    assert (mount.mnt / "a").read_text() == "x"
+
+
+BURST = r"""
+import ctypes, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+ctypes.CDLL(None).prctl(15, b"python3-burst", 0, 0, 0)  # from here on, each fstat is one traced getattr
+ok = 0
+try:
+    for _ in range(int(sys.argv[2])):
+        os.fstat(fd)
+        ok += 1
+except OSError:
+    pass
+print(ok, flush=True)
+"""
+
+
+@pytest.mark.parametrize("stop_midway", [False, True])
+def test_no_event_lost_in_a_burst(workdir: Path, stop_midway: bool) -> None:
+    n = 30_000
+    with Mount(workdir / "src", workdir / "mnt", "--ops", "getattr", "--comm", "python3-burst") as m:
+        (m.mnt / "f").write_text("x")
+        client = subprocess.Popen([sys.executable, "-c", BURST, str(m.mnt / "f"), str(n)],
+                                  stdout=subprocess.PIPE, text=True)
+        if stop_midway:
+            time.sleep(1.0)
+            assert m.proc is not None
+            m.proc.send_signal(signal.SIGTERM)
+            assert m.proc.wait(timeout=30) == 0
+        out, _ = client.communicate(timeout=120)
+        acknowledged = int(out)
+        assert m.unmount() == 0
+    events = m.events()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert all(e["op"] == "getattr" for e in events)
+    fstats = [e for e in events if e["path"] == "/f"]
+    assert len(fstats) == len(events)
+    if stop_midway:
+        assert 0 < acknowledged < n
+        assert acknowledged <= len(fstats) <= acknowledged + 1  # the one in flight may be recorded
+    else:
+        assert acknowledged == len(fstats) == n
