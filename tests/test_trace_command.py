@@ -1,0 +1,101 @@
+"""`fuse-passthrough trace -- CMD`: CMD's operations only, its exit status, and always unmounted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FP = [sys.executable, "-m", "fuse_passthrough"]
+
+
+def fuse_mounts() -> list[str]:
+    with open("/proc/mounts") as f:
+        return [line for line in f if "fuse-passthrough-" in line.split()[1]]
+
+
+def test_trace_shows_the_commands_operations(workdir: Path) -> None:
+    out = workdir / "t.jsonl"
+    p = subprocess.run(FP + ["trace", "--format", "jsonl", "--output", str(out), "--",
+                             "sh", "-c", "echo foo > bar; cat bar"], cwd=workdir, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "foo\n"
+    assert (workdir / "bar").read_text() == "foo\n"  # the write landed in the source
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    sh = [(e["op"], e["path"]) for e in events if e["comm"] == "sh"]
+    cat = [(e["op"], e["path"]) for e in events if e["comm"] == "cat"]
+    for needed in [("create", "/bar"), ("write", "/bar"), ("flush", "/bar")]:
+        assert needed in sh
+    for needed in [("open", "/bar"), ("read", "/bar")]:
+        assert needed in cat
+    releases = [e for e in events if e["op"] == "release" and e["path"] == "/bar"]
+    assert len(releases) == 2 and all(e["pid"] in (0,) or e["comm"] in ("sh", "cat") for e in releases)
+    assert {e["comm"] for e in events} <= {"sh", "cat", "[kernel]"}
+    assert "total" in p.stderr  # the summary table
+    assert not fuse_mounts()
+
+
+def test_trace_excludes_other_processes_on_the_same_mount(workdir: Path) -> None:
+    # A second process hammers the private mount (found via /proc/mounts) while CMD runs: none of its ops.
+    script = ("for i in $(seq 30); do m=$(awk '$2 ~ /fuse-passthrough-/ {print $2}' /proc/mounts | head -1); "
+              "[ -n \"$m\" ] && ls \"$m\" >/dev/null 2>&1 && stat \"$m/x\" >/dev/null 2>&1; sleep 0.02; done")
+    intruder = subprocess.Popen(["sh", "-c", script])
+    try:
+        out = workdir / "t.jsonl"
+        p = subprocess.run(FP + ["trace", "--format", "jsonl", "--output", str(out), "--",
+                                 "sh", "-c", "sleep 0.3; touch x; sleep 0.3"], cwd=workdir,
+                           capture_output=True, text=True)
+    finally:
+        intruder.wait()
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert any(e["op"] == "create" and e["path"] == "/x" for e in events)
+    assert {e["comm"] for e in events} <= {"sh", "touch", "sleep", "[kernel]"}, {e["comm"] for e in events}
+
+
+def test_exit_status_is_passed_through_and_nothing_stays_mounted(workdir: Path) -> None:
+    p = subprocess.run(FP + ["trace", "--", "sh", "-c", "exit 7"], cwd=workdir, capture_output=True)
+    assert p.returncode == 7
+    p = subprocess.run(FP + ["trace", "--", "no-such-command-xyz"], cwd=workdir, capture_output=True, text=True)
+    assert p.returncode == 127 and "no-such-command-xyz" in p.stderr
+    assert not fuse_mounts()
+
+
+def test_sigint_ends_cmd_and_cleans_up(workdir: Path) -> None:
+    p = subprocess.Popen(FP + ["trace", "--", "sleep", "30"], cwd=workdir, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not fuse_mounts() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fuse_mounts()
+    time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)  # like Ctrl-C: the whole foreground group
+    assert p.wait(timeout=30) == 130
+    assert not fuse_mounts()
+
+
+def test_cwd_is_the_mirror_of_where_the_user_stood(workdir: Path) -> None:
+    (workdir / "sub").mkdir()
+    p = subprocess.run(FP + ["trace", "--source", str(workdir), "--no-summary", "--", "sh", "-c",
+                             "touch here; pwd"], cwd=workdir / "sub", capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert (workdir / "sub" / "here").exists()
+    assert p.stdout.strip().endswith("/mnt/sub")
+
+
+def test_demo_runs_every_walk(workdir: Path) -> None:
+    p = subprocess.run(FP + ["demo"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    from fuse_passthrough.demo import WALKS
+    for walk in WALKS:
+        assert f"=== {walk.title}" in p.stdout
+    for op in ("create(", "write(", "read(", "mkdir(", "rename(", "symlink(", "chmod(", "utimens(", "link(",
+               "setxattr(", "unlink(", "truncate("):
+        assert op in p.stdout, op
+    assert "security.capability" in p.stdout and "The original example recorded" in p.stdout
+    assert not fuse_mounts()
+
