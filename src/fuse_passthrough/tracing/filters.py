@@ -83,7 +83,7 @@ class ProcessTree:
         known = self._member.get(pid)
         if known is not None:
             return known
-        chain = []
+        chain: list[int] = []
         p = pid
         result = False
         while p > 1 and len(chain) < 64:
