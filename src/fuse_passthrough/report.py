@@ -1,0 +1,718 @@
+"""`fuse-passthrough report TRACE.jsonl`: summarise a saved JSONL trace, export it for Perfetto or as HTML.
+
+The text report is the per-operation table (the same `Summary` the mount prints at exit), then the busiest
+paths and processes by number of operations and by total time, then the failures grouped by errno and path.
+
+`--perfetto OUT.json` writes Chrome Trace Event JSON (open it in https://ui.perfetto.dev or
+chrome://tracing): one process track per caller pid, one complete slice per operation.
+
+`--html OUT.html` writes one self-contained page (inline CSS, SVG and a little vanilla JS, nothing fetched
+from the network) with the same tables and two charts: latency over time, and per-process swimlanes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .tracing.events import KERNEL_COMM, SCHEMA_VERSION
+from .tracing.stats import Summary
+
+PROG = "fuse-passthrough report"
+DEFAULT_TOP = 10
+# Linux PID_MAX_LIMIT: synthetic thread ids for overlapping slices of one pid are pid + lane * this.
+LANE_STRIDE = 1 << 22
+CHART_POINTS = 5000  # at most this many operations drawn per HTML chart (all errors and the slowest kept)
+HTML_ERROR_ROWS = 1000  # (errno, path) rows in the HTML page
+SWIMLANES = 12       # processes shown in the HTML swimlane chart
+
+
+class ReportError(Exception):
+    """A one-line problem with the input or output files (exit status 1)."""
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+_REQUIRED: dict[str, tuple[type, ...]] = {"op": (str,), "ts": (int, float), "duration_ns": (int,), "pid": (int,)}
+_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "seq": (int,), "path": (str,), "path2": (str,), "errno": (str,), "comm": (str,), "uid": (int,),
+    "gid": (int,), "args": (dict,), "cmdline": (list,),
+}
+
+
+def _check_event(obj: Any) -> dict[str, Any]:
+    """The event with every schema field present, or ValueError saying what is wrong with it."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a trace event (a JSON {type(obj).__name__}, expected an object)")
+    v = obj.get("v", SCHEMA_VERSION)
+    if v != SCHEMA_VERSION:
+        raise ValueError(f"unsupported event schema version {v!r} (this report reads version {SCHEMA_VERSION})")
+    for name, types in _REQUIRED.items():
+        if name not in obj:
+            raise ValueError(f"not a trace event (no {name!r} field)")
+        value = obj[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"bad {name!r} field: {value!r}")
+    if obj["duration_ns"] < 0:
+        raise ValueError(f"bad 'duration_ns' field: {obj['duration_ns']!r}")
+    if not math.isfinite(obj["ts"]):
+        raise ValueError(f"bad 'ts' field: {obj['ts']!r}")
+    for name, types in _OPTIONAL.items():
+        value = obj.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            raise ValueError(f"bad {name!r} field: {value!r}")
+    for name in ("seq", "path", "path2", "result", "errno", "comm"):
+        obj.setdefault(name, None)
+    obj.setdefault("args", {})
+    return obj
+
+
+def read_events(path: str) -> Iterator[dict[str, Any]]:
+    """The events of one JSONL trace file; ReportError names the file and line of anything unreadable."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise ReportError(f"cannot read '{path}': {e.strerror}") from None
+    with f:
+        try:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ReportError(f"{path}:{lineno}: malformed line, not UTF-8 text") from None
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    hint = "" if raw.endswith(b"\n") else "; the last line is incomplete: is the trace still being written?"
+                    raise ReportError(f"{path}:{lineno}: malformed line, not JSON "
+                                      f"({e.msg.removesuffix(' at')} at column {e.colno}){hint}") from None
+                try:
+                    yield _check_event(obj)
+                except ValueError as e:
+                    raise ReportError(f"{path}:{lineno}: malformed line, {e}") from None
+        except OSError as e:
+            raise ReportError(f"cannot read '{path}': {e.strerror}") from None
+
+
+# --------------------------------------------------------------------------------------------- analysis
+
+@dataclass
+class Group:
+    """Totals for one path, one process, or one (errno, path) pair."""
+
+    calls: int = 0
+    errors: int = 0
+    total_ns: int = 0
+    ops: Counter[str] = field(default_factory=Counter)
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.calls += 1
+        self.errors += event["errno"] is not None
+        self.total_ns += event["duration_ns"]
+        self.ops[event["op"]] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "errors": self.errors, "total_ns": self.total_ns,
+                "ops": dict(self.ops.most_common())}
+
+
+def _group(groups: dict[Any, Group], key: Any) -> Group:
+    g = groups.get(key)
+    if g is None:
+        g = groups[key] = Group()
+    return g
+
+
+def process_label(pid: int, comm: str | None) -> str:
+    """'comm[pid]', or '[kernel]' for requests the kernel issued on its own (pid 0)."""
+    return KERNEL_COMM if pid == 0 else f"{comm or '?'}[{pid}]"
+
+
+class Report:
+    """Everything the report shows, accumulated one event at a time."""
+
+    def __init__(self) -> None:
+        self.summary = Summary()
+        self.paths: dict[str, Group] = {}
+        self.processes: dict[tuple[int, str | None], Group] = {}
+        self.errors: dict[tuple[str, str | None], Group] = {}
+        self.events = 0
+        self.first_ts: float | None = None
+        self.last_end: float | None = None
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.summary.add_event(event)
+        self.events += 1
+        start = float(event["ts"])
+        end = start + event["duration_ns"] / 1e9
+        self.first_ts = start if self.first_ts is None else min(self.first_ts, start)
+        self.last_end = end if self.last_end is None else max(self.last_end, end)
+        if event["path"] is not None:
+            _group(self.paths, event["path"]).add(event)
+        pid = event["pid"]
+        _group(self.processes, (pid, None if pid == 0 else event["comm"])).add(event)
+        if event["errno"] is not None:
+            _group(self.errors, (event["errno"], event["path"])).add(event)
+
+    @property
+    def total_errors(self) -> int:
+        return sum(s.errors for s in self.summary.ops.values())
+
+    @property
+    def span_s(self) -> float:
+        if self.first_ts is None or self.last_end is None:
+            return 0.0
+        return self.last_end - self.first_ts
+
+    def top_paths(self, by: str, n: int) -> list[tuple[str, Group]]:
+        return _top(self.paths.items(), by, n, lambda k: k)
+
+    def top_processes(self, by: str, n: int) -> list[tuple[str, Group]]:
+        ranked = _top(self.processes.items(), by, n, lambda k: (process_label(*k), k[0]))
+        return [(process_label(*k), g) for k, g in ranked]
+
+    def error_groups(self) -> list[tuple[str, str | None, Group]]:
+        ranked = sorted(self.errors.items(), key=lambda kv: (-kv[1].calls, kv[0][0], kv[0][1] or ""))
+        return [(errno, path, g) for (errno, path), g in ranked]
+
+    def errno_totals(self) -> list[tuple[str, Group]]:
+        totals: dict[str, Group] = {}
+        for (errno, _), g in self.errors.items():
+            t = totals.setdefault(errno, Group())
+            t.calls += g.calls
+            t.errors += g.errors
+            t.total_ns += g.total_ns
+            t.ops.update(g.ops)
+        return sorted(totals.items(), key=lambda kv: (-kv[1].calls, kv[0]))
+
+    def as_dict(self, top: int = DEFAULT_TOP) -> dict[str, Any]:
+        """The report as JSON-ready data (what the text and HTML renderings show)."""
+        return {
+            "events": self.events, "errors": self.total_errors, "first_ts": self.first_ts,
+            "span_s": self.span_s, "summary": self.summary.as_dict(),
+            "top_paths_by_calls": [{"path": p, **g.as_dict()} for p, g in self.top_paths("calls", top)],
+            "top_paths_by_time": [{"path": p, **g.as_dict()} for p, g in self.top_paths("time", top)],
+            "top_processes_by_calls": [{"process": p, **g.as_dict()} for p, g in self.top_processes("calls", top)],
+            "top_processes_by_time": [{"process": p, **g.as_dict()} for p, g in self.top_processes("time", top)],
+            "errors_by_errno": [{"errno": e, "count": g.calls, "ops": dict(g.ops.most_common())}
+                                for e, g in self.errno_totals()],
+            "errors_by_errno_path": [{"errno": e, "path": p, "count": g.calls, "ops": dict(g.ops.most_common())}
+                                     for e, p, g in self.error_groups()],
+        }
+
+
+def _top(items: Iterable[tuple[Any, Group]], by: str, n: int, name: Any) -> list[tuple[Any, Group]]:
+    if by == "calls":
+        def key(kv: tuple[Any, Group]) -> Any:
+            return (-kv[1].calls, -kv[1].total_ns, name(kv[0]))
+    else:
+        def key(kv: tuple[Any, Group]) -> Any:
+            return (-kv[1].total_ns, -kv[1].calls, name(kv[0]))
+    return sorted(items, key=key)[:n]
+
+
+# --------------------------------------------------------------------------------------------- text
+
+def display(s: str | None) -> str:
+    """A trace string made printable: undecodable bytes and control characters as backslash escapes."""
+    if s is None:
+        return "-"
+    try:
+        s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        s = s.encode("utf-8", "backslashreplace").decode("ascii")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in s):
+        s = "".join(c.encode("unicode_escape").decode("ascii") if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0
+                    else c for c in s)
+    return s
+
+
+def _ms(ns: int | float) -> str:
+    return f"{ns / 1e6:.3f}"
+
+
+def _ops_text(ops: Counter[str], limit: int = 4) -> str:
+    common = ops.most_common()
+    text = ", ".join(f"{op} x{n}" for op, n in common[:limit])
+    return text + (f", +{len(common) - limit} more" if len(common) > limit else "")
+
+
+def _text_table(out: TextIO, title: str, header: list[str], rows: list[list[str]], right: int) -> None:
+    """A plain table; the first `right` columns are right-aligned numbers, the rest left-aligned text."""
+    out.write(f"\n{title}\n")
+    if not rows:
+        out.write("  (none)\n")
+        return
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        parts = [c.rjust(w) if i < right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  " + "  ".join(parts).rstrip() + "\n"
+
+    out.write(line(header))
+    out.write(line(["-" * w for w in widths]))
+    for r in rows:
+        out.write(line(r))
+
+
+def render_text(report: Report, out: TextIO, files: list[str], top: int = DEFAULT_TOP) -> None:
+    procs = len(report.processes)
+    out.write(f"trace: {', '.join(files)}\n")
+    out.write(f"{report.events} operations, {report.total_errors} failed, {len(report.paths)} paths, "
+              f"{procs} process{'es' if procs != 1 else ''}, over {report.span_s:.6f} s\n\n")
+    report.summary.render(out)
+    for by, what in (("calls", "number of operations"), ("time", "total time")):
+        _text_table(out, f"top paths by {what}:", ["calls", "errors", "total ms", "path"],
+                    [[str(g.calls), str(g.errors or ""), _ms(g.total_ns), display(p)]
+                     for p, g in report.top_paths(by, top)], 3)
+    for by, what in (("calls", "number of operations"), ("time", "total time")):
+        _text_table(out, f"top processes by {what}:", ["calls", "errors", "total ms", "process"],
+                    [[str(g.calls), str(g.errors or ""), _ms(g.total_ns), display(p)]
+                     for p, g in report.top_processes(by, top)], 3)
+    _text_table(out, "errors by errno:", ["count", "errno", "operations"],
+                [[str(g.calls), e, _ops_text(g.ops)] for e, g in report.errno_totals()], 1)
+    groups = report.error_groups()
+    _text_table(out, "errors by errno and path:", ["count", "errno", "path", "operations"],
+                [[str(g.calls), e, display(p), _ops_text(g.ops)] for e, p, g in groups[:top]], 1)
+    if len(groups) > top:
+        rest = sum(g.calls for _, _, g in groups[top:])
+        out.write(f"  ... {len(groups) - top} more (errno, path) pairs with {rest} errors (--top N shows more)\n")
+    out.flush()
+
+
+# --------------------------------------------------------------------------------------------- Perfetto
+
+def _clean(value: Any) -> Any:
+    """JSON value safe for any viewer: strings as valid Unicode (no lone surrogates)."""
+    if "\\ud" not in json.dumps(value):  # fast path: no surrogate at all (the usual case)
+        return value
+    return _clean_deep(value)
+
+
+def _clean_deep(value: Any) -> Any:
+    if isinstance(value, str):
+        return display(value) if any(0xD800 <= ord(c) < 0xE000 for c in value) else value
+    if isinstance(value, dict):
+        return {str(k): _clean_deep(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_deep(v) for v in value]
+    return value
+
+
+def _sorted_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(events, key=lambda e: (e["ts"], e["seq"] if e["seq"] is not None else 0))
+
+
+def perfetto_trace(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chrome Trace Event JSON: a process per caller pid, a complete ("X") slice per operation.
+
+    ts is microseconds since the first operation's start (the absolute start is in otherData), dur is
+    duration_ns / 1000. Operations of one pid that overlap in time go on extra threads of that process, as
+    the format wants the slices of a thread properly nested.
+    """
+    events = _sorted_events(events)
+    t0 = events[0]["ts"] if events else 0.0
+    comms: dict[int, list[str]] = {}
+    cmdlines: dict[int, list[str]] = {}
+    lanes: dict[int, list[int]] = {}  # pid -> end (ns since t0) of the last slice on each lane
+    slices: list[dict[str, Any]] = []
+    for e in events:
+        pid = e["pid"]
+        names = comms.setdefault(pid, [])
+        if e["comm"] and (not names or names[-1] != e["comm"]):
+            names.append(e["comm"])
+        if e.get("cmdline") and pid not in cmdlines:
+            cmdlines[pid] = e["cmdline"]
+        start_ns = round((e["ts"] - t0) * 1e9)
+        ends = lanes.setdefault(pid, [])
+        lane = next((i for i, end in enumerate(ends) if end <= start_ns), len(ends))
+        if lane == len(ends):
+            ends.append(0)
+        ends[lane] = start_ns + e["duration_ns"]
+        slices.append({
+            "name": e["op"], "cat": "fuse", "ph": "X", "ts": start_ns / 1000, "dur": e["duration_ns"] / 1000,
+            "pid": pid, "tid": pid + lane * LANE_STRIDE,
+            "args": _clean({"path": e["path"], "path2": e["path2"], "args": e["args"], "result": e["result"],
+                            "errno": e["errno"], "seq": e["seq"]}),
+        })
+    meta: list[dict[str, Any]] = []
+    for pid in sorted(lanes):
+        name = "kernel" if pid == 0 else " -> ".join(dict.fromkeys(comms[pid])) or f"pid {pid}"
+        meta.append({"name": "process_name", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
+                     "args": {"name": _clean(name)}})
+        meta.append({"name": "process_sort_index", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
+                     "args": {"sort_index": pid}})
+        if pid in cmdlines:
+            meta.append({"name": "process_labels", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
+                         "args": {"labels": _clean(" ".join(str(a) for a in cmdlines[pid]))}})
+        for lane in range(len(lanes[pid])):
+            tname = name if lane == 0 else f"{name} (concurrent #{lane})"
+            meta.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": pid, "tid": pid + lane * LANE_STRIDE,
+                         "args": {"name": _clean(tname)}})
+    return {"traceEvents": meta + slices, "displayTimeUnit": "ns",
+            "otherData": {"source": "fuse-passthrough", "trace_start_unix_s": t0, "ts_unit": "us since start"}}
+
+
+# --------------------------------------------------------------------------------------------- HTML
+
+_PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
+            "#9c755f", "#bab0ac", "#1f77b4", "#17becf", "#8c564b", "#bcbd22", "#7f7f7f", "#d62728"]
+
+
+def _e(s: Any) -> str:
+    return html.escape(display(s) if isinstance(s, str) or s is None else str(s), quote=True)
+
+
+def _sample(events: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """At most `limit` events, in time order: every error and the slowest first, then evenly spaced."""
+    if len(events) <= limit:
+        return events
+    keep: set[int] = set()
+    errors = [i for i, e in enumerate(events) if e["errno"] is not None]
+    keep.update(errors[: limit // 4])
+    keep.update(sorted(range(len(events)), key=lambda i: -events[i]["duration_ns"])[: limit // 4])
+    room = limit - len(keep)
+    if room > 0:
+        step = len(events) / room
+        keep.update(int(k * step) for k in range(room))
+    return [events[i] for i in sorted(keep)][:limit]
+
+
+def _us_label(us: float) -> str:
+    if us >= 1e6:
+        return f"{us / 1e6:g} s"
+    if us >= 1e3:
+        return f"{us / 1e3:g} ms"
+    if us >= 1:
+        return f"{us:g} µs"
+    return f"{us * 1e3:g} ns"
+
+
+def _nice_step(span: float, ticks: int = 8) -> float:
+    raw = span / ticks
+    mag = 10 ** math.floor(math.log10(raw))
+    return float(next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw))
+
+
+def _x_axis(t_span: float, x0: float, width: float, y: float) -> list[str]:
+    parts = [f'<line class="axis" x1="{x0}" y1="{y}" x2="{x0 + width}" y2="{y}"/>']
+    step = _nice_step(t_span)
+    k = 0
+    while k * step <= t_span * 1.0000001:
+        x = x0 + k * step / t_span * width
+        parts.append(f'<line class="tick" x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 4}"/>'
+                     f'<text x="{x:.1f}" y="{y + 16}" text-anchor="middle">{k * step:g} s</text>')
+        k += 1
+    return parts
+
+
+def _tip(e: dict[str, Any], t0: float) -> str:
+    who = process_label(e["pid"], e["comm"])
+    what = e["path"] if e["path2"] is None else f"{e['path']} -> {e['path2']}"
+    result = e["errno"] if e["errno"] is not None else json.dumps(_clean(e["result"]))
+    return _e(f"{e['op']} {display(what)} = {result}\n{e['duration_ns'] / 1e3:.1f} µs at "
+              f"+{e['ts'] - t0:.6f} s by {who} (seq {e['seq']})")
+
+
+def _scatter_svg(events: list[dict[str, Any]], colors: dict[str, str]) -> str:
+    W, H, ml, mr, mt, mb = 1000, 340, 70, 16, 12, 40
+    pw, ph = W - ml - mr, H - mt - mb
+    t0 = events[0]["ts"]
+    t_span = max(max(e["ts"] + e["duration_ns"] / 1e9 for e in events) - t0, 1e-6)
+    us = [max(e["duration_ns"], 1) / 1e3 for e in events]
+    lo = math.floor(math.log10(min(us)))
+    hi = max(math.ceil(math.log10(max(us))), lo + 1)
+    parts = [f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="latency over time">']
+    for d in range(lo, hi + 1):
+        y = mt + ph - (d - lo) / (hi - lo) * ph
+        parts.append(f'<line class="grid" x1="{ml}" y1="{y:.1f}" x2="{ml + pw}" y2="{y:.1f}"/>'
+                     f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end">{_us_label(10.0 ** d)}</text>')
+    parts += _x_axis(t_span, ml, pw, mt + ph)
+    for e, u in zip(events, us, strict=True):
+        x = ml + (e["ts"] - t0) / t_span * pw
+        y = mt + ph - (math.log10(u) - lo) / (hi - lo) * ph
+        cls = "pt err" if e["errno"] is not None else "pt"
+        parts.append(f'<circle class="{cls}" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colors[e["op"]]}" '
+                     f'data-op="{_e(e["op"])}"><title>{_tip(e, t0)}</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _swimlane_svg(events: list[dict[str, Any]], colors: dict[str, str], report: Report) -> str:
+    lanes = [k for k, _ in _top(report.processes.items(), "calls", SWIMLANES, lambda k: (process_label(*k), k[0]))]
+    index = {k: i for i, k in enumerate(lanes)}
+    W, lane_h, ml, mr, mt = 1000, 22, 170, 16, 8
+    H = mt + lane_h * len(lanes) + 28
+    pw = W - ml - mr
+    t0 = events[0]["ts"]
+    t_span = max(max(e["ts"] + e["duration_ns"] / 1e9 for e in events) - t0, 1e-6)
+    parts = [f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="operations per process">']
+    for i, k in enumerate(lanes):
+        y = mt + i * lane_h
+        label = process_label(*k)
+        short = label if len(label) <= 24 else label[:23] + "…"
+        parts.append(f'<rect class="lane{i % 2}" x="{ml}" y="{y}" width="{pw}" height="{lane_h}"/>'
+                     f'<text x="{ml - 6}" y="{y + 15}" text-anchor="end"><title>{_e(label)}</title>{_e(short)}</text>')
+    parts += _x_axis(t_span, ml, pw, mt + lane_h * len(lanes))
+    for e in events:
+        key = (e["pid"], None if e["pid"] == 0 else e["comm"])
+        if key not in index:
+            continue
+        x = ml + (e["ts"] - t0) / t_span * pw
+        w = max(e["duration_ns"] / 1e9 / t_span * pw, 1.0)
+        y = mt + index[key] * lane_h + 3
+        cls = "op err" if e["errno"] is not None else "op"
+        parts.append(f'<rect class="{cls}" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{lane_h - 6}" '
+                     f'fill="{colors[e["op"]]}" data-op="{_e(e["op"])}"><title>{_tip(e, t0)}</title></rect>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _html_table(title: str, header: list[tuple[str, bool]], rows: list[list[tuple[str, Any]]]) -> str:
+    """A sortable table; header cells are (label, numeric), row cells (text, sort value or None)."""
+    out = [f"<h2>{_e(title)}</h2>"]
+    if not rows:
+        return out[0] + '<p class="none">(none)</p>'
+    out.append('<table class="sortable"><thead><tr>')
+    out += [f'<th class="{"num" if num else "txt"}" title="click to sort">{_e(h)}</th>' for h, num in header]
+    out.append("</tr></thead><tbody>")
+    for r in rows:
+        out.append("<tr>")
+        for (text, sort), (_, num) in zip(r, header, strict=True):
+            attr = f' data-v="{_e(sort)}"' if sort is not None else ""
+            out.append(f'<td class="{"num" if num else "txt"}"{attr}>{_e(text)}</td>')
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
+header p{margin:4px 0 0;color:#c6cbd6;word-break:break-all}
+main{padding:8px 24px 32px;max-width:1280px}
+.cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
+.card{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:8px 14px;min-width:120px}
+.card b{display:block;font-size:20px}.card span{color:#5b6373;font-size:12px}
+h2{font-size:16px;margin:22px 0 8px}
+section.panel{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:8px 12px;margin:10px 0}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:0 24px}
+@media (max-width:900px){.grid2{grid-template-columns:1fr}}
+table{border-collapse:collapse;background:#fff;width:100%;font-variant-numeric:tabular-nums}
+th,td{padding:3px 8px;border-bottom:1px solid #eceef2;text-align:left}
+th{background:#eef0f4;cursor:pointer;user-select:none;white-space:nowrap}
+th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
+td.num,th.num{text-align:right}td.txt{word-break:break-all}
+.chart{width:100%;height:auto;display:block}
+.chart text{font-size:11px;fill:#5b6373}.axis,.tick{stroke:#7a8292}.grid{stroke:#e3e6ec}
+.lane0{fill:#f7f8fa}.lane1{fill:#eef0f4}
+.pt{fill-opacity:.75}.pt.err{stroke:#000;stroke-width:1.2}.op.err{stroke:#c00;stroke-width:1}
+.legend{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0}
+.legend button{border:1px solid #cfd4dc;background:#fff;border-radius:12px;padding:2px 10px;cursor:pointer;font:inherit}
+.legend button.off{opacity:.35;text-decoration:line-through}
+.legend i{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:5px}
+.note,.none{color:#5b6373;font-size:12px}
+.hidden{display:none}
+"""
+
+_ERROR_HOOK = """
+(function(){var r=document.documentElement;
+function fail(m){var p=r.getAttribute('data-report-error');r.setAttribute('data-report-error',(p?p+'; ':'')+String(m));}
+window.onerror=function(m,s,l,c){fail(m+' at '+l+':'+c);};
+window.addEventListener('unhandledrejection',function(e){fail(e.reason);});
+document.addEventListener('securitypolicyviolation',function(e){fail('blocked '+e.blockedURI+' ('+e.violatedDirective+')');});
+})();
+"""
+
+_SCRIPT = """
+(function(){
+function val(td,num){var v=td.getAttribute('data-v');if(v===null)v=td.textContent;return num?parseFloat(v)||0:v;}
+var tables=document.querySelectorAll('table.sortable');
+for(var t=0;t<tables.length;t++){(function(table){
+  var ths=table.tHead.rows[0].cells;
+  for(var c=0;c<ths.length;c++){(function(th,col){
+    th.addEventListener('click',function(){
+      var num=th.className.indexOf('num')>=0, desc=!th.classList.contains('sorted-desc');
+      for(var i=0;i<ths.length;i++)ths[i].classList.remove('sorted-asc','sorted-desc');
+      th.classList.add(desc?'sorted-desc':'sorted-asc');
+      var body=table.tBodies[0], rows=Array.prototype.slice.call(body.rows);
+      rows.sort(function(a,b){var x=val(a.cells[col],num),y=val(b.cells[col],num);
+        var r=num?x-y:String(x).localeCompare(String(y));return desc?-r:r;});
+      for(var j=0;j<rows.length;j++)body.appendChild(rows[j]);
+    });})(ths[c],c);}
+})(tables[t]);}
+var marks=document.querySelectorAll('[data-op]'), buttons=document.querySelectorAll('.legend button');
+for(var b=0;b<buttons.length;b++){(function(btn){
+  btn.addEventListener('click',function(){
+    var op=btn.getAttribute('data-legend'), off=!btn.classList.contains('off');
+    for(var k=0;k<buttons.length;k++)if(buttons[k].getAttribute('data-legend')===op)buttons[k].classList.toggle('off',off);
+    for(var m=0;m<marks.length;m++)if(marks[m].getAttribute('data-op')===op)marks[m].classList.toggle('hidden',off);
+  });})(buttons[b]);}
+document.documentElement.setAttribute('data-report-ready','1');
+})();
+"""
+
+
+def render_html(report: Report, events: list[dict[str, Any]], files: list[str], top: int = DEFAULT_TOP) -> str:
+    d = report.summary.as_dict()
+    ops_by_time = list(d["ops"])
+    colors = {op: _PALETTE[i % len(_PALETTE)] for i, op in enumerate(ops_by_time)}
+    events = _sorted_events(events)
+    sample = _sample(events, CHART_POINTS)
+    p: list[str] = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        'style-src \'unsafe-inline\'; script-src \'unsafe-inline\'; img-src data:">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>fuse-passthrough report: {_e(', '.join(os.path.basename(f) for f in files))}</title>",
+        f"<script>{_ERROR_HOOK}</script><style>{_CSS}</style></head><body>",
+        f"<header><h1>fuse-passthrough trace report</h1><p>{_e(', '.join(files))}</p></header><main>",
+        '<div class="cards">',
+    ]
+    start = ""
+    if report.first_ts is not None:
+        import datetime
+        start = datetime.datetime.fromtimestamp(report.first_ts).astimezone().isoformat(timespec="milliseconds")
+    for value, label in ((report.events, "operations"), (report.total_errors, "failed"),
+                         (len(report.paths), "paths"), (len(report.processes), "processes"),
+                         (f"{report.span_s:.3f} s", "duration"), (_ms(d["total_ns"]) + " ms", "time in operations")):
+        p.append(f'<div class="card"><b>{_e(value)}</b><span>{_e(label)}</span></div>')
+    p.append("</div>")
+    if start:
+        p.append(f'<p class="note">first operation started {_e(start)}</p>')
+    if sample:
+        legend = "".join(f'<button type="button" data-legend="{_e(op)}"><i style="background:{colors[op]}"></i>'
+                         f"{_e(op)}</button>" for op in ops_by_time)
+        shown = (f"all {len(events)} operations" if len(sample) == len(events) else
+                 f"{len(sample)} of {len(events)} operations (every error and the slowest kept)")
+        p.append('<h2>Latency over time</h2><section class="panel">')
+        p.append(f'<div class="legend">{legend}</div>{_scatter_svg(sample, colors)}')
+        p.append(f'<p class="note">Each dot is one operation: start time (x) and latency (y, log scale); black '
+                 f'outline = failed. Showing {_e(shown)}. Hover for details, click an operation above to hide it.</p>')
+        p.append("</section><h2>Operations per process</h2><section class=\"panel\">")
+        p.append(f'<div class="legend">{legend}</div>{_swimlane_svg(sample, colors, report)}')
+        p.append(f'<p class="note">The {min(SWIMLANES, len(report.processes))} busiest of '
+                 f'{len(report.processes)} processes; each bar is one operation (at least 1 px wide).</p></section>')
+    else:
+        p.append('<p class="none">The trace holds no operations.</p>')
+    rows = []
+    for op, s in d["ops"].items():
+        rows.append([(op, None), (f"{100 * s['total_ns'] / (d['total_ns'] or 1):.2f}", None),
+                     (f"{s['total_ns'] / 1e9:.6f}", None), (str(s["calls"]), None), (str(s["errors"] or ""), s["errors"]),
+                     (f"{s['mean_ns'] / 1e3:.1f}", None), (f"{s['p50_ns'] / 1e3:.1f}", None),
+                     (f"{s['p99_ns'] / 1e3:.1f}", None), (str(s["bytes_read"]), None), (str(s["bytes_written"]), None)])
+    p.append(_html_table("Per operation", [("op", False), ("% time", True), ("seconds", True), ("calls", True),
+                                           ("errors", True), ("mean µs", True), ("p50 µs", True), ("p99 µs", True),
+                                           ("bytes read", True), ("bytes written", True)], rows))
+    hdr = [("calls", True), ("errors", True), ("total ms", True)]
+
+    def group_rows(items: list[tuple[str, Group]]) -> list[list[tuple[str, Any]]]:
+        return [[(str(g.calls), None), (str(g.errors or ""), g.errors), (_ms(g.total_ns), None), (name, None)]
+                for name, g in items]
+
+    p.append('<div class="grid2"><div>')
+    p.append(_html_table("Top paths by operations", hdr + [("path", False)], group_rows(report.top_paths("calls", top))))
+    p.append("</div><div>")
+    p.append(_html_table("Top paths by total time", hdr + [("path", False)], group_rows(report.top_paths("time", top))))
+    p.append("</div><div>")
+    p.append(_html_table("Top processes by operations", hdr + [("process", False)],
+                         group_rows(report.top_processes("calls", top))))
+    p.append("</div><div>")
+    p.append(_html_table("Top processes by total time", hdr + [("process", False)],
+                         group_rows(report.top_processes("time", top))))
+    p.append("</div></div>")
+    p.append(_html_table("Errors by errno", [("count", True), ("errno", False), ("operations", False)],
+                         [[(str(g.calls), None), (e, None), (_ops_text(g.ops, 8), None)]
+                          for e, g in report.errno_totals()]))
+    groups = report.error_groups()
+    p.append(_html_table("Errors by errno and path", [("count", True), ("errno", False), ("path", False),
+                                                      ("operations", False)],
+                         [[(str(g.calls), None), (e, None), (display(path), None), (_ops_text(g.ops, 8), None)]
+                          for e, path, g in groups[:HTML_ERROR_ROWS]]))
+    if len(groups) > HTML_ERROR_ROWS:
+        p.append(f'<p class="note">... and {len(groups) - HTML_ERROR_ROWS} more (errno, path) pairs.</p>')
+    p.append(f"</main><script>{_SCRIPT}</script></body></html>\n")
+    return "".join(p)
+
+
+# --------------------------------------------------------------------------------------------- command
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {value!r}")
+    return n
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Summarise a JSONL trace written with --format jsonl: per-operation "
+                "table, busiest paths and processes, errors; optionally export it for Perfetto or as HTML.",
+                epilog="Several files (e.g. a rotated set: t.jsonl.2 t.jsonl.1 t.jsonl) are reported as one trace. "
+                "Exit status: 0 ok, 1 unreadable or malformed input or unwritable output, 2 bad arguments.")
+    p.add_argument("traces", nargs="+", metavar="TRACE.jsonl", help="trace file(s) to read")
+    p.add_argument("--perfetto", metavar="OUT.json",
+                   help="also write Chrome Trace Event JSON (open in ui.perfetto.dev or chrome://tracing)")
+    p.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML report")
+    p.add_argument("--top", type=_positive, default=DEFAULT_TOP, metavar="N",
+                   help=f"rows in the top paths/processes tables (default {DEFAULT_TOP})")
+    return p
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise ReportError(f"cannot write '{path}': {e.strerror}") from None
+
+
+def build(files: list[str], keep_events: bool) -> tuple[Report, list[dict[str, Any]]]:
+    """Read the trace files into a Report (and the events themselves, if asked)."""
+    report = Report()
+    events: list[dict[str, Any]] = []
+    for path in files:
+        for event in read_events(path):
+            report.add(event)
+            if keep_events:
+                events.append(event)
+    return report, events
+
+
+def run_report(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        report, events = build(args.traces, keep_events=bool(args.perfetto or args.html))
+        if args.perfetto:
+            _write(args.perfetto, json.dumps(perfetto_trace(events), separators=(",", ":")) + "\n")
+        if args.html:
+            _write(args.html, render_html(report, events, args.traces, args.top))
+        render_text(report, sys.stdout, args.traces, args.top)
+        for what, path in (("Perfetto trace", args.perfetto), ("HTML report", args.html)):
+            if path:
+                print(f"\n{what} written to {path}", file=sys.stdout)
+    except ReportError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `report t.jsonl | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return 0
