@@ -50,3 +50,34 @@ def test_rotation_without_backups_restarts_the_file(tmp_path) -> None:
         sink.put(ev(i))
     sink.close()
     assert os.path.getsize(path) <= 5000 and not (tmp_path / "t.log.1").exists()
+
+
+def test_process_sink_writes_everything_and_the_summary(tmp_path) -> None:
+    from fuse_passthrough.tracing.sinks import ProcessSink
+
+    out, summary = tmp_path / "t.jsonl", tmp_path / "s.json"
+    sink = ProcessSink("jsonl", str(out), summary=False, summary_json=str(summary), batch=64, max_pending=100)
+    threads = [threading.Thread(target=lambda base=b: [sink.put(tuple(ev(base + i))) for i in range(5000)])
+               for b in (0, 100_000, 200_000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sink.close()
+    lines = out.read_text().splitlines()
+    assert len(lines) == 15_000 == sink.written and sink.lost == 0
+    assert len({json.loads(line)["seq"] for line in lines}) == 15_000
+    data = json.loads(summary.read_text())
+    assert data["total_calls"] == 15_000 and data["ops"]["getattr"]["errors"] == 15_000
+
+
+def test_process_sink_survives_a_dead_writer(tmp_path, capfd) -> None:
+    from fuse_passthrough.tracing.sinks import ProcessSink
+
+    sink = ProcessSink("text", str(tmp_path / "t.log"), batch=1)
+    sink.proc.kill()
+    sink.proc.wait()
+    for i in range(10):
+        sink.put(tuple(ev(i)))  # must not block or raise
+    sink.close()
+    assert sink.lost == 10 and "lost" in capfd.readouterr().err

@@ -178,6 +178,8 @@ def decode_arg(op: str, name: str, value: Any) -> Any:
 
 def stat_summary(st: Any) -> dict[str, Any]:
     """Compact stat: the fields people look at, never the whole structure."""
+    if isinstance(st, (tuple, list)) and not isinstance(st, os.stat_result):  # (mode, size, ino, nlink, uid, gid)
+        return {"mode": mode_str(st[0]), "size": st[1], "ino": st[2], "nlink": st[3], "uid": st[4], "gid": st[5]}
     if isinstance(st, dict):
         get = st.get
         return {"mode": mode_str(get("st_mode", 0)), "size": get("st_size"), "ino": get("st_ino"),

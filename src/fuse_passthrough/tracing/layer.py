@@ -20,12 +20,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..binding import fuse_context
-from .events import ARG_NAMES, DATA_ARGS, KERNEL_COMM, RawEvent
+from .events import ARG_NAMES, DATA_ARGS, KERNEL_COMM
 from .filters import EventFilter
 
 
 class EventSink(Protocol):
-    def put(self, raw: RawEvent) -> None: ...
+    def put(self, raw: tuple[Any, ...]) -> None:
+        """Receive one event as a tuple in RawEvent's field order."""
 
 
 class ProcessNames:
@@ -102,7 +103,9 @@ class ProcessNames:
 
 
 def _data_free(op: str, result: Any) -> Any:
-    """Reduce a result to what may be recorded: lengths for data, counts for listings."""
+    """Reduce a result to what may be recorded (lengths for data, counts for listings) in plain types."""
+    if op == "getattr" and isinstance(result, os.stat_result):
+        return (result.st_mode, result.st_size, result.st_ino, result.st_nlink, result.st_uid, result.st_gid)
     if op == "read" or op == "getxattr":
         return len(result)
     if op == "readdir":
@@ -166,5 +169,6 @@ class TracingOperations:
             args = args[:data_pos] + (len(args[data_pos]),) + args[data_pos + 1:]
         if not err:
             result = _data_free(op, result)
-        self.sink.put(RawEvent(next(self._seq), time.time() - (t1 - t0) / 1e9, op, args, result, err, t1 - t0, pid, uid, gid,
-                               comm, cmdline))
+        # A plain tuple in RawEvent's field order: cheap to build and to marshal to a writer process.
+        self.sink.put((next(self._seq), time.time() - (t1 - t0) / 1e9, op, args, result, err, t1 - t0, pid, uid,
+                       gid, comm, cmdline))

@@ -1,13 +1,21 @@
-"""Where events go: a bounded queue and one writer thread that formats, counts and writes in batches.
+"""Where events go, off the filesystem's hot path, never dropped.
 
-The filesystem thread only enqueues. When the writer falls behind, `put` blocks (the filesystem waits) instead
-of dropping events; `close` drains everything accepted before returning, so every event reaches the output.
+`ProcessSink` (what the command line uses) batches raw events and ships them to a writer process
+(tracing/writer.py), so formatting runs on another core instead of competing with the filesystem for the GIL.
+`TraceSink` does the same work in a thread of the same process: simpler to embed, fine for light traffic.
+Both bound what they hold: when the writer falls behind, `put` blocks (the filesystem waits) instead of
+dropping events, and `close` writes everything accepted before returning.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
 import queue
+import signal
+import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import IO, Any
@@ -101,7 +109,7 @@ class TraceSink:
         self._thread.start()
         self._closed = False
 
-    def put(self, raw: RawEvent) -> None:
+    def put(self, raw: tuple[Any, ...]) -> None:
         self._q.put(raw)  # blocks when full: the filesystem waits rather than losing events
 
     def _run(self) -> None:
@@ -117,10 +125,11 @@ class TraceSink:
             lines = []
             stop = False
             with self._lock:
-                for raw in batch:
-                    if raw is _STOP:
+                for item in batch:
+                    if item is _STOP:
                         stop = True
                         continue
+                    raw = RawEvent(*item)
                     self.summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result)
                     event = to_event(raw)
                     if self._on_event is not None:
@@ -155,3 +164,117 @@ class TraceSink:
         self._thread.join()
         if self.output is not None:
             self.output.close()
+
+
+_FRAME = struct.Struct("<I")
+
+
+class ProcessSink:
+    """Ship raw events in marshal'ed batches to a writer process that formats and writes them.
+
+    The hot path appends a tuple to a list under a lock. A flusher thread sends the list every 20 ms or every
+    `batch` events; a full pipe blocks the flusher, and a full list (`max_pending`) blocks the filesystem.
+    The writer process prints the summary itself when its input ends (see tracing/writer.py).
+    """
+
+    def __init__(self, fmt: str = "text", output: str | None = None, *, max_bytes: int = 0, backups: int = 1,
+                 summary: bool = True, summary_json: str | None = None, batch: int = 1024,
+                 max_pending: int = 65536) -> None:
+        formatter(fmt)  # reject an unknown format here, not in the writer
+        cmd = [sys.executable, "-m", "fuse_passthrough.tracing.writer", "--format", fmt,
+               "--max-bytes", str(max_bytes), "--backups", str(backups)]
+        if output:
+            cmd += ["--output", output]
+        if not summary:
+            cmd.append("--no-summary")
+        if summary_json:
+            cmd += ["--summary-json", summary_json]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert self.proc.stdin is not None
+        self._fd = self.proc.stdin.fileno()
+        self._batch = batch
+        self._max_pending = max_pending
+        self._pending: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._closing = False
+        self.written = 0
+        self.lost = 0
+        self._thread = threading.Thread(target=self._run, name="trace-flusher", daemon=True)
+        self._thread.start()
+
+    def put(self, raw: tuple[Any, ...]) -> None:
+        with self._lock:
+            pending = self._pending
+            pending.append(raw)
+            n = len(pending)
+            if n >= self._max_pending:
+                self._wake.set()
+                while len(self._pending) >= self._max_pending:
+                    self._room.wait()  # the writer is behind: wait rather than drop
+        if n == self._batch:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(0.02)
+            self._wake.clear()
+            with self._lock:
+                batch, self._pending = self._pending, []
+                self._room.notify_all()
+                closing = self._closing
+            if batch:
+                self._send(batch)
+            if closing:
+                return
+
+    def _send(self, batch: list[tuple[Any, ...]]) -> None:
+        try:
+            body = marshal.dumps(batch)
+        except ValueError:  # a custom filesystem returned something exotic: record its repr
+            body = marshal.dumps([_marshalable(t) for t in batch])
+        data = memoryview(_FRAME.pack(len(body)) + body)
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as e:
+            # The writer died (killed, disk error): say so loudly, and keep the filesystem serving.
+            if not self.lost:
+                print(f"fuse-passthrough: the trace writer stopped ({e.strerror}); events from now on are "
+                      "counted as lost, not written", file=sys.stderr)
+            self.lost += len(batch)
+            return
+        self.written += len(batch)
+
+    def request_summary(self) -> None:
+        """Have the writer print the summary so far (SIGUSR1)."""
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def close(self) -> None:
+        """Send every pending event, end the writer's input and wait for it to finish. Idempotent."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._wake.set()
+        self._thread.join()
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
+        if self.lost:
+            print(f"fuse-passthrough: {self.lost} events were lost because the trace writer stopped",
+                  file=sys.stderr)
+
+
+def _marshalable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return tuple(_marshalable(v) for v in value)
+    if isinstance(value, dict):
+        return {str(k): _marshalable(v) for k, v in value.items()}
+    return repr(value)

@@ -1,0 +1,86 @@
+"""The trace writer process: decodes, formats, counts and writes what the daemon's ProcessSink sends it.
+
+Formatting costs far more than capturing. In the daemon it would compete with the filesystem threads for the
+GIL on every operation; in a process of its own it runs on another core. Input on stdin: frames of a 4-byte
+little-endian length and a marshal'ed list of raw event tuples. On EOF everything is written, the summary is
+printed (unless --no-summary) and written as JSON (--summary-json), and the process exits 0.
+SIGUSR1 prints the summary so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import marshal
+import signal
+import struct
+import sys
+from typing import Any
+
+from .events import RawEvent, to_event
+from .formats import formatter
+from .sinks import RotatingFile, StreamOutput
+from .stats import Summary
+
+_HEADER = struct.Struct("<I")
+
+
+def _read_exact(stream: Any, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fuse-passthrough-writer")
+    p.add_argument("--format", default="text")
+    p.add_argument("--output")
+    p.add_argument("--max-bytes", type=int, default=0)
+    p.add_argument("--backups", type=int, default=1)
+    p.add_argument("--summary-json")
+    p.add_argument("--no-summary", action="store_true")
+    args = p.parse_args(argv)
+
+    output: RotatingFile | StreamOutput
+    if args.output:
+        output = RotatingFile(args.output, args.max_bytes, args.backups)
+    else:
+        output = StreamOutput(sys.stderr.buffer)
+    fmt = formatter(args.format)
+    summary = Summary()
+    signal.signal(signal.SIGUSR1, lambda *_: summary.render(sys.stderr))
+    # Stopping is the daemon's decision (it closes our input): a Ctrl-C for the foreground group, or a SIGTERM
+    # for the session, must not cut the trace short.
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+
+    stdin = sys.stdin.buffer
+    written = 0
+    while True:
+        header = _read_exact(stdin, _HEADER.size)
+        if header is None:
+            break
+        body = _read_exact(stdin, _HEADER.unpack(header)[0])
+        if body is None:
+            break
+        lines = []
+        for item in marshal.loads(body):
+            raw = RawEvent(*item)
+            summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result)
+            lines.append(fmt(to_event(raw)).encode("utf-8", "backslashreplace"))
+        output.write_lines(lines)
+        written += len(lines)
+        output.flush()
+    output.close()
+    if not args.no_summary and written:
+        summary.render(sys.stderr)
+    if args.summary_json:
+        summary.write_json(args.summary_json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
