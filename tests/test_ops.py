@@ -12,6 +12,7 @@ import errno
 import fcntl
 import mmap
 import os
+import select
 import socket
 import stat
 import subprocess
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import Mount, run_as
 from posixcmp import (
+    AT_SYMLINK_NOFOLLOW,
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     FALLOC_FL_ZERO_RANGE,
@@ -34,7 +37,6 @@ from posixcmp import (
     SHAPE_FIELDS,
     UTIME_NOW,
     UTIME_OMIT,
-    AT_SYMLINK_NOFOLLOW,
     assert_same_stat,
     fallocate,
     getxattr_sized,
@@ -45,7 +47,6 @@ from posixcmp import (
     tree,
     utimensat,
 )
-
 
 PY = "/usr/bin/python3"  # readable by every uid (the venv's interpreter may not be)
 
@@ -552,12 +553,12 @@ def test_flush_fsync_fdatasync_fsyncdir(env: Env) -> None:
 
 
 # -- readdir ----------------------------------------------------------------------------------------------------
-def _getdents(path: Path | bytes) -> dict[bytes, tuple[int, int]]:
-    """name -> (d_ino, d_type) straight from getdents64, "." and ".." included."""
+def _getdents(path: Path | bytes | int) -> dict[bytes, tuple[int, int]]:
+    """name -> (d_ino, d_type) straight from getdents64, "." and ".." included (path: a path or an fd)."""
     sys_getdents64 = {"x86_64": 217, "aarch64": 61}[os.uname().machine]
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.dup(path) if isinstance(path, int) else os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     out: dict[bytes, tuple[int, int]] = {}
     buf = ctypes.create_string_buffer(65536)
     try:
@@ -598,16 +599,30 @@ def test_readdir_names_inodes_types(env: Env) -> None:
     assert sorted(os.listdir(env.mnt / "d")) == sorted(os.listdir(env.src / "d"))
 
 
-def test_readdir_empty_and_removed(env: Env) -> None:
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "libfuse's high-level API finds objects by path: a directory removed while open has none, so fstat "
+    "(fdopendir) and getdents of it fail with ESTALE; files are kept reachable instead (see docs/posix.md)"))
+def test_readdir_of_removed_open_directory(env: Env) -> None:
+    def op(b: Path) -> list[Any]:
+        os.mkdir(b / "d")
+        fd = os.open(b / "d", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            res: list[Any] = [sorted(_getdents(fd))]
+            os.rmdir(b / "d")
+            os.lseek(fd, 0, os.SEEK_SET)
+            res.append(sorted(_getdents(fd)))  # a removed directory lists nothing, not even "." and ".."
+            return res
+        finally:
+            os.close(fd)
+
+    assert env.both(op) == ("ok", [[b".", b".."], []])
+
+
+def test_readdir_empty(env: Env) -> None:
     os.mkdir(env.mnt / "d")
     assert set(_getdents(env.mnt / "d")) == {b".", b".."}
-    fd = os.open(env.mnt / "d", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.rmdir(env.mnt / "d")
-        assert os.listdir(fd) == []
-    finally:
-        os.close(fd)
-    env.both(lambda b: os.listdir(b / "d"))          # ENOENT
+    assert _getdents(env.mnt / "d")[b"."][0] == os.stat(env.src / "d").st_ino
+    env.both(lambda b: os.listdir(b / "missing"))    # ENOENT
     write(env.nat / "f", b"")
     write(env.mnt / "f", b"")
     env.both(lambda b: os.listdir(b / "f"))          # ENOTDIR
@@ -772,6 +787,7 @@ _LOCKER = textwrap.dedent("""
         except OSError as e:
             print("busy", e.errno, flush=True)
     else:  # hold: lock (blocking), report, keep it until stdin closes
+        print("trying", flush=True)
         t = time.monotonic()
         lock(False)
         print("locked", round(time.monotonic() - t, 2), flush=True)
@@ -797,18 +813,20 @@ def test_locks_between_two_processes(env: Env, kind: str) -> None:
     holder = _locker(f, kind, "ex", "hold")
     waiter: subprocess.Popen[str] | None = None
     try:
-        assert holder.stdout is not None and holder.stdout.readline().startswith("locked")
+        assert holder.stdout is not None and holder.stdout.readline() == "trying\n"
+        assert holder.stdout.readline().startswith("locked")
         assert _try(f, kind, "ex").startswith("busy")
         assert _try(f, kind, "sh").startswith("busy")
         waiter = _locker(f, kind, "ex", "hold")        # blocks until the holder goes
-        time.sleep(0.5)
+        assert waiter.stdout is not None and waiter.stdout.readline() == "trying\n"
+        assert select.select([waiter.stdout], [], [], 0.5)[0] == []  # still waiting for the lock
         assert waiter.poll() is None
         assert holder.stdin is not None
         holder.stdin.close()                         # exit = close = release
         holder.wait(timeout=20)
         assert waiter.stdout is not None
         line = waiter.stdout.readline()
-        assert line.startswith("locked") and float(line.split()[1]) >= 0.4
+        assert line.startswith("locked") and float(line.split()[1]) >= 0.3
         assert _try(f, kind, "ex").startswith("busy")
     finally:
         for p in (holder, waiter):
@@ -820,7 +838,8 @@ def test_locks_between_two_processes(env: Env, kind: str) -> None:
     # shared locks are compatible with each other
     sh = _locker(f, kind, "sh", "hold")
     try:
-        assert sh.stdout is not None and sh.stdout.readline().startswith("locked")
+        assert sh.stdout is not None and sh.stdout.readline() == "trying\n"
+        assert sh.stdout.readline().startswith("locked")
         assert _try(f, kind, "sh") == "got"
         assert _try(f, kind, "ex").startswith("busy")
     finally:
@@ -1120,3 +1139,53 @@ def test_coherence_after_changes_behind_the_mount(env: Env) -> None:
     assert stat.S_ISDIR(os.stat(mnt / "g").st_mode)
     assert_same_stat(mnt / "g", src / "g")
     assert sorted(os.listdir(mnt)) == sorted(os.listdir(src))
+
+
+def test_unlinked_open_file_like_native(env: Env) -> None:
+    """An open file that is unlinked keeps working; its name is really gone from the source (no
+    .fuse_hidden* left behind), its link count drops to 0 and its directory can be removed."""
+
+    def op(b: Path) -> list[Any]:
+        os.mkdir(b / "d")
+        fd = os.open(b / "d" / "f", os.O_CREAT | os.O_RDWR, 0o644)
+        fd2 = os.open(b / "d" / "f", os.O_RDONLY)
+        try:
+            os.write(fd, b"abc")
+            os.unlink(b / "d" / "f")
+            res: list[Any] = [os.listdir(b / "d"), os.fstat(fd).st_nlink, os.fstat(fd).st_size,
+                              os.pwrite(fd, b"xyz", 10), os.pread(fd2, 100, 0)]
+            os.fchmod(fd, 0o600)
+            os.ftruncate(fd, 5)
+            os.utime(fd, ns=(7, 8))
+            os.setxattr(fd, "user.k", b"v")
+            st = os.fstat(fd2)
+            res += [stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns, os.getxattr(fd2, "user.k"),
+                    os.listxattr(fd)]
+            res.append(outcome(os.rmdir, b / "d"))
+            res.append(outcome(os.link, f"/proc/self/fd/{fd}", b / "again"))
+            return res
+        finally:
+            os.close(fd)
+            os.close(fd2)
+
+    env.both(op)
+    env.same_tree()
+    assert os.listdir(env.src) == []
+
+
+def test_rename_over_open_file(env: Env) -> None:
+    def op(b: Path) -> list[Any]:
+        write(b / "a", b"new")
+        write(b / "b", b"old")
+        fd = os.open(b / "b", os.O_RDONLY)
+        try:
+            res: list[Any] = [outcome(renameat2, b / "a", b / "b", RENAME_NOREPLACE),
+                              sorted(os.listdir(b)), (b / "b").read_bytes()]
+            os.rename(b / "a", b / "b")
+            res += [sorted(os.listdir(b)), (b / "b").read_bytes(), os.pread(fd, 10, 0), os.fstat(fd).st_nlink]
+            return res
+        finally:
+            os.close(fd)
+
+    env.both(op)
+    env.same_tree()

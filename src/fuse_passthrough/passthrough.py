@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
+import threading
+
 from . import syscalls
 from .binding import Operations, fuse_context
 from .credentials import CallerCredentials
@@ -21,6 +24,8 @@ from .credentials import CallerCredentials
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _RESOLVE = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS
 _PATH_MAX = 4096
+# The names libfuse's high-level API gives an open file that is unlinked ("hide" unless -o hard_remove).
+_HIDDEN_NAME = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
 
 
 def _type_of(entry: os.DirEntry[str]) -> int:
@@ -53,6 +58,9 @@ class Passthrough(Operations):  # type: ignore[misc]
         self.as_caller = CallerCredentials(caller_credentials)
         self.as_caller_ids = CallerCredentials(caller_credentials, groups=False)
         self._openat2 = True
+        # libfuse's ".fuse_hidden..." path of an unlinked open file -> O_PATH fd keeping that file (see _hide)
+        self._unlinked: dict[str, int] = {}
+        self._unlinked_lock = threading.Lock()
 
     # -- path resolution -------------------------------------------------------------------------------------
     def _open_dir(self, rel: str) -> int:
@@ -79,6 +87,9 @@ class Passthrough(Operations):  # type: ignore[misc]
 
     def _at(self, path: str) -> tuple[int, str]:
         """(directory fd, last component) for `path`; close the fd with `_done` unless it is the root fd."""
+        if "/." in path or "//" in path:  # the kernel never sends "." or ".." components; refuse them anyway
+            if any(p in ("", ".", "..") for p in path[1:].split("/")) and path != "/":
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         head, _, name = path[1:].rpartition("/")
         if not head:
             return self.root_fd, name or "."
@@ -90,12 +101,40 @@ class Passthrough(Operations):  # type: ignore[misc]
 
     def _proc_path(self, path: str) -> tuple[int, str]:
         """An O_PATH fd of `path` itself (not followed) and its /proc/self/fd name for path-only calls."""
+        hidden = self._unlinked.get(path)
+        if hidden is not None:
+            fd = os.dup(hidden)
+            return fd, f"/proc/self/fd/{fd}"
         d, name = self._at(path)
         try:
             fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
         finally:
             self._done(d)
         return fd, f"/proc/self/fd/{fd}"
+
+    # -- open files that were unlinked -----------------------------------------------------------------------
+    # libfuse keeps an open file that is unlinked (or renamed over) reachable by renaming it to
+    # ".fuse_hidden<16 hex>" in the same directory; the source would keep a stray name, its link count would
+    # not drop and rmdir of the directory would fail with ENOTEMPTY. -o hard_remove avoids that but makes
+    # fstat() and fchmod() of such files fail with ESTALE. Instead, we really unlink the name and keep an
+    # O_PATH fd of the file under libfuse's hidden path; path-based calls on that path use the fd, and
+    # libfuse's final unlink of it (at the last close) just drops the fd.
+    def _is_hide(self, new: str, flags: int) -> bool:
+        return not flags and _HIDDEN_NAME.fullmatch(new.rpartition("/")[2]) is not None
+
+    def _hide(self, old: str, new: str) -> None:
+        fd, _ = self._proc_path(old)
+        try:
+            self.unlink(old)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._unlinked_lock:
+            self._unlinked[new] = fd
+
+    def _hidden_path(self, path: str) -> str | None:
+        fd = self._unlinked.get(path)
+        return None if fd is None else f"/proc/self/fd/{fd}"
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def init(self, path: str) -> None:
@@ -109,6 +148,9 @@ class Passthrough(Operations):  # type: ignore[misc]
     def getattr(self, path: str, fh: int | None = None) -> os.stat_result:
         if fh is not None:
             return os.fstat(fh)
+        hidden = self._unlinked.get(path)
+        if hidden is not None:
+            return os.fstat(hidden)
         d, name = self._at(path)
         try:
             return os.stat(name, dir_fd=d, follow_symlinks=False)
@@ -144,6 +186,9 @@ class Passthrough(Operations):  # type: ignore[misc]
             if fh is not None:
                 os.fchown(fh, uid, gid)
                 return 0
+            if (hidden := self._hidden_path(path)) is not None:
+                os.chown(hidden, uid, gid)
+                return 0
             d, name = self._at(path)
             try:
                 os.chown(name, uid, gid, dir_fd=d, follow_symlinks=False)
@@ -152,19 +197,23 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        # As the caller: the source clears setuid/setgid as it would for them.
         with self.as_caller:
             if fh is not None:
                 os.ftruncate(fh, length)
+                return 0
+            if (hidden := self._hidden_path(path)) is not None:
+                os.truncate(hidden, length)
                 return 0
             d, name = self._at(path)
             try:
                 fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
             finally:
                 self._done(d)
-        try:
-            os.ftruncate(fd, length)
-        finally:
-            os.close(fd)
+            try:
+                os.ftruncate(fd, length)
+            finally:
+                os.close(fd)
         return 0
 
     def utimens(self, path: str, times: tuple[syscalls.Timespec, syscalls.Timespec] | None = None,
@@ -172,6 +221,9 @@ class Passthrough(Operations):  # type: ignore[misc]
         with self.as_caller:
             if fh is not None:
                 syscalls.utimensat(fh, None, times)
+                return 0
+            if (hidden := self._hidden_path(path)) is not None:
+                syscalls.utimensat(syscalls.AT_FDCWD, hidden, times)
                 return 0
             d, name = self._at(path)
             try:
@@ -219,6 +271,11 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def unlink(self, path: str) -> int:
+        with self._unlinked_lock:
+            hidden = self._unlinked.pop(path, None)
+        if hidden is not None:  # libfuse's last close of a hidden file: its name is gone already
+            os.close(hidden)
+            return 0
         d, name = self._at(path)
         try:
             with self.as_caller:
@@ -247,6 +304,9 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def rename(self, old: str, new: str, flags: int = 0) -> int:
+        if self._is_hide(new, flags):
+            self._hide(old, new)
+            return 0
         d1, n1 = self._at(old)
         try:
             d2, n2 = self._at(new)
@@ -279,6 +339,9 @@ class Passthrough(Operations):  # type: ignore[misc]
     _OPEN_CLEAR = ~os.O_DIRECT
 
     def open(self, path: str, flags: int) -> int:
+        if (hidden := self._hidden_path(path)) is not None:  # e.g. open("/proc/PID/fd/N") of a hidden file
+            with self.as_caller:
+                return os.open(hidden, (flags & self._OPEN_CLEAR) | os.O_CLOEXEC)
         d, name = self._at(path)
         try:
             with self.as_caller:
@@ -413,5 +476,9 @@ class Passthrough(Operations):  # type: ignore[misc]
     flock = None
 
     def close(self) -> None:
+        with self._unlinked_lock:
+            for fd in self._unlinked.values():
+                os.close(fd)
+            self._unlinked.clear()
         os.close(self.root_fd)
 

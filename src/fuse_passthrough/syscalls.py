@@ -21,6 +21,7 @@ RENAME_WHITEOUT = 1 << 2
 # utimensat(2) special nanosecond values
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
+AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
 
