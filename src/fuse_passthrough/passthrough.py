@@ -169,17 +169,30 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def chmod(self, path: str, mode: int, fh: int | None = None) -> int:
-        if fh is not None:
-            with self.as_caller:
-                os.fchmod(fh, mode)
-            return 0
-        fd, proc = self._proc_path(path)
+        fd, proc = (os.dup(fh), f"/proc/self/fd/{fh}") if fh is not None else self._proc_path(path)
         try:
-            with self.as_caller:
+            try:
+                with self.as_caller:
+                    os.chmod(proc, mode)
+            except PermissionError:
+                if not self._kills_privileges(proc, mode):
+                    raise
                 os.chmod(proc, mode)
         finally:
             os.close(fd)
         return 0
+
+    def _kills_privileges(self, proc: str, mode: int) -> bool:
+        """Is this the kernel clearing setuid/setgid after a write or truncate by a user who may write to the
+        file but does not own it? FUSE sends that as a chmod (kill_priv), which the caller could not do; the
+        source would clear the bits itself on such a write. True when only those bits go and the caller may
+        write, so the daemon may do it."""
+        cur, new = stat.S_IMODE(os.stat(proc).st_mode), stat.S_IMODE(mode)
+        removed = cur & ~new
+        if new & ~cur or not removed or removed & ~(stat.S_ISUID | stat.S_ISGID):
+            return False
+        with self.as_caller:
+            return os.access(proc, os.W_OK, effective_ids=True)
 
     def chown(self, path: str, uid: int, gid: int, fh: int | None = None) -> int:
         with self.as_caller:
