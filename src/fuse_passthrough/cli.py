@@ -10,7 +10,17 @@ import tempfile
 from typing import Any
 
 from . import __version__
-from .mount import ALL_OPTIONS, MountOptions, SignalRelay, UsageError, check_environment, check_paths
+from .mount import (
+    ALL_OPTIONS,
+    STOP_SIGNALS,
+    MountOptions,
+    SessionStopper,
+    SignalRelay,
+    UsageError,
+    check_environment,
+    check_paths,
+    keep_signal_handlers,
+)
 
 PROG = "fuse-passthrough"
 
@@ -158,10 +168,24 @@ def run_mount(argv: list[str]) -> int:
     check_environment()
     filt = build_filter(args)
     src, mnt = check_paths(args.source, args.mountpoint, opts.nonempty, note=_note)
+    if args.summary_json:
+        _check_writable(args.summary_json, "--summary-json")
     if args.background:
         return _background(args, src, mnt, opts, filt)
     output = None if args.no_trace else open_output(args)
     return serve(args, src, mnt, opts, filt, output)
+
+
+def _check_writable(path: str, what: str) -> None:
+    """Fail now, not after hours of serving, when a file written at exit cannot be written."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write {what} file '{path}': it is a directory")
+    if not os.path.isdir(parent):
+        raise UsageError(f"cannot write {what} file '{path}': {parent} is not a directory")
+    target = path if os.path.exists(path) else parent
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"cannot write {what} file '{path}': permission denied")
 
 
 def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt: Any, output: Any,
@@ -177,15 +201,25 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
         sink = TraceSink(output, args.format)
         ops = TracingOperations(ops, sink, filt, with_cmdline=args.cmdline)
 
-    def summary_now(_signum: int) -> None:
-        if sink is not None:
+    stopper = SessionStopper()
+
+    def on_signal(signum: int) -> None:
+        if signum != signal.SIGUSR1:
+            stopper.request(signum)  # SIGINT, SIGTERM, SIGHUP: unmount and exit 0
+        elif sink is not None:
             sink.summary_snapshot().render(sys.stderr)
 
-    relay = SignalRelay([signal.SIGUSR1], summary_now)
+    def on_init() -> None:
+        stopper.attach()
+        if on_ready is not None:
+            on_ready()
+
+    relay = SignalRelay([signal.SIGUSR1, *STOP_SIGNALS], on_signal)
     status = 0
     try:
-        binding.mount(ops, mnt, threads=not args.single_threaded, debug=args.debug, options=opts.kernel,
-                      config=opts.config, on_init=on_ready)
+        with keep_signal_handlers():
+            binding.mount(ops, mnt, threads=not args.single_threaded, debug=args.debug, options=opts.kernel,
+                          config=opts.config, on_init=on_init)
     except RuntimeError:
         print(f"{PROG}: mounting '{mnt}' failed (see the message above)", file=sys.stderr)
         status = 1
@@ -196,7 +230,12 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
             if not args.no_summary and sink.written:
                 sink.summary.render(sys.stderr)
             if args.summary_json:
-                sink.summary.write_json(args.summary_json)
+                try:
+                    sink.summary.write_json(args.summary_json)
+                except OSError as e:
+                    print(f"{PROG}: cannot write --summary-json file '{args.summary_json}': {e.strerror}",
+                          file=sys.stderr)
+                    status = 1
         ops_root = getattr(ops, "inner", ops)
         ops_root.close()
     return status
@@ -207,13 +246,23 @@ _READY = b"\0fuse-passthrough-ready\n"
 
 def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt: Any) -> int:
     """Fork a daemon that mounts; return 0 once the mount is usable, 1 with its error if it fails."""
-    log_path = None
-    if not args.no_trace and not args.output:
-        fd, args.output = tempfile.mkstemp(prefix="fuse-passthrough-", suffix=".trace")
+    made: list[str] = []  # temporary files to remove again if the mount fails
+    try:
+        if not args.no_trace and not args.output:
+            fd, args.output = tempfile.mkstemp(prefix="fuse-passthrough-", suffix=".trace")
+            os.close(fd)
+            made.append(args.output)
+        output = None if args.no_trace else open_output(args)
+        fd, log_path = tempfile.mkstemp(prefix="fuse-passthrough-", suffix=".log")
         os.close(fd)
-    fd, log_path = tempfile.mkstemp(prefix="fuse-passthrough-", suffix=".log")
-    os.close(fd)
-    output = None if args.no_trace else open_output(args)
+        made.append(log_path)
+    except BaseException:
+        _remove(made)
+        raise
+    if args.output:  # the daemon works in "/"
+        args.output = os.path.abspath(args.output)
+    if args.summary_json:
+        args.summary_json = os.path.abspath(args.summary_json)
     r, w = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -221,6 +270,7 @@ def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions
     if pid == 0:  # the daemon
         os.close(r)
         os.setsid()
+        os.chdir("/")  # hold no directory busy
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
@@ -257,10 +307,19 @@ def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions
               f"stop with: fusermount3 -u {mnt}", file=sys.stderr)
         return 0
     os.waitpid(pid, 0)
+    _remove(made)
     sys.stderr.write(text.decode("utf-8", "replace"))
     if not text.strip():
         print(f"{PROG}: the filesystem exited before the mount was ready", file=sys.stderr)
     return 1
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def _note(message: str) -> None:

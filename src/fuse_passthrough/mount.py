@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,3 +223,64 @@ class SignalRelay:
     def close(self) -> None:
         signal.set_wakeup_fd(self._old_fd)
         os.close(self._w)  # the relay thread sees EOF and ends; the no-op handlers stay (no late deaths)
+
+
+# -- a clean stop on SIGINT, SIGTERM and SIGHUP ----------------------------------------------------------------
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class SessionStopper:
+    """End the FUSE loop on a stop signal so that libfuse returns success, not an error.
+
+    libfuse's own handlers record the signal as the session's error, so fuse_main fails (status 8) and a
+    Ctrl-C would look like a crash. Instead these signals reach Python (`SignalRelay`, with libfuse told to
+    leave them alone by `keep_signal_handlers`) and `request` does what libfuse's handler does minus the error:
+    it flags the session as exited and interrupts the main thread's wait. libfuse then unmounts (lazily, as it
+    does on a signal), calls destroy, and returns 0. A signal that arrives before the session serves its
+    first request (INIT) is kept and acted on as soon as `attach` runs in init.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fuse: int | None = None
+        self._main = threading.main_thread().ident
+        self.signum: int | None = None
+
+    def attach(self) -> None:
+        """Call from the init callback (a FUSE thread): remember the session, stop at once if asked to."""
+        from . import binding
+        with self._lock:
+            self._fuse = binding._get_context().contents.fuse
+            pending = self.signum
+        if pending is not None:
+            self._exit(pending)
+
+    def request(self, signum: int) -> None:
+        with self._lock:
+            if self.signum is not None:
+                return
+            self.signum = signum
+            ready = self._fuse is not None
+        if ready:
+            self._exit(signum)
+
+    def _exit(self, signum: int) -> None:
+        import ctypes
+
+        from . import binding
+        binding._libfuse.fuse_exit(ctypes.c_void_p(self._fuse))
+        if self._main is not None:  # wake fuse_main's wait (sem_wait or read returns EINTR)
+            signal.pthread_kill(self._main, signum)
+
+
+@contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Stop mfusepy from resetting SIGINT to SIG_DFL around fuse_main: libfuse installs its handlers only for
+    signals at SIG_DFL, and ours (`SessionStopper`) must stay in place."""
+    import mfusepy
+    original = mfusepy.signal
+    mfusepy.signal = lambda signum, handler: signal.getsignal(signum)
+    try:
+        yield
+    finally:
+        mfusepy.signal = original
