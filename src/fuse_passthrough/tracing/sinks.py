@@ -189,7 +189,23 @@ class ProcessSink:
             cmd.append("--no-summary")
         if summary_json:
             cmd += ["--summary-json", summary_json]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        # SIGUSR1 (summary request) must not kill the writer before it has installed its handler: the
+        # ignored disposition survives exec, and the writer replaces it.
+        try:
+            previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGUSR1, previous)
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.read(1)  # the writer has its output open and its signal handlers set
+        self.proc.stdout.close()
+        if not ready:
+            self.proc.wait()
+            raise OSError(f"the trace writer failed to start (exit status {self.proc.returncode})")
         assert self.proc.stdin is not None
         self._fd = self.proc.stdin.fileno()
         self._batch = batch
@@ -251,11 +267,11 @@ class ProcessSink:
         """Have the writer print the summary so far (SIGUSR1)."""
         self.proc.send_signal(signal.SIGUSR1)
 
-    def close(self) -> None:
-        """Send every pending event, end the writer's input and wait for it to finish. Idempotent."""
+    def close(self) -> int:
+        """Send every pending event, end the writer's input, wait for it; returns its exit status."""
         with self._lock:
             if self._closing:
-                return
+                return self.proc.wait()
             self._closing = True
         self._wake.set()
         self._thread.join()
@@ -264,10 +280,11 @@ class ProcessSink:
             self.proc.stdin.close()
         except OSError:
             pass
-        self.proc.wait()
+        status = self.proc.wait()
         if self.lost:
             print(f"fuse-passthrough: {self.lost} events were lost because the trace writer stopped",
                   file=sys.stderr)
+        return status
 
 
 def _marshalable(value: Any) -> Any:

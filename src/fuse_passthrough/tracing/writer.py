@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     # for the session, must not cut the trace short.
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
+    sys.stdout.buffer.write(b"R")  # ready: the daemon may mount now
+    sys.stdout.buffer.close()
 
     stdin = sys.stdin.buffer
     written = 0
@@ -78,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_summary and written:
         summary.render(sys.stderr)
     if args.summary_json:
-        summary.write_json(args.summary_json)
+        try:
+            summary.write_json(args.summary_json)
+        except OSError as e:
+            print(f"fuse-passthrough: cannot write --summary-json file '{args.summary_json}': {e.strerror}",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
