@@ -132,6 +132,21 @@ class Passthrough(Operations):  # type: ignore[misc]
         with self._unlinked_lock:
             self._unlinked[new] = fd
 
+    def _hidden_inside(self, path: str) -> bool:
+        prefix = path + "/"
+        return any(k.startswith(prefix) for k in self._unlinked)
+
+    def _move_hidden(self, old: str, new: str, exchange: bool) -> None:
+        """A directory was renamed: libfuse now names the hidden files inside it by the new path."""
+        if not self._unlinked:
+            return
+        with self._unlinked_lock:
+            moved = {}
+            for a, b in ((old, new), (new, old)) if exchange else ((old, new),):
+                for k in [k for k in self._unlinked if k.startswith(a + "/")]:
+                    moved[b + k[len(a):]] = self._unlinked.pop(k)
+            self._unlinked.update(moved)
+
     def _hidden_path(self, path: str) -> str | None:
         fd = self._unlinked.get(path)
         return None if fd is None else f"/proc/self/fd/{fd}"
@@ -298,6 +313,10 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def rmdir(self, path: str) -> int:
+        # libfuse's paths to open files unlinked in it would go (fstat, fchmod of them: ESTALE); it stays,
+        # as with libfuse's own hiding, until they are closed.
+        if self._hidden_inside(path):
+            raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), path)
         d, name = self._at(path)
         try:
             with self.as_caller:
@@ -330,6 +349,7 @@ class Passthrough(Operations):  # type: ignore[misc]
                 self._done(d2)
         finally:
             self._done(d1)
+        self._move_hidden(old, new, bool(flags & syscalls.RENAME_EXCHANGE))
         return 0
 
     def link(self, path: str, existing: str) -> int:
