@@ -128,16 +128,16 @@ def background(workdir: Path, *args: str) -> Iterator[Background]:
     tmp = workdir / "tmp"
     tmp.mkdir(exist_ok=True)
     bg = Background()
+    mnt = workdir / args[-1]
     assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     try:
-        bg.result = subprocess.run(PROG + ["-b", *args], cwd=workdir, capture_output=True, text=True,
-                                   timeout=60, env=dict(os.environ, TMPDIR=str(tmp)))
-        found = re.search(r"\(pid (\d+)\)", bg.result.stderr)
-        bg.pid = int(found.group(1)) if found else None
         try:
+            bg.result = subprocess.run(PROG + ["-b", *args], cwd=workdir, capture_output=True, text=True,
+                                       timeout=60, env=dict(os.environ, TMPDIR=str(tmp)))
+            found = re.search(r"\(pid (\d+)\)", bg.result.stderr)
+            bg.pid = int(found.group(1)) if found else None
             yield bg
         finally:
-            mnt = workdir / args[-1]
             if bg.pid is not None:
                 if is_mounted(mnt):
                     subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)

@@ -274,13 +274,14 @@ def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
-        os.dup2(w, 2)  # mount errors reach the parent
+        log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(log, 2)  # everything, libfuse's mount errors included; the parent shows them on failure
+        os.close(log)
 
         def ready() -> None:
-            os.write(2, _READY)
-            log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
-            os.dup2(log, 2)
-            os.close(log)
+            # `w` is not inherited by programs the daemon runs (non-inheritable), so closing it here, or the
+            # daemon's exit, is the parent's EOF.
+            os.write(w, _READY)
             os.close(w)
 
         try:
@@ -293,23 +294,27 @@ def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions
     os.close(w)
     if output is not None:
         output.close()
-    chunks = []
-    while True:
+    text = b""
+    while _READY not in text:
         data = os.read(r, 65536)
         if not data:
             break
-        chunks.append(data)
+        text += data
     os.close(r)
-    text = b"".join(chunks)
     if _READY in text:
         where = f"trace: {args.output}; " if args.output and not args.no_trace else ""
         print(f"{PROG}: mounted {src} at {mnt} (pid {pid}); {where}log: {log_path}; "
               f"stop with: fusermount3 -u {mnt}", file=sys.stderr)
         return 0
     os.waitpid(pid, 0)
+    try:
+        with open(log_path, "rb") as f:
+            logged = f.read()
+    except OSError:
+        logged = b""
     _remove(made)
-    sys.stderr.write(text.decode("utf-8", "replace"))
-    if not text.strip():
+    sys.stderr.write(logged.decode("utf-8", "replace"))
+    if not logged.strip():
         print(f"{PROG}: the filesystem exited before the mount was ready", file=sys.stderr)
     return 1
 
