@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from helpers import Mount
 
 pytestmark = pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed")
