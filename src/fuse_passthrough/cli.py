@@ -193,12 +193,16 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
     """Mount and serve until unmounted; flush the trace and print the summary. Returns the exit status."""
     from . import binding
     from .passthrough import Passthrough
-    from .tracing import TraceSink, TracingOperations
+    from .tracing import TracingOperations
+    from .tracing.sinks import ProcessSink
 
     ops: Any = Passthrough(src)
     sink = None
     if output is not None:
-        sink = TraceSink(output, args.format)
+        output.close()  # it was opened to fail early; the writer process (re)opens it
+        sink = ProcessSink(args.format, args.output, max_bytes=args.output_max_bytes,
+                           backups=args.output_backups, summary=not args.no_summary,
+                           summary_json=args.summary_json)
         ops = TracingOperations(ops, sink, filt, with_cmdline=args.cmdline)
 
     stopper = SessionStopper()
@@ -207,7 +211,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
         if signum != signal.SIGUSR1:
             stopper.request(signum)  # SIGINT, SIGTERM, SIGHUP: unmount and exit 0
         elif sink is not None:
-            sink.summary_snapshot().render(sys.stderr)
+            sink.request_summary()
 
     def on_init() -> None:
         stopper.attach()
@@ -225,17 +229,8 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
         status = 1
     finally:
         relay.close()
-        if sink is not None:
-            sink.close()
-            if not args.no_summary and sink.written:
-                sink.summary.render(sys.stderr)
-            if args.summary_json:
-                try:
-                    sink.summary.write_json(args.summary_json)
-                except OSError as e:
-                    print(f"{PROG}: cannot write --summary-json file '{args.summary_json}': {e.strerror}",
-                          file=sys.stderr)
-                    status = 1
+        if sink is not None and sink.close() != 0:  # the writer prints the summary and writes its JSON
+            status = 1
         ops_root = getattr(ops, "inner", ops)
         ops_root.close()
     return status
