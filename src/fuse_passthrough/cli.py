@@ -134,6 +134,9 @@ def mount_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--single-threaded", action="store_true",
                    help="serve one request at a time (faster for a single client; see README)")
     p.add_argument("-d", "--debug", action="store_true", help="also print libfuse's own request log")
+    p.add_argument("--passthrough", action="store_true",
+                   help="kernel passthrough: reads and writes bypass the daemon (needs libfuse >= 3.17 and "
+                        "CONFIG_FUSE_PASSTHROUGH; data I/O is then not traced)")
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     add_trace_arguments(p)
     return p
@@ -164,6 +167,8 @@ def open_output(args: argparse.Namespace) -> Any:
 
 def run_mount(argv: list[str]) -> int:
     args = mount_parser().parse_args(argv)
+    if args.passthrough:
+        check_kernel_passthrough()
     opts = MountOptions.parse(args.options, os.path.abspath(args.source))
     check_environment()
     filt = build_filter(args)
@@ -174,6 +179,15 @@ def run_mount(argv: list[str]) -> int:
         return _background(args, src, mnt, opts, filt)
     output = None if args.no_trace else open_output(args)
     return serve(args, src, mnt, opts, filt, output)
+
+
+def check_kernel_passthrough() -> None:
+    from .binding import FUSE_VERSION
+    if FUSE_VERSION < (3, 17):
+        raise UsageError(f"--passthrough needs libfuse >= 3.17 (this machine has libfuse "
+                         f"{FUSE_VERSION[0]}.{FUSE_VERSION[1]}; Debian 13 ships 3.17)")
+    raise UsageError("--passthrough is not supported by this version yet on libfuse "
+                     f"{FUSE_VERSION[0]}.{FUSE_VERSION[1]}: it has not been verified there")
 
 
 def _check_writable(path: str, what: str) -> None:
