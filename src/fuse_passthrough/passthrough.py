@@ -462,11 +462,11 @@ class Passthrough(Operations):  # type: ignore[misc]
     # -- extended attributes ----------------------------------------------------------------------------------
     # "trusted." needs CAP_SYS_ADMIN on the source; the daemon has it, the caller may not.
     @staticmethod
-    def _hidden(name: str) -> bool:
+    def _privileged_xattr(name: str) -> bool:
         return name.startswith("trusted.") and fuse_context()[0] != 0
 
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        if self._hidden(name):
+        if self._privileged_xattr(name):
             raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))
         fd, proc = self._proc_path(path)
         try:
@@ -480,10 +480,10 @@ class Passthrough(Operations):  # type: ignore[misc]
             names = os.listxattr(proc)
         finally:
             os.close(fd)
-        return [n for n in names if not self._hidden(n)]
+        return [n for n in names if not self._privileged_xattr(n)]
 
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
-        if self._hidden(name):
+        if self._privileged_xattr(name):
             raise OSError(errno.EPERM, os.strerror(errno.EPERM))
         fd, proc = self._proc_path(path)
         try:
@@ -494,7 +494,7 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def removexattr(self, path: str, name: str) -> int:
-        if self._hidden(name):
+        if self._privileged_xattr(name):
             raise OSError(errno.EPERM, os.strerror(errno.EPERM))
         fd, proc = self._proc_path(path)
         try:
