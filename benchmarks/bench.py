@@ -482,7 +482,7 @@ def ensure_big(cfg: Config, src: Path) -> Path:
     return p
 
 
-def read_all(path: Path, warm_only: bool = False) -> int:
+def read_all(path: Path) -> int:
     buf = bytearray(BLOCK)
     total = 0
     with open(path, "rb", buffering=0) as f:
