@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from . import __version__
@@ -96,14 +97,22 @@ def _csv(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
-def _nonneg_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {value!r}")
-    return n
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum, with a one-line error otherwise."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}: {value!r}")
+        return n
+
+    return parse
+
+
+_nonneg_int = int_at_least(0)
 
 
 def _size(value: str) -> int:

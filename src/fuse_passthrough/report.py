@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from .cli import _Parser, int_at_least
 from .tracing.events import KERNEL_COMM, SCHEMA_VERSION
 from .tracing.stats import Summary
 
@@ -647,19 +648,7 @@ def render_html(report: Report, events: list[dict[str, Any]], files: list[str], 
 
 # --------------------------------------------------------------------------------------------- command
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {value!r}")
-    return n
+_positive = int_at_least(1)
 
 
 def parser() -> argparse.ArgumentParser:
