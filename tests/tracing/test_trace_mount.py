@@ -198,3 +198,17 @@ def test_no_event_lost_in_a_burst(workdir: Path, stop_midway: bool) -> None:
         assert acknowledged <= len(fstats) <= acknowledged + 1  # the one in flight may be recorded
     else:
         assert acknowledged == len(fstats) == n
+
+
+def test_rotation_through_the_cli_keeps_files_under_the_cap_and_loses_nothing(workdir: Path) -> None:
+    out = workdir / "t.jsonl"
+    with Mount(workdir / "src", workdir / "mnt", "--format", "jsonl", "--output", str(out),
+               "--output-max-bytes", "20k", "--output-backups", "100", trace=None) as m:
+        for i in range(300):
+            (m.mnt / f"f{i}").write_text("x")
+        assert m.unmount() == 0
+    files = sorted(workdir.glob("t.jsonl*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    assert len(files) > 3 and not (workdir / "t.jsonl.101").exists()
+    assert all(0 < f.stat().st_size <= 20 * 1024 for f in files)
+    seqs = [json.loads(line)["seq"] for f in files for line in f.read_text().splitlines()]
+    assert seqs == list(range(1, len(seqs) + 1))  # oldest file first, nothing lost across rotations
