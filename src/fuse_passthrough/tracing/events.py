@@ -61,6 +61,7 @@ ARG_NAMES: dict[str, tuple[str, ...]] = {
     "removexattr": ("path", "name"),
     "opendir": ("path",),
     "readdir": ("path", "fh"),
+    "readdir_with_offset": ("path", "offset", "fh"),
     "releasedir": ("path", "fh"),
     "fsyncdir": ("path", "datasync", "fh"),
     "init": ("path",),
@@ -196,7 +197,7 @@ def decode_result(op: str, result: Any) -> Any:
         return stat_summary(result)
     if op in ("open", "create", "opendir"):
         return {"fh": result}
-    if op == "readdir":
+    if op in ("readdir", "readdir_with_offset"):
         return {"entries": result}
     if op == "getxattr":
         return {"size": result}

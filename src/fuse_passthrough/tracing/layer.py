@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..binding import fuse_context
+from ..binding import fuse_context, mfusepy
 from .events import ARG_NAMES, DATA_ARGS, KERNEL_COMM
 from .filters import EventFilter
 
@@ -108,15 +108,22 @@ def _data_free(op: str, result: Any) -> Any:
         return (result.st_mode, result.st_size, result.st_ino, result.st_nlink, result.st_uid, result.st_gid)
     if op == "read" or op == "getxattr":
         return len(result)
-    if op == "readdir":
+    if op == "readdir" or op == "readdir_with_offset":
         return len(result) if result is not None else 0
     return result
+
+
+# Every callback mfusepy may look up on an Operations object: those with decoded arguments (ARG_NAMES) and the
+# rare rest (ioctl, poll, bmap, read_buf...), traced with positional arguments so wrapping hides nothing.
+TRACEABLE_OPS = tuple(dict.fromkeys([*ARG_NAMES, *(f[0] for f in mfusepy.fuse_operations._fields_),
+                                     "readdir_with_offset", "init_with_config"]))
 
 
 class TracingOperations:
     """An Operations object that forwards to `inner` and hands one RawEvent per call to `sink`.
 
-    Only the operations `inner` implements are exposed, so libfuse sees exactly the same filesystem.
+    Exactly the operations `inner` implements are exposed (and its use_ns/flag_* settings), so libfuse sees
+    the same filesystem.
     `context` returns (uid, gid, pid, ...) of the caller; it defaults to the FUSE context.
     """
 
@@ -128,8 +135,10 @@ class TracingOperations:
         self.names = ProcessNames(with_cmdline)
         self._context = context
         self._seq = itertools.count(1)
-        self.use_ns = getattr(inner, "use_ns", False)
-        for op in ARG_NAMES:
+        for flag in ("use_ns", "flag_nopath", "flag_nullpath_ok"):  # settings mfusepy reads off the object
+            if hasattr(inner, flag):
+                setattr(self, flag, getattr(inner, flag))
+        for op in TRACEABLE_OPS:
             fn = getattr(inner, op, None)
             if fn is None or getattr(fn, "libfuse_ignore", False) or not callable(fn):
                 continue
