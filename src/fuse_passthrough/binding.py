@@ -99,6 +99,18 @@ def fill_stat(st: Any, attrs: Any) -> None:
         mfusepy.set_st_attrs(st, attrs, use_ns=True)
 
 
+# libfuse's worker threads are not Python threads: for each callback ctypes creates a Python thread state and
+# destroys it afterwards. Taking one extra GIL-state reference on a thread's first callback keeps its thread state
+# for the thread's lifetime (one small allocation per libfuse worker): a 4-level lstat through a multi-threaded
+# mount went from ~300 to ~215 us.
+_threads_with_state: set[int] = set()
+
+
+def _keep_thread_state() -> None:
+    ctypes.pythonapi.PyGILState_Ensure()
+    _threads_with_state.add(threading.get_ident())
+
+
 class FuseBinding(mfusepy.FUSE):
     """mfusepy's FUSE with libfuse3 semantics passed through completely (see module docstring).
 
@@ -122,6 +134,8 @@ class FuseBinding(mfusepy.FUSE):
 
     # -- error handling ------------------------------------------------------------------------------------------
     def _wrapper(self, func, *args, **kwargs):  # type: ignore[override]
+        if threading.get_ident() not in _threads_with_state:
+            _keep_thread_state()
         try:
             return func(*args, **kwargs) or 0
         except OSError as e:
