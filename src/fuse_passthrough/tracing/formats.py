@@ -53,9 +53,13 @@ def format_text(event: dict[str, Any]) -> str:
             f"{who} uid={event['uid']} gid={event['gid']}\n")
 
 
+# One encoder for all events (json.dumps with separators= builds a new one per call). ASCII escapes keep file
+# names that are not UTF-8 (surrogate escapes) valid, round-trippable JSON.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def format_jsonl(event: dict[str, Any]) -> str:
-    # ASCII escapes keep file names that are not UTF-8 (surrogate escapes) valid, round-trippable JSON.
-    return json.dumps(event, separators=(",", ":")) + "\n"
+    return _JSON.encode(event) + "\n"
 
 
 def formatter(name: str) -> Callable[[dict[str, Any]], str]:
