@@ -30,16 +30,23 @@ class EventSink(Protocol):
 
 
 class ProcessNames:
-    """pid -> comm (and optionally cmdline), read from /proc at each event, None when the process is gone.
+    """pid -> comm (and optionally cmdline) from /proc; None when the process is gone.
 
-    Each pid's /proc/PID/comm stays open, so a lookup is a single pread: exact after exec (which renames the
-    process) and cheap. A reused pid makes the old descriptor fail with ESRCH, and it is reopened.
+    Each pid's /proc/PID/comm stays open, so a read is a single pread, and a reused pid makes the old descriptor
+    fail (ESRCH) and be reopened. Reads are cached: a syscall on the hot path releases the GIL, which costs far
+    more than the read itself when several requests are in flight. The name is read at every event while the
+    process is young (the first YOUNG_NS after its first event: where fork is followed by exec, which renames
+    it), then at most once per TTL_NS.
     """
 
+    YOUNG_NS = 50_000_000
+    TTL_NS = 1_000_000_000
     MAX_OPEN = 512
 
     def __init__(self, with_cmdline: bool = False) -> None:
         self.with_cmdline = with_cmdline
+        # pid -> (first seen, last read, comm, cmdline), times in perf_counter ns
+        self._cache: dict[int, tuple[int, int, str | None, list[str] | None]] = {}
         self._fds: dict[tuple[int, str], int] = {}
         # One lock for the descriptor table: a descriptor closed by one thread while another reads it could be
         # reused by a file opened meanwhile, and its contents would be read as a process name.
@@ -81,9 +88,19 @@ class ProcessNames:
             if fd is not None:
                 os.close(fd)
 
-    def lookup(self, pid: int) -> tuple[str | None, list[str] | None]:
+    def lookup(self, pid: int, now_ns: int) -> tuple[str | None, list[str] | None]:
         if pid == 0:
             return KERNEL_COMM, None
+        hit = self._cache.get(pid)
+        if hit is not None and now_ns - hit[0] > self.YOUNG_NS and now_ns - hit[1] < self.TTL_NS:
+            return hit[2], hit[3]
+        comm, cmdline = self._read_names(pid)
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[pid] = (hit[0] if hit is not None else now_ns, now_ns, comm, cmdline)
+        return comm, cmdline
+
+    def _read_names(self, pid: int) -> tuple[str | None, list[str] | None]:
         raw = self._read(pid, "comm", 64)
         if raw is None:
             return None, None
@@ -169,7 +186,7 @@ class TracingOperations:
         t1 = time.perf_counter_ns()
         ctx = self._context()
         uid, gid, pid = ctx[0], ctx[1], ctx[2]
-        comm, cmdline = self.names.lookup(pid)
+        comm, cmdline = self.names.lookup(pid, t1)
         f = self.filter
         if f.active and not f.accepts(op, args, err, pid, uid, comm, result):
             return
