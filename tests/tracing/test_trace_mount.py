@@ -175,13 +175,15 @@ print(ok, flush=True)
 
 @pytest.mark.parametrize("stop_midway", [False, True])
 def test_no_event_lost_in_a_burst(workdir: Path, stop_midway: bool) -> None:
-    n = 2_000_000 if stop_midway else 30_000  # stopped after 1 s: far more than it can do by then
+    n = 2_000_000 if stop_midway else 30_000  # stopped mid-way: far more than it does before the stop
     with Mount(workdir / "src", workdir / "mnt", "--ops", "getattr", "--comm", "python3-burst") as m:
         (m.mnt / "f").write_text("x")
         client = subprocess.Popen([sys.executable, "-c", BURST, str(m.mnt / "f"), str(n)],
                                   stdout=subprocess.PIPE, text=True)
         if stop_midway:
-            time.sleep(1.0)
+            deadline = time.monotonic() + 60  # mid-burst: once the burst is well under way, however slow
+            while (not m.trace.exists() or m.trace.stat().st_size < 500_000) and time.monotonic() < deadline:
+                time.sleep(0.05)
             assert m.proc is not None
             m.proc.send_signal(signal.SIGTERM)
             assert m.proc.wait(timeout=30) == 0
