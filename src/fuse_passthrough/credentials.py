@@ -54,7 +54,3 @@ class CallerCredentials:
             if self._with_groups:
                 syscalls.setgroups_thread(self._groups)
             self._switched.on = False
-
-
-def caller_uid() -> int:
-    return fuse_context()[0]

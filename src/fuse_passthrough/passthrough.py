@@ -184,7 +184,8 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def chmod(self, path: str, mode: int, fh: int | None = None) -> int:
-        fd, proc = (os.dup(fh), f"/proc/self/fd/{fh}") if fh is not None else self._proc_path(path)
+        # Through /proc/self/fd: os.chmod cannot leave a symlink unfollowed, and _kills_privileges needs a path.
+        fd, proc = (None, f"/proc/self/fd/{fh}") if fh is not None else self._proc_path(path)
         try:
             try:
                 with self.as_caller:
@@ -194,7 +195,8 @@ class Passthrough(Operations):  # type: ignore[misc]
                     raise
                 os.chmod(proc, mode)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         return 0
 
     def _kills_privileges(self, proc: str, mode: int) -> bool:
