@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 FUSERMOUNT = "fusermount3"
+MODE_ARGS = os.environ.get("FPT_MOUNT_ARGS", "").split()
 
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:
@@ -37,7 +38,8 @@ class Mount:
             cmd += ["--format", "jsonl", "--output", str(self.trace)]
         elif trace is False:
             cmd += ["--no-trace"]
-        self.cmd = cmd + list(args) + [str(self.src), str(self.mnt)]
+        # FPT_MOUNT_ARGS (e.g. "--passthrough"): run a whole test module against another mount mode.
+        self.cmd = cmd + MODE_ARGS + list(args) + [str(self.src), str(self.mnt)]
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
@@ -58,6 +60,8 @@ class Mount:
                 raise RuntimeError(f"mount did not appear: {self.stderr()}")
             time.sleep(0.02)
         os.stat(self.mnt)  # the first request waits for INIT: after this, the mount is serving
+        if "--passthrough" in MODE_ARGS:  # a stage meant to test kernel passthrough must really use it
+            assert "kernel passthrough:" in self.stderr(), self.stderr()
         return self
 
     def stderr(self) -> str:

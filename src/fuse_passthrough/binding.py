@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import logging
 import os
+import stat
+import struct
 import sys
 import threading
 import traceback
@@ -49,6 +52,10 @@ class _FuseContext(ctypes.Structure):
 
 _get_context = _libfuse.fuse_get_context
 _get_context.restype = ctypes.POINTER(_FuseContext)
+_fuse_get_session = _libfuse.fuse_get_session
+_fuse_get_session.restype = ctypes.c_void_p
+_fuse_get_session.argtypes = [ctypes.c_void_p]
+_libfuse.fuse_session_fd.argtypes = [ctypes.c_void_p]
 _libfuse.fuse_getgroups.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint32)]
 
 
@@ -74,6 +81,97 @@ def fuse_caller_groups() -> list[int] | None:
 
 def fuse_exit() -> None:
     mfusepy.fuse_exit()
+
+
+# -- kernel passthrough (libfuse >= 3.17, kernel CONFIG_FUSE_PASSTHROUGH) ------------------------------------------
+# open/create register the opened source file with the kernel (FUSE_DEV_IOC_BACKING_OPEN on the session's
+# /dev/fuse fd) and reply with its backing id: reads, writes and mmap of that file then go from the kernel
+# straight to the source file and never reach the daemon. The high-level API has no fuse_passthrough_open (it
+# needs a low-level request), but the ioctl only needs the session fd, and libfuse 3.17's open/create replies
+# carry fuse_file_info.backing_id to the kernel.
+FUSE_CAP_PASSTHROUGH = 1 << 29
+_FUSE_BACKING_STACKED_OVER = 1  # the source may itself be on overlayfs or another passthrough FUSE mount
+_FUSE_DEV_IOC_BACKING_OPEN = 0x4010E501   # _IOW(229, 1, struct fuse_backing_map {s32 fd; u32 flags; u64 pad})
+_FUSE_DEV_IOC_BACKING_CLOSE = 0x4004E502  # _IOW(229, 2, u32)
+# Offset of fuse_file_info.backing_id in libfuse >= 3.17 (after fh, lock_owner, poll_events); mfusepy 3.1's
+# struct has poll_events as a u64 that covers it.
+_BACKING_ID_OFFSET = mfusepy.fuse_file_info.fh.offset + 8 + 8 + 4
+
+
+def kernel_passthrough_supported() -> bool:
+    """Whether this libfuse can pass a backing id to the kernel (the kernel is asked at mount)."""
+    return FUSE_VERSION >= (3, 17)
+
+
+class BackingFiles:
+    """Source files registered with the kernel for passthrough, one backing id per source inode.
+
+    The kernel requires every passthrough open of one FUSE inode to use the same backing file (else EBUSY), so
+    opens of one source file share one id, counted, and closed with the last release. What the kernel keeps is
+    the file's path and the credentials of the thread that registered it: it reopens the path with each open's
+    own flags, so one registration serves readers and writers alike.
+    """
+
+    def __init__(self) -> None:
+        self.session_fd = -1  # /dev/fuse of the mount, known once libfuse calls init
+        self.enabled = False   # the kernel accepted FUSE_CAP_PASSTHROUGH
+        self._lock = threading.Lock()
+        self._by_inode: dict[tuple[int, int], list[int]] = {}  # (st_dev, st_ino) -> [backing id, opens]
+        self._by_fh: dict[int, tuple[int, int]] = {}
+        self.failures = 0
+
+    def attach(self, fh: int, fd: int) -> int:
+        """Register `fd` (just opened as file handle `fh`) and return its backing id; 0 = not passed through."""
+        if not self.enabled:
+            return 0
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return 0
+        key = (st.st_dev, st.st_ino)
+        with self._lock:
+            entry = self._by_inode.get(key)
+            if entry is None:
+                try:
+                    # A mutable buffer makes ioctl() return the call's result, here the new backing id.
+                    backing_id = fcntl.ioctl(self.session_fd, _FUSE_DEV_IOC_BACKING_OPEN,
+                                             bytearray(struct.pack("=iIQ", fd, 0, 0)), True)
+                except OSError as e:  # the file's data is then served (and traced) by the daemon
+                    self.failures += 1
+                    if self.failures == 1:
+                        print(f"fuse-passthrough: kernel passthrough refused for a file ({e.strerror}); such "
+                              "files are read and written through the daemon", file=sys.stderr)
+                    return 0
+                entry = self._by_inode[key] = [backing_id, 0]
+            entry[1] += 1
+            self._by_fh[fh] = key
+            return entry[0]
+
+    def id_of(self, fh: int) -> int:
+        key = self._by_fh.get(fh)
+        if key is None:
+            return 0
+        entry = self._by_inode.get(key)
+        return entry[0] if entry else 0
+
+    def detach(self, fh: int) -> None:
+        """The handle is released: close the backing id with the source file's last open."""
+        with self._lock:
+            key = self._by_fh.pop(fh, None)
+            if key is None:
+                return
+            entry = self._by_inode[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._by_inode[key]
+                try:
+                    fcntl.ioctl(self.session_fd, _FUSE_DEV_IOC_BACKING_CLOSE, bytearray(struct.pack("=I", entry[0])),
+                                True)
+                except OSError as e:
+                    log.warning("closing kernel passthrough backing id %d failed: %s", entry[0], e.strerror)
+
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._by_inode)
 
 
 _STAT_INT_FIELDS = ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev", "st_size", "st_blksize",
@@ -128,6 +226,8 @@ class FuseBinding(mfusepy.FUSE):
         # Values for struct fuse_config (timeouts, use_ino...), applied in init where libfuse3 expects them.
         self._config = dict(config or {})
         self._on_init = on_init
+        # Kernel passthrough: the operations own a BackingFiles and attach their open files to it.
+        self._backing: BackingFiles | None = getattr(operations, "backing_files", None)
         kwargs.setdefault("encoding", "utf-8")
         kwargs.setdefault("errors", "surrogateescape")
         super().__init__(operations, mountpoint, **kwargs)
@@ -170,9 +270,33 @@ class FuseBinding(mfusepy.FUSE):
         if config:
             for key, value in self._config.items():
                 setattr(config.contents, key, value)
+        if self._backing is not None:
+            self._init_passthrough(conn.contents)
         super().init_fuse_3(conn, config)
         if self._on_init is not None:
             self._on_init()
+
+    def _init_passthrough(self, conn: Any) -> None:
+        assert self._backing is not None
+        if not conn.capable & FUSE_CAP_PASSTHROUGH:
+            # The mount is up; stop it at once rather than serve without what was asked for.
+            print("fuse-passthrough: --passthrough: the kernel does not offer FUSE passthrough "
+                  "(needs Linux >= 6.9 with CONFIG_FUSE_PASSTHROUGH)", file=sys.stderr)
+            fuse_exit()
+            return
+        conn.want |= FUSE_CAP_PASSTHROUGH
+        conn.max_backing_stack_depth = _FUSE_BACKING_STACKED_OVER
+        fuse = _get_context().contents.fuse
+        self._backing.session_fd = _libfuse.fuse_session_fd(_fuse_get_session(fuse))
+        self._backing.enabled = True
+
+    def _set_backing(self, fi: Any, fh: int) -> bool:
+        """Give the kernel the handle's backing id, if it has one; True when its data bypasses the daemon."""
+        backing_id = self._backing.id_of(fh) if self._backing is not None else 0
+        if backing_id:
+            ctypes.c_int32.from_address(ctypes.addressof(fi) + _BACKING_ID_OFFSET).value = backing_id
+            fi.keep_cache = 0  # the page cache of the mount must not shadow the backing file's
+        return bool(backing_id)
 
     # -- ops whose arguments mfusepy drops or mangles ------------------------------------------------------------
     def _path(self, path: bytes | None) -> str | None:
@@ -210,14 +334,16 @@ class FuseBinding(mfusepy.FUSE):
     def open(self, path, fip):  # type: ignore[override]
         fi = fip.contents
         fi.fh = self.operations.open(self._path(path), fi.flags)
-        if fi.flags & os.O_DIRECT:
-            fi.direct_io = 1  # O_DIRECT: bypass the mount's page cache; data goes straight to the source
+        # O_DIRECT: bypass the mount's page cache; data goes straight to the source. A passed-through file gets
+        # O_DIRECT on the source itself (and FOPEN_DIRECT_IO would disable passthrough).
+        if not self._set_backing(fi, fi.fh) and fi.flags & os.O_DIRECT:
+            fi.direct_io = 1
         return 0
 
     def create(self, path, mode, fip):  # type: ignore[override]
         fi = fip.contents
         fi.fh = self.operations.create(self._path(path), mode, fi.flags)
-        if fi.flags & os.O_DIRECT:
+        if not self._set_backing(fi, fi.fh) and fi.flags & os.O_DIRECT:
             fi.direct_io = 1
         return 0
 
@@ -248,5 +374,7 @@ def mount(operations: Any, mountpoint: str, *, threads: bool = True, debug: bool
 
     Raises RuntimeError when libfuse could not mount (it has printed why).
     """
-    FuseBinding(operations, mountpoint, config=config, on_init=on_init, foreground=True,
-                nothreads=not threads, debug=debug, **(options or {}))
+    fuse = FuseBinding(operations, mountpoint, config=config, on_init=on_init, foreground=True,
+                       nothreads=not threads, debug=debug, **(options or {}))
+    if fuse._backing is not None and not fuse._backing.enabled:
+        raise RuntimeError("kernel passthrough was asked for but is not available")

@@ -51,9 +51,10 @@ mount options (-o, comma separated, repeatable):
                          kernel cache lifetimes in seconds; default 0 (always coherent, see README)
   kernel_cache, auto_cache, direct_io, hard_remove   libfuse high-level options
   nonempty               allow a non-empty MOUNTPOINT (its files are hidden while mounted)
+  passthrough            the same as --passthrough
   also: {', '.join(o for o in ALL_OPTIONS if o not in ('allow_other', 'default_permissions', 'ro', 'fsname',
         'subtype', 'attr_timeout', 'entry_timeout', 'negative_timeout', 'kernel_cache', 'auto_cache',
-        'direct_io', 'hard_remove', 'nonempty'))}
+        'direct_io', 'hard_remove', 'nonempty', 'passthrough'))}
 
 examples:
   {PROG} ~/src /mnt/src                      trace everything to stderr, Ctrl-C to stop
@@ -176,9 +177,10 @@ def open_output(args: argparse.Namespace) -> Any:
 
 def run_mount(argv: list[str]) -> int:
     args = mount_parser().parse_args(argv)
-    if args.passthrough:
-        check_kernel_passthrough()
     opts = MountOptions.parse(args.options, os.path.abspath(args.source))
+    args.passthrough = args.passthrough or opts.kernel_passthrough
+    if args.passthrough:
+        check_kernel_passthrough(opts)
     check_environment()
     filt = build_filter(args)
     src, mnt = check_paths(args.source, args.mountpoint, opts.nonempty, note=_note)
@@ -190,13 +192,17 @@ def run_mount(argv: list[str]) -> int:
     return serve(args, src, mnt, opts, filt, output)
 
 
-def check_kernel_passthrough() -> None:
-    from .binding import FUSE_VERSION
-    if FUSE_VERSION < (3, 17):
+def check_kernel_passthrough(opts: MountOptions) -> None:
+    """What can be known before mounting; whether the kernel offers passthrough is checked at init."""
+    from .binding import FUSE_VERSION, kernel_passthrough_supported
+    if not kernel_passthrough_supported():
         raise UsageError(f"--passthrough needs libfuse >= 3.17 (this machine has libfuse "
                          f"{FUSE_VERSION[0]}.{FUSE_VERSION[1]}; Debian 13 ships 3.17)")
-    raise UsageError("--passthrough is not supported by this version yet on libfuse "
-                     f"{FUSE_VERSION[0]}.{FUSE_VERSION[1]}: it has not been verified there")
+    if os.geteuid() != 0:
+        raise UsageError("--passthrough needs root: the kernel lets only CAP_SYS_ADMIN register backing files")
+    if opts.config.get("direct_io"):
+        raise UsageError("--passthrough and -o direct_io exclude each other (direct_io sends all data through "
+                         "the daemon)", 2)
 
 
 def _check_writable(path: str, what: str) -> None:
@@ -219,7 +225,10 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
     from .tracing import TracingOperations
     from .tracing.sinks import ProcessSink
 
-    ops: Any = Passthrough(src)
+    ops: Any = Passthrough(src, kernel_passthrough=args.passthrough)
+    if args.passthrough:
+        _note("kernel passthrough: reads and writes of files go from the kernel straight to SOURCE; they are "
+              "not traced (open/create events say which files)")
     sink = None
     if output is not None:
         output.close()  # it was opened to fail early; the writer process (re)opens it

@@ -33,7 +33,7 @@ _INT_OPTIONS = {"max_read", "blksize"}
 _CONFIG_FLOATS = {"attr_timeout", "entry_timeout", "negative_timeout", "ac_attr_timeout"}
 _CONFIG_FLAGS = {"kernel_cache", "auto_cache", "direct_io", "hard_remove"}
 # Our own -o options.
-_OWN_FLAGS = {"no_default_permissions", "nonempty"}
+_OWN_FLAGS = {"no_default_permissions", "nonempty", "passthrough"}
 
 ALL_OPTIONS = sorted(_FLAG_OPTIONS | _STRING_OPTIONS | _INT_OPTIONS | _CONFIG_FLOATS | _CONFIG_FLAGS | _OWN_FLAGS)
 
@@ -45,6 +45,7 @@ class MountOptions:
     kernel: dict[str, Any] = field(default_factory=dict)   # to fuse_main as -o
     config: dict[str, Any] = field(default_factory=dict)   # to struct fuse_config in init
     nonempty: bool = False
+    kernel_passthrough: bool = False  # -o passthrough, the same as --passthrough
 
     @classmethod
     def parse(cls, specs: Iterable[str], source: str) -> MountOptions:
@@ -64,6 +65,8 @@ class MountOptions:
                         default_permissions = False
                     elif key == "nonempty":
                         m.nonempty = True
+                    elif key == "passthrough":
+                        m.kernel_passthrough = True
                     elif key in _CONFIG_FLAGS:
                         m.config[key] = 1
                     else:

@@ -18,7 +18,7 @@ import stat
 import threading
 
 from . import syscalls
-from .binding import Operations, fuse_context
+from .binding import BackingFiles, Operations, fuse_context
 from .credentials import CallerCredentials
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -52,8 +52,12 @@ class Passthrough(Operations):  # type: ignore[misc]
 
     use_ns = True  # tells mfusepy we take nanosecond times
 
-    def __init__(self, source: str, *, caller_credentials: bool | None = None) -> None:
+    def __init__(self, source: str, *, caller_credentials: bool | None = None,
+                 kernel_passthrough: bool = False) -> None:
         self.source = os.path.realpath(source)
+        # Kernel passthrough: open files are registered with the kernel, which then reads and writes them itself
+        # (binding.BackingFiles; the binding enables it at init and hands the backing ids to the kernel).
+        self.backing_files = BackingFiles() if kernel_passthrough else None
         self.root_fd = os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.as_caller = CallerCredentials(caller_credentials)
         self.as_caller_ids = CallerCredentials(caller_credentials, groups=False)
@@ -380,18 +384,32 @@ class Passthrough(Operations):  # type: ignore[misc]
         d, name = self._at(path)
         try:
             with self.as_caller:
-                return os.open(name, (flags & self._OPEN_CLEAR) | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+                fd = os.open(name, (flags & self._OPEN_CLEAR) | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
         finally:
             self._done(d)
+        return self._attach(fd)
 
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
         d, name = self._at(path)
         try:
             with self.as_caller:
-                return os.open(name, (flags & self._OPEN_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                               stat.S_IMODE(mode), dir_fd=d)
+                fd = os.open(name, (flags & self._OPEN_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             stat.S_IMODE(mode), dir_fd=d)
         finally:
             self._done(d)
+        return self._attach(fd)
+
+    def _attach(self, fd: int) -> int:
+        if self.backing_files is not None:
+            try:
+                # The kernel keeps the registering thread's credentials for the file's I/O: the caller's ids,
+                # so a write by a user clears setuid bits as it would natively.
+                with self.as_caller_ids:
+                    self.backing_files.attach(fd, fd)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
 
     def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
         return os.pread(fh, size, offset)
@@ -408,6 +426,8 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def release(self, path: str | None, fh: int) -> int:
+        if self.backing_files is not None:
+            self.backing_files.detach(fh)
         os.close(fh)
         return 0
 

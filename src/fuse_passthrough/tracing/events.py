@@ -196,6 +196,8 @@ def decode_result(op: str, result: Any) -> Any:
     if op == "getattr":
         return stat_summary(result)
     if op in ("open", "create", "opendir"):
+        if isinstance(result, (tuple, list)):  # kernel passthrough: (fh, backing id)
+            return {"fh": result[0], "passthrough": result[1]}
         return {"fh": result}
     if op in ("readdir", "readdir_with_offset"):
         return {"entries": result}

@@ -32,6 +32,8 @@ def _result(event: dict[str, Any]) -> str:
     if isinstance(r, dict):
         if "fh" in r and len(r) == 1:
             return f"= fh {r['fh']}"
+        if "passthrough" in r:
+            return f"= fh {r['fh']} [kernel passthrough, backing {r['passthrough']}: read/write not traced]"
         return "= {" + " ".join(f"{k}={v}" for k, v in r.items()) + "}"
     return f"= {r!r}"
 

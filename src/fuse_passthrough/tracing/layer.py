@@ -155,6 +155,8 @@ class TracingOperations:
         for flag in ("use_ns", "flag_nopath", "flag_nullpath_ok"):  # settings mfusepy reads off the object
             if hasattr(inner, flag):
                 setattr(self, flag, getattr(inner, flag))
+        # Kernel passthrough (binding.BackingFiles): the binding finds it here; opens it covers are marked.
+        self.backing_files = getattr(inner, "backing_files", None)
         for op in TRACEABLE_OPS:
             fn = getattr(inner, op, None)
             if fn is None or getattr(fn, "libfuse_ignore", False) or not callable(fn):
@@ -195,6 +197,10 @@ class TracingOperations:
             args = args[:data_pos] + (len(args[data_pos]),) + args[data_pos + 1:]
         if not err:
             result = _data_free(op, result)
+            if self.backing_files is not None and (op == "open" or op == "create"):
+                backing_id = self.backing_files.id_of(result)
+                if backing_id:
+                    result = (result, backing_id)  # its reads and writes will not reach the daemon
         # A plain tuple in RawEvent's field order: cheap to build and to marshal to a writer process.
         self.sink.put((next(self._seq), time.time() - (t1 - t0) / 1e9, op, args, result, err, t1 - t0, pid, uid,
                        gid, comm, cmdline))

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build libfuse 3.17 (Debian 13's version, from Debian's own source tarball) into DEST, for testing and
+# benchmarking kernel passthrough on a machine whose system libfuse is older (Debian 12 has 3.14).
+# Only the library is built; mounting as root needs no fusermount3. Idempotent: does nothing when DEST is built.
+#   tools/build-libfuse.sh DEST            -> DEST/lib/libfuse3.so.4
+set -euo pipefail
+dest=$(realpath -m "${1:?usage: build-libfuse.sh DEST}")
+version=3.17.2
+sha256=3d932431ad94e86179e5265cddde1d67aa3bb2fb09a5bd35c641f86f2b5ed06f
+url=http://deb.debian.org/debian/pool/main/f/fuse3/fuse3_${version}.orig.tar.gz
+lib="$dest/lib/libfuse3.so.4"
+[ -e "$lib" ] && exit 0
+here=$(cd "$(dirname "$0")/.." && pwd)
+meson="$here/.venv/bin/meson"
+[ -x "$meson" ] || { echo "build-libfuse: $meson missing (make test installs it)" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+curl -fsSL --retry 3 -o "$work/src.tar.gz" "$url"
+echo "$sha256  $work/src.tar.gz" | sha256sum -c --quiet
+tar -xzf "$work/src.tar.gz" -C "$work"
+cd "$work/fuse-$version"
+PATH="$here/.venv/bin:$PATH" "$meson" setup build -Dutils=false -Dexamples=false -Dtests=false \
+    -Ddisable-mtab=true --buildtype=release >"$work/meson.log" 2>&1 || { cat "$work/meson.log" >&2; exit 1; }
+PATH="$here/.venv/bin:$PATH" ninja -C build >"$work/ninja.log" 2>&1 || { cat "$work/ninja.log" >&2; exit 1; }
+mkdir -p "$dest/lib"
+cp -a build/lib/libfuse3.so.4 build/lib/libfuse3.so.$version "$dest/lib/"
+echo "build-libfuse: libfuse $version in $dest/lib"
