@@ -23,7 +23,7 @@ TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/
 run: system-run $(STAMP)
 	$(VENV)/bin/fuse-passthrough demo
 
-test: system-test $(STAMP)
+test: system-test $(STAMP) libfuse-3.17
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
@@ -36,10 +36,10 @@ test-libfuse-3.17: system-test $(STAMP) libfuse-3.17
 libfuse-3.17: system-test $(STAMP)
 	@pkg-config --atleast-version=3.17 fuse3 || tools/build-libfuse.sh .cache/libfuse-3.17
 
-bench: system-bench $(STAMP)
+bench: system-bench $(STAMP) libfuse-3.17
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
-bench-smoke: system-bench $(STAMP)
+bench-smoke: system-bench $(STAMP) libfuse-3.17
 	$(PY) benchmarks/bench.py --smoke
 
 soak: system-test $(STAMP)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from fuse_passthrough.binding import FUSE_VERSION
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks" / "bench.py"
 
@@ -61,7 +63,12 @@ def test_bench_smoke_produces_complete_results(tmp_path: Path) -> None:
         assert statuses[name] == "ok", (name, statuses[name], summary["targets"][name]["errors"])
     if shutil.which("gcc") and Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c").exists():
         assert statuses["passthrough_ll"] == "ok", statuses["passthrough_ll"]
-    assert statuses["ours_kpassthrough"].startswith("n/a")
+    # kernel passthrough runs wherever a libfuse >= 3.17 is at hand (`make test` builds one on Debian 12)
+    new_libfuse = REPO / ".cache/libfuse-3.17/lib/libfuse3.so.4"
+    if FUSE_VERSION >= (3, 17) or new_libfuse.exists():
+        assert statuses["ours_kpassthrough"] == "ok", statuses["ours_kpassthrough"]
+    else:
+        assert statuses["ours_kpassthrough"].startswith("n/a: needs libfuse >= 3.17")
 
     for name, status in statuses.items():
         if status != "ok":

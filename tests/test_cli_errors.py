@@ -61,7 +61,6 @@ CASES: list[tuple[str, list[str], int, list[str], list[str]]] = [
     ("output-dir-missing", ["--output", "nodir/t.jsonl", "src", "mnt"], 1, ["cannot write trace output"], []),
     ("summary-json-unwritable", ["--summary-json", "nodir/s.json", "src", "mnt"], 1, ["--summary-json"], []),
     ("background-bad-output", ["-b", "--output", "src", "src", "mnt"], 1, ["cannot write trace output"], []),
-    ("passthrough-needs-libfuse-3.17", ["--passthrough", "src", "mnt"], 1, ["--passthrough", "libfuse"], []),
 ]
 
 
