@@ -173,7 +173,11 @@ def test_write_by_another_user_clears_setuid_as_natively(workdir: Path) -> None:
             os.chmod(d, 0o777)
             (d / "s").write_bytes(b"#!/bin/sh\n")
             os.chmod(d / "s", 0o4777)
-            r = run_as(1000, 1000, ["sh", "-c", 'printf x >> "$1"', "sh", str(d / "s")])
+            held = os.open(d / "s", os.O_RDWR)  # root's open registers the backing file first
+            try:
+                r = run_as(1000, 1000, ["sh", "-c", 'printf x >> "$1"', "sh", str(d / "s")])
+            finally:
+                os.close(held)
             assert r.returncode == 0, r.stderr
         assert oct(os.stat(m.mnt / "s").st_mode) == oct(os.stat(native / "s").st_mode)
         assert not os.stat(native / "s").st_mode & 0o4000
@@ -211,3 +215,29 @@ def test_refused_for_non_root(workdir: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert capsys.readouterr().err.splitlines() == [
         "fuse-passthrough: --passthrough needs root: the kernel lets only CAP_SYS_ADMIN register backing files"]
     assert not is_mounted(workdir / "mnt")
+
+
+@needs_3_17
+def test_open_file_outlives_a_killed_daemon(workdir: Path) -> None:
+    """The kernel holds the backing file: reading an open file goes on when the daemon is gone; whatever needs
+    the daemon, such as fstat or a new open, fails with ENOTCONN."""
+    m = Mount(workdir / "src", workdir / "mnt", "--passthrough")
+    with m:
+        (m.mnt / "f").write_bytes(b"contents")
+        fd = os.open(m.mnt / "f", os.O_RDONLY)
+        try:
+            assert m.proc is not None
+            m.proc.kill()
+            m.proc.wait(timeout=20)
+            assert os.pread(fd, 100, 0) == b"contents"
+            for call in (lambda: os.fstat(fd), lambda: os.open(m.mnt / "f", os.O_RDONLY)):
+                with pytest.raises(OSError) as exc:
+                    call()
+                assert exc.value.errno == errno.ENOTCONN
+        finally:
+            try:
+                os.close(fd)
+            except OSError as e:  # the flush of close() needs the daemon
+                assert e.errno == errno.ENOTCONN
+        m.unmount()  # clears the stale mount
+    assert not is_mounted(m.mnt)
