@@ -241,3 +241,23 @@ def test_open_file_outlives_a_killed_daemon(workdir: Path) -> None:
                 assert e.errno == errno.ENOTCONN
         m.unmount()  # clears the stale mount
     assert not is_mounted(m.mnt)
+
+
+@needs_3_17
+def test_replaced_behind_the_back_while_open(workdir: Path) -> None:
+    """A known difference (docs/posix.md): one FUSE inode per name and one backing file per FUSE inode, so the
+    new file behind a name cannot be passed through while the old one is open; it can once that is closed."""
+    with Mount(workdir / "src", workdir / "mnt", "--passthrough") as m:
+        (m.mnt / "f").write_text("old")
+        fd = os.open(m.mnt / "f", os.O_RDONLY)
+        try:
+            (m.src / "f.new").write_text("new")
+            os.rename(m.src / "f.new", m.src / "f")
+            with pytest.raises(OSError) as exc:
+                (m.mnt / "f").read_text()
+            assert exc.value.errno == errno.EIO
+            assert os.pread(fd, 10, 0) == b"old"
+        finally:
+            os.close(fd)
+        assert (m.mnt / "f").read_text() == "new"
+        assert m.unmount() == 0
