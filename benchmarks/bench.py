@@ -272,6 +272,8 @@ def all_targets() -> dict[str, Target]:
         Target("ours_kpassthrough", "fuse-passthrough --passthrough (kernel passthrough, libfuse 3.17), traced",
                "ours", ["--passthrough"], trace=True),
         # levers, not in the default set
+        Target("ours_kpassthrough_notrace", "fuse-passthrough --passthrough --no-trace", "ours",
+               ["--passthrough", "--no-trace"]),
         Target("ours_notrace_st", "fuse-passthrough --no-trace --single-threaded", "ours",
                ["--no-trace", "--single-threaded"]),
         Target("ours_trace_st", "fuse-passthrough traced, --single-threaded", "ours", ["--single-threaded"],

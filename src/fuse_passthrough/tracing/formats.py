@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from .events import ARG_NAMES, DATA_ARGS, KERNEL_COMM
 
 FORMATS = ("text", "jsonl")
@@ -64,9 +66,36 @@ def format_jsonl(event: dict[str, Any]) -> str:
     return _JSON.encode(event) + "\n"
 
 
+def format_jsonl_bytes(event: dict[str, Any]) -> bytes:
+    """`format_jsonl(event)` as bytes, the same bytes, about 10x faster (the trace writer's main cost).
+
+    orjson writes exactly what the stdlib encoder writes for pure-ASCII events (floats too: an event's only
+    float is `ts`, epoch seconds, printed alike by both); names that are not ASCII, which
+    orjson would write as raw UTF-8 (or refuse, when they hold surrogate escapes), go through the stdlib
+    encoder and its \\u escapes, so the output does not depend on which encoder wrote a line.
+    """
+    try:
+        line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # surrogates, or an int beyond 64 bits
+        return format_jsonl(event).encode("ascii")
+    return line if line.isascii() else format_jsonl(event).encode("ascii")
+
+
 def formatter(name: str) -> Callable[[dict[str, Any]], str]:
     if name == "text":
         return format_text
     if name == "jsonl":
         return format_jsonl
     raise ValueError(f"unknown format {name!r} (choose from {', '.join(FORMATS)})")
+
+
+def encoder(name: str) -> Callable[[dict[str, Any]], bytes]:
+    """Like `formatter`, but to the bytes written to a trace file."""
+    if name == "jsonl":
+        return format_jsonl_bytes
+    fmt = formatter(name)
+
+    def encode(event: dict[str, Any]) -> bytes:
+        return fmt(event).encode("utf-8", "backslashreplace")
+
+    return encode

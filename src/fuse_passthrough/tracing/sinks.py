@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .events import RawEvent, to_event
-from .formats import formatter
+from .formats import encoder, formatter
 from .stats import Summary
 
 _STOP = object()
@@ -99,7 +99,7 @@ class TraceSink:
     def __init__(self, output: RotatingFile | StreamOutput | None, fmt: str = "text", *,
                  queue_size: int = 65536, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.output = output
-        self.format = formatter(fmt)
+        self.encode = encoder(fmt)
         self.summary = Summary()
         self.written = 0
         self._on_event = on_event
@@ -114,7 +114,7 @@ class TraceSink:
 
     def _run(self) -> None:
         q = self._q
-        fmt = self.format
+        encode = self.encode
         while True:
             batch = [q.get()]
             try:
@@ -135,7 +135,7 @@ class TraceSink:
                     if self._on_event is not None:
                         self._on_event(event)
                     if self.output is not None:
-                        lines.append(fmt(event).encode("utf-8", "backslashreplace"))
+                        lines.append(encode(event))
                 self.written += len(batch) - stop
             if self.output is not None and lines:
                 self.output.write_lines(lines)

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from .events import RawEvent, to_event
-from .formats import formatter
+from .formats import encoder
 from .sinks import RotatingFile, StreamOutput
 from .stats import Summary
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         output = RotatingFile(args.output, args.max_bytes, args.backups)
     else:
         output = StreamOutput(sys.stderr.buffer)
-    fmt = formatter(args.format)
+    encode = encoder(args.format)
     summary = Summary()
     signal.signal(signal.SIGUSR1, lambda *_: summary.render(sys.stderr))
     # Stopping is the daemon's decision (it closes our input): a Ctrl-C for the foreground group, or a SIGTERM
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         for item in marshal.loads(body):
             raw = RawEvent(*item)
             summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result)
-            lines.append(fmt(to_event(raw)).encode("utf-8", "backslashreplace"))
+            lines.append(encode(to_event(raw)))
         output.write_lines(lines)
         written += len(lines)
         output.flush()
