@@ -81,3 +81,51 @@ def test_process_sink_survives_a_dead_writer(tmp_path, capfd) -> None:
         sink.put(tuple(ev(i)))  # must not block or raise
     sink.close()
     assert sink.lost == 10 and "lost" in capfd.readouterr().err
+
+
+def _policy(pid: int) -> int:
+    return os.sched_getscheduler(pid)
+
+
+def test_process_sink_writer_is_idle_class_until_it_falls_behind(tmp_path) -> None:
+    """As root the writer runs SCHED_IDLE; a backlog puts it back to SCHED_OTHER (so busy unrelated processes
+    cannot starve the trace and with it the filesystem), and it returns to SCHED_IDLE once caught up."""
+    import signal
+    import time
+
+    from fuse_passthrough.tracing.sinks import ProcessSink
+
+    assert os.geteuid() == 0, "the tests run as root"
+    out = tmp_path / "t.jsonl"
+    sink = ProcessSink("jsonl", str(out), summary=False, batch=256, boost_at=3000, max_pending=8000)
+    try:
+        assert _policy(sink.proc.pid) == os.SCHED_IDLE and sink.writer_idle
+        sink.proc.send_signal(signal.SIGSTOP)  # a writer that gets no CPU: the pipe fills, events pile up
+        putter = threading.Thread(target=lambda: [sink.put(tuple(ev(i))) for i in range(6000)])
+        putter.start()
+        deadline = time.monotonic() + 20
+        while sink.writer_idle:
+            assert time.monotonic() < deadline, "the writer was not boosted"
+            time.sleep(0.01)
+        assert _policy(sink.proc.pid) == os.SCHED_OTHER
+        sink.proc.send_signal(signal.SIGCONT)
+        putter.join()
+        while not sink.writer_idle:  # caught up: back to idle at the next small batch
+            assert time.monotonic() < deadline, "the writer stayed boosted"
+            sink.put(tuple(ev(99_999)))
+            time.sleep(0.05)
+        assert _policy(sink.proc.pid) == os.SCHED_IDLE
+    finally:
+        sink.proc.send_signal(signal.SIGCONT)
+        sink.close()
+    assert len(out.read_text().splitlines()) == sink.written and sink.written >= 6001 and sink.lost == 0
+
+
+def test_process_sink_leaves_the_writer_alone_when_asked(tmp_path) -> None:
+    from fuse_passthrough.tracing.sinks import ProcessSink
+
+    sink = ProcessSink("jsonl", str(tmp_path / "t.jsonl"), summary=False, idle_writer=False)
+    try:
+        assert _policy(sink.proc.pid) == os.SCHED_OTHER and not sink.writer_idle
+    finally:
+        sink.close()
