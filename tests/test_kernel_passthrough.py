@@ -261,3 +261,21 @@ def test_replaced_behind_the_back_while_open(workdir: Path) -> None:
             os.close(fd)
         assert (m.mnt / "f").read_text() == "new"
         assert m.unmount() == 0
+
+
+@needs_3_17
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "background"])
+def test_kernel_without_passthrough_is_one_line_and_no_mount(workdir: Path, background: bool) -> None:
+    """This kernel offers passthrough; a kernel that does not is simulated by asking for a capability bit of 0."""
+    (workdir / "src").mkdir()
+    (workdir / "mnt").mkdir()
+    code = ("import sys; import fuse_passthrough.binding as b; b.FUSE_CAP_PASSTHROUGH = 0; "
+            "from fuse_passthrough.cli import main; sys.exit(main(sys.argv[1:]))")
+    args = ["-b"] if background else []
+    r = subprocess.run([sys.executable, "-c", code, *args, "--no-trace", "--passthrough", str(workdir / "src"),
+                        str(workdir / "mnt")], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "TMPDIR": str(workdir)})
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == ["fuse-passthrough: --passthrough: the kernel does not offer FUSE passthrough "
+                                     "(needs Linux >= 6.9 with CONFIG_FUSE_PASSTHROUGH)"]
+    assert not is_mounted(workdir / "mnt")

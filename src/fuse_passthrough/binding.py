@@ -98,6 +98,10 @@ _FUSE_DEV_IOC_BACKING_CLOSE = 0x4004E502  # _IOW(229, 2, u32)
 _BACKING_ID_OFFSET = mfusepy.fuse_file_info.fh.offset + 8 + 8 + 4
 
 
+class KernelPassthroughUnavailable(RuntimeError):
+    """Kernel passthrough was asked for, but the kernel does not offer it (said on stderr at init)."""
+
+
 def kernel_passthrough_supported() -> bool:
     """Whether this libfuse can pass a backing id to the kernel (the kernel is asked at mount)."""
     return FUSE_VERSION >= (3, 17)
@@ -273,8 +277,8 @@ class FuseBinding(mfusepy.FUSE):
         if self._backing is not None:
             self._init_passthrough(conn.contents)
         super().init_fuse_3(conn, config)
-        if self._on_init is not None:
-            self._on_init()
+        if self._on_init is not None and (self._backing is None or self._backing.enabled):
+            self._on_init()  # not when the mount is being stopped: -b must not report it ready
 
     def _init_passthrough(self, conn: Any) -> None:
         assert self._backing is not None
@@ -377,4 +381,4 @@ def mount(operations: Any, mountpoint: str, *, threads: bool = True, debug: bool
     fuse = FuseBinding(operations, mountpoint, config=config, on_init=on_init, foreground=True,
                        nothreads=not threads, debug=debug, **(options or {}))
     if fuse._backing is not None and not fuse._backing.enabled:
-        raise RuntimeError("kernel passthrough was asked for but is not available")
+        raise KernelPassthroughUnavailable("the kernel does not offer FUSE passthrough")

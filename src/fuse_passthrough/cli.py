@@ -226,9 +226,6 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
     from .tracing.sinks import ProcessSink
 
     ops: Any = Passthrough(src, kernel_passthrough=args.passthrough)
-    if args.passthrough:
-        _note("kernel passthrough: reads and writes of files go from the kernel straight to SOURCE; they are "
-              "not traced (open/create events say which files)")
     sink = None
     if output is not None:
         output.close()  # it was opened to fail early; the writer process (re)opens it
@@ -247,6 +244,9 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
 
     def on_init() -> None:
         stopper.attach()
+        if args.passthrough:  # the kernel has accepted it
+            _note("kernel passthrough: reads and writes of files go from the kernel straight to SOURCE; they "
+                  "are not traced (open/create events say which files)")
         if on_ready is not None:
             on_ready()
 
@@ -256,6 +256,8 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
         with keep_signal_handlers():
             binding.mount(ops, mnt, threads=not args.single_threaded, debug=args.debug, options=opts.kernel,
                           config=opts.config, on_init=on_init)
+    except binding.KernelPassthroughUnavailable:
+        status = 1  # said at init, in one line
     except RuntimeError:
         print(f"{PROG}: mounting '{mnt}' failed (see the message above)", file=sys.stderr)
         status = 1
