@@ -50,7 +50,10 @@ class _FuseContext(ctypes.Structure):
     ]
 
 
-_get_context = _libfuse.fuse_get_context
+# fuse_get_context only reads a thread-local, so it is called through PyDLL, keeping the GIL: through CDLL each
+# call (up to two per request: the tracing layer's and the credentials') released and re-took the GIL, a chance
+# for a thread switch when several workers are busy. (No difference beyond noise was measurable here.)
+_get_context = ctypes.PyDLL(_libfuse._name).fuse_get_context
 _get_context.restype = ctypes.POINTER(_FuseContext)
 _fuse_get_session = _libfuse.fuse_get_session
 _fuse_get_session.restype = ctypes.c_void_p
