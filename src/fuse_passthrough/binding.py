@@ -176,10 +176,6 @@ class BackingFiles:
                 except OSError as e:
                     log.warning("closing kernel passthrough backing id %d failed: %s", entry[0], e.strerror)
 
-    def open_count(self) -> int:
-        with self._lock:
-            return len(self._by_inode)
-
 
 _STAT_INT_FIELDS = ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev", "st_size", "st_blksize",
                     "st_blocks")

@@ -402,8 +402,8 @@ class Passthrough(Operations):  # type: ignore[misc]
     def _attach(self, fd: int) -> int:
         if self.backing_files is not None:
             try:
-                # The kernel keeps the registering thread's credentials for the file's I/O: the caller's ids,
-                # so a write by a user clears setuid bits as it would natively.
+                # The kernel does the file's I/O with the credentials of the thread that registers it: the
+                # caller's ids, as for the daemon's own writes.
                 with self.as_caller_ids:
                     self.backing_files.attach(fd, fd)
             except BaseException:
