@@ -178,7 +178,7 @@ class ProcessSink:
 
     When the daemon may (root), the writer runs under SCHED_IDLE while it keeps up: on a 2-core machine a
     writer competing at normal priority with the client and the daemon cost ~10 us of latency per event for
-    ~3 us of its own CPU (4-level lstat: +36 % traced; +16 % with SCHED_IDLE). An idle-class task can starve
+    ~3 us of its own CPU (4-level lstat: +36 % traced; about +10 % with SCHED_IDLE). An idle-class task can starve
     behind unrelated busy processes, so once `boost_at` events are pending the writer is put back to
     SCHED_OTHER, and returned to SCHED_IDLE when the flusher finds the backlog gone.
     """
