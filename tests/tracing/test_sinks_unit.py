@@ -27,12 +27,16 @@ def test_every_event_is_written_even_with_a_tiny_queue(tmp_path) -> None:
     assert len({json.loads(line)["seq"] for line in lines}) == 20_000
 
 
-def test_rotation_keeps_every_file_under_the_cap(tmp_path) -> None:
-    path = tmp_path / "t.log"
-    sink = TraceSink(RotatingFile(str(path), max_bytes=10_000, backups=3), "text")
-    for i in range(3000):
+def _write_rotating(path, max_bytes: int, backups: int, events: int) -> None:
+    sink = TraceSink(RotatingFile(str(path), max_bytes=max_bytes, backups=backups), "text")
+    for i in range(events):
         sink.put(ev(i))
     sink.close()
+
+
+def test_rotation_keeps_every_file_under_the_cap(tmp_path) -> None:
+    path = tmp_path / "t.log"
+    _write_rotating(path, max_bytes=10_000, backups=3, events=3000)
     files = [path] + [tmp_path / f"t.log.{i}" for i in range(1, 4)]
     assert all(f.exists() for f in files)
     assert not (tmp_path / "t.log.4").exists()
@@ -45,10 +49,7 @@ def test_rotation_keeps_every_file_under_the_cap(tmp_path) -> None:
 
 def test_rotation_without_backups_restarts_the_file(tmp_path) -> None:
     path = tmp_path / "t.log"
-    sink = TraceSink(RotatingFile(str(path), max_bytes=5000, backups=0), "text")
-    for i in range(1000):
-        sink.put(ev(i))
-    sink.close()
+    _write_rotating(path, max_bytes=5000, backups=0, events=1000)
     assert os.path.getsize(path) <= 5000 and not (tmp_path / "t.log.1").exists()
 
 
