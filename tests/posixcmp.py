@@ -87,7 +87,9 @@ def assert_same_stat(mnt_path: str | bytes | os.PathLike[Any], src_path: str | b
     """lstat through the mount equals lstat of the source object, field by field (st_ino included)."""
     m = os.lstat(mnt_path)
     s = os.lstat(src_path)
-    assert stat_fields(m, fields) == stat_fields(s, fields), f"{mnt_path!r} vs {src_path!r}"
+    a, b = stat_fields(m, fields), stat_fields(s, fields)
+    assert a == b, f"{mnt_path!r} vs {src_path!r}: " + ", ".join(
+        f"{k} {a[k]} != {b[k]}" for k in fields if a[k] != b[k])
     return m
 
 

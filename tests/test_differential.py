@@ -1,21 +1,28 @@
 """Property: any sequence of operations gives the same results, errnos, stats and bytes natively and through the
-mount. One mount per test function; both directories are emptied between examples."""
+mount, in the default (cached) mode and in strict mode. Operations alternate between two processes; after every
+step every name's stat through the mount equals the source's, field by field (hard links included). One mount per
+test function; both directories are emptied (through the mount) between examples."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import Mount
 from posixcmp import SHAPE_FIELDS, assert_same_stat, outcome, stat_fields
 
-NAMES = ["a", "b", "c", "d/a", "d/b", "e", "d/e/a"]
+NAMES = ["a", "b", "c", "d/a", "d/b", "e", "d/e/a", "d/e/b"]
 name = st.sampled_from(NAMES)
 data = st.binary(max_size=3000)
 offset = st.integers(min_value=0, max_value=70_000)
@@ -29,6 +36,7 @@ OPS = st.one_of(
     st.tuples(st.just("truncate"), name, st.integers(min_value=0, max_value=100_000)),
     st.tuples(st.just("rename"), name, name),
     st.tuples(st.just("link"), name, name),
+    st.tuples(st.just("link"), st.sampled_from(["a", "d/a"]), name),  # more names for the files that exist
     st.tuples(st.just("unlink"), name),
     st.tuples(st.just("mkdir"), name, mode),
     st.tuples(st.just("rmdir"), name),
@@ -122,35 +130,80 @@ def reset(d: Path) -> None:
             child.unlink()
 
 
-def test_random_operation_sequences(workdir: Path) -> None:
+def _serve(conn: Connection) -> None:
+    while True:
+        request = conn.recv()
+        if request is None:
+            return
+        base, op = request
+        conn.send(outcome(apply, Path(base), op))
+
+
+@contextmanager
+def two_processes() -> Iterator[Callable[[int, Path, tuple[Any, ...]], Any]]:
+    """run(i, base, op): the outcome of op, performed by process i % 2 (each a separate client of the mount)."""
+    ctx = multiprocessing.get_context("fork")
+    pipes, procs = [], []
+    for _ in range(2):
+        here, there = ctx.Pipe()
+        proc = ctx.Process(target=_serve, args=(there,), daemon=True)
+        proc.start()
+        pipes.append(here)
+        procs.append(proc)
+
+    def run(i: int, base: Path, op: tuple[Any, ...]) -> Any:
+        pipes[i % 2].send((str(base), op))
+        return pipes[i % 2].recv()
+
+    try:
+        yield run
+    finally:
+        for pipe, proc in zip(pipes, procs, strict=True):
+            pipe.send(None)
+            proc.join(timeout=10)
+
+
+def same_stats(src: Path, mnt: Path) -> None:
+    """Every name of the tree: lstat through the mount == lstat in the source, every field.
+
+    The names are listed through the mount: listing SOURCE directly would change its directories' atimes
+    behind the mount's back."""
+    for dirpath, dirs, files in os.walk(mnt):
+        for n in dirs + files:
+            rel = (Path(dirpath) / n).relative_to(mnt)
+            assert_same_stat(mnt / rel, src / rel)
+    assert_same_stat(mnt, src)
+
+
+@pytest.mark.parametrize("mode", ["default", "strict"])
+def test_random_operation_sequences(workdir: Path, mode: str) -> None:
     nat = workdir / "native"
     nat.mkdir()
     src, mnt = workdir / "src", workdir / "mnt"
     examples, succeeded = [0], [0]
-    with Mount(src, mnt, "-o", "allow_other"):
+    args = ["-o", "allow_other"] + (["-o", "timeout=0"] if mode == "strict" else [])
+    with Mount(src, mnt, *args), two_processes() as run:
         # derandomize: the same examples on every run (CI has no example database), so the floor below is stable
         @settings(max_examples=75, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                   database=None)
         @given(ops=st.lists(OPS, min_size=5, max_size=30))
         def check(ops: list[tuple[Any, ...]]) -> None:
             reset(nat)
-            reset(src)
+            reset(mnt)
             for base in (nat, mnt):
                 os.mkdir(base / "d")
                 os.mkdir(base / "d" / "e")
                 for n in ("a", "d/a"):
                     (base / n).write_bytes(b"0123456789" * 100)
             examples[0] += 1
-            for op in ops:
+            for i, op in enumerate(ops):
                 a = outcome(apply, nat, op)
-                b = outcome(apply, mnt, op)
+                b = run(i, mnt, op)
                 assert a == b, f"{op[:2]}: native {a!r} != mount {b!r}"
                 succeeded[0] += a[0] == "ok"
+                same_stats(src, mnt)
             assert snapshot(nat) == snapshot(mnt)
-            for dirpath, dirs, files in os.walk(src):
-                for n in dirs + files:
-                    rel = (Path(dirpath) / n).relative_to(src)
-                    assert_same_stat(mnt / rel, src / rel)
+            same_stats(src, mnt)
 
         check()
     # The property was exercised: many examples, and many operations that did something.

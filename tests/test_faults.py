@@ -175,9 +175,11 @@ def test_source_renamed_while_mounted(workdir: Path) -> None:
 
 
 def test_truncated_behind_open_handle_reads_like_native(workdir: Path) -> None:
+    """Strict mode: a change made directly in SOURCE is seen at once (a cached mount sees it within its timeout,
+    tests/test_caching.py)."""
     data = os.urandom(300_000)
     (workdir / "native").write_bytes(data)
-    with Mount(workdir / "src", workdir / "mnt") as m:
+    with Mount(workdir / "src", workdir / "mnt", "-o", "timeout=0") as m:
         (m.src / "f").write_bytes(data)
         fds = [os.open(m.mnt / "f", os.O_RDONLY), os.open(workdir / "native", os.O_RDONLY)]
         try:

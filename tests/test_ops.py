@@ -1121,26 +1121,6 @@ def test_coherence_after_changes_through_mount(env: Env) -> None:
     assert assert_same_stat(mnt, src).st_nlink == 2
 
 
-def test_coherence_after_changes_behind_the_mount(env: Env) -> None:
-    """With the default timeouts 0, changes made directly in the source are seen at once."""
-    mnt, src = env.mnt, env.src
-    write(mnt / "f", b"old content")
-    assert (mnt / "f").read_bytes() == b"old content"
-    write(src / "f", b"new!")
-    assert (mnt / "f").read_bytes() == b"new!"
-    assert_same_stat(mnt / "f", src / "f")
-    os.rename(src / "f", src / "g")
-    assert outcome(os.stat, mnt / "f") == ("err", "ENOENT")
-    assert (mnt / "g").read_bytes() == b"new!"
-    os.link(src / "g", src / "h")
-    assert os.stat(mnt / "g").st_nlink == 2
-    os.unlink(src / "g")
-    os.mkdir(src / "g")
-    assert stat.S_ISDIR(os.stat(mnt / "g").st_mode)
-    assert_same_stat(mnt / "g", src / "g")
-    assert sorted(os.listdir(mnt)) == sorted(os.listdir(src))
-
-
 def test_unlinked_open_file_like_native(env: Env) -> None:
     """An open file that is unlinked keeps working; its name is really gone from the source (no
     .fuse_hidden* left behind) and its link count drops to 0."""

@@ -20,6 +20,9 @@ import threading
 import traceback
 from typing import Any
 
+from .coherence import LinkedNames
+from .watcher import SourceWatcher, watch_source
+
 if not os.environ.get("FUSE_LIBRARY_PATH"):
     os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
 
@@ -60,6 +63,7 @@ _fuse_get_session.restype = ctypes.c_void_p
 _fuse_get_session.argtypes = [ctypes.c_void_p]
 _libfuse.fuse_session_fd.argtypes = [ctypes.c_void_p]
 _libfuse.fuse_getgroups.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint32)]
+_libfuse.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 
 
 def fuse_context() -> tuple[int, int, int, int]:
@@ -225,12 +229,19 @@ class FuseBinding(mfusepy.FUSE):
     _reported: set[tuple[str, str, str]] = set()
 
     def __init__(self, operations: Any, mountpoint: str, config: dict[str, Any] | None = None,
-                 on_init: Any = None, **kwargs: Any):
+                 on_init: Any = None, watch: str | None = None, **kwargs: Any):
         # Values for struct fuse_config (timeouts, use_ino...), applied in init where libfuse3 expects them.
         self._config = dict(config or {})
         self._on_init = on_init
         # Kernel passthrough: the operations own a BackingFiles and attach their open files to it.
         self._backing: BackingFiles | None = getattr(operations, "backing_files", None)
+        # Cached mount: keep the other names of hard-linked files exact (coherence.py). None with timeouts 0.
+        self._fuse_handle: int | None = None
+        cached = self._config.get("attr_timeout", 1.0) > 0 or self._config.get("entry_timeout", 1.0) > 0
+        self.linked_names: LinkedNames | None = LinkedNames(self.invalidate_path) if cached else None
+        # Cached mount of a directory `watch`: changes made there directly are invalidated within ~100 ms.
+        self._watch_source = watch if cached else None
+        self.watcher: SourceWatcher | None = None
         kwargs.setdefault("encoding", "utf-8")
         kwargs.setdefault("errors", "surrogateescape")
         super().__init__(operations, mountpoint, **kwargs)
@@ -270,14 +281,21 @@ class FuseBinding(mfusepy.FUSE):
 
     # -- init: fuse_config -------------------------------------------------------------------------------------
     def init_fuse_3(self, conn, config):  # type: ignore[override]
+        self._fuse_handle = _get_context().contents.fuse
         if config:
             for key, value in self._config.items():
                 setattr(config.contents, key, value)
         if self._backing is not None:
             self._init_passthrough(conn.contents)
         super().init_fuse_3(conn, config)
+        if self._watch_source is not None:
+            self.watcher = watch_source(self._watch_source, self._source_changed)
         if self._on_init is not None and (self._backing is None or self._backing.enabled):
             self._on_init()  # not when the mount is being stopped: -b must not report it ready
+
+    def destroy(self, private_data):  # type: ignore[override]
+        self.stop_watching()
+        return super().destroy(private_data)
 
     def _init_passthrough(self, conn: Any) -> None:
         assert self._backing is not None
@@ -301,6 +319,30 @@ class FuseBinding(mfusepy.FUSE):
             fi.keep_cache = 0  # the page cache of the mount must not shadow the backing file's
         return bool(backing_id)
 
+    # -- the kernel's cache ----------------------------------------------------------------------------------------
+    def invalidate_path(self, path: str) -> None:
+        """Drop the kernel's cached attributes and data pages of the kernel inode at `path`, if it has one.
+
+        Called from request threads, before the reply: it touches only *other* kernel inodes than the one the
+        request works on (never locked by it), and libfuse's own tree lock is not held during our callbacks."""
+        if self._fuse_handle is not None:
+            _libfuse.fuse_invalidate_path(self._fuse_handle, path.encode(self.encoding, self.errors))
+
+    def _source_changed(self, path: str) -> None:
+        """The watcher saw `path` change in SOURCE (not through the mount)."""
+        self.invalidate_path(path)
+        if self.linked_names is not None:
+            self.linked_names.changed(path)
+
+    def stop_watching(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+
+    def _changed(self, path: bytes | None) -> None:
+        if self.linked_names is not None and path is not None:
+            self.linked_names.changed(self._path(path))
+
     # -- ops whose arguments mfusepy drops or mangles ------------------------------------------------------------
     def _path(self, path: bytes | None) -> str | None:
         return None if path is None else path.decode(self.encoding, self.errors)
@@ -308,11 +350,47 @@ class FuseBinding(mfusepy.FUSE):
     def fgetattr(self, path, buf, fip):  # type: ignore[override]
         ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
         fh = fip.contents.fh if fip else None
-        fill_stat(buf.contents, self.operations.getattr(self._path(path), fh))
+        attrs = self.operations.getattr(self._path(path), fh)
+        fill_stat(buf.contents, attrs)
+        if self.linked_names is not None and path is not None:
+            self.linked_names.seen(self._path(path), attrs)
+            mode = attrs["st_mode"] if isinstance(attrs, dict) else attrs.st_mode
+            if self.watcher is not None and fh is None and stat.S_ISDIR(mode):
+                self.watcher.watch_dir(self._path(path))
         return 0
 
     def rename_fuse_3(self, old, new, flags):  # type: ignore[override]
-        return self.operations.rename(self._path(old), self._path(new), flags)
+        result = self.operations.rename(self._path(old), self._path(new), flags)
+        if self.linked_names is not None:
+            self.linked_names.renamed(self._path(old), self._path(new), bool(flags & 2))  # RENAME_EXCHANGE
+        return result
+
+    def link(self, source, target):  # type: ignore[override]
+        result = super().link(source, target)
+        if self.linked_names is not None:
+            self.linked_names.linked(self._path(source), self._path(target))
+        return result
+
+    def unlink(self, path):  # type: ignore[override]
+        result = super().unlink(path)
+        if self.linked_names is not None:
+            self.linked_names.removed(self._path(path))
+        return result
+
+    def setxattr(self, path, *args):  # type: ignore[override]
+        result = super().setxattr(path, *args)
+        self._changed(path)
+        return result
+
+    def removexattr(self, path, name):  # type: ignore[override]
+        result = super().removexattr(path, name)
+        self._changed(path)
+        return result
+
+    def fallocate(self, path, *args):  # type: ignore[override]
+        result = super().fallocate(path, *args)
+        self._changed(path)
+        return result
 
     def utimens_fuse_3(self, path, buf, fip):  # type: ignore[override]
         times = None
@@ -320,19 +398,27 @@ class FuseBinding(mfusepy.FUSE):
             a, m = buf.contents.actime, buf.contents.modtime
             times = ((a.tv_sec, a.tv_nsec), (m.tv_sec, m.tv_nsec))
         fh = fip.contents.fh if fip else None
-        return self.operations.utimens(self._path(path), times, fh)
+        result = self.operations.utimens(self._path(path), times, fh)
+        self._changed(path)
+        return result
 
     def chmod_fuse_3(self, path, mode, fip):  # type: ignore[override]
-        return self.operations.chmod(self._path(path), mode, fip.contents.fh if fip else None)
+        result = self.operations.chmod(self._path(path), mode, fip.contents.fh if fip else None)
+        self._changed(path)
+        return result
 
     def chown_fuse_3(self, path, uid, gid, fip):  # type: ignore[override]
         # (uid_t)-1 means "leave unchanged"; keep it as -1 for os.chown.
         uid = -1 if uid == 0xFFFFFFFF else uid
         gid = -1 if gid == 0xFFFFFFFF else gid
-        return self.operations.chown(self._path(path), uid, gid, fip.contents.fh if fip else None)
+        result = self.operations.chown(self._path(path), uid, gid, fip.contents.fh if fip else None)
+        self._changed(path)
+        return result
 
     def truncate_fuse_3(self, path, length, fip):  # type: ignore[override]
-        return self.operations.truncate(self._path(path), length, fip.contents.fh if fip else None)
+        result = self.operations.truncate(self._path(path), length, fip.contents.fh if fip else None)
+        self._changed(path)
+        return result
 
     def open(self, path, fip):  # type: ignore[override]
         fi = fip.contents
@@ -341,6 +427,8 @@ class FuseBinding(mfusepy.FUSE):
         # O_DIRECT on the source itself (and FOPEN_DIRECT_IO would disable passthrough).
         if not self._set_backing(fi, fi.fh) and fi.flags & os.O_DIRECT:
             fi.direct_io = 1
+        if fi.flags & os.O_TRUNC:
+            self._changed(path)
         return 0
 
     def create(self, path, mode, fip):  # type: ignore[override]
@@ -351,10 +439,13 @@ class FuseBinding(mfusepy.FUSE):
         return 0
 
     def copy_file_range(self, path_in, fi_in, off_in, path_out, fi_out, off_out, size, flags):
-        return self.operations.copy_file_range(
+        result = self.operations.copy_file_range(
             self._path(path_in), fi_in.contents.fh if fi_in else None, off_in,
             self._path(path_out), fi_out.contents.fh if fi_out else None, off_out, size, flags,
         )
+        self._changed(path_in)  # atime
+        self._changed(path_out)
+        return result
 
     def lseek(self, path, off, whence, fip):
         return self.operations.lseek(self._path(path), fip.contents.fh if fip else None, off, whence)
@@ -364,20 +455,29 @@ class FuseBinding(mfusepy.FUSE):
         n = len(data)
         if n:
             ctypes.memmove(buf, data, n)
+        self._changed(path)  # atime
         return n
 
     def write(self, path, buf, size, offset, fip):  # type: ignore[override]
-        return self.operations.write(self._path(path), ctypes.string_at(buf, size), offset, fip.contents.fh)
+        result = self.operations.write(self._path(path), ctypes.string_at(buf, size), offset, fip.contents.fh)
+        self._changed(path)
+        return result
 
 
 def mount(operations: Any, mountpoint: str, *, threads: bool = True, debug: bool = False,
           options: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-          on_init: Any = None) -> None:
+          on_init: Any = None, watch: str | None = None) -> None:
     """Mount `operations` at `mountpoint` in the foreground and serve until unmounted (blocks).
 
+    `watch`: the directory the operations mirror, watched for changes made there directly (cached mounts).
     Raises RuntimeError when libfuse could not mount (it has printed why).
     """
-    fuse = FuseBinding(operations, mountpoint, config=config, on_init=on_init, foreground=True,
-                       nothreads=not threads, debug=debug, **(options or {}))
+    fuse: FuseBinding | None = None
+    try:
+        fuse = FuseBinding(operations, mountpoint, config=config, on_init=on_init, watch=watch, foreground=True,
+                           nothreads=not threads, debug=debug, **(options or {}))
+    finally:
+        if fuse is not None:
+            fuse.stop_watching()
     if fuse._backing is not None and not fuse._backing.enabled:
         raise KernelPassthroughUnavailable("the kernel does not offer FUSE passthrough")

@@ -47,13 +47,23 @@ mount options (-o, comma separated, repeatable):
                          no_default_permissions is given)
   ro                     read-only mount
   fsname=NAME, subtype=NAME   what mount(8) shows (default: SOURCE, type fuse.passthrough)
+  timeout=S              how long the kernel caches attributes and names (attr_timeout and entry_timeout);
+                         default 1. Changes made through the mount are invalidated at once, hard links
+                         included; changes made directly in SOURCE show within S seconds (sooner with the
+                         SOURCE watcher). Cached lookups and stats never reach the daemon, so the trace
+                         shows what the kernel asked, not every syscall.
+  timeout=0              strict mode: no caching; every lookup and stat reaches the daemon and the trace,
+                         and changes made directly in SOURCE are seen at once (slower: one request per
+                         path component of every syscall)
+  nowatch                do not watch SOURCE (inotify) for changes made there directly; they are then
+                         seen within the timeout instead of ~0.1 s
   attr_timeout=S, entry_timeout=S, negative_timeout=S
-                         kernel cache lifetimes in seconds; default 0 (always coherent, see README)
+                         the kernel's cache lifetimes one by one (negative_timeout defaults to 0)
   kernel_cache, auto_cache, direct_io, hard_remove   libfuse high-level options
   nonempty               allow a non-empty MOUNTPOINT (its files are hidden while mounted)
   passthrough            the same as --passthrough
   also: {', '.join(o for o in ALL_OPTIONS if o not in ('allow_other', 'default_permissions', 'ro', 'fsname',
-        'subtype', 'attr_timeout', 'entry_timeout', 'negative_timeout', 'kernel_cache', 'auto_cache',
+        'subtype', 'timeout', 'nowatch', 'attr_timeout', 'entry_timeout', 'negative_timeout', 'kernel_cache', 'auto_cache',
         'direct_io', 'hard_remove', 'nonempty', 'passthrough'))}
 
 examples:
@@ -255,7 +265,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
     try:
         with keep_signal_handlers():
             binding.mount(ops, mnt, threads=not args.single_threaded, debug=args.debug, options=opts.kernel,
-                          config=opts.config, on_init=on_init)
+                          config=opts.config, on_init=on_init, watch=src if opts.watch else None)
     except binding.KernelPassthroughUnavailable:
         status = 1  # said at init, in one line
     except RuntimeError:

@@ -31,11 +31,16 @@ _STRING_OPTIONS = {"fsname", "subtype"}
 _INT_OPTIONS = {"max_read", "blksize"}
 # -o options that set libfuse's high-level struct fuse_config.
 _CONFIG_FLOATS = {"attr_timeout", "entry_timeout", "negative_timeout", "ac_attr_timeout"}
+# Cache timeouts of a default mount (seconds): the kernel keeps attributes and names this long; changes made
+# through the mount are invalidated at once (coherence.py), changes made directly in SOURCE show within it.
+DEFAULT_TIMEOUT = 1.0
 _CONFIG_FLAGS = {"kernel_cache", "auto_cache", "direct_io", "hard_remove"}
 # Our own -o options.
-_OWN_FLAGS = {"no_default_permissions", "nonempty", "passthrough"}
+_OWN_FLAGS = {"no_default_permissions", "nonempty", "passthrough", "nowatch"}
+_OWN_FLOATS = {"timeout"}  # timeout=N: attr_timeout and entry_timeout; timeout=0: strict (negative too)
 
-ALL_OPTIONS = sorted(_FLAG_OPTIONS | _STRING_OPTIONS | _INT_OPTIONS | _CONFIG_FLOATS | _CONFIG_FLAGS | _OWN_FLAGS)
+ALL_OPTIONS = sorted(_FLAG_OPTIONS | _STRING_OPTIONS | _INT_OPTIONS | _CONFIG_FLOATS | _CONFIG_FLAGS | _OWN_FLAGS
+                     | _OWN_FLOATS)
 
 
 @dataclass
@@ -46,13 +51,21 @@ class MountOptions:
     config: dict[str, Any] = field(default_factory=dict)   # to struct fuse_config in init
     nonempty: bool = False
     kernel_passthrough: bool = False  # -o passthrough, the same as --passthrough
+    watch: bool = True  # cached mounts watch SOURCE for changes made there directly (-o nowatch: not)
+
+    @property
+    def strict(self) -> bool:
+        """No kernel caching of attributes or names: every lookup reaches the daemon (and the trace)."""
+        return not (self.config.get("attr_timeout") or self.config.get("entry_timeout"))
 
     @classmethod
     def parse(cls, specs: Iterable[str], source: str) -> MountOptions:
         m = cls()
         default_permissions = True
-        # Coherent by default: no attribute, entry or negative caching (see README "Caching and coherence").
-        m.config.update(attr_timeout=0.0, entry_timeout=0.0, negative_timeout=0.0, use_ino=1)
+        # Cached by default, exact for changes through the mount (README "Caching and coherence"); no negative
+        # entries, so a name created directly in SOURCE is seen at once.
+        m.config.update(attr_timeout=DEFAULT_TIMEOUT, entry_timeout=DEFAULT_TIMEOUT, negative_timeout=0.0,
+                        use_ino=1)
         m.kernel["fsname"] = source
         m.kernel["subtype"] = "passthrough"
         for spec in specs:
@@ -67,6 +80,8 @@ class MountOptions:
                         m.nonempty = True
                     elif key == "passthrough":
                         m.kernel_passthrough = True
+                    elif key == "nowatch":
+                        m.watch = False
                     elif key in _CONFIG_FLAGS:
                         m.config[key] = 1
                     else:
@@ -79,13 +94,18 @@ class MountOptions:
                     if not value.isdigit() or int(value) <= 0:
                         raise UsageError(f"mount option '{key}' needs a positive integer, got '{value}'", 2)
                     m.kernel[key] = int(value)
-                elif key in _CONFIG_FLOATS:
+                elif key in _CONFIG_FLOATS or key in _OWN_FLOATS:
                     try:
                         seconds = float(value)
                     except ValueError:
                         seconds = -1.0
                     if not eq or not seconds >= 0:
                         raise UsageError(f"mount option '{key}' needs a number of seconds >= 0, got '{value}'", 2)
+                    if key == "timeout":
+                        m.config.update(attr_timeout=seconds, entry_timeout=seconds)
+                        if seconds == 0:
+                            m.config["negative_timeout"] = 0.0
+                        continue
                     m.config[key] = seconds
                     if key == "ac_attr_timeout":
                         m.config["ac_attr_timeout_set"] = 1
