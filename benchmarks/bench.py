@@ -278,10 +278,13 @@ def all_targets() -> dict[str, Target]:
                ["--no-trace", "--single-threaded"]),
         Target("ours_trace_st", "fuse-passthrough traced, --single-threaded", "ours", ["--single-threaded"],
                trace=True),
-        Target("ours_notrace_cache1", "fuse-passthrough --no-trace -o attr_timeout=1,entry_timeout=1", "ours",
-               ["--no-trace", "-o", "attr_timeout=1,entry_timeout=1"]),
-        Target("ours_trace_cache1", "fuse-passthrough traced -o attr_timeout=1,entry_timeout=1", "ours",
-               ["-o", "attr_timeout=1,entry_timeout=1"], trace=True),
+        # strict mode (-o timeout=0): the previous default, every lookup reaches the daemon
+        Target("ours_notrace_strict", "fuse-passthrough --no-trace -o timeout=0", "ours",
+               ["--no-trace", "-o", "timeout=0"]),
+        Target("ours_trace_strict", "fuse-passthrough traced -o timeout=0", "ours", ["-o", "timeout=0"],
+               trace=True),
+        Target("ours_trace_nowatch", "fuse-passthrough traced -o nowatch (cache, no SOURCE watcher)", "ours",
+               ["-o", "nowatch"], trace=True),
     ]
     return {t.name: t for t in ts}
 
@@ -802,6 +805,38 @@ def run_parallel(cfg: Config, root: Path) -> dict[str, float]:
     return {"parallel4": dt}
 
 
+# deep_tree --------------------------------------------------------------------------------------------------
+DEEP_LEVELS = 500
+
+
+def prep_deep(cfg: Config, src: Path) -> None:
+    rm_tree(src / "deep")
+
+
+def run_deep(cfg: Config, root: Path) -> dict[str, float]:
+    """A directory chain DEEP_LEVELS deep, each syscall by its full path from the mount root (relative to a
+    descriptor of the root, so paths longer than PATH_MAX work): cost per syscall grows with depth unless
+    lookups are cached."""
+    levels = 50 if cfg.smoke else DEEP_LEVELS
+    names = ["deep"] + ["d"] * (levels - 1)
+    paths = ["/".join(names[: i + 1]) for i in range(levels)]
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        t0 = time.perf_counter()
+        for p in paths:
+            os.mkdir(p, dir_fd=fd)
+        t1 = time.perf_counter()
+        for p in paths:
+            os.stat(p, dir_fd=fd)
+        t2 = time.perf_counter()
+        for p in reversed(paths):
+            os.rmdir(p, dir_fd=fd)
+        t3 = time.perf_counter()
+    finally:
+        os.close(fd)
+    return {"deep_tree": t3 - t0, "deep_create": t1 - t0, "deep_stat": t2 - t1, "deep_remove": t3 - t2}
+
+
 WORKLOADS = {w.name: w for w in [
     Workload("seq_write", ["seq_write"], "write SIZE in 1 MiB blocks + fsync (new file)",
              prep_seq_write, run_seq_write),
@@ -822,10 +857,13 @@ WORKLOADS = {w.name: w for w in [
              prep_git, run_git),
     Workload("parallel", ["parallel4"], "4 processes: create+write 4 KiB, stat, stat+read a shared 64 KiB "
              "file, rename, list every 10th, unlink", prep_parallel, run_parallel),
+    Workload("deep_tree", ["deep_tree", "deep_create", "deep_stat", "deep_remove"],
+             f"a {DEEP_LEVELS}-level directory chain, each syscall by full path: mkdir every level, stat every "
+             "level, rmdir every level (deep_tree = all three)", prep_deep, run_deep),
 ]}
 
 METADATA_ROWS = ["small_create", "small_stat", "small_read", "small_delete", "untar", "walk_lstat",
-                 "git_status", "git_status_again", "parallel4"]
+                 "git_status", "git_status_again", "parallel4", "deep_tree"]
 DATA_ROWS = ["seq_write", "seq_read"]
 
 
@@ -918,7 +956,7 @@ def summarize(cfg: Config, targets: list[Target], workloads: list[Workload], res
         if res.samples.get(base):
             ratios[f"vs_{key}"] = {t.name: {r: ratio(t.name, base, r) for r in rows} for t in targets}
     pairs = [("ours_trace", "ours_notrace"), ("ours_trace_st", "ours_notrace_st"),
-             ("ours_trace_cache1", "ours_notrace_cache1")]
+             ("ours_trace_strict", "ours_notrace_strict")]
     tracing = {f"{a}/{b}": {r: ratio(a, b, r) for r in rows} for a, b in pairs if a in med and b in med}
 
     trace_info = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,5 +98,9 @@ def test_demo_runs_every_walk(workdir: Path) -> None:
                "setxattr(", "unlink(", "truncate("):
         assert op in p.stdout, op
     assert "security.capability" in p.stdout and "The original example recorded" in p.stdout
+    # strict and cached traces side by side; the cache saves requests overall
+    assert p.stdout.count("Side by side:") == len(WALKS)
+    totals = re.search(r"All walks: (\d+) requests in strict mode, (\d+) with the default cache", p.stdout)
+    assert totals is not None and 0 < int(totals[2]) < int(totals[1])
     assert not fuse_mounts()
 

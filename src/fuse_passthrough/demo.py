@@ -4,6 +4,10 @@ A sample tree is created in a temporary directory and mounted privately; each wa
 mount. Between walks the demo looks up a marker name, so the trace divides cleanly into one slice per walk.
 Each slice is printed with a short reason for every kind of operation in it, and the five walks of the
 original example are compared with the sequences it recorded.
+
+The walks run twice, on two copies of the sample: in strict mode (`-o timeout=0`, every lookup reaches the
+daemon, as in the original example) and on a default mount, where the kernel caches names and attributes; the
+two traces are shown side by side, so what the cache saves (and what a cached trace does not show) is visible.
 """
 
 from __future__ import annotations
@@ -66,8 +70,9 @@ def explain(event: dict[str, Any], seen_before: dict[str, int]) -> str | None:
         return ("getattr -> ENOENT: the kernel looks a name up before creating it (libfuse turns LOOKUP into "
                 "getattr on the path); 'does not exist' is the answer that allows the create.")
     if op == "getattr":
-        return ("getattr: the kernel revalidates what it knows of a path before using it; with attribute and "
-                "entry timeouts of 0 (this mount's coherent default) it asks every time it needs them.")
+        return ("getattr: the kernel revalidates what it knows of a path before using it; in strict mode "
+                "(attribute and entry timeouts of 0, the left column) it asks every time it needs them; a "
+                "default mount caches the answers (right column).")
     if op == "getxattr" and args.get("name") == "security.capability":
         return ("getxattr('security.capability'): before changing a file's data the kernel checks whether "
                 "it carries file capabilities that a write must remove (as it clears setuid bits).")
@@ -139,16 +144,21 @@ def run_demo(argv: list[str]) -> int:
         os.makedirs(os.path.dirname(os.path.join(src, rel)), exist_ok=True)
         with open(os.path.join(src, rel), "w") as f:
             f.write(content)
+    cached_src = os.path.join(base, "source-cached")
+    shutil.copytree(src, cached_src)
     out = sys.stdout
-    pm = PrivateMount(src)
-    try:
-        out.write(f"Sample source: {src}\nMounting it at {pm.mountpoint} ...\n")
-        pm.start()
-        slices = _run_walks(pm, out)
-    finally:
-        pm.stop()
-        pm.cleanup()
-    _print_walks(slices, out)
+    runs = []
+    for label, source, daemon_args in (("strict mode, -o timeout=0", src, ["-o", "timeout=0"]),
+                                       ("default mount, cached", cached_src, [])):
+        pm = PrivateMount(source, daemon_args)
+        try:
+            out.write(f"Sample source: {source}\nMounting it at {pm.mountpoint} ({label}) ...\n")
+            pm.start()
+            runs.append(_run_walks(pm, out))
+        finally:
+            pm.stop()
+            pm.cleanup()
+    _print_walks(runs[0], out, cached=runs[1])
     if args.keep:
         out.write(f"\nThe sample source is kept at {src}\n")
     else:
@@ -194,8 +204,24 @@ def _events_until(pm: PrivateMount, marker: str, timeout: float = 10.0) -> list[
     return events[start:end]
 
 
-def _print_walks(slices: list[tuple[Walk, list[dict[str, Any]]]], out: TextIO) -> None:
-    for walk, events in slices:
+def _call(event: dict[str, Any], width: int) -> str:
+    text = format_text(event).rstrip("\n").partition("   ")[0]
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _side_by_side(strict: list[dict[str, Any]], cached: list[dict[str, Any]], out: TextIO) -> None:
+    width = 58
+    out.write(f"  Side by side: {len(strict)} requests in strict mode, {len(cached)} on a default (cached) mount\n")
+    out.write(f"    {'strict (-o timeout=0)':<{width}} | cached (default)\n")
+    for i in range(max(len(strict), len(cached))):
+        left = _call(strict[i], width) if i < len(strict) else ""
+        right = _call(cached[i], width) if i < len(cached) else ""
+        out.write(f"    {left:<{width}} | {right}\n")
+
+
+def _print_walks(slices: list[tuple[Walk, list[dict[str, Any]]]], out: TextIO,
+                 cached: list[tuple[Walk, list[dict[str, Any]]]] | None = None) -> None:
+    for n, (walk, events) in enumerate(slices):
         out.write(f"\n=== {walk.title}: {walk.command or 'fuse-passthrough SOURCE MOUNTPOINT'}\n")
         if not events:
             out.write("  (no operations)\n")
@@ -238,3 +264,11 @@ def _print_walks(slices: list[tuple[Walk, list[dict[str, Any]]]], out: TextIO) -
                 out.write(f"  This kernel differs: {'; '.join(diff) or 'same operations, another order'}.\n")
         if walk.note:
             out.write(f"  Note: {walk.note}\n")
+        if cached is not None:
+            _side_by_side(events, cached[n][1], out)
+    if cached is not None:
+        total_strict = sum(len(e) for _, e in slices)
+        total_cached = sum(len(e) for _, e in cached)
+        out.write(f"\nAll walks: {total_strict} requests in strict mode, {total_cached} with the default cache. "
+                  "A cached mount's trace shows what reached the filesystem: stats and lookups the kernel "
+                  "answered from its cache are not in it (use -o timeout=0 to see every one).\n")
