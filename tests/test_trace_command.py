@@ -88,6 +88,23 @@ def test_cwd_is_the_mirror_of_where_the_user_stood(workdir: Path) -> None:
     assert p.stdout.strip().endswith("/mnt/sub")
 
 
+def test_trace_strict_mode_records_every_lookup(workdir: Path) -> None:
+    """`trace -o timeout=0`: repeated stats all reach the trace; the default (cached) trace has fewer."""
+    (workdir / "f").write_text("x")
+    counts = []
+    for opts in (["-o", "timeout=0"], []):
+        out = workdir / f"t{len(counts)}.jsonl"
+        p = subprocess.run(FP + ["trace", "--source", str(workdir), *opts, "--format", "jsonl", "--output",
+                                 str(out), "--", sys.executable, "-c",
+                                 "import os\nfor _ in range(20): os.stat('f')"],
+                           cwd=workdir, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        events = [json.loads(line) for line in out.read_text().splitlines()]
+        counts.append(sum(1 for e in events if e["op"] == "getattr" and e["path"] == "/f"))
+    assert counts[0] >= 20 and counts[1] < 5, counts
+    assert not fuse_mounts()
+
+
 def test_demo_runs_every_walk(workdir: Path) -> None:
     p = subprocess.run(FP + ["demo"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

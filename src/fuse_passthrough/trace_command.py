@@ -102,6 +102,8 @@ def trace_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=f"{PROG} trace", usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
                 description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 1)[1])
     p.add_argument("--source", default=".", metavar="DIR", help="directory to mount (default: current)")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
+                   help="mount options, as for the mount (e.g. -o timeout=0: strict mode, every lookup traced)")
     add_trace_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     return p
@@ -125,6 +127,8 @@ def _daemon_filter_args(args: argparse.Namespace) -> list[str]:
         out.append("--errors-only")
     if args.cmdline:
         out.append("--cmdline")
+    for o in args.options:
+        out += ["-o", o]
     return out
 
 
