@@ -21,7 +21,7 @@ import traceback
 from typing import Any
 
 from .coherence import LinkedNames
-from .watcher import SourceWatcher, watch_source
+from .watcher import FanotifyWatcher, SourceWatcher, watch_source
 
 if not os.environ.get("FUSE_LIBRARY_PATH"):
     os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
@@ -241,7 +241,7 @@ class FuseBinding(mfusepy.FUSE):
         self.linked_names: LinkedNames | None = LinkedNames(self.invalidate_path) if cached else None
         # Cached mount of a directory `watch`: changes made there directly are invalidated within ~100 ms.
         self._watch_source = watch if cached else None
-        self.watcher: SourceWatcher | None = None
+        self.watcher: FanotifyWatcher | SourceWatcher | None = None
         kwargs.setdefault("encoding", "utf-8")
         kwargs.setdefault("errors", "surrogateescape")
         super().__init__(operations, mountpoint, **kwargs)

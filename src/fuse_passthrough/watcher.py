@@ -1,6 +1,10 @@
 """Changes made directly in SOURCE, behind the mount's back, reported so the kernel's cache can be invalidated.
 
-A cached mount sees such changes within its timeout anyway; the watcher makes it ~100 ms. It uses inotify on the
+A cached mount sees such changes within its timeout anyway; the watcher makes it ~100 ms.
+
+As root, `FanotifyWatcher` marks SOURCE's whole filesystem with directory+name reports (Linux >= 5.9): no watch
+per directory, and each event names the process that made it, so the daemon's own changes (which the kernel
+already knows) are skipped. Otherwise `SourceWatcher` uses inotify on the
 directories the kernel has cached (the binding reports each directory it sees, so the watch set grows with what
 the mount has used, never with the size of SOURCE) and runs in a thread of its own. inotify cannot tell who made
 a change, so the mount's own changes are invalidated too: harmless, one more lookup for the next access (telling
@@ -11,9 +15,14 @@ the bound.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import select
+import struct
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from inotify_simple import INotify
@@ -114,10 +123,142 @@ class SourceWatcher:
             pass
 
 
-def watch_source(source: str, on_change: Callable[[str], None]) -> SourceWatcher | None:
-    """A running watcher, or None (said on stderr) where inotify cannot be used."""
+# fanotify (linux/fanotify.h)
+_FAN_CLOEXEC, _FAN_NONBLOCK, _FAN_CLASS_NOTIF = 0x1, 0x2, 0x0
+_FAN_REPORT_DFID_NAME = 0x400 | 0x800  # FAN_REPORT_DIR_FID | FAN_REPORT_NAME
+_FAN_MARK_ADD, _FAN_MARK_FILESYSTEM = 0x1, 0x100
+_FAN_ATTRIB, _FAN_CLOSE_WRITE, _FAN_MOVED_FROM, _FAN_MOVED_TO = 0x4, 0x8, 0x40, 0x80
+_FAN_CREATE, _FAN_DELETE, _FAN_Q_OVERFLOW, _FAN_ONDIR = 0x100, 0x200, 0x4000, 0x40000000
+_FAN_MASK = (_FAN_ATTRIB | _FAN_CLOSE_WRITE | _FAN_MOVED_FROM | _FAN_MOVED_TO | _FAN_CREATE | _FAN_DELETE
+             | _FAN_ONDIR)
+_FAN_INFO_DFID_NAME = 2
+_EVENT = struct.Struct("=IBBHQii")  # struct fanotify_event_metadata
+_AT_FDCWD = -100
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+_libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+
+
+def _check(result: int) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+class FanotifyWatcher:
+    """fanotify on SOURCE's filesystem (root); `on_change(mount_path)` for changes under SOURCE made by others."""
+
+    def __init__(self, source: str, on_change: Callable[[str], None]) -> None:
+        self.source = source.rstrip("/") or "/"
+        self._on_change = on_change
+        self._fd = _check(_libc.fanotify_init(_FAN_CLASS_NOTIF | _FAN_CLOEXEC | _FAN_NONBLOCK | _FAN_REPORT_DFID_NAME,
+                                              os.O_RDONLY | os.O_CLOEXEC))
+        try:
+            _check(_libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_FILESYSTEM, _FAN_MASK, _AT_FDCWD,
+                                       os.fsencode(self.source)))
+            self._mount_fd = os.open(self.source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # not O_PATH: EBADF
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._pid = os.getpid()
+        self._dirs: dict[bytes, str | None] = {}  # file handle -> mount path of that directory (None: outside)
+        self._dirs_time = time.monotonic()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="source-watcher", daemon=True)
+        self._thread.start()
+
+    def watch_dir(self, path: str) -> None:
+        """Nothing to do: the mark covers the whole filesystem."""
+
+    def _mount_path(self, handle: bytes) -> str | None:
+        """The mount path of the directory with this file handle, or None if it is not under SOURCE."""
+        if time.monotonic() - self._dirs_time > 0.5 or len(self._dirs) > 4096:  # directories move
+            self._dirs.clear()
+            self._dirs_time = time.monotonic()
+        if handle in self._dirs:
+            return self._dirs[handle]
+        path = None
+        try:
+            fd = _check(_libc.open_by_handle_at(self._mount_fd, handle, os.O_PATH | os.O_CLOEXEC))
+            try:
+                where = os.readlink(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
+            if where == self.source:
+                path = "/"
+            elif where.startswith(self.source + "/") and not where.endswith(" (deleted)"):
+                path = where[len(self.source):]
+        except OSError:
+            pass
+        self._dirs[handle] = path
+        return path
+
+    def _events(self, data: bytes) -> list[str]:
+        changed: list[str] = []
+        pos = 0
+        while pos + _EVENT.size <= len(data):
+            event_len, _vers, _res, meta_len, mask, fd, pid = _EVENT.unpack_from(data, pos)
+            if fd >= 0:
+                os.close(fd)
+            end = pos + event_len
+            info = pos + meta_len
+            pos = end
+            if pid == self._pid or mask & _FAN_Q_OVERFLOW:
+                continue  # our own change (the kernel knows it), or lost events (the timeout remains the bound)
+            while info + 4 <= end:
+                info_type, _pad, info_len = struct.unpack_from("=BBH", data, info)
+                if info_type == _FAN_INFO_DFID_NAME:
+                    handle_bytes = struct.unpack_from("=I", data, info + 12)[0]
+                    handle = data[info + 12: info + 20 + handle_bytes]  # struct file_handle
+                    name_end = data.index(b"\0", info + 20 + handle_bytes)
+                    name = data[info + 20 + handle_bytes: name_end].decode("utf-8", "surrogateescape")
+                    directory = self._mount_path(handle)
+                    if directory is not None:
+                        if name and name != ".":
+                            changed.append(directory.rstrip("/") + "/" + name)
+                        changed.append(directory)
+                info += max(info_len, 4)
+        return changed
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while not self._stop:
+            if not poller.poll(200):
+                continue
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            for path in dict.fromkeys(self._events(data)):
+                try:
+                    self._on_change(path)
+                except Exception as e:  # never let one failure stop the watcher
+                    print(f"fuse-passthrough: invalidating {path!r} failed: {e}", file=sys.stderr)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=2)
+        os.close(self._fd)
+        os.close(self._mount_fd)
+
+
+def watch_source(source: str, on_change: Callable[[str], None]) -> FanotifyWatcher | SourceWatcher | None:
+    """A running watcher: fanotify as root where the kernel and the filesystem allow it, else inotify; None (said
+    on stderr) where neither can be used."""
+    source = os.path.realpath(source)
+    if os.geteuid() == 0 and not os.environ.get("FUSE_PASSTHROUGH_NO_FANOTIFY"):
+        try:
+            return FanotifyWatcher(source, on_change)
+        except OSError:
+            pass  # e.g. a filesystem without file handles, or a kernel older than 5.9: inotify
     try:
-        return SourceWatcher(os.path.realpath(source), on_change)
+        return SourceWatcher(source, on_change)
     except OSError as e:
         print(f"fuse-passthrough: cannot watch SOURCE ({e.strerror}); changes made directly in SOURCE are seen "
               "within the cache timeout", file=sys.stderr)
