@@ -4,8 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | md5sum | cut -c1-12)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
-RUN_PKGS := fuse3 libfuse3-dev python3-venv
-TEST_PKGS := $(RUN_PKGS) stress-ng fio attr chromium gcc pkg-config curl
+RUN_PKGS := fuse3 libfuse3-dev python3-venv attr
+TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium gcc pkg-config curl
 BENCH_PKGS := $(TEST_PKGS) bindfs loggedfs gcc pkg-config git
 
 .PHONY: run test test-libfuse-3.17 libfuse-3.17 bench bench-smoke soak lint system-run system-test system-bench clean

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build libfuse 3.17 (Debian 13's version, from Debian's own source tarball) into DEST, for testing and
+# Build libfuse 3.17 (Debian 13's version, from Debian's own source tarball, fetched from the Debian mirror this
+# machine's apt is configured with) into DEST, for testing and
 # benchmarking kernel passthrough on a machine whose system libfuse is older (Debian 12 has 3.14).
 # Only the library is built; mounting as root needs no fusermount3. Idempotent: does nothing when DEST is built.
 #   tools/build-libfuse.sh DEST            -> DEST/lib/libfuse3.so.4
@@ -7,9 +8,15 @@ set -euo pipefail
 dest=$(realpath -m "${1:?usage: build-libfuse.sh DEST}")
 version=3.17.2
 sha256=3d932431ad94e86179e5265cddde1d67aa3bb2fb09a5bd35c641f86f2b5ed06f
-url=http://deb.debian.org/debian/pool/main/f/fuse3/fuse3_${version}.orig.tar.gz
 lib="$dest/lib/libfuse3.so.4"
 [ -e "$lib" ] && exit 0
+# The Debian archive apt uses (deb822 "URIs:" or one-line "deb URI ..."), not its security archive.
+mirror=$( { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[[:space:]]*//p' | tr ' ' '\n'
+            cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+              sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p'; } |
+          grep -v -- '-security' | grep -m1 '/debian/\?$' || true)
+[ -n "$mirror" ] || { echo "build-libfuse: no Debian archive found in apt's sources (/etc/apt/sources.list*)" >&2; exit 1; }
+url="${mirror%/}/pool/main/f/fuse3/fuse3_${version}.orig.tar.gz"
 here=$(cd "$(dirname "$0")/.." && pwd)
 meson="$here/.venv/bin/meson"
 [ -x "$meson" ] || { echo "build-libfuse: $meson missing (make test installs it)" >&2; exit 1; }

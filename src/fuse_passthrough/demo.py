@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -173,7 +174,9 @@ def _run_walks(pm: PrivateMount, out: TextIO) -> list[tuple[Walk, list[dict[str,
     for i, walk in enumerate(WALKS):
         command = walk.command
         if command and command.startswith("setfattr") and not have_setfattr:
-            command = "python3 -c \"import os; os.setxattr('copy.txt', 'user.colour', b'blue')\""
+            # this interpreter, not whatever `python3` is on PATH (a pyenv shim would add its own processes)
+            command = (f"{shlex.quote(sys.executable)} -c "
+                       "\"import os; os.setxattr('copy.txt', 'user.colour', b'blue')\"")
         if command:
             # The shell itself changes into the mount, so every operation belongs to the walk's processes.
             subprocess.run(["sh", "-c", f'cd "$1" && {command}', "sh", pm.mountpoint],
