@@ -88,6 +88,15 @@ def test_changes_made_in_source_show_within_the_bound(workdir: Path, mode: str) 
         # the directory itself (mtime, link count)
         os.mkdir(src / "dir")
         waits.append(within(bound, same(mnt, src)))
+        # deeper: a directory the mount has used, then a change inside it
+        (mnt / "sub").mkdir()
+        (mnt / "sub" / "x").write_text("1")
+        assert os.listdir(mnt / "sub") == ["x"]
+        (src / "sub" / "y").write_text("2")
+        os.chmod(src / "sub" / "x", 0o640)
+        waits.append(within(bound, lambda: sorted(os.listdir(mnt / "sub")) == ["x", "y"]))
+        waits.append(within(bound, lambda: stat.S_IMODE(os.stat(mnt / "sub" / "x").st_mode) == 0o640))
+        waits.append(within(bound, same(mnt / "sub", src / "sub")))
         assert m.unmount() == 0
     if mode == "strict":
         assert max(waits) < 0.05, waits  # seen at the first look

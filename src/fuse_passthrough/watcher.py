@@ -2,9 +2,10 @@
 
 A cached mount sees such changes within its timeout anyway; the watcher makes it ~100 ms.
 
-As root, `FanotifyWatcher` marks SOURCE's whole filesystem with directory+name reports (Linux >= 5.9): no watch
-per directory, and each event names the process that made it, so the daemon's own changes (which the kernel
-already knows) are skipped. Otherwise `SourceWatcher` uses inotify on the
+As root, `FanotifyWatcher` marks the directories the kernel has cached with fanotify and directory+name reports
+(Linux >= 5.9): each event names the process that made it, so the daemon's own changes (which the kernel already
+knows) are skipped. (A mark on the whole filesystem would need no mark per directory, but would make the daemon
+read every change on that filesystem, SOURCE or not.) Otherwise `SourceWatcher` uses inotify on the
 directories the kernel has cached (the binding reports each directory it sees, so the watch set grows with what
 the mount has used, never with the size of SOURCE) and runs in a thread of its own. inotify cannot tell who made
 a change, so the mount's own changes are invalidated too: harmless, one more lookup for the next access (telling
@@ -126,11 +127,12 @@ class SourceWatcher:
 # fanotify (linux/fanotify.h)
 _FAN_CLOEXEC, _FAN_NONBLOCK, _FAN_CLASS_NOTIF = 0x1, 0x2, 0x0
 _FAN_REPORT_DFID_NAME = 0x400 | 0x800  # FAN_REPORT_DIR_FID | FAN_REPORT_NAME
-_FAN_MARK_ADD, _FAN_MARK_FILESYSTEM = 0x1, 0x100
+_FAN_MARK_ADD, _FAN_MARK_DONT_FOLLOW, _FAN_MARK_ONLYDIR = 0x1, 0x4, 0x8
+_FAN_EVENT_ON_CHILD = 0x08000000
 _FAN_ATTRIB, _FAN_CLOSE_WRITE, _FAN_MOVED_FROM, _FAN_MOVED_TO = 0x4, 0x8, 0x40, 0x80
 _FAN_CREATE, _FAN_DELETE, _FAN_Q_OVERFLOW, _FAN_ONDIR = 0x100, 0x200, 0x4000, 0x40000000
 _FAN_MASK = (_FAN_ATTRIB | _FAN_CLOSE_WRITE | _FAN_MOVED_FROM | _FAN_MOVED_TO | _FAN_CREATE | _FAN_DELETE
-             | _FAN_ONDIR)
+             | _FAN_ONDIR | _FAN_EVENT_ON_CHILD)
 _FAN_INFO_DFID_NAME = 2
 _EVENT = struct.Struct("=IBBHQii")  # struct fanotify_event_metadata
 _AT_FDCWD = -100
@@ -149,16 +151,19 @@ def _check(result: int) -> int:
 
 
 class FanotifyWatcher:
-    """fanotify on SOURCE's filesystem (root); `on_change(mount_path)` for changes under SOURCE made by others."""
+    """fanotify marks on SOURCE's cached directories (root); `on_change(mount_path)` for changes made there by
+    other processes than the daemon."""
 
     def __init__(self, source: str, on_change: Callable[[str], None]) -> None:
         self.source = source.rstrip("/") or "/"
         self._on_change = on_change
         self._fd = _check(_libc.fanotify_init(_FAN_CLASS_NOTIF | _FAN_CLOEXEC | _FAN_NONBLOCK | _FAN_REPORT_DFID_NAME,
                                               os.O_RDONLY | os.O_CLOEXEC))
+        self._marked: set[str] = set()
+        self._failed = False
+        self._lock = threading.Lock()
         try:
-            _check(_libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_FILESYSTEM, _FAN_MASK, _AT_FDCWD,
-                                       os.fsencode(self.source)))
+            self._mark("/")
             self._mount_fd = os.open(self.source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # not O_PATH: EBADF
         except BaseException:
             os.close(self._fd)
@@ -170,8 +175,28 @@ class FanotifyWatcher:
         self._thread = threading.Thread(target=self._run, name="source-watcher", daemon=True)
         self._thread.start()
 
+    def _mark(self, path: str) -> None:
+        _check(_libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_DONT_FOLLOW | _FAN_MARK_ONLYDIR, _FAN_MASK,
+                                   _AT_FDCWD, os.fsencode(self.source + (path if path != "/" else ""))))
+        self._marked.add(path)
+
     def watch_dir(self, path: str) -> None:
-        """Nothing to do: the mark covers the whole filesystem."""
+        """The kernel now knows the directory at mount path `path`: mark it (once; the mark follows the
+        directory's inode wherever it moves, and goes with it)."""
+        if path in self._marked or self._failed:
+            return
+        with self._lock:
+            if path in self._marked:
+                return
+            if len(self._marked) > 65536:  # paths of moved or removed directories: re-marking is harmless
+                self._marked.clear()
+            try:
+                self._mark(path)
+            except OSError as e:
+                if e.errno not in (2, 20):  # ENOENT, ENOTDIR: gone already
+                    self._failed = True
+                    print(f"fuse-passthrough: watching SOURCE stopped ({e.strerror}); changes made directly in "
+                          "SOURCE are seen within the cache timeout", file=sys.stderr)
 
     def _mount_path(self, handle: bytes) -> str | None:
         """The mount path of the directory with this file handle, or None if it is not under SOURCE."""
