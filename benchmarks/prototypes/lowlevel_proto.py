@@ -29,8 +29,24 @@ import sys
 import threading
 import time
 import traceback
-from ctypes import (CFUNCTYPE, POINTER, Structure, byref, c_char_p, c_double, c_int, c_int32, c_int64, c_long,
-                    c_size_t, c_uint, c_uint32, c_uint64, c_ulong, c_void_p)
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    byref,
+    c_char_p,
+    c_double,
+    c_int,
+    c_int32,
+    c_int64,
+    c_long,
+    c_size_t,
+    c_uint,
+    c_uint32,
+    c_uint64,
+    c_ulong,
+    c_void_p,
+)
 
 # ------------------------------------------------------------------------------------------------ C structures
 # x86_64 Linux layouts (checked below against the sizes a C compiler gives for libfuse 3.14 headers).

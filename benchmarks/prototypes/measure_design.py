@@ -31,8 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -106,7 +107,7 @@ class Mount:
 
     def stop(self) -> None:
         try:
-            for attempt in range(20):
+            for _attempt in range(20):
                 if not is_fuse_mounted(self.mnt):
                     break
                 r = subprocess.run(["fusermount3", "-u", self.mnt], capture_output=True, text=True)
