@@ -121,14 +121,23 @@ class BackingFiles:
     opens of one source file share one id, counted, and closed with the last release. What the kernel keeps is
     the file's path and the credentials of the thread that registered it: it reopens the path with each open's
     own flags, so one registration serves readers and writers alike.
+
+    With `keep_linked_through_daemon` (cached mounts), a file with several names is not passed through: the
+    high-level API gives each name its own kernel inode, and the other names' cached attributes are kept exact by
+    invalidations the daemon sends after each read and write (coherence.py), which it would never see. So that
+    the kernel never mixes passed-through and cached opens of one inode (it refuses that), a file stays on one
+    side for as long as it has open handles.
     """
 
     def __init__(self) -> None:
         self.session_fd = -1  # /dev/fuse of the mount, known once libfuse calls init
         self.enabled = False   # the kernel accepted FUSE_CAP_PASSTHROUGH
+        self.keep_linked_through_daemon = False
         self._lock = threading.Lock()
         self._by_inode: dict[tuple[int, int], list[int]] = {}  # (st_dev, st_ino) -> [backing id, opens]
         self._by_fh: dict[int, tuple[int, int]] = {}
+        self._declined: dict[tuple[int, int], int] = {}  # hard-linked files open through the daemon -> opens
+        self._declined_fh: dict[int, tuple[int, int]] = {}
         self.failures = 0
 
     def attach(self, fh: int, fd: int) -> int:
@@ -141,6 +150,10 @@ class BackingFiles:
         key = (st.st_dev, st.st_ino)
         with self._lock:
             entry = self._by_inode.get(key)
+            if entry is None and self.keep_linked_through_daemon and (st.st_nlink > 1 or key in self._declined):
+                self._declined[key] = self._declined.get(key, 0) + 1
+                self._declined_fh[fh] = key
+                return 0
             if entry is None:
                 try:
                     # A mutable buffer makes ioctl() return the call's result, here the new backing id.
@@ -167,6 +180,11 @@ class BackingFiles:
     def detach(self, fh: int) -> None:
         """The handle is released: close the backing id with the source file's last open."""
         with self._lock:
+            declined = self._declined_fh.pop(fh, None)
+            if declined is not None:
+                self._declined[declined] -= 1
+                if not self._declined[declined]:
+                    del self._declined[declined]
             key = self._by_fh.pop(fh, None)
             if key is None:
                 return
@@ -309,6 +327,7 @@ class FuseBinding(mfusepy.FUSE):
         conn.max_backing_stack_depth = _FUSE_BACKING_STACKED_OVER
         fuse = _get_context().contents.fuse
         self._backing.session_fd = _libfuse.fuse_session_fd(_fuse_get_session(fuse))
+        self._backing.keep_linked_through_daemon = self.linked_names is not None
         self._backing.enabled = True
 
     def _set_backing(self, fi: Any, fh: int) -> bool:
@@ -375,6 +394,11 @@ class FuseBinding(mfusepy.FUSE):
         result = super().unlink(path)
         if self.linked_names is not None:
             self.linked_names.removed(self._path(path))
+        return result
+
+    def flush(self, path, fip):  # type: ignore[override]
+        result = super().flush(path, fip)
+        self._changed(path)  # a passed-through handle's reads and writes never reached us: refresh at close
         return result
 
     def setxattr(self, path, *args):  # type: ignore[override]
