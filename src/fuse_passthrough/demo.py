@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .cli import PROG, _Parser
+from .arguments import PROG, Parser
 from .mount import check_environment
 from .trace_command import PrivateMount
 from .tracing.formats import format_text
@@ -135,7 +135,7 @@ def _line(event: dict[str, Any] | None) -> str:
 
 
 def run_demo(argv: list[str]) -> int:
-    p = _Parser(prog=f"{PROG} demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=f"{PROG} demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", action="store_true", help="keep the sample source directory and print its path")
     args = p.parse_args(argv)
     check_environment()

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .cli import _Parser, int_at_least
+from .arguments import Parser, int_at_least
 from .tracing.events import KERNEL_COMM, SCHEMA_VERSION
 from .tracing.stats import Summary
 
@@ -652,7 +652,7 @@ _positive = int_at_least(1)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Summarise a JSONL trace written with --format jsonl: per-operation "
+    p = Parser(prog=PROG, description="Summarise a JSONL trace written with --format jsonl: per-operation "
                 "table, busiest paths and processes, errors; optionally export it for Perfetto or as HTML.",
                 epilog="Several files (e.g. a rotated set: t.jsonl.2 t.jsonl.1 t.jsonl) are reported as one trace. "
                 "Exit status: 0 ok, 1 unreadable or malformed input or unwritable output, 2 bad arguments.")

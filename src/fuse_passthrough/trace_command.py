@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .cli import PROG, _Parser, add_trace_arguments
+from .arguments import PROG, Parser, add_trace_arguments
 from .mount import UsageError, check_environment, is_mountpoint, unmount
 from .tracing import Summary
 from .tracing.formats import format_jsonl, format_text
@@ -99,7 +99,7 @@ class PrivateMount:
 
 
 def trace_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} trace", usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = Parser(prog=f"{PROG} trace", usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
                 description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 1)[1])
     p.add_argument("--source", default=".", metavar="DIR", help="directory to mount (default: current)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
