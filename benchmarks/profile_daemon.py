@@ -5,7 +5,8 @@
 
 Writes collapsed stacks (flamegraph input) to benchmarks/work/profile-TARGET-WORKLOAD.txt and prints the
 functions with the most samples, inclusive and exclusive. py-spy is not a project dependency: install it where
-you like (`pip install py-spy`) and pass its path. Uses bench.py's targets and workloads unchanged.
+you like (`pip install py-spy`) and pass its path. Uses bench.py's targets and workloads (targets.py,
+workloads.py) unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402
+from common import HERE, MiB, parse_size, rm_tree  # noqa: E402
+from targets import Session, all_targets, check_targets, stop_all  # noqa: E402
+from workloads import WORKLOADS, Config, make_repo, make_tarball  # noqa: E402
 
 
 def main() -> int:
@@ -30,35 +33,35 @@ def main() -> int:
     p.add_argument("--target", default="ours_notrace", help="one of bench.py's ours_* targets")
     p.add_argument("--workload", default="small_files", help="one of bench.py's workloads")
     p.add_argument("--files", type=int, default=5000)
-    p.add_argument("--size", type=bench.parse_size, default=256 * bench.MiB)
+    p.add_argument("--size", type=parse_size, default=256 * MiB)
     p.add_argument("--rate", type=int, default=250, help="samples per second")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--native", action="store_true", help="include C frames (libfuse, ctypes)")
     a = p.parse_args()
     if not a.py_spy:
         p.error("py-spy not found: pass --py-spy PATH")
-    target = bench.all_targets()[a.target]
-    wl = bench.WORKLOADS[a.workload]
+    target = all_targets()[a.target]
+    wl = WORKLOADS[a.workload]
     workdir = Path(tempfile.mkdtemp(prefix="fpprof-", dir="/tmp"))
-    out = bench.HERE / "work" / f"profile-{a.target}-{a.workload}.txt"
+    out = HERE / "work" / f"profile-{a.target}-{a.workload}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    cfg = bench.Config(size=a.size, files=a.files, rand_reads=20000, tree_files=6000, par_iters=500, smoke=False,
-                       workdir=workdir)
+    cfg = Config(size=a.size, files=a.files, rand_reads=20000, tree_files=6000, par_iters=500, smoke=False,
+                 workdir=workdir)
     src, mnt = workdir / "src", workdir / "mnt"
     src.mkdir()
     mnt.mkdir()
     try:
-        bench.check_targets([target], workdir / "bin")
+        check_targets([target], workdir / "bin")
         if not target.ok:
             print(f"{target.name}: {target.status}", file=sys.stderr)
             return 1
         if a.workload in ("untar", "walk", "git_status"):
-            bench.make_tarball(cfg)
+            make_tarball(cfg)
         if a.workload == "git_status":
-            bench.make_repo(cfg)
+            make_repo(cfg)
         wl.prepare(cfg, src)
-        with bench.Session(target, src, mnt, workdir) as s:
+        with Session(target, src, mnt, workdir) as s:
             assert s.mounted is not None and s.mounted.proc is not None
             spy = subprocess.Popen([a.py_spy, "record", "--pid", str(s.mounted.proc.pid), "--rate", str(a.rate),
                                     "--format", "raw", "--threads", *(["--native"] if a.native else ["--nonblocking"]), "-o", str(out)],
@@ -73,8 +76,8 @@ def main() -> int:
                     print(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')[-500:]}", file=sys.stderr)
         print("seconds:", {k: round(v, 3) for k, v in times.items()})
     finally:
-        bench.stop_all()
-        bench.rm_tree(workdir)
+        stop_all()
+        rm_tree(workdir)
     report(out, a.top)
     print(f"collapsed stacks: {out}")
     return 0
