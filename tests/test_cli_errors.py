@@ -61,6 +61,21 @@ CASES: list[tuple[str, list[str], int, list[str], list[str]]] = [
     ("output-dir-missing", ["--output", "nodir/t.jsonl", "src", "mnt"], 1, ["cannot write trace output"], []),
     ("summary-json-unwritable", ["--summary-json", "nodir/s.json", "src", "mnt"], 1, ["--summary-json"], []),
     ("background-bad-output", ["-b", "--output", "src", "src", "mnt"], 1, ["cannot write trace output"], []),
+    ("fault-unknown-key", ["--fault", "op=write,colour=red,errno=EIO", "src", "mnt"], 2,
+     ["--fault", "unknown key 'colour'"], []),
+    ("fault-unknown-op", ["--fault", "op=scribble,errno=EIO", "src", "mnt"], 2, ["unknown op scribble"], []),
+    ("fault-unknown-errno", ["--fault", "op=write,errno=EWHATEVER", "src", "mnt"], 2,
+     ["unknown errno 'EWHATEVER'"], []),
+    ("fault-probability-out-of-range", ["--fault", "op=read,errno=EIO,probability=2", "src", "mnt"], 2,
+     ["probability must be in [0, 1]"], []),
+    ("fault-malformed-duration", ["--fault", "op=read,delay=fast", "src", "mnt"], 2,
+     ["malformed duration 'fast'"], []),
+    ("fault-nothing-to-inject", ["--fault", "op=read", "src", "mnt"], 2, ["needs errno=, delay= or short="], []),
+    ("fault-file-missing", ["--fault-file", "nosuch.rules", "src", "mnt"], 2,
+     ["cannot read fault file 'nosuch.rules'"], []),
+    ("fault-read-with-passthrough", ["--passthrough", "--fault", "op=read,delay=1ms", "src", "mnt"], 2,
+     ["--passthrough and fault rules on read/write exclude each other"], []),
+    ("fault-file-bad-line", ["--fault-file", "bad.rules", "src", "mnt"], 2, ["bad.rules:2:", "unknown key"], []),
 ]
 
 
@@ -69,6 +84,7 @@ def tree(workdir: Path) -> Path:
     for d in ("src/inner", "mnt", "full/sub", "busy", "busysrc"):
         (workdir / d).mkdir(parents=True)
     (workdir / "file").write_text("x")
+    (workdir / "bad.rules").write_text("op=write,errno=EIO\nop=write,errno=EIO,sometimes=1\n")
     return workdir
 
 

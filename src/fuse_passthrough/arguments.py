@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .faults.rules import KEYS as FAULT_KEYS
 from .mount import UsageError
 
 PROG = "fuse-passthrough"
@@ -45,6 +46,36 @@ def add_trace_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--errors-only", action="store_true", help="only failed operations")
     # For `trace`: keep only events of this process tree (and kernel-issued events on its files).
     f.add_argument("--descendants-of", type=nonneg_int, default=None, help=argparse.SUPPRESS)
+
+
+def add_fault_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fault injection (see README: Fault injection)")
+    g.add_argument("--fault", action="append", type=fault_rule, default=[], metavar="RULE",
+                   help="inject a fault into matching calls, e.g. 'op=write,path=*.db,errno=ENOSPC' or "
+                        "'op=read,delay=50ms,probability=0.1,seed=7'; keys: " + ", ".join(FAULT_KEYS)
+                        + "; repeatable")
+    g.add_argument("--fault-file", metavar="FILE",
+                   help="rules from FILE, one per line ('#' comments); read again whenever FILE changes, "
+                        "on the live mount")
+
+
+def fault_rule(value: str) -> Any:
+    from .faults import RuleError, parse_rule
+    try:
+        return parse_rule(value)
+    except RuleError as e:
+        raise argparse.ArgumentTypeError(f"{e}: {value!r}") from None
+
+
+def fault_file_rules(args: argparse.Namespace) -> list[Any]:
+    """The rules of --fault-file (none without it); a one-line usage error if the file is unusable."""
+    if not args.fault_file:
+        return []
+    from .faults import RuleError, read_rules
+    try:
+        return read_rules(args.fault_file)
+    except RuleError as e:
+        raise UsageError(str(e), 2) from None
 
 
 def comma_list(value: str) -> list[str]:

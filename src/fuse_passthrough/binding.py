@@ -444,12 +444,18 @@ class FuseBinding(mfusepy.FUSE):
         self._changed(path)
         return result
 
+    def _wants_direct_io(self, path: bytes) -> bool:
+        """The operations may ask for direct I/O on a file (the fault layer does, for short reads: through the
+        page cache the kernel would take a short read for the end of the file)."""
+        wants = getattr(self.operations, "direct_io_for", None)
+        return wants is not None and wants(self._path(path))
+
     def open(self, path, fip):  # type: ignore[override]
         fi = fip.contents
         fi.fh = self.operations.open(self._path(path), fi.flags)
         # O_DIRECT: bypass the mount's page cache; data goes straight to the source. A passed-through file gets
         # O_DIRECT on the source itself (and FOPEN_DIRECT_IO would disable passthrough).
-        if not self._set_backing(fi, fi.fh) and fi.flags & os.O_DIRECT:
+        if not self._set_backing(fi, fi.fh) and (fi.flags & os.O_DIRECT or self._wants_direct_io(path)):
             fi.direct_io = 1
         if fi.flags & os.O_TRUNC:
             self._changed(path)
@@ -458,7 +464,7 @@ class FuseBinding(mfusepy.FUSE):
     def create(self, path, mode, fip):  # type: ignore[override]
         fi = fip.contents
         fi.fh = self.operations.create(self._path(path), mode, fi.flags)
-        if not self._set_backing(fi, fi.fh) and fi.flags & os.O_DIRECT:
+        if not self._set_backing(fi, fi.fh) and (fi.flags & os.O_DIRECT or self._wants_direct_io(path)):
             fi.direct_io = 1
         return 0
 

@@ -11,7 +11,16 @@ import tempfile
 from typing import Any
 
 from . import __version__
-from .arguments import PROG, Parser, add_trace_arguments, build_filter, note, open_output
+from .arguments import (
+    PROG,
+    Parser,
+    add_fault_arguments,
+    add_trace_arguments,
+    build_filter,
+    fault_file_rules,
+    note,
+    open_output,
+)
 from .mount import (
     ALL_OPTIONS,
     STOP_SIGNALS,
@@ -93,6 +102,7 @@ def mount_parser() -> argparse.ArgumentParser:
                         "CONFIG_FUSE_PASSTHROUGH; data I/O is then not traced)")
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     add_trace_arguments(p)
+    add_fault_arguments(p)
     return p
 
 
@@ -100,6 +110,7 @@ def run_mount(argv: list[str]) -> int:
     args = mount_parser().parse_args(argv)
     opts = MountOptions.parse(args.options, os.path.abspath(args.source))
     args.passthrough = args.passthrough or opts.kernel_passthrough
+    check_faults(args)
     if args.passthrough:
         check_kernel_passthrough(opts)
     check_environment()
@@ -126,6 +137,39 @@ def check_kernel_passthrough(opts: MountOptions) -> None:
                          "the daemon)", 2)
 
 
+def check_faults(args: argparse.Namespace) -> None:
+    """Rules that cannot work are refused before mounting."""
+    rules = [*args.fault, *fault_file_rules(args)]
+    if args.passthrough and any(rule.ops & {"read", "write"} for rule in rules):
+        raise UsageError("--passthrough and fault rules on read/write exclude each other (the kernel reads and "
+                         "writes passed-through files without asking the daemon)", 2)
+
+
+def fault_layer(args: argparse.Namespace, ops: Any) -> tuple[Any, Any]:
+    """`ops` wrapped in the fault-injection layer when rules are given, and the rules file's watcher."""
+    if not args.fault and not args.fault_file:
+        return ops, None
+    from .faults import FaultInjectingOperations, RuleFileWatcher
+    cli_rules = list(args.fault)
+    file_rules = fault_file_rules(args)
+    layer = FaultInjectingOperations(ops, cli_rules + file_rules, reloadable=bool(args.fault_file))
+    for rule in layer.rules:
+        note(f"fault rule: {rule.text}")
+    if not args.fault_file:
+        return layer, None
+
+    def reloaded(rules: list[Any]) -> None:
+        if args.passthrough and any(rule.ops & {"read", "write"} for rule in rules):
+            note(f"{args.fault_file}: read/write rules do not apply to files opened in kernel passthrough")
+        layer.set_rules(cli_rules + rules)
+        note(f"fault rules reloaded from {args.fault_file}: {len(rules)} rule(s)"
+             + "".join(f"\n  {rule.text}" for rule in rules))
+
+    watcher = RuleFileWatcher(args.fault_file, reloaded,
+                              lambda message: note(f"fault rules not reloaded: {message}"))
+    return layer, watcher
+
+
 def _check_writable(path: str, what: str) -> None:
     """Fail now, not after hours of serving, when a file written at exit cannot be written."""
     parent = os.path.dirname(os.path.abspath(path))
@@ -147,6 +191,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
     from .tracing.sinks import ProcessSink
 
     ops: Any = Passthrough(src, kernel_passthrough=args.passthrough)
+    ops, rules_watcher = fault_layer(args, ops)
     sink = None
     if output is not None:
         output.close()  # it was opened to fail early; the writer process (re)opens it
@@ -184,10 +229,16 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
         status = 1
     finally:
         relay.close()
+        if rules_watcher is not None:
+            rules_watcher.close()
         if sink is not None and sink.close() != 0:  # the writer prints the summary and writes its JSON
             status = 1
-        ops_root = getattr(ops, "inner", ops)
-        ops_root.close()
+        layer = ops
+        while layer is not None:  # the layers (tracing, faults) and the passthrough below them
+            close = getattr(layer, "close", None)
+            if close is not None:
+                close()
+            layer = getattr(layer, "inner", None)
     return status
 
 

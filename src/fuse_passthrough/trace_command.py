@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .arguments import PROG, Parser, add_trace_arguments
+from .arguments import PROG, Parser, add_fault_arguments, add_trace_arguments, fault_file_rules
 from .mount import UsageError, check_environment, is_mountpoint, unmount
 from .tracing import Summary
 from .tracing.formats import format_jsonl, format_text
@@ -105,6 +105,7 @@ def trace_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="mount options, as for the mount (e.g. -o timeout=0: strict mode, every lookup traced)")
     add_trace_arguments(p)
+    add_fault_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     return p
 
@@ -129,6 +130,10 @@ def _daemon_filter_args(args: argparse.Namespace) -> list[str]:
         out.append("--cmdline")
     for o in args.options:
         out += ["-o", o]
+    for rule in args.fault:
+        out += ["--fault", rule.text]
+    if args.fault_file:
+        out += ["--fault-file", os.path.abspath(args.fault_file)]
     return out
 
 
@@ -167,6 +172,7 @@ def run_trace(argv: list[str]) -> int:
     source = os.path.realpath(args.source)
     if not os.path.isdir(source):
         raise UsageError(f"source '{args.source}' is not a directory")
+    fault_file_rules(args)  # a bad rules file is a usage error before anything is mounted
     check_environment()
     here = os.path.realpath(os.getcwd())
     rel = os.path.relpath(here, source) if here == source or here.startswith(source.rstrip("/") + "/") else "."

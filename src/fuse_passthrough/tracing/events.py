@@ -12,6 +12,8 @@ import platform
 import stat
 from typing import Any, NamedTuple
 
+from ..layers import ARG_NAMES
+
 SCHEMA_VERSION = 1
 SCHEMA_FIELDS = ("v", "seq", "ts", "op", "path", "path2", "args", "result", "errno", "duration_ns",
                  "pid", "uid", "gid", "comm")
@@ -31,49 +33,9 @@ class RawEvent(NamedTuple):
     gid: int
     comm: str | None
     cmdline: list[str] | None
+    # What a fault-injection layer did to the call: {"errno": n} | {"short": n} and/or {"delay_ns": n}.
+    injected: dict[str, int] | None = None
 
-
-# Argument names per operation, in mfusepy call order. "path"/"path2" become top-level fields.
-ARG_NAMES: dict[str, tuple[str, ...]] = {
-    "getattr": ("path", "fh"),
-    "readlink": ("path",),
-    "mknod": ("path", "mode", "dev"),
-    "mkdir": ("path", "mode"),
-    "unlink": ("path",),
-    "rmdir": ("path",),
-    "symlink": ("path", "path2"),          # path = the new link, path2 = its target text
-    "rename": ("path", "path2", "flags"),
-    "link": ("path2", "path"),             # path = existing file, path2 = the new name
-    "chmod": ("path", "mode", "fh"),
-    "chown": ("path", "uid", "gid", "fh"),
-    "truncate": ("path", "length", "fh"),
-    "open": ("path", "flags"),
-    "create": ("path", "mode", "flags"),
-    "read": ("path", "size", "offset", "fh"),
-    "write": ("path", "size", "offset", "fh"),
-    "statfs": ("path",),
-    "flush": ("path", "fh"),
-    "release": ("path", "fh"),
-    "fsync": ("path", "datasync", "fh"),
-    "setxattr": ("path", "name", "size", "flags", "position"),
-    "getxattr": ("path", "name", "position"),
-    "listxattr": ("path",),
-    "removexattr": ("path", "name"),
-    "opendir": ("path",),
-    "readdir": ("path", "fh"),
-    "readdir_with_offset": ("path", "offset", "fh"),
-    "releasedir": ("path", "fh"),
-    "fsyncdir": ("path", "datasync", "fh"),
-    "init": ("path",),
-    "destroy": ("path",),
-    "access": ("path", "mask"),
-    "utimens": ("path", "times", "fh"),
-    "fallocate": ("path", "mode", "offset", "length", "fh"),
-    "copy_file_range": ("path", "fh_in", "offset_in", "path2", "fh_out", "offset_out", "size", "flags"),
-    "lseek": ("path", "fh", "offset", "whence"),
-    "flock": ("path", "fh", "operation"),
-    "lock": ("path", "fh", "cmd", "lock"),
-}
 
 # Positions whose value is data (write buffer, xattr value): only the length may leave the hot path.
 DATA_ARGS = {"write": 1, "setxattr": 2}
@@ -245,4 +207,20 @@ def to_event(raw: RawEvent) -> dict[str, Any]:
     }
     if raw.cmdline is not None:
         event["cmdline"] = raw.cmdline
+    if raw.injected:
+        event.update(injection_fields(raw.injected))
     return event
+
+
+def injection_fields(note: dict[str, int]) -> dict[str, Any]:
+    """`injected` ("ENOSPC", "short" or "delay") and `delay_ns` when the call was delayed."""
+    fields: dict[str, Any] = {}
+    if note.get("errno"):
+        fields["injected"] = errno_name(note["errno"])
+    elif "short" in note:
+        fields["injected"] = "short"
+    else:
+        fields["injected"] = "delay"
+    if note.get("delay_ns"):
+        fields["delay_ns"] = note["delay_ns"]
+    return fields

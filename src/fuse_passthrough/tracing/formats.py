@@ -53,8 +53,22 @@ def format_text(event: dict[str, Any]) -> str:
             parts.append(_value(op, name, args[name]))
     pid = event["pid"]
     who = KERNEL_COMM if pid == 0 else f"{event['comm'] or '?'}[{pid}]"
-    return (f"{op}({', '.join(parts)}) {_result(event)}   {event['duration_ns'] / 1e6:.3f} ms  "
+    return (f"{op}({', '.join(parts)}) {_result(event)}{_injected(event)}   {event['duration_ns'] / 1e6:.3f} ms  "
             f"{who} uid={event['uid']} gid={event['gid']}\n")
+
+
+def _injected(event: dict[str, Any]) -> str:
+    """A marker no one can miss: this result was made up by a fault rule, not returned by SOURCE."""
+    injected = event.get("injected")
+    if injected is None:
+        return ""
+    parts = ["INJECTED"]  # an injected errno is the result shown just before
+    if injected == "short":
+        parts.append("short")
+    delay = event.get("delay_ns")
+    if delay:
+        parts.append(f"delay {delay / 1e6:g} ms")
+    return f"  <<{' '.join(parts)}>>"
 
 
 # One encoder for all events (json.dumps with separators= builds a new one per call). ASCII escapes keep file

@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..binding import fuse_context, mfusepy
-from .events import ARG_NAMES, DATA_ARGS, KERNEL_COMM
+from ..binding import fuse_context
+from ..layers import WRAPPABLE_OPS, clear_note, copy_settings, implemented_ops, take_note
+from .events import DATA_ARGS, KERNEL_COMM
 from .filters import EventFilter
 
 
@@ -130,10 +131,9 @@ def _data_free(op: str, result: Any) -> Any:
     return result
 
 
-# Every callback mfusepy may look up on an Operations object: those with decoded arguments (ARG_NAMES) and the
-# rare rest (ioctl, poll, bmap, read_buf...), traced with positional arguments so wrapping hides nothing.
-TRACEABLE_OPS = tuple(dict.fromkeys([*ARG_NAMES, *(f[0] for f in mfusepy.fuse_operations._fields_),
-                                     "readdir_with_offset", "init_with_config"]))
+# Every callback mfusepy may look up: those with decoded arguments (ARG_NAMES) and the rare rest (ioctl, poll,
+# bmap, read_buf...), traced with positional arguments so wrapping hides nothing.
+TRACEABLE_OPS = WRAPPABLE_OPS
 
 
 class TracingOperations:
@@ -152,16 +152,15 @@ class TracingOperations:
         self.names = ProcessNames(with_cmdline)
         self._context = context
         self._seq = itertools.count(1)
-        for flag in ("use_ns", "flag_nopath", "flag_nullpath_ok"):  # settings mfusepy reads off the object
-            if hasattr(inner, flag):
-                setattr(self, flag, getattr(inner, flag))
+        copy_settings(inner, self)
         # Kernel passthrough (binding.BackingFiles): the binding finds it here; opens it covers are marked.
         self.backing_files = getattr(inner, "backing_files", None)
-        for op in TRACEABLE_OPS:
-            fn = getattr(inner, op, None)
-            if fn is None or getattr(fn, "libfuse_ignore", False) or not callable(fn):
-                continue
+        for op, fn in implemented_ops(inner):
             setattr(self, op, self._wrap(op, fn))
+
+    def close(self) -> None:
+        """Release this layer's own resources (not the inner object's)."""
+        self.names.close()
 
     def _wrap(self, op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         record = self._record
@@ -169,6 +168,7 @@ class TracingOperations:
             return fn  # excluded by --ops/--exclude-ops: no cost at all
 
         def traced(*args: Any) -> Any:
+            clear_note()  # a note left by a call that never reached this layer is not this call's
             t0 = time.perf_counter_ns()
             try:
                 result = fn(*args)
@@ -203,4 +203,4 @@ class TracingOperations:
                     result = (result, backing_id)  # its reads and writes will not reach the daemon
         # A plain tuple in RawEvent's field order: cheap to build and to marshal to a writer process.
         self.sink.put((next(self._seq), time.time() - (t1 - t0) / 1e9, op, args, result, err, t1 - t0, pid, uid,
-                       gid, comm, cmdline))
+                       gid, comm, cmdline, take_note()))

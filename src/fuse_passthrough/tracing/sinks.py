@@ -9,6 +9,7 @@ dropping events, and `close` writes everything accepted before returning.
 
 from __future__ import annotations
 
+import dataclasses
 import marshal
 import os
 import queue
@@ -130,7 +131,7 @@ class TraceSink:
                         stop = True
                         continue
                     raw = RawEvent(*item)
-                    self.summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result)
+                    self.summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result, bool(raw.injected))
                     event = to_event(raw)
                     if self._on_event is not None:
                         self._on_event(event)
@@ -150,9 +151,7 @@ class TraceSink:
         with self._lock:
             snap = Summary()
             for op, st in self.summary.ops.items():
-                copy = type(st)(st.calls, st.errors, st.total_ns, st.bytes_read, st.bytes_written,
-                                dict(st.histogram))
-                snap.ops[op] = copy
+                snap.ops[op] = dataclasses.replace(st, histogram=dict(st.histogram))
             return snap
 
     def close(self) -> None:

@@ -30,10 +30,12 @@ class OpStats:
     total_ns: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
+    injected: int = 0  # calls a fault rule acted on
     histogram: dict[int, int] = field(default_factory=dict)
 
-    def add(self, duration_ns: int, failed: bool, nread: int, nwritten: int) -> None:
+    def add(self, duration_ns: int, failed: bool, nread: int, nwritten: int, injected: bool = False) -> None:
         self.calls += 1
+        self.injected += injected
         self.errors += failed
         self.total_ns += duration_ns
         self.bytes_read += nread
@@ -60,7 +62,7 @@ class Summary:
     def __init__(self) -> None:
         self.ops: dict[str, OpStats] = {}
 
-    def add(self, op: str, duration_ns: int, failed: bool, result: Any) -> None:
+    def add(self, op: str, duration_ns: int, failed: bool, result: Any, injected: bool = False) -> None:
         st = self.ops.get(op)
         if st is None:
             st = self.ops[op] = OpStats()
@@ -70,10 +72,15 @@ class Summary:
                 nread = result
             elif op in ("write", "copy_file_range"):
                 nwritten = result
-        st.add(duration_ns, failed, nread, nwritten)
+        st.add(duration_ns, failed, nread, nwritten, injected)
 
     def add_event(self, event: dict[str, Any]) -> None:
-        self.add(event["op"], event["duration_ns"], event["errno"] is not None, event["result"])
+        self.add(event["op"], event["duration_ns"], event["errno"] is not None, event["result"],
+                 "injected" in event)
+
+    @property
+    def total_injected(self) -> int:
+        return sum(s.injected for s in self.ops.values())
 
     @property
     def total_calls(self) -> int:
@@ -86,9 +93,10 @@ class Summary:
                 "calls": s.calls, "errors": s.errors, "total_ns": s.total_ns,
                 "mean_ns": s.total_ns / s.calls if s.calls else 0.0,
                 "p50_ns": s.percentile(0.50), "p99_ns": s.percentile(0.99),
-                "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
+                "bytes_read": s.bytes_read, "bytes_written": s.bytes_written, "injected": s.injected,
             }
         return {"total_calls": self.total_calls, "total_errors": sum(s.errors for s in self.ops.values()),
+                "total_injected": self.total_injected,
                 "total_ns": sum(s.total_ns for s in self.ops.values()), "ops": ops}
 
     def write_json(self, path: str) -> None:
@@ -99,17 +107,21 @@ class Summary:
     def render(self, out: TextIO) -> None:
         d = self.as_dict()
         total = d["total_ns"] or 1
-        out.write(f"{'% time':>6} {'seconds':>10} {'calls':>9} {'errors':>7} {'mean us':>9} {'p50 us':>9} "
-                  f"{'p99 us':>9} {'bytes read':>12} {'bytes written':>13}  op\n")
-        out.write(f"{'-' * 6} {'-' * 10} {'-' * 9} {'-' * 7} {'-' * 9} {'-' * 9} {'-' * 9} {'-' * 12} "
-                  f"{'-' * 13}  {'-' * 16}\n")
+        # The injected column only where a fault rule acted: a plain trace keeps strace -c's familiar shape.
+        inj = bool(d["total_injected"])
+        rule = (f"{'-' * 6} {'-' * 10} {'-' * 9} {'-' * 7} " + ("-" * 8 + " " if inj else "")
+                + f"{'-' * 9} {'-' * 9} {'-' * 9} {'-' * 12} {'-' * 13}  {'-' * 16}\n")
+        out.write(f"{'% time':>6} {'seconds':>10} {'calls':>9} {'errors':>7} " + (f"{'injected':>8} " if inj else "")
+                  + f"{'mean us':>9} {'p50 us':>9} {'p99 us':>9} {'bytes read':>12} {'bytes written':>13}  op\n")
+        out.write(rule)
         for op, s in d["ops"].items():
             out.write(f"{100 * s['total_ns'] / total:6.2f} {s['total_ns'] / 1e9:10.6f} {s['calls']:9d} "
-                      f"{s['errors'] or '':>7} {s['mean_ns'] / 1e3:9.1f} {s['p50_ns'] / 1e3:9.1f} "
+                      f"{s['errors'] or '':>7} " + (f"{s['injected'] or '':>8} " if inj else "")
+                      + f"{s['mean_ns'] / 1e3:9.1f} {s['p50_ns'] / 1e3:9.1f} "
                       f"{s['p99_ns'] / 1e3:9.1f} {s['bytes_read']:12d} {s['bytes_written']:13d}  {op}\n")
-        out.write(f"{'-' * 6} {'-' * 10} {'-' * 9} {'-' * 7} {'-' * 9} {'-' * 9} {'-' * 9} {'-' * 12} "
-                  f"{'-' * 13}  {'-' * 16}\n")
+        out.write(rule)
         out.write(f"{100.0:6.2f} {d['total_ns'] / 1e9:10.6f} {d['total_calls']:9d} {d['total_errors'] or '':>7} "
-                  f"{'':>9} {'':>9} {'':>9} {sum(s['bytes_read'] for s in d['ops'].values()):12d} "
+                  + (f"{d['total_injected']:>8} " if inj else "")
+                  + f"{'':>9} {'':>9} {'':>9} {sum(s['bytes_read'] for s in d['ops'].values()):12d} "
                   f"{sum(s['bytes_written'] for s in d['ops'].values()):13d}  total\n")
         out.flush()

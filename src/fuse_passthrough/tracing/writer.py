@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = []
         for item in marshal.loads(body):
             raw = RawEvent(*item)
-            summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result)
+            summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result, bool(raw.injected))
             lines.append(encode(to_event(raw)))
         output.write_lines(lines)
         written += len(lines)
