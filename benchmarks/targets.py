@@ -131,6 +131,10 @@ class Target:
         return self.status == "ok"
 
 
+FAULT_BENCH_OPS = ("getattr", "create", "open", "read", "write", "flush", "release", "unlink", "mkdir", "rmdir",
+                   "readdir", "opendir", "releasedir", "getxattr", "rename", "utimens", "chmod")
+
+
 def all_targets() -> dict[str, Target]:
     ts = [
         Target("native", "native (ext4, no FUSE)", "native"),
@@ -156,6 +160,9 @@ def all_targets() -> dict[str, Target]:
                trace=True),
         Target("ours_trace_nowatch", "fuse-passthrough traced -o nowatch (cache, no SOURCE watcher)", "ours",
                ["-o", "nowatch"], trace=True),
+        # fault rules that match every call's op but never its path: the cost of matching, nothing injected
+        Target("ours_trace_faults", "fuse-passthrough traced, fault rules matched on every call", "ours",
+               ["--fault", f"op={'|'.join(FAULT_BENCH_OPS)},path=/no-such-dir/*,errno=EIO"], trace=True),
     ]
     return {t.name: t for t in ts}
 

@@ -27,3 +27,32 @@ def test_wrapped_custom_filesystem_is_traced(workdir: Path) -> None:
     assert "read('/hello', 4096, 0, 0) = 32" in err
     assert "getattr('/nope'" not in err and "readdir('/', 0)" in err
     assert "total" in err
+
+
+FLAKY = EXAMPLE.parent / "flaky_disk.py"
+
+
+def test_fault_layer_as_a_library(workdir: Path) -> None:
+    src, mnt = workdir / "src", workdir / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    (src / "f").write_bytes(b"abc")
+    proc = subprocess.Popen([sys.executable, str(FLAKY), str(src), str(mnt)], stderr=subprocess.PIPE, text=True)
+    results = []
+    try:
+        deadline = time.monotonic() + 20
+        while not is_mounted(mnt) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for _ in range(6):
+            try:
+                results.append((mnt / "f").read_bytes())
+            except OSError as e:
+                results.append(e.strerror)
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)])
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert results.count("Input/output error") >= 2 and results.count(b"abc") >= 2, results
+    assert "-> EIO  <<INJECTED>>" in err
+    header = next(line for line in err.splitlines() if line.lstrip().startswith("% time"))
+    assert "injected" in header.split()

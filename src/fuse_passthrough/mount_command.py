@@ -79,6 +79,7 @@ examples:
   {PROG} -b --format jsonl --output t.jsonl ~/src /mnt/src   in the background, JSON lines to a file
   {PROG} --errors-only --path '*.py' ~/src /mnt/src          only failed operations on Python files
   {PROG} -o allow_other,ro /srv/data /mnt/data
+  {PROG} --fault 'op=fsync,errno=EIO,nth=2' ~/src /mnt/src   the second fsync fails (see --fault below)
 
 exit status:
   0 unmounted cleanly; 1 mount or runtime failure; 2 invalid arguments or options
