@@ -162,7 +162,7 @@ def all_targets() -> dict[str, Target]:
                ["-o", "nowatch"], trace=True),
         # fault rules that match every call's op but never its path: the cost of matching, nothing injected
         Target("ours_trace_faults", "fuse-passthrough traced, fault rules matched on every call", "ours",
-               ["--fault", f"op={'|'.join(FAULT_BENCH_OPS)},path=/no-such-dir/*,errno=EIO"], trace=True),
+               ["--fault", f"op={'|'.join(FAULT_BENCH_OPS)},path=/no-such-dir/*,delay=1ms"], trace=True),
     ]
     return {t.name: t for t in ts}
 

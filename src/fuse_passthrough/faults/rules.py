@@ -16,6 +16,7 @@ import fnmatch
 import random
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,9 @@ from ..tracing.events import ARG_NAMES
 
 KEYS = ("op", "path", "comm", "pid", "uid", "errno", "delay", "nth", "every", "after", "times", "probability",
         "seed", "short")
+# Where an operation's paths are among its arguments (path, and path2 such as a rename's new name).
+PATH_POSITIONS = {op: tuple(i for i, name in enumerate(names) if name in ("path", "path2"))
+                  for op, names in ARG_NAMES.items()}
 SHORT_OPS = frozenset({"read", "write"})
 # Errors the kernel ignores, or calls with no caller to return them to: an injected errno would only leak what
 # the call holds (release closes the source's file). Delays are allowed.
@@ -92,7 +96,7 @@ class FaultRule:
     times: int | None = None
     probability: float | None = None
     seed: int | None = None
-    _path_re: re.Pattern[str] | None = field(default=None, repr=False)
+    _path_match: Callable[[str], Any] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _random: random.Random = field(default_factory=random.Random, repr=False)
     matched: int = 0  # calls that matched op/path/comm/pid/uid
@@ -100,7 +104,7 @@ class FaultRule:
 
     def __post_init__(self) -> None:
         if self.path is not None:
-            self._path_re = re.compile(fnmatch.translate(self.path))
+            self._path_match = re.compile(fnmatch.translate(self.path)).match
         self._random.seed(self.seed)
 
     @property
@@ -108,10 +112,12 @@ class FaultRule:
         return bool(self.comms or self.pids or self.uids)
 
     def matches_path(self, op: str, args: tuple[Any, ...]) -> bool:
-        if self._path_re is None:
+        match = self._path_match
+        if match is None:
             return True
-        for name, value in zip(ARG_NAMES.get(op, ()), args, strict=False):
-            if name in ("path", "path2") and isinstance(value, str) and self._path_re.match(value):
+        for i in PATH_POSITIONS.get(op, (0,)):
+            value = args[i] if i < len(args) else None
+            if isinstance(value, str) and match(value):
                 return True
         return False
 
