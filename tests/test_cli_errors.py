@@ -61,6 +61,15 @@ CASES: list[tuple[str, list[str], int, list[str], list[str]]] = [
     ("output-dir-missing", ["--output", "nodir/t.jsonl", "src", "mnt"], 1, ["cannot write trace output"], []),
     ("summary-json-unwritable", ["--summary-json", "nodir/s.json", "src", "mnt"], 1, ["--summary-json"], []),
     ("background-bad-output", ["-b", "--output", "src", "src", "mnt"], 1, ["cannot write trace output"], []),
+    ("trace-option-and-output-disagree", ["--output", "a.jsonl", "-o", "trace=b.jsonl", "src", "mnt"], 2,
+     ["--output", "-o trace", "disagree"], []),
+    ("trace-format-option-xml", ["-o", "trace_format=xml", "src", "mnt"], 2, ["trace_format", "'xml'"], []),
+    ("trace-option-unwritable", ["-o", "trace=nodir/t.jsonl", "src", "mnt"], 1, ["cannot write trace output"], []),
+    ("log-option-in-foreground", ["-o", "log=d.log", "src", "mnt"], 2, ["'log'", "background"], []),
+    # the form mount.fuse3 runs (see test_mount_helper.py): the same one line before anything is started
+    ("helper-form-unknown-option", ["src", "mnt", "-o", "rw,dev,suid,bogus"], 2, ["unknown mount option 'bogus'"],
+     []),
+    ("helper-form-missing-source", ["nosuch", "mnt", "-o", "rw,nodev,nosuid"], 1, ["source", "does not exist"], []),
 ]
 
 

@@ -107,7 +107,7 @@ def run_mount(argv: list[str]) -> int:
     if helper:
         if drop_privileges_mountpoint(args.mountpoint):
             raise UsageError("mount option drop_privileges is not supported (the daemon needs root to act as each "
-                             "caller)", 2)
+                             "caller); mount.fuse3 has mounted already: umount the mountpoint", 2)
         args.background = True
         args.no_trace = args.no_trace or not args.output  # trace only to where -o trace=FILE says
     elif opts.log and not args.background:
