@@ -47,7 +47,8 @@ mount options (-o, comma separated, repeatable):
   default_permissions    the kernel checks SOURCE's permissions for every caller (on unless
                          no_default_permissions is given)
   ro                     read-only mount
-  fsname=NAME, subtype=NAME   what mount(8) shows (default: SOURCE, type fuse.passthrough)
+  fsname=NAME, subtype=NAME   what mount(8) shows (default: SOURCE, type fuse.passthrough; mounted by
+                         mount(8) or fstab: fuse.fuse-passthrough)
   timeout=S              how long the kernel caches attributes and names (attr_timeout and entry_timeout);
                          default 1. Changes made through the mount are invalidated at once, hard links
                          included; changes made directly in SOURCE show within S seconds (sooner with the
@@ -63,9 +64,24 @@ mount options (-o, comma separated, repeatable):
   kernel_cache, auto_cache, direct_io, hard_remove   libfuse high-level options
   nonempty               allow a non-empty MOUNTPOINT (its files are hidden while mounted)
   passthrough            the same as --passthrough
+  trace=FILE, trace_format=text|jsonl, trace_max_bytes=N, trace_backups=N, notrace
+                         the same as --output, --format, --output-max-bytes, --output-backups, --no-trace
+                         (for fstab and mount(8), which have no --options)
+  log=FILE               where a background daemon's messages go (default: with -b, a file in $TMPDIR;
+                         mounted by mount(8) or fstab, syslog)
   also: {', '.join(o for o in ALL_OPTIONS if o not in ('allow_other', 'default_permissions', 'ro', 'fsname',
         'subtype', 'timeout', 'nowatch', 'attr_timeout', 'entry_timeout', 'negative_timeout', 'kernel_cache', 'auto_cache',
-        'direct_io', 'hard_remove', 'nonempty', 'passthrough'))}
+        'direct_io', 'hard_remove', 'nonempty', 'passthrough', 'trace', 'trace_format', 'trace_max_bytes',
+        'trace_backups', 'notrace', 'log'))}
+  accepted and ignored, for fstab, mount(8) and systemd: defaults, auto, noauto, nofail, _netdev, user, users,
+                         owner, group, x-*, X-*, comment=..., and the atime variants other than noatime
+
+mount(8) and fstab (see README):
+  mount -t fuse.fuse-passthrough SOURCE MOUNTPOINT -o trace=/var/log/t.jsonl,trace_format=jsonl
+  SOURCE MOUNTPOINT fuse.fuse-passthrough trace=/var/log/t.jsonl,nofail 0 0        (an /etc/fstab line)
+  mount.fuse3 runs `{PROG} SOURCE MOUNTPOINT -o OPTS`, OPTS always with dev or nodev and suid or
+  nosuid. In that form the program returns once the mount is usable, silently; the daemon logs to syslog (or
+  log=FILE) and traces only with trace=FILE. `umount MOUNTPOINT` stops it, the trace flushed.
 
 examples:
   {PROG} ~/src /mnt/src                      trace everything to stderr, Ctrl-C to stop
