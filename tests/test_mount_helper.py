@@ -33,7 +33,8 @@ PR_SET_CHILD_SUBREAPER = 36
 MOUNT_OPTS = "rw,nofail,_netdev,x-systemd.automount,noatime"
 
 # Prepares the namespace, then waits. $1: the directory to show at /usr/local/sbin, $2: an fstab or "", $3: "dev"
-# for a /dev of our own (a tmpfs with the few devices needed; the test then binds a syslog socket at /dev/log).
+# for a /dev of our own (a tmpfs with the few devices needed; the test then binds a syslog socket at /dev/log),
+# $4: "bin" for an empty /usr/local/bin of our own.
 SETUP = r"""
 set -e
 mkdir -p /run/mount /usr/local/sbin
@@ -45,6 +46,7 @@ if [ "$3" = dev ]; then
   mknod -m 666 /dev/null c 1 3; mknod -m 666 /dev/zero c 1 5; mknod -m 666 /dev/urandom c 1 9
   mknod -m 666 /dev/fuse c 10 229; ln -s /proc/self/fd /dev/fd
 fi
+if [ "$4" = bin ]; then mount -t tmpfs -o mode=755 tmpfs /usr/local/bin; fi
 echo ready
 exec sleep infinity
 """
@@ -53,15 +55,20 @@ exec sleep infinity
 class Namespace:
     """A private mount namespace; `run` runs a command in it, `path` reaches a path in it from outside."""
 
-    def __init__(self, workdir: Path, fstab: Path | None = None, own_dev: bool = False) -> None:
+    def __init__(self, workdir: Path, fstab: Path | None = None, own_dev: bool = False,
+                 own_local_bin: bool = False) -> None:
+        """own_local_bin: an empty /usr/local/bin and /usr/local/sbin (for `make install-launcher`); else the
+        program in /usr/local/sbin."""
         sbin = workdir / "sbin"
         sbin.mkdir(parents=True)
         assert PROGRAM.exists(), f"{PROGRAM}: run the tests from the venv (make test)"
-        r = subprocess.run([str(ROOT / "tools" / "install-launcher.sh"), str(PROGRAM), str(sbin / "fuse-passthrough")],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0 and (sbin / "fuse-passthrough").resolve() == PROGRAM.resolve(), r
+        if not own_local_bin:
+            r = subprocess.run([str(ROOT / "tools" / "install-launcher.sh"), str(PROGRAM),
+                                str(sbin / "fuse-passthrough")], capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0 and (sbin / "fuse-passthrough").resolve() == PROGRAM.resolve(), r
         self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", SETUP, "sh",
-                                      str(sbin), str(fstab or ""), "dev" if own_dev else ""],
+                                      str(sbin), str(fstab or ""), "dev" if own_dev else "",
+                                      "bin" if own_local_bin else ""],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -133,8 +140,8 @@ def namespaces(workdir: Path) -> Iterator[Any]:
     libc = ctypes.CDLL(None, use_errno=True)
     made: list[Namespace] = []
 
-    def make(fstab: Path | None = None, own_dev: bool = False) -> Namespace:
-        ns = Namespace(workdir / f"ns{len(made)}", fstab, own_dev)
+    def make(fstab: Path | None = None, own_dev: bool = False, own_local_bin: bool = False) -> Namespace:
+        ns = Namespace(workdir / f"ns{len(made)}", fstab, own_dev, own_local_bin)
         made.append(ns)
         return ns
 
@@ -378,3 +385,52 @@ def test_the_usual_command_line_form_stays_in_the_foreground(workdir: Path) -> N
     assert status == 0, err
     assert summaries(err) == 1  # the summary on stderr, as in the foreground
     assert EXERCISED <= {e["op"] for e in trace_events(trace)}  # -o trace=FILE, trace_format= as --output/--format
+
+
+def test_make_install_launcher_is_what_mount_runs(workdir: Path, namespaces: Any) -> None:
+    """After `make test` (or `make run`) as root, `mount -t fuse.fuse-passthrough` works: on a machine whose
+    /usr/local/bin has no fuse-passthrough, the target links this checkout's there, and mount(8) runs it."""
+    src, mnt = make_tree(workdir)
+    ns = namespaces(own_local_bin=True)
+    r = ns.run("mount", "-t", "fuse.fuse-passthrough", src, mnt, "-o", MOUNT_OPTS)
+    assert r.returncode != 0 and ns.mounted(mnt) is None  # nothing installed in this namespace yet
+    r = ns.run("make", "-s", "-C", ROOT, "install-launcher", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "install-launcher: /usr/local/bin/fuse-passthrough -> " in r.stdout, r.stdout
+    assert Path(os.readlink(ns.path("/usr/local/bin/fuse-passthrough"))).resolve() == PROGRAM.resolve()
+    r = ns.run("make", "-s", "-C", ROOT, "install-launcher", timeout=600)
+    assert r.returncode == 0 and "install-launcher" not in r.stdout, r  # already there: nothing to say
+    log = workdir / "daemon.log"
+    r = ns.run("mount", "-t", "fuse.fuse-passthrough", src, mnt, "-o", f"{MOUNT_OPTS},log={log}")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(ns.path(mnt)) == ["a"]
+    pid = daemon_pid(log)
+    assert ns.run("umount", mnt).returncode == 0
+    assert reap(pid) == 0
+
+
+@pytest.mark.parametrize("existing", ["nothing", "ours", "a file", "another link", "a dangling link"])
+def test_install_launcher_never_replaces_a_working_program(workdir: Path, existing: str) -> None:
+    link, other = workdir / "bin" / "fuse-passthrough", workdir / "other"
+    link.parent.mkdir()
+    other.write_text("#!/bin/sh\n")
+    if existing == "ours":
+        link.symlink_to(PROGRAM)
+    elif existing == "a file":
+        link.write_text("#!/bin/sh\n")
+    elif existing == "another link":
+        link.symlink_to(other)
+    elif existing == "a dangling link":
+        link.symlink_to(workdir / "gone")
+    before = link.read_text() if existing == "a file" else None
+    r = subprocess.run([str(ROOT / "tools" / "install-launcher.sh"), str(PROGRAM), str(link)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and r.stderr == "", r
+    if existing in ("nothing", "a dangling link"):
+        assert os.readlink(link) == str(PROGRAM) and f"{link} -> {PROGRAM}" in r.stdout
+    elif existing == "ours":
+        assert os.readlink(link) == str(PROGRAM) and r.stdout == ""
+    elif existing == "a file":
+        assert not link.is_symlink() and link.read_text() == before and "left alone" in r.stdout
+    else:
+        assert os.readlink(link) == str(other) and "left alone" in r.stdout
