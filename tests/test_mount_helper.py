@@ -434,3 +434,20 @@ def test_install_launcher_never_replaces_a_working_program(workdir: Path, existi
         assert not link.is_symlink() and link.read_text() == before and "left alone" in r.stdout
     else:
         assert os.readlink(link) == str(other) and "left alone" in r.stdout
+
+
+@pytest.mark.parametrize("log", ["syslog", "log=FILE"])
+def test_a_mount_the_kernel_refuses_is_explained_to_the_mount_caller(workdir: Path, namespaces: Any,
+                                                                      log: str) -> None:
+    """blksize= passes our checks, but only fuseblk takes it: the daemon fails after forking, and what libfuse
+    said reaches mount(8)'s caller whichever way the daemon logs."""
+    src, mnt = make_tree(workdir)
+    ns = namespaces()
+    before = fuse_mounts(ns)
+    opts = f"{MOUNT_OPTS},blksize=4096" + (f",log={workdir / 'daemon.log'}" if log == "log=FILE" else "")
+    r = ns.run("mount", "-t", "fuse.fuse-passthrough", src, mnt, "-o", opts)
+    assert r.returncode == 1, r.stderr
+    assert "mount failed" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.rstrip().splitlines()[-1].startswith("fuse-passthrough: mounting"), r.stderr
+    assert fuse_mounts(ns) == before
+    assert not our_daemons(workdir)
