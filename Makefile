@@ -8,7 +8,8 @@ RUN_PKGS := fuse3 libfuse3-dev python3-venv attr
 TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium gcc pkg-config curl
 BENCH_PKGS := $(TEST_PKGS) bindfs loggedfs gcc pkg-config git
 
-.PHONY: run test test-libfuse-3.17 libfuse-3.17 bench bench-smoke soak lint system-run system-test system-bench clean
+.PHONY: run test test-libfuse-3.17 libfuse-3.17 bench bench-smoke soak lint install-launcher system-run system-test \
+	system-bench clean
 
 # libfuse >= 3.17 for kernel passthrough: the system's on Debian 13; on Debian 12 (3.14) a copy built from
 # Debian 13's source into .cache (tools/build-libfuse.sh) and loaded with FUSE_LIBRARY_PATH.
@@ -16,14 +17,15 @@ NEW_LIBFUSE := $(CURDIR)/.cache/libfuse-3.17/lib/libfuse3.so.4
 LIBFUSE_ENV = $(if $(shell pkg-config --atleast-version=3.17 fuse3 2>/dev/null && echo y),,FUSE_LIBRARY_PATH=$(NEW_LIBFUSE))
 # Run again on libfuse 3.17: the binding, and the passthrough tests; then the POSIX tests through a --passthrough
 # mount, where the kernel does the reads and writes.
-TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_lifecycle.py tests/tracing
+TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_lifecycle.py tests/tracing \
+	tests/test_mount_helper.py
 TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
 	tests/test_stress_ng.py
 
-run: system-run $(STAMP)
+run: system-run $(STAMP) install-launcher
 	$(VENV)/bin/fuse-passthrough demo
 
-test: system-test $(STAMP) libfuse-3.17
+test: system-test $(STAMP) libfuse-3.17 install-launcher
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
@@ -44,6 +46,12 @@ bench-smoke: system-bench $(STAMP) libfuse-3.17
 
 soak: system-test $(STAMP)
 	SOAK_SECONDS=$${SOAK_SECONDS:-300} $(VENV)/bin/pytest -m soak -p no:cacheprovider tests/test_load.py
+
+# mount(8) and fstab (mount -t fuse.fuse-passthrough) run `fuse-passthrough` from a fixed PATH: as root, link this
+# checkout's there unless something is there already (README "mount(8), fstab and systemd").
+LAUNCHER := /usr/local/bin/fuse-passthrough
+install-launcher: $(STAMP)
+	@tools/install-launcher.sh $(CURDIR)/$(VENV)/bin/fuse-passthrough $(LAUNCHER)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

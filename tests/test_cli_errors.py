@@ -76,6 +76,15 @@ CASES: list[tuple[str, list[str], int, list[str], list[str]]] = [
     ("fault-read-with-passthrough", ["--passthrough", "--fault", "op=read,delay=1ms", "src", "mnt"], 2,
      ["--passthrough and fault rules on read/write exclude each other"], []),
     ("fault-file-bad-line", ["--fault-file", "bad.rules", "src", "mnt"], 2, ["bad.rules:2:", "unknown key"], []),
+    ("trace-option-and-output-disagree", ["--output", "a.jsonl", "-o", "trace=b.jsonl", "src", "mnt"], 2,
+     ["--output", "-o trace", "disagree"], []),
+    ("trace-format-option-xml", ["-o", "trace_format=xml", "src", "mnt"], 2, ["trace_format", "'xml'"], []),
+    ("trace-option-unwritable", ["-o", "trace=nodir/t.jsonl", "src", "mnt"], 1, ["cannot write trace output"], []),
+    ("log-option-in-foreground", ["-o", "log=d.log", "src", "mnt"], 2, ["'log'", "background"], []),
+    # the form mount.fuse3 runs (see test_mount_helper.py): the same one line before anything is started
+    ("helper-form-unknown-option", ["src", "mnt", "-o", "rw,dev,suid,bogus"], 2, ["unknown mount option 'bogus'"],
+     []),
+    ("helper-form-missing-source", ["nosuch", "mnt", "-o", "rw,nodev,nosuid"], 1, ["source", "does not exist"], []),
 ]
 
 

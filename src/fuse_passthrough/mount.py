@@ -23,12 +23,20 @@ class UsageError(Exception):
         self.status = status
 
 
-# -o options passed to the kernel / fusermount3 as they are.
+# -o options passed to the kernel / fusermount3 as they are: the FUSE ones, and the generic mount flags that every
+# libfuse from 3.14 on passes on (3.16 dropped `atime`, 3.14 lacks the other atime variants).
 _FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "rw", "auto_unmount", "dev", "nodev",
-                 "suid", "nosuid", "exec", "noexec", "atime", "noatime", "diratime", "nodiratime", "relatime",
-                 "norelatime", "strictatime", "sync", "async", "dirsync", "lazytime", "nolazytime"}
-_STRING_OPTIONS = {"fsname", "subtype"}
+                 "suid", "nosuid", "exec", "noexec", "noatime", "sync", "async", "dirsync"}
+_STRING_OPTIONS = {"fsname", "subtype", "context", "fscontext", "defcontext", "rootcontext"}
 _INT_OPTIONS = {"max_read", "blksize"}
+# Accepted and dropped, so that fstab lines, mount(8) and systemd work: options for mount(8) itself (mount.fuse3
+# strips most of them, but they may also be given to us directly), and the atime variants, which mean nothing
+# here (a file's atime is SOURCE's, kept by SOURCE's filesystem) and which libfuse cannot all pass on. Also
+# dropped: x-* and X-* (userspace annotations such as x-systemd.automount) and comment=...
+_IGNORED_FLAGS = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser", "users", "owner", "group",
+                  "atime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime",
+                  "lazytime", "nolazytime"}
+_IGNORED_PREFIXES = ("x-", "X-", "comment=")
 # -o options that set libfuse's high-level struct fuse_config.
 _CONFIG_FLOATS = {"attr_timeout", "entry_timeout", "negative_timeout", "ac_attr_timeout"}
 # Cache timeouts of a default mount (seconds): the kernel keeps attributes and names this long; changes made
@@ -38,9 +46,14 @@ _CONFIG_FLAGS = {"kernel_cache", "auto_cache", "direct_io", "hard_remove"}
 # Our own -o options.
 _OWN_FLAGS = {"no_default_permissions", "nonempty", "passthrough", "nowatch"}
 _OWN_FLOATS = {"timeout"}  # timeout=N: attr_timeout and entry_timeout; timeout=0: strict (negative too)
+# Tracing as -o options (for fstab and mount(8), where there are no --flags): the --option each one sets.
+TRACE_OPTIONS = {"trace": "output", "trace_format": "format", "trace_max_bytes": "output_max_bytes",
+                 "trace_backups": "output_backups", "notrace": "no_trace"}
+# log=FILE: where a background daemon writes its messages (see mount_command._background).
+_OWN_STRINGS = {"log"}
 
 ALL_OPTIONS = sorted(_FLAG_OPTIONS | _STRING_OPTIONS | _INT_OPTIONS | _CONFIG_FLOATS | _CONFIG_FLAGS | _OWN_FLAGS
-                     | _OWN_FLOATS)
+                     | _OWN_FLOATS | set(TRACE_OPTIONS) | _OWN_STRINGS)
 
 
 @dataclass
@@ -52,6 +65,8 @@ class MountOptions:
     nonempty: bool = False
     kernel_passthrough: bool = False  # -o passthrough, the same as --passthrough
     watch: bool = True  # cached mounts watch SOURCE for changes made there directly (-o nowatch: not)
+    trace: dict[str, Any] = field(default_factory=dict)  # trace=... etc. by the --option's dest (TRACE_OPTIONS)
+    log: str | None = None  # -o log=FILE
 
     @property
     def strict(self) -> bool:
@@ -59,7 +74,7 @@ class MountOptions:
         return not (self.config.get("attr_timeout") or self.config.get("entry_timeout"))
 
     @classmethod
-    def parse(cls, specs: Iterable[str], source: str) -> MountOptions:
+    def parse(cls, specs: Iterable[str], source: str, subtype: str = "passthrough") -> MountOptions:
         m = cls()
         default_permissions = True
         # Cached by default, exact for changes through the mount (README "Caching and coherence"); no negative
@@ -67,11 +82,15 @@ class MountOptions:
         m.config.update(attr_timeout=DEFAULT_TIMEOUT, entry_timeout=DEFAULT_TIMEOUT, negative_timeout=0.0,
                         use_ino=1)
         m.kernel["fsname"] = source
-        m.kernel["subtype"] = "passthrough"
+        m.kernel["subtype"] = subtype
         for spec in specs:
             for item in _split_options(spec):
                 key, eq, value = item.partition("=")
-                if key in _FLAG_OPTIONS or key in _CONFIG_FLAGS or key in _OWN_FLAGS:
+                if key in _IGNORED_FLAGS and not eq or item.startswith(_IGNORED_PREFIXES):
+                    continue
+                if key in TRACE_OPTIONS or key in _OWN_STRINGS:
+                    m._parse_own(key, eq, value)
+                elif key in _FLAG_OPTIONS or key in _CONFIG_FLAGS or key in _OWN_FLAGS:
                     if eq:
                         raise UsageError(f"mount option '{key}' takes no value", 2)
                     if key == "no_default_permissions":
@@ -116,6 +135,32 @@ class MountOptions:
         if "fsname" in m.kernel:  # libfuse splits -o on unescaped commas
             m.kernel["fsname"] = m.kernel["fsname"].replace("\\", "\\\\").replace(",", "\\,")
         return m
+
+    def _parse_own(self, key: str, eq: str, value: str) -> None:
+        """The tracing options and log=FILE."""
+        if key == "notrace":
+            if eq:
+                raise UsageError("mount option 'notrace' takes no value", 2)
+            self.trace["no_trace"] = True
+            return
+        if not value:
+            raise UsageError(f"mount option '{key}' needs a value ({key}=...)", 2)
+        if key == "log":
+            self.log = value
+        elif key == "trace":
+            self.trace["output"] = value
+        elif key == "trace_format":
+            if value not in ("text", "jsonl"):
+                raise UsageError(f"mount option 'trace_format' must be text or jsonl, got '{value}'", 2)
+            self.trace["format"] = value
+        else:
+            import argparse
+
+            from .arguments import byte_size, nonneg_int
+            try:
+                self.trace[TRACE_OPTIONS[key]] = (byte_size if key == "trace_max_bytes" else nonneg_int)(value)
+            except argparse.ArgumentTypeError as e:
+                raise UsageError(f"mount option '{key}': {e}", 2) from None
 
 
 def _split_options(spec: str) -> list[str]:

@@ -24,6 +24,7 @@ from .arguments import (
 from .mount import (
     ALL_OPTIONS,
     STOP_SIGNALS,
+    TRACE_OPTIONS,
     MountOptions,
     SessionStopper,
     SignalRelay,
@@ -32,6 +33,7 @@ from .mount import (
     check_paths,
     keep_signal_handlers,
 )
+from .mount_helper import SUBTYPE, SyslogForwarder, drop_privileges_mountpoint, is_helper_form
 
 MOUNT_DESCRIPTION = f"""\
 Mirror SOURCE at MOUNTPOINT with FUSE, passing every operation through to SOURCE unchanged, and record each
@@ -54,7 +56,8 @@ mount options (-o, comma separated, repeatable):
   default_permissions    the kernel checks SOURCE's permissions for every caller (on unless
                          no_default_permissions is given)
   ro                     read-only mount
-  fsname=NAME, subtype=NAME   what mount(8) shows (default: SOURCE, type fuse.passthrough)
+  fsname=NAME, subtype=NAME   what mount(8) shows (default: SOURCE, type fuse.passthrough; mounted by
+                         mount(8) or fstab: fuse.fuse-passthrough)
   timeout=S              how long the kernel caches attributes and names (attr_timeout and entry_timeout);
                          default 1. Changes made through the mount are invalidated at once, hard links
                          included; changes made directly in SOURCE show within S seconds (sooner with the
@@ -70,9 +73,24 @@ mount options (-o, comma separated, repeatable):
   kernel_cache, auto_cache, direct_io, hard_remove   libfuse high-level options
   nonempty               allow a non-empty MOUNTPOINT (its files are hidden while mounted)
   passthrough            the same as --passthrough
+  trace=FILE, trace_format=text|jsonl, trace_max_bytes=N, trace_backups=N, notrace
+                         the same as --output, --format, --output-max-bytes, --output-backups, --no-trace
+                         (for fstab and mount(8), which have no --options)
+  log=FILE               where a background daemon's messages go (default: with -b, a file in $TMPDIR;
+                         mounted by mount(8) or fstab, syslog)
   also: {', '.join(o for o in ALL_OPTIONS if o not in ('allow_other', 'default_permissions', 'ro', 'fsname',
         'subtype', 'timeout', 'nowatch', 'attr_timeout', 'entry_timeout', 'negative_timeout', 'kernel_cache', 'auto_cache',
-        'direct_io', 'hard_remove', 'nonempty', 'passthrough'))}
+        'direct_io', 'hard_remove', 'nonempty', 'passthrough', 'trace', 'trace_format', 'trace_max_bytes',
+        'trace_backups', 'notrace', 'log'))}
+  accepted and ignored, for fstab, mount(8) and systemd: defaults, auto, noauto, nofail, _netdev, user, users,
+                         owner, group, x-*, X-*, comment=..., and the atime variants other than noatime
+
+mount(8) and fstab (see README):
+  mount -t fuse.fuse-passthrough SOURCE MOUNTPOINT -o trace=/var/log/t.jsonl,trace_format=jsonl
+  SOURCE MOUNTPOINT fuse.fuse-passthrough trace=/var/log/t.jsonl,nofail 0 0        (an /etc/fstab line)
+  mount.fuse3 runs `{PROG} SOURCE MOUNTPOINT -o OPTS`, OPTS always with dev or nodev and suid or
+  nosuid. In that form the program returns once the mount is usable, silently; the daemon logs to syslog (or
+  log=FILE) and traces only with trace=FILE. `umount MOUNTPOINT` stops it, the trace flushed.
 
 examples:
   {PROG} ~/src /mnt/src                      trace everything to stderr, Ctrl-C to stop
@@ -108,8 +126,20 @@ def mount_parser() -> argparse.ArgumentParser:
 
 
 def run_mount(argv: list[str]) -> int:
-    args = mount_parser().parse_args(argv)
-    opts = MountOptions.parse(args.options, os.path.abspath(args.source))
+    parser = mount_parser()
+    args = parser.parse_args(argv)
+    helper = is_helper_form(argv)  # run by mount(8)/mount.fuse3: see mount_helper.py
+    opts = MountOptions.parse(args.options, os.path.abspath(args.source), subtype=SUBTYPE if helper else "passthrough")
+    _apply_trace_options(parser, args, opts)
+    if helper:
+        if drop_privileges_mountpoint(args.mountpoint):
+            raise UsageError("mount option drop_privileges is not supported (the daemon needs root to act as each "
+                             "caller); mount.fuse3 has mounted already: umount the mountpoint", 2)
+        args.background = True
+        args.no_trace = args.no_trace or not args.output  # trace only to where -o trace=FILE says
+    elif opts.log and not args.background:
+        raise UsageError("mount option 'log' is for background mounts (-b, mount(8), fstab); in the foreground "
+                         "messages go to stderr", 2)
     args.passthrough = args.passthrough or opts.kernel_passthrough
     check_faults(args)
     if args.passthrough:
@@ -120,9 +150,22 @@ def run_mount(argv: list[str]) -> int:
     if args.summary_json:
         _check_writable(args.summary_json, "--summary-json")
     if args.background:
-        return _background(args, src, mnt, opts, filt)
+        return _background(args, src, mnt, opts, filt, helper=helper)
     output = None if args.no_trace else open_output(args)
     return serve(args, src, mnt, opts, filt, output)
+
+
+def _apply_trace_options(parser: argparse.ArgumentParser, args: argparse.Namespace, opts: MountOptions) -> None:
+    """-o trace=FILE, trace_format=..., trace_max_bytes=N, trace_backups=N, notrace: the same as the --options."""
+    flags = {dest: f"-o {key}" for key, dest in TRACE_OPTIONS.items()}
+    for dest, value in opts.trace.items():
+        given = getattr(args, dest)
+        if given != parser.get_default(dest) and given != value:
+            option = "--" + dest.replace("_", "-")
+            raise UsageError(f"{option} and {flags[dest]} disagree; give one of them", 2)
+        setattr(args, dest, value)
+    if opts.trace.get("no_trace") and opts.trace.get("output"):
+        raise UsageError("mount options 'notrace' and 'trace' exclude each other", 2)
 
 
 def check_kernel_passthrough(opts: MountOptions) -> None:
@@ -246,18 +289,32 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
 _READY = b"\0fuse-passthrough-ready\n"
 
 
-def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt: Any) -> int:
-    """Fork a daemon that mounts; return 0 once the mount is usable, 1 with its error if it fails."""
+def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt: Any,
+                helper: bool = False) -> int:
+    """Fork a daemon that mounts; return 0 once the mount is usable, 1 with its error if it fails.
+
+    The daemon's messages go to -o log=FILE, else (-b) to a new file in $TMPDIR, else (helper form) to syslog.
+    """
     made: list[str] = []  # temporary files to remove again if the mount fails
+    log_path: str | None = None
+    log_start = 0  # where this run's messages begin in the log
     try:
         if not args.no_trace and not args.output:
             fd, args.output = tempfile.mkstemp(prefix="fuse-passthrough-", suffix=".trace")
             os.close(fd)
             made.append(args.output)
         output = None if args.no_trace else open_output(args)
-        fd, log_path = tempfile.mkstemp(prefix="fuse-passthrough-", suffix=".log")
-        os.close(fd)
-        made.append(log_path)
+        if opts.log:
+            log_path = os.path.abspath(opts.log)
+            try:
+                os.close(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+                log_start = os.stat(log_path).st_size
+            except OSError as e:
+                raise UsageError(f"cannot write log file '{opts.log}': {e.strerror}") from None
+        elif not helper:
+            fd, log_path = tempfile.mkstemp(prefix="fuse-passthrough-", suffix=".log")
+            os.close(fd)
+            made.append(log_path)
     except BaseException:
         _remove(made)
         raise
@@ -273,16 +330,32 @@ def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions
         os.close(r)
         os.setsid()
         os.chdir("/")  # hold no directory busy
+        _close_inherited_fds()  # e.g. a pipe of whoever ran mount(8), who would wait for its end forever
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
-        log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
-        os.dup2(log, 2)  # everything, libfuse's mount errors included; the parent shows them on failure
-        os.close(log)
+        os.close(devnull)
+        forwarder = None
+        if log_path is not None:
+            log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+            os.dup2(log, 2)  # everything, libfuse's mount errors included; the parent shows them on failure
+            os.close(log)
+        else:
+            forwarder = SyslogForwarder()
+            forwarder.start()
+        readied = False
 
         def ready() -> None:
+            nonlocal readied
+            if helper:
+                where = f"trace: {args.output}" if not args.no_trace else "not tracing (no -o trace=FILE)"
+                note(f"mounted {src} at {mnt} (pid {os.getpid()}); {where}")
+                sys.stderr.flush()
+            if forwarder is not None:
+                forwarder.ready()
             # `w` is not inherited by programs the daemon runs (non-inheritable), so closing it here, or the
             # daemon's exit, is the parent's EOF.
+            readied = True
             os.write(w, _READY)
             os.close(w)
 
@@ -292,6 +365,10 @@ def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions
             print(f"{PROG}: {e}", file=sys.stderr)
             status = 1
         sys.stderr.flush()
+        if forwarder is not None:
+            early = forwarder.finish()
+            if not readied:  # the parent shows why the mount failed
+                os.write(w, early)
         os._exit(status)
     os.close(w)
     if output is not None:
@@ -304,21 +381,41 @@ def _background(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions
         text += data
     os.close(r)
     if _READY in text:
-        where = f"trace: {args.output}; " if args.output and not args.no_trace else ""
-        print(f"{PROG}: mounted {src} at {mnt} (pid {pid}); {where}log: {log_path}; "
-              f"stop with: fusermount3 -u {mnt}", file=sys.stderr)
+        if not helper:  # a mount helper says nothing when all is well
+            where = f"trace: {args.output}; " if args.output and not args.no_trace else ""
+            print(f"{PROG}: mounted {src} at {mnt} (pid {pid}); {where}log: {log_path}; "
+                  f"stop with: fusermount3 -u {mnt}", file=sys.stderr)
         return 0
     os.waitpid(pid, 0)
-    try:
-        with open(log_path, "rb") as f:
-            logged = f.read()
-    except OSError:
-        logged = b""
+    logged = text
+    if log_path is not None:
+        try:
+            with open(log_path, "rb") as f:
+                f.seek(log_start)
+                logged += f.read()
+        except OSError:
+            pass
     _remove(made)
     sys.stderr.write(logged.decode("utf-8", "replace"))
     if not logged.strip():
         print(f"{PROG}: the filesystem exited before the mount was ready", file=sys.stderr)
     return 1
+
+
+def _close_inherited_fds() -> None:
+    """Close the descriptors this process was started with beyond 0-2 (ours are all non-inheritable)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    os.close(fd)
+            except OSError:
+                pass
 
 
 def _remove(paths: list[str]) -> None:
