@@ -451,3 +451,23 @@ def test_a_mount_the_kernel_refuses_is_explained_to_the_mount_caller(workdir: Pa
     assert r.stderr.rstrip().splitlines()[-1].startswith("fuse-passthrough: mounting"), r.stderr
     assert fuse_mounts(ns) == before
     assert not our_daemons(workdir)
+
+
+def test_fault_rules_as_a_mount_option(workdir: Path, namespaces: Any) -> None:
+    """fstab has no --fault-file: -o fault_file=FILE is the same, and its rules apply on the daemon."""
+    ns = namespaces()
+    src, mnt = make_tree(workdir)
+    rules, log = workdir / "faults.rules", workdir / "daemon.log"
+    rules.write_text("op=mkdir,errno=EDQUOT\n")
+    r = ns.run("mount", "-t", "fuse.fuse-passthrough", src, mnt, "-o", f"fault_file={rules},{MOUNT_OPTS},log={log}")
+    assert r.returncode == 0, r.stderr
+    pid = daemon_pid(log)
+    try:
+        made = ns.run("mkdir", ns.path(mnt) / "d")
+        assert made.returncode != 0 and "quota" in made.stderr.lower(), made.stderr
+        assert ns.run("touch", ns.path(mnt) / "f").returncode == 0
+    finally:
+        assert ns.run("umount", mnt).returncode == 0
+        assert reap(pid) == 0, log.read_text()
+    assert sorted(os.listdir(src)) == ["a", "f"]
+    assert "fault rule: op=mkdir,errno=EDQUOT" in log.read_text()

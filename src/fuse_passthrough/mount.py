@@ -46,9 +46,10 @@ _CONFIG_FLAGS = {"kernel_cache", "auto_cache", "direct_io", "hard_remove"}
 # Our own -o options.
 _OWN_FLAGS = {"no_default_permissions", "nonempty", "passthrough", "nowatch"}
 _OWN_FLOATS = {"timeout"}  # timeout=N: attr_timeout and entry_timeout; timeout=0: strict (negative too)
-# Tracing as -o options (for fstab and mount(8), where there are no --flags): the --option each one sets.
+# Tracing and fault rules as -o options (for fstab and mount(8), where there are no --flags): the --option
+# each one sets.
 TRACE_OPTIONS = {"trace": "output", "trace_format": "format", "trace_max_bytes": "output_max_bytes",
-                 "trace_backups": "output_backups", "notrace": "no_trace"}
+                 "trace_backups": "output_backups", "notrace": "no_trace", "fault_file": "fault_file"}
 # log=FILE: where a background daemon writes its messages (see mount_command._background).
 _OWN_STRINGS = {"log"}
 
@@ -137,7 +138,7 @@ class MountOptions:
         return m
 
     def _parse_own(self, key: str, eq: str, value: str) -> None:
-        """The tracing options and log=FILE."""
+        """The tracing options, fault_file=FILE and log=FILE."""
         if key == "notrace":
             if eq:
                 raise UsageError("mount option 'notrace' takes no value", 2)
@@ -147,8 +148,8 @@ class MountOptions:
             raise UsageError(f"mount option '{key}' needs a value ({key}=...)", 2)
         if key == "log":
             self.log = value
-        elif key == "trace":
-            self.trace["output"] = value
+        elif key in ("trace", "fault_file"):
+            self.trace[TRACE_OPTIONS[key]] = value
         elif key == "trace_format":
             if value not in ("text", "jsonl"):
                 raise UsageError(f"mount option 'trace_format' must be text or jsonl, got '{value}'", 2)

@@ -76,12 +76,13 @@ mount options (-o, comma separated, repeatable):
   trace=FILE, trace_format=text|jsonl, trace_max_bytes=N, trace_backups=N, notrace
                          the same as --output, --format, --output-max-bytes, --output-backups, --no-trace
                          (for fstab and mount(8), which have no --options)
+  fault_file=FILE        the same as --fault-file FILE (fault rules, re-read when FILE changes)
   log=FILE               where a background daemon's messages go (default: with -b, a file in $TMPDIR;
                          mounted by mount(8) or fstab, syslog)
   also: {', '.join(o for o in ALL_OPTIONS if o not in ('allow_other', 'default_permissions', 'ro', 'fsname',
         'subtype', 'timeout', 'nowatch', 'attr_timeout', 'entry_timeout', 'negative_timeout', 'kernel_cache', 'auto_cache',
         'direct_io', 'hard_remove', 'nonempty', 'passthrough', 'trace', 'trace_format', 'trace_max_bytes',
-        'trace_backups', 'notrace', 'log'))}
+        'trace_backups', 'notrace', 'log', 'fault_file'))}
   accepted and ignored, for fstab, mount(8) and systemd: defaults, auto, noauto, nofail, _netdev, user, users,
                          owner, group, x-*, X-*, comment=..., and the atime variants other than noatime
 
@@ -141,6 +142,8 @@ def run_mount(argv: list[str]) -> int:
         raise UsageError("mount option 'log' is for background mounts (-b, mount(8), fstab); in the foreground "
                          "messages go to stderr", 2)
     args.passthrough = args.passthrough or opts.kernel_passthrough
+    if args.fault_file:
+        args.fault_file = os.path.abspath(args.fault_file)  # a daemon works in "/"
     check_faults(args)
     if args.passthrough:
         check_kernel_passthrough(opts)

@@ -315,3 +315,35 @@ def test_sqlite_stays_consistent_when_fsync_and_write_fail(workdir: Path) -> Non
         check.close()
     assert committed <= present  # every commit SQLite reported is there
     assert {e["injected"] for e in m.events() if "injected" in e} == {"EIO", "ENOSPC"}
+
+
+def test_background_mount_reads_a_relative_rules_file(workdir: Path) -> None:
+    """-b: the daemon works in "/", the rules file named relative to where the command ran still counts."""
+    (workdir / "src").mkdir()
+    (workdir / "mnt").mkdir()
+    (workdir / "faults.rules").write_text("op=mkdir,errno=EDQUOT\n")
+    r = subprocess.run(PROG + ["-b", "--no-trace", "--fault-file", "faults.rules", "src", "mnt"], cwd=workdir,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid = int(r.stderr.split("(pid ")[1].split(")")[0])
+    try:
+        with pytest.raises(OSError) as e:
+            (workdir / "mnt" / "d").mkdir()
+        assert e.value.errno == 122
+        (workdir / "mnt" / "f").write_text("x")
+        rules_new = workdir / "new.rules"
+        rules_new.write_text("")
+        os.rename(rules_new, workdir / "faults.rules")
+        assert wait_for(lambda: _mkdir_works(workdir / "mnt" / "d")), "rules reloaded in the background daemon"
+    finally:
+        subprocess.run(["fusermount3", "-u", str(workdir / "mnt")], check=True)
+        assert wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30)
+    assert sorted(p.name for p in (workdir / "src").iterdir()) == ["d", "f"]
+
+
+def _mkdir_works(path: Path) -> bool:
+    try:
+        path.mkdir()
+        return True
+    except OSError:
+        return False
