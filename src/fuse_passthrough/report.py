@@ -696,19 +696,24 @@ def build(files: list[str], keep_events: bool = False, *, sample: bool = False, 
     return Report.from_tally(tally), list(map(as_dict, events))
 
 
-def _input_size(files: list[str]) -> int:
-    total = 0
-    for f in files:
+def _input_size(files: list[str]) -> tuple[int, int]:
+    """(bytes in the files, an estimate of their decompressed size: a compressed trace is ~10x smaller)."""
+    total = estimate = 0
+    for path in files:
         try:
-            total += os.path.getsize(f)
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                compressed = f.read(4)[:2] in (b"\x1f\x8b", b"\x28\xb5")
         except OSError:
-            pass
-    return total
+            continue
+        total += size
+        estimate += size * 10 if compressed else size
+    return total, estimate
 
 
-def _progress_bar(total: int) -> Any:
-    """A progress bar on stderr, for a large input when stderr is a terminal; else None."""
-    if total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+def _progress_bar(total: int, estimate: int) -> Any:
+    """A progress bar on stderr (bytes of the files read), for a large input on a terminal; else None."""
+    if estimate < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
     tqdm.monitor_interval = 0  # no monitor thread: the report forks its workers after this
@@ -718,9 +723,9 @@ def _progress_bar(total: int) -> Any:
 
 def run_report(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    size = _input_size(args.traces)
-    jobs = args.jobs or (default_jobs() if size >= PARALLEL_MIN_BYTES else 1)
-    bar = _progress_bar(size)
+    size, estimate = _input_size(args.traces)
+    jobs = args.jobs or (default_jobs() if estimate >= PARALLEL_MIN_BYTES else 1)
+    bar = _progress_bar(size, estimate)
 
     def truncated(path: str, lines: int, partial: int) -> None:
         cut = f", and skipped the {partial} bytes of the line it cut" if partial else ""
