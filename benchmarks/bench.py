@@ -1194,6 +1194,10 @@ def main(argv: list[str] | None = None) -> int:
         res = run_all(cfg, targets, workloads, rounds)
         summary = summarize(cfg, targets, workloads, res, rounds, started)
         md = render_markdown(summary)
+        import trace_files  # benchmarks/trace_files.py: compressed traces and report throughput
+        summary["trace_files"] = trace_files.rows(trace_files.SMOKE_EVENTS if smoke else trace_files.EVENTS, workdir)
+        md += "\n## Trace files: compression, writer cost, report throughput\n\n" + trace_files.render(
+            summary["trace_files"])
         results_dir.mkdir(parents=True, exist_ok=True)
         (results_dir / f"{name}.json").write_text(json.dumps(summary, indent=1, sort_keys=False) + "\n")
         (results_dir / f"{name}.md").write_text(md)
