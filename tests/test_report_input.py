@@ -156,9 +156,9 @@ def test_corrupt_compressed_data_is_an_error(tmp_path: Path, capsys: pytest.Capt
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks and slices of a few KiB: a small trace spans many of them (the workers inherit this: fork)."""
+    """Chunks of a few KiB, slices of 7 lines: a small trace spans many (the workers inherit this: fork)."""
     monkeypatch.setattr(trace_scan, "CHUNK", 8 << 10)
-    monkeypatch.setattr(trace_scan, "SLICE", 2 << 10)
+    monkeypatch.setattr(trace_scan, "SLICE", 7)
 
 
 @pytest.mark.parametrize("suffix", ["", ".zst"])

@@ -18,6 +18,7 @@ merged at the end. The result does not depend on the number of jobs.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import math
@@ -27,11 +28,11 @@ import queue
 import stat
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from math import log2
-from operator import add, attrgetter, is_not, mod, mul, not_, truediv
+from operator import add, attrgetter, is_, is_not, lshift, mod, mul, not_, or_, truediv
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -39,8 +40,8 @@ import msgspec
 from .tracing.compression import CorruptTrace, TraceReader
 from .tracing.events import SCHEMA_VERSION
 
-CHUNK = 4 << 20       # bytes of whole lines read (and sent to a worker) at a time
-SLICE = 128 << 10     # bytes of lines decoded and tallied together: their objects stay in the CPU cache
+CHUNK = 512 << 10     # bytes of whole lines read (and sent to a worker) at a time
+SLICE = 512           # lines decoded and tallied together: their objects stay in the CPU cache
 TABLE_CAP = 50_000    # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
 BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
 
@@ -69,16 +70,27 @@ class Event(msgspec.Struct, gc=False):
     cmdline: list[Any] | None = None
 
 
-class _FastEvent(Event, gc=False):
-    """The same fields, decoded with args and result left as raw JSON (Raw)."""
+class _Object(msgspec.Struct, gc=False):
+    """A JSON object whose fields are checked as JSON and skipped."""
+
+
+class _FullEvent(Event, gc=False):
+    """The same fields, with args and result kept as raw JSON (Raw), decoded when needed."""
 
     args: msgspec.Raw = msgspec.Raw(b"{}")
     result: msgspec.Raw = msgspec.Raw(b"null")
 
 
+class _FastEvent(Event, gc=False):
+    """What the tally needs: args only checked to be an object, result raw (for bytes read and written)."""
+
+    args: _Object = msgspec.field(default_factory=_Object)
+    result: msgspec.Raw = msgspec.Raw(b"null")
+
+
 _DECODE = msgspec.json.Decoder(_FastEvent).decode
+_DECODE_FULL = msgspec.json.Decoder(_FullEvent).decode
 _COLUMNS = attrgetter("op", "path", "pid", "comm", "errno", "duration_ns", "ts")
-_ARGS = attrgetter("args")
 _FAST_ERRORS = (msgspec.MsgspecError, ValueError)
 
 
@@ -148,8 +160,13 @@ def _json(value: Any) -> Any:
     return msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
 
 
-def as_dict(e: Event) -> dict[str, Any]:
-    """The event as the JSON object it was read from (every schema field; cmdline when present)."""
+def as_dict(e: Event, line: bytes | None = None) -> dict[str, Any]:
+    """The event as the JSON object it was read from (every schema field; cmdline when present).
+
+    `line`: the line it was decoded from (needed for an event of the fast path, which skipped its args)."""
+    if isinstance(e.args, _Object):
+        assert line is not None
+        e = _DECODE_FULL(line)
     d = {"v": SCHEMA_VERSION, "seq": e.seq, "ts": e.ts, "op": e.op, "path": e.path, "path2": e.path2,
          "args": _json(e.args), "result": _json(e.result), "errno": e.errno, "duration_ns": e.duration_ns,
          "pid": e.pid, "uid": e.uid, "gid": e.gid, "comm": e.comm}
@@ -158,26 +175,23 @@ def as_dict(e: Event) -> dict[str, Any]:
     return d
 
 
-def decode_lines(lines: list[bytes], where: Callable[[int], str], last_open: bool) -> tuple[list[Event], list[int]]:
+def decode_lines(lines: list[bytes], where: Callable[[int], str], last_open: bool
+                 ) -> tuple[list[Event], Sequence[int]]:
     """The events of `lines` and the index of the line each came from; ReportError for a malformed one.
 
     `last_open`: the last line has no newline (the end of a file that was cut short, or is still written)."""
     try:
-        events: list[Event] = list(map(_DECODE, lines))
-        # Raw accepts any JSON value: args must be an object. NUL cannot occur in JSON text: a safe separator.
-        joined = b"\0".join(map(_ARGS, events)) if events else b"{"
-        if joined[:1] == b"{" and joined.count(b"\0{") == len(events) - 1:
-            return events, list(range(len(events)))
+        fast: list[Event] = list(map(_DECODE, lines))
+        return fast, range(len(fast))
     except _FAST_ERRORS:
         pass
-    events, index = [], []
+    events: list[Event] = []
+    index: list[int] = []
     last = len(lines) - 1
     for i, raw in enumerate(lines):
         e: Event
         try:
             e = _DECODE(raw)
-            if bytes(e.args)[:1] != b"{":
-                raise ValueError("args")
         except _FAST_ERRORS:
             d = parse_line(raw, where(i), last_open and i == last)
             if d is None:
@@ -190,10 +204,6 @@ def decode_lines(lines: list[bytes], where: Callable[[int], str], last_open: boo
 
 # --------------------------------------------------------------------------------------------- tally
 
-def _bucket_key(op: str, ns: int) -> tuple[str, int]:
-    return op, (0 if ns <= 1 else int(log2(ns) * 16))
-
-
 @dataclass
 class Sample:
     """A bounded sample of events for the charts: the first errors, the slowest, and every `stride`-th."""
@@ -204,22 +214,27 @@ class Sample:
     spaced: dict[int, dict[str, Any]] = field(default_factory=dict)
     stride: int = 1
 
-    def add(self, pos: list[int], events: list[Event], dur: tuple[int, ...], errno: tuple[str | None, ...]) -> None:
+    def add(self, part: Slice, events: list[Event], dur: tuple[int, ...], errno: tuple[str | None, ...]) -> None:
         quarter = self.limit // 4
+        pos = part.positions()
+
+        def as_dict(i: int) -> dict[str, Any]:
+            return part.event(events, i)
+
         if len(self.errors) < quarter:
             for i in compress(range(len(events)), map(is_not, errno, repeat(None))):
-                self.errors.append((pos[i], as_dict(events[i])))
+                self.errors.append((pos[i], as_dict(i)))
                 if len(self.errors) >= quarter:
                     break
         slowest = self.slowest
         floor = slowest[0][0] if len(slowest) >= quarter else -1
         for i in compress(range(len(events)), map(int.__gt__, dur, repeat(floor))):
             if len(slowest) < quarter:
-                heapq.heappush(slowest, (dur[i], -pos[i], as_dict(events[i])))
+                heapq.heappush(slowest, (dur[i], -pos[i], as_dict(i)))
             elif (dur[i], -pos[i]) > slowest[0][:2]:
-                heapq.heapreplace(slowest, (dur[i], -pos[i], as_dict(events[i])))
+                heapq.heapreplace(slowest, (dur[i], -pos[i], as_dict(i)))
         for i in compress(range(len(pos)), map(not_, map(mod, pos, repeat(self.stride)))):
-            self.spaced[pos[i]] = as_dict(events[i])
+            self.spaced[pos[i]] = as_dict(i)
         self._thin()
 
     def _thin(self) -> None:
@@ -244,8 +259,8 @@ class Sample:
         return [chosen[p] for p in sorted(chosen)]
 
 
-class Tally:
-    """What the report needs from the events, accumulated slice by slice; mergeable across processes."""
+class Totals:
+    """What the report needs from the events, keyed by name: the result of a Tally, mergeable across processes."""
 
     def __init__(self, sample: int = 0) -> None:
         self.events = 0
@@ -266,80 +281,8 @@ class Tally:
         # per table: operations on entries dropped to bound memory, and how many entries were dropped
         self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
         self.sample = Sample(sample) if sample else None
-        self._canon: dict[str | None, str | None] = {}
 
-    def add(self, events: list[Event], pos: list[int]) -> None:
-        if not events:
-            return
-        op, path, pid, comm, errno, dur, ts = zip(*map(_COLUMNS, events), strict=True)
-        # one string object per distinct path, however many events name it: the tables' keys share it
-        path = tuple(map(self._canon.setdefault, path, path))
-        self.events += len(op)
-        self.first_ts = min(self.first_ts, min(ts))
-        self.last_end = max(self.last_end, max(map(add, ts, map(truediv, dur, repeat(1e9)))))
-        # the latency bucket of stats._bucket, computed alike: int(log2(ns) * 16), 0 for ns <= 1
-        self.hist.update(zip(op, map(int, map(mul, map(log2, map(max, dur, repeat(1))), repeat(16))), strict=True))
-        proc = list(zip(pid, comm, strict=True))
-        self.path_ops.update(zip(path, op, strict=True))
-        self.proc_ops.update(zip(proc, op, strict=True))
-        path_ns, proc_ns, op_ns = self.path_ns, self.proc_ns, self.op_ns
-        path_get, proc_get, op_get = path_ns.get, proc_ns.get, op_ns.get
-        for p, k, o, d in zip(path, proc, op, dur, strict=True):
-            path_ns[p] = path_get(p, 0) + d
-            proc_ns[k] = proc_get(k, 0) + d
-            op_ns[o] = op_get(o, 0) + d
-        failed = list(map(is_not, errno, repeat(None)))
-        if any(failed):
-            self.error_ops.update(compress(zip(errno, path, op, strict=True), failed))  # type: ignore[arg-type]
-            self.path_errors.update(compress(path, failed))
-            self.proc_errors.update(compress(proc, failed))
-            self.op_errors.update(compress(op, failed))
-        for i in compress(range(len(op)), map(BYTE_OPS.__contains__, op)):
-            if errno[i] is None:
-                r = _json(events[i].result)
-                if isinstance(r, int):
-                    (self.op_read if op[i] == "read" else self.op_written)[op[i]] += r
-        if self.sample is not None:
-            self.sample.add(pos, events, dur, errno)
-        self.prune()
-
-    # ------------------------------------------------------------------ bounded tables
-
-    def prune(self, cap: int | None = None) -> None:
-        """Keep at most `cap` entries per table: the busiest half (by operations, and by time) when over."""
-        cap = TABLE_CAP if cap is None else cap
-        if len(self.path_ns) > cap:
-            self.path_ops, self.path_ns, self.path_errors = self._prune(
-                "paths", self.path_ops, self.path_ns, self.path_errors, cap)
-            self._canon = {p: p for p in self.path_ns}
-        if len(self.proc_ns) > cap:
-            self.proc_ops, self.proc_ns, self.proc_errors = self._prune(
-                "processes", self.proc_ops, self.proc_ns, self.proc_errors, cap)
-        if len(self.error_ops) > cap:
-            counts: Counter[tuple[str, str | None]] = Counter()
-            for (e, p, _), c in self.error_ops.items():
-                counts[(e, p)] += c
-            keep = {k for k, _ in counts.most_common(cap // 2)}
-            self._note_dropped("errors", counts, keep)
-            self.error_ops = Counter({k: c for k, c in self.error_ops.items() if k[:2] in keep})
-
-    def _note_dropped(self, table: str, calls: Counter[Any], keep: set[Any]) -> None:
-        dropped = [k for k in calls if k not in keep]
-        self.dropped[table][0] += sum(calls[k] for k in dropped)
-        self.dropped[table][1] += len(dropped)
-
-    def _prune(self, table: str, ops: Counter[Any], ns: dict[Any, int], errors: Counter[Any], cap: int
-               ) -> tuple[Counter[Any], dict[Any, int], Counter[Any]]:
-        calls: Counter[Any] = Counter()
-        for (k, _), c in ops.items():
-            calls[k] += c
-        keep = {k for k, _ in calls.most_common(cap // 4)}
-        keep.update(heapq.nlargest(cap // 4, ns, key=ns.__getitem__))
-        self._note_dropped(table, calls, keep)
-        return (Counter({k: c for k, c in ops.items() if k[0] in keep}), {k: v for k, v in ns.items() if k in keep},
-                Counter({k: c for k, c in errors.items() if k in keep}))
-
-    def merge(self, other: Tally) -> None:
+    def merge(self, other: Totals) -> None:
         self.events += other.events
         self.first_ts = min(self.first_ts, other.first_ts)
         self.last_end = max(self.last_end, other.last_end)
@@ -361,6 +304,194 @@ class Tally:
         if self.sample is not None and other.sample is not None:
             self.sample.merge(other.sample)
         self.prune()
+
+    def prune(self, cap: int | None = None) -> None:
+        """At most `cap` entries per table (after a merge): the busiest half kept, by operations and by time."""
+        cap = TABLE_CAP if cap is None else cap
+        for table, ops_name, ns_name, errors_name in (("paths", "path_ops", "path_ns", "path_errors"),
+                                                      ("processes", "proc_ops", "proc_ns", "proc_errors")):
+            ns: dict[Any, int] = getattr(self, ns_name)
+            if len(ns) <= cap:
+                continue
+            ops: Counter[Any] = getattr(self, ops_name)
+            calls: Counter[Any] = Counter()
+            for (k, _), c in ops.items():
+                calls[k] += c
+            keep = _busiest(calls, ns, cap)
+            _note_dropped(self.dropped[table], calls, keep)
+            setattr(self, ops_name, Counter({k: c for k, c in ops.items() if k[0] in keep}))
+            setattr(self, ns_name, {k: v for k, v in ns.items() if k in keep})
+            setattr(self, errors_name, Counter({k: c for k, c in getattr(self, errors_name).items() if k in keep}))
+        if len(self.error_ops) > cap:
+            counts: Counter[tuple[str, str | None]] = Counter()
+            for (e, p, _), c in self.error_ops.items():
+                counts[(e, p)] += c
+            if len(counts) > cap:
+                keep = {k for k, _ in counts.most_common(cap // 2)}
+                _note_dropped(self.dropped["errors"], counts, keep)
+                self.error_ops = Counter({k: c for k, c in self.error_ops.items() if k[:2] in keep})
+
+
+def _busiest(calls: dict[Any, int], ns: dict[Any, int], cap: int) -> set[Any]:
+    keep = set(heapq.nlargest(cap // 4, calls, key=calls.__getitem__))
+    keep.update(heapq.nlargest(cap // 4, ns, key=ns.__getitem__))
+    return keep
+
+
+def _note_dropped(counts: list[int], calls: dict[Any, int], keep: set[Any]) -> None:
+    dropped = [k for k in calls if k not in keep]
+    counts[0] += sum(calls[k] for k in dropped)
+    counts[1] += len(dropped)
+
+
+class _Names:
+    """Names (paths, processes, operations) numbered in order of appearance, with per-name sums in lists."""
+
+    def __init__(self) -> None:
+        self.number: dict[Any, int] = {}
+        self.names: list[Any] = []
+        self.ns: list[int] = []
+        self.errors: list[int] = []
+
+    def numbers(self, keys: Sequence[Any]) -> list[int]:
+        ids: list[Any] = list(map(self.number.get, keys))
+        if None in ids:
+            number = self.number
+            for i in compress(range(len(ids)), map(is_, ids, repeat(None))):
+                k = keys[i]
+                n = number.get(k)
+                if n is None:
+                    n = number[k] = len(self.names)
+                    self.names.append(k)
+                    self.ns.append(0)
+                    self.errors.append(0)
+                ids[i] = n
+        return ids
+
+    def keep(self, keep: set[int]) -> dict[int, int]:
+        """Forget the names not in `keep`; returns old number -> new number."""
+        renumber = {old: new for new, old in enumerate(sorted(keep))}
+        self.names = [self.names[i] for i in sorted(keep)]
+        self.ns = [self.ns[i] for i in sorted(keep)]
+        self.errors = [self.errors[i] for i in sorted(keep)]
+        self.number = {name: i for i, name in enumerate(self.names)}
+        return renumber
+
+
+# Counters are keyed by op number << _SHIFT | path (or process, or latency bucket) number: small ints, fast to
+# hash. Numbers stay below 2**_SHIFT: a table is pruned once it holds TABLE_CAP names (TABLE_CAP << 2**_SHIFT).
+_SHIFT = 20
+
+
+class Tally:
+    """The events' totals, accumulated a slice at a time in a worker (or the report's process).
+
+    Paths, processes and operations are numbered as they appear; the counters are keyed by combined numbers and
+    the time sums kept in lists, which `Counter` and one small loop update fast. `totals()` gives them by name."""
+
+    def __init__(self, sample: int = 0) -> None:
+        self.events = 0
+        self.first_ts = math.inf
+        self.last_end = -math.inf
+        self.ops = _Names()
+        self.paths = _Names()
+        self.procs = _Names()
+        self.hist: Counter[int] = Counter()       # op << _SHIFT | latency bucket
+        self.path_ops: Counter[int] = Counter()   # op << _SHIFT | path
+        self.proc_ops: Counter[int] = Counter()   # op << _SHIFT | process
+        self.error_ops: Counter[tuple[str, int, int]] = Counter()  # (errno, path, op)
+        self.op_read: Counter[str] = Counter()
+        self.op_written: Counter[str] = Counter()
+        self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
+        self.sample = Sample(sample) if sample else None
+
+    def add(self, events: list[Event], part: Slice) -> None:
+        if not events:
+            return
+        op, path, pid, comm, errno, dur, ts = zip(*map(_COLUMNS, events), strict=True)
+        self.events += len(op)
+        self.first_ts = min(self.first_ts, min(ts))
+        self.last_end = max(self.last_end, max(map(add, ts, map(truediv, dur, repeat(1e9)))))
+        oi = self.ops.numbers(op)
+        pi = self.paths.numbers(path)
+        ki = self.procs.numbers(list(zip(pid, comm, strict=True)))
+        shifted = list(map(lshift, oi, repeat(_SHIFT)))
+        self.path_ops.update(map(or_, shifted, pi))
+        self.proc_ops.update(map(or_, shifted, ki))
+        # the latency bucket of stats._bucket, computed alike: int(log2(ns) * 16), 0 for ns <= 1
+        self.hist.update(map(or_, shifted, map(int, map(mul, map(log2, map(max, dur, repeat(1))), repeat(16)))))
+        path_ns, proc_ns, op_ns = self.paths.ns, self.procs.ns, self.ops.ns
+        for p, k, o, d in zip(pi, ki, oi, dur, strict=True):
+            path_ns[p] += d
+            proc_ns[k] += d
+            op_ns[o] += d
+        failed = list(map(is_not, errno, repeat(None)))
+        if any(failed):
+            self.error_ops.update(compress(zip(errno, pi, oi, strict=True), failed))  # type: ignore[arg-type]
+            for names, ids in ((self.paths, pi), (self.procs, ki), (self.ops, oi)):
+                errors = names.errors
+                for i in compress(ids, failed):
+                    errors[i] += 1
+        for i in compress(range(len(op)), map(BYTE_OPS.__contains__, op)):
+            if errno[i] is None:
+                r = _json(events[i].result)
+                if isinstance(r, int):
+                    (self.op_read if op[i] == "read" else self.op_written)[op[i]] += r
+        if self.sample is not None:
+            self.sample.add(part, events, dur, errno)
+        if len(self.paths.names) > TABLE_CAP:
+            self._prune("paths", self.paths, "path_ops")
+        if len(self.procs.names) > TABLE_CAP:
+            self._prune("processes", self.procs, "proc_ops")
+        if len(self.error_ops) > TABLE_CAP:
+            self._prune_errors()
+
+    def _prune(self, table: str, names: _Names, ops_name: str) -> None:
+        """Keep the busiest quarter by operations and the busiest quarter by time (at most half the cap)."""
+        ops: Counter[int] = getattr(self, ops_name)
+        mask = (1 << _SHIFT) - 1
+        calls: Counter[int] = Counter()
+        for key, n in ops.items():
+            calls[key & mask] += n
+        ns = dict(enumerate(names.ns))
+        keep = _busiest(calls, ns, TABLE_CAP)
+        _note_dropped(self.dropped[table], calls, keep)
+        renumber = names.keep(keep)
+        setattr(self, ops_name, Counter({key & ~mask | renumber[key & mask]: n for key, n in ops.items()
+                                         if key & mask in renumber}))
+        if table == "paths":
+            self.error_ops = Counter({(e, renumber[p], o): n for (e, p, o), n in self.error_ops.items()
+                                      if p in renumber})
+
+    def _prune_errors(self) -> None:
+        counts: Counter[tuple[str, int]] = Counter()
+        for (e, p, _), n in self.error_ops.items():
+            counts[(e, p)] += n
+        if len(counts) > TABLE_CAP:
+            keep = {k for k, _ in counts.most_common(TABLE_CAP // 2)}
+            _note_dropped(self.dropped["errors"], counts, keep)
+            self.error_ops = Counter({k: n for k, n in self.error_ops.items() if k[:2] in keep})
+
+    def totals(self) -> Totals:
+        """The tally by name."""
+        t = Totals()
+        t.events, t.first_ts, t.last_end = self.events, self.first_ts, self.last_end
+        t.sample, t.dropped = self.sample, self.dropped
+        ops, paths, procs = self.ops.names, self.paths.names, self.procs.names
+        mask = (1 << _SHIFT) - 1
+        t.hist = Counter({(ops[k >> _SHIFT], k & mask): n for k, n in self.hist.items()})
+        t.op_ns = dict(zip(ops, self.ops.ns, strict=True))
+        t.op_errors = Counter(dict(zip(ops, self.ops.errors, strict=True)))
+        t.op_read, t.op_written = self.op_read, self.op_written
+        t.path_ops = Counter({(paths[k & mask], ops[k >> _SHIFT]): n for k, n in self.path_ops.items()})
+        t.path_ns = dict(zip(paths, self.paths.ns, strict=True))
+        t.path_errors = Counter(dict(zip(paths, self.paths.errors, strict=True)))
+        t.proc_ops = Counter({((procs[k & mask][0], procs[k & mask][1]), ops[k >> _SHIFT]): n
+                              for k, n in self.proc_ops.items()})
+        t.proc_ns = {(p[0], p[1]): n for p, n in zip(procs, self.procs.ns, strict=True)}
+        t.proc_errors = Counter({(p[0], p[1]): n for p, n in zip(procs, self.procs.errors, strict=True)})
+        t.error_ops = Counter({(e, paths[p], ops[o]): n for (e, p, o), n in self.error_ops.items()})
+        return t
 
 
 # --------------------------------------------------------------------------------------------- chunks
@@ -420,38 +551,52 @@ def _read_range(path: str, start: int, end: int) -> tuple[bytes, int, bool]:
         return b"".join(parts), begin, False
 
 
-def chunk_events(chunk: Chunk, files: list[str]) -> Iterator[tuple[list[Event], list[int]]]:
-    """The chunk's events a slice at a time, with each one's position; ReportError for a malformed line."""
+@dataclass
+class Slice:
+    """Where a slice's events come from: their lines (index[i]: event i's line), the first line's position."""
+
+    lines: list[bytes]
+    index: Sequence[int]
+    base: int
+
+    def positions(self) -> Sequence[int]:
+        index = self.index
+        if isinstance(index, range):
+            return range(index.start + self.base, index.stop + self.base)
+        return [self.base + i for i in index]
+
+    def event(self, events: list[Event], i: int) -> dict[str, Any]:
+        """Event i as its full dict."""
+        return as_dict(events[i], self.lines[self.index[i]])
+
+
+def chunk_events(chunk: Chunk, files: list[str]) -> Iterator[tuple[list[Event], Slice]]:
+    """The chunk's events a slice at a time, with where they come from; ReportError for a malformed line."""
     path = files[chunk.file]
     if chunk.data is None:
         data, offset, last_open = _read_range(path, chunk.start, chunk.end)
         first_line = None
     else:
         data, offset, last_open, first_line = chunk.data, 0, chunk.last_open, chunk.line
-    start, line = 0, 0
+    all_lines = data.split(b"\n")
+    if not last_open:
+        all_lines.pop()  # the empty string after the last newline
     base = chunk.index << 24
-    while start < len(data):
-        cut = data.find(b"\n", start + SLICE)
-        end = len(data) if cut < 0 else cut + 1
-        lines = data[start:end].split(b"\n")
-        open_end = last_open and end == len(data)
-        if not open_end:
-            lines.pop()  # the empty string after the last newline
+    for line in range(0, len(all_lines), SLICE):
+        lines = all_lines[line:line + SLICE]
+        open_end = last_open and line + SLICE >= len(all_lines)
 
-        def where(i: int, line: int = line, start: int = start) -> str:
-            number = (first_line if first_line is not None
-                      else _count_lines(path, offset) + 1) + line + i
+        def where(i: int, line: int = line) -> str:
+            number = (first_line if first_line is not None else _count_lines(path, offset) + 1) + line + i
             return f"{path}:{number}"
 
         events, index = decode_lines(lines, where, open_end)
-        yield events, [base + line + i for i in index]
-        line += len(lines)
-        start = end
+        yield events, Slice(lines, index, base + line)
 
 
 def _tally_chunk(tally: Tally, chunk: Chunk, files: list[str]) -> None:
-    for events, pos in chunk_events(chunk, files):
-        tally.add(events, pos)
+    for events, part in chunk_events(chunk, files):
+        tally.add(events, part)
 
 
 def read_chunks(files: list[str], on_progress: Callable[[int], None] | None = None,
@@ -517,6 +662,7 @@ def read_chunks(files: list[str], on_progress: Callable[[int], None] | None = No
 
 
 def _worker(tasks: Any, results: Any, files: list[str], sample: int) -> None:
+    gc.disable()  # a short-lived process making no reference cycles: collections would only cost time
     tally = Tally(sample)
     error: tuple[int, str] | None = None
     try:
@@ -531,7 +677,7 @@ def _worker(tasks: Any, results: Any, files: list[str], sample: int) -> None:
             except ReportError as e:
                 if error is None or chunk.index < error[0]:
                     error = (chunk.index, str(e))
-        results.put((tally, error))
+        results.put((tally.totals(), error))
     except BaseException as e:  # reported by the parent, which would otherwise wait for this worker forever
         results.put((None, (-1, f"a report worker failed: {e!r}")))
 
@@ -544,7 +690,7 @@ def _alive(workers: list[Any]) -> None:
 
 def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
          on_progress: Callable[[int], None] | None = None,
-         on_truncated: Callable[[str, int, int], None] | None = None) -> tuple[Tally, list[bytes]]:
+         on_truncated: Callable[[str, int, int], None] | None = None) -> tuple[Totals, list[bytes]]:
     """Tally the files' events (with a chart sample of `sample` events, if > 0), in `jobs` processes.
 
     Also returns the first `keep` non-blank lines as they are (for an export of the first events)."""
@@ -559,10 +705,16 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
     chunks = read_chunks(files, on_progress, on_truncated)
     if jobs <= 1:
         tally = Tally(sample)
-        for chunk in chunks:
-            keep_lines(chunk)
-            _tally_chunk(tally, chunk, files)
-        return tally, kept
+        enabled = gc.isenabled()
+        gc.disable()  # the tally makes no reference cycles; collections of its many objects only cost time
+        try:
+            for chunk in chunks:
+                keep_lines(chunk)
+                _tally_chunk(tally, chunk, files)
+        finally:
+            if enabled:
+                gc.enable()
+        return tally.totals(), kept
 
     ctx = multiprocessing.get_context("fork")
     tasks: Any = ctx.Queue(maxsize=2 * jobs)
@@ -592,7 +744,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
             failure = (sys.maxsize, str(e))
         for _ in workers:
             put(None)
-        tally = Tally(sample)
+        totals = Totals(sample)
         for _ in workers:
             while True:
                 try:
@@ -601,7 +753,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
                 except queue.Empty:
                     _alive(workers)
             if part is not None:
-                tally.merge(part)
+                totals.merge(part)
             if error is not None and (failure is None or error[0] < failure[0]):
                 failure = error
         for w in workers:
@@ -613,7 +765,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
                 w.join()
     if failure is not None:
         raise ReportError(failure[1])
-    return tally, kept
+    return totals, kept
 
 
 def default_jobs() -> int:
