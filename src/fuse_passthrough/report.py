@@ -21,22 +21,25 @@ import os
 import string
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any, TextIO
 
+import msgspec
 import orjson
 
 from .cli import _Parser, int_at_least
 from .trace_scan import (
+    Event,
     ReportError,
     Totals,
     as_dict,
     chunk_events,
     decode_lines,
     default_jobs,
+    full_event,
     read_chunks,
     scan,
 )
@@ -376,8 +379,9 @@ def perfetto_trace(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {"traceEvents": p.meta() + slices, **p.header()}
 
 
-def write_perfetto(events: list[dict[str, Any]], path: str) -> None:
-    """`perfetto_trace(events)` written to a file a slice at a time (the same JSON, in less memory)."""
+def write_perfetto(events: Sequence[dict[str, Any] | bytes], path: str) -> None:
+    """`perfetto_trace(events)` written to a file a slice at a time (the same JSON, in less memory: the events
+    may also be the JSONL lines scan() kept, made dicts one at a time)."""
     p = _Perfetto(events)
     try:
         with open(path, "wb") as f:
@@ -405,17 +409,42 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
+def _line_event(line: bytes) -> dict[str, Any]:
+    """One JSONL line that scan() has already checked, as its event dict."""
+    events, _ = decode_lines([line], lambda i: "kept line", False)
+    return as_dict(full_event(events[0], line))
+
+
+def _start(e: dict[str, Any] | bytes) -> tuple[float, int]:
+    if isinstance(e, bytes):
+        try:
+            when = _WHEN(e)
+            return when.ts, when.seq if when.seq is not None else 0
+        except (msgspec.MsgspecError, ValueError):  # what only the reference path reads
+            e = _line_event(e)
+    return e["ts"], e["seq"] if e["seq"] is not None else 0
+
+
+class _When(msgspec.Struct, gc=False):
+    ts: float
+    seq: int | None = None
+
+
+_WHEN = msgspec.json.Decoder(_When).decode
+
+
 class _Perfetto:
-    def __init__(self, events: list[dict[str, Any]]) -> None:
-        self.events = _sorted_events(events)
-        self.t0 = self.events[0]["ts"] if self.events else 0.0
+    def __init__(self, events: Sequence[dict[str, Any] | bytes]) -> None:
+        self.events = sorted(events, key=_start)
+        self.t0 = _start(self.events[0])[0] if self.events else 0.0
         self.comms: dict[int, list[str]] = {}
         self.cmdlines: dict[int, list[str]] = {}
         self.lanes: dict[int, list[int]] = {}  # pid -> end (ns since t0) of the last slice on each lane
 
     def slices(self) -> Iterator[dict[str, Any]]:
         t0, comms, cmdlines, lanes = self.t0, self.comms, self.cmdlines, self.lanes
-        for e in self.events:
+        for item in self.events:
+            e = item if isinstance(item, dict) else _line_event(item)
             pid = e["pid"]
             names = comms.setdefault(pid, [])
             if e["comm"] and (not names or names[-1] != e["comm"]):
@@ -719,10 +748,26 @@ def build(files: list[str], keep_events: bool = False, *, sample: bool = False, 
     sample: keep a bounded sample of the events for the HTML charts in `report.sample`. jobs: worker
     processes (1: read here). on_progress(n): n more bytes of the files read. on_truncated(path, lines,
     partial_bytes): a compressed file ends early; its whole lines were read."""
-    tally, kept = scan(files, jobs=jobs, sample=CHART_POINTS if sample else 0, keep=limit if keep_events else 0,
+    report, kept = _build(files, sample, limit if keep_events else 0, jobs, on_progress, on_truncated)
+    return report, [as_dict(e) for e in first_events(kept)]
+
+
+def _build(files: list[str], sample: bool, keep: int, jobs: int, on_progress: Callable[[int], None] | None,
+           on_truncated: Callable[[str, int, int], None] | None) -> tuple[Report, list[bytes]]:
+    tally, kept = scan(files, jobs=jobs, sample=CHART_POINTS if sample else 0, keep=keep,
                        on_progress=on_progress, on_truncated=on_truncated)
-    events, index = decode_lines(kept, lambda i: f"line {i + 1}", False)  # already checked by scan()
-    return Report.from_tally(tally), [as_dict(e, kept[i]) for e, i in zip(events, index, strict=True)]
+    return Report.from_tally(tally), kept
+
+
+def first_events(kept: list[bytes]) -> list[Event]:
+    """The kept lines (already checked by scan) as events with args and result still raw JSON: in about a
+    third of the memory of dicts; `as_dict` makes each a dict."""
+    return [full_event(e, line) for e, line in zip(*_decoded(kept), strict=True)]
+
+
+def _decoded(kept: list[bytes]) -> tuple[list[Event], list[bytes]]:
+    events, index = decode_lines(kept, lambda i: f"line {i + 1}", False)
+    return events, [kept[i] for i in index]
 
 
 def _input_size(files: list[str]) -> tuple[int, int]:
@@ -767,20 +812,19 @@ def run_report(argv: list[str]) -> int:
 
     try:
         try:
-            report, events = build(args.traces, keep_events=bool(args.perfetto), sample=bool(args.html),
-                                   limit=args.perfetto_limit, jobs=jobs,
-                                   on_progress=bar.update if bar is not None else None, on_truncated=truncated)
+            report, kept = _build(args.traces, bool(args.html), args.perfetto_limit if args.perfetto else 0, jobs,
+                                  bar.update if bar is not None else None, truncated)
         finally:
             if bar is not None:
                 bar.close()
         if args.perfetto:
-            write_perfetto(events, args.perfetto)
+            write_perfetto(kept, args.perfetto)
         if args.html:
             _write(args.html, render_html(report, report.sample, args.traces, args.top))
         render_text(report, sys.stdout, args.traces, args.top)
         if args.perfetto:
-            cut = (f" (the first {len(events)} of {report.events} operations: --perfetto-limit N for more)"
-                   if len(events) < report.events else "")
+            cut = (f" (the first {len(kept)} of {report.events} operations: --perfetto-limit N for more)"
+                   if len(kept) < report.events else "")
             print(f"\nPerfetto trace written to {args.perfetto}{cut}", file=sys.stdout)
         if args.html:
             print(f"\nHTML report written to {args.html}", file=sys.stdout)

@@ -175,6 +175,11 @@ def as_dict(e: Event, line: bytes | None = None) -> dict[str, Any]:
     return d
 
 
+def full_event(e: Event, line: bytes) -> Event:
+    """The event with its args (skipped on the fast path) as raw JSON, from the line it was decoded from."""
+    return _DECODE_FULL(line) if isinstance(e.args, _Object) else e
+
+
 def decode_lines(lines: list[bytes], where: Callable[[int], str], last_open: bool
                  ) -> tuple[list[Event], Sequence[int]]:
     """The events of `lines` and the index of the line each came from; ReportError for a malformed one.
