@@ -30,6 +30,7 @@ from typing import Any, TextIO
 import msgspec
 import orjson
 
+from . import trace_scan
 from .cli import _Parser, int_at_least
 from .trace_scan import (
     Event,
@@ -180,15 +181,15 @@ class Report:
         return r
 
     def count(self, table: str, n: int) -> str:
-        """n, or 'over M' when entries of that table were dropped to bound memory."""
-        return f"over {n + self.dropped[table][1]}" if table in self.dropped else str(n)
+        """n, or 'over n' when entries of that table were dropped to bound memory."""
+        return f"over {n}" if table in self.dropped else str(n)
 
     def notes(self) -> list[str]:
         """What the tables leave out, when the trace had more distinct entries than the report tracks."""
         names = {"paths": "paths", "processes": "processes", "errors": "(errno, path) pairs"}
-        return [f"note: {entries} of the least busy {names[table]} were dropped to bound memory ({calls} operations "
-                "on them): the totals count every operation, rows of that table may count low"
-                for table, (calls, entries) in self.dropped.items()]
+        return [f"note: more than {trace_scan.TABLE_CAP} {names[table]}: the least busy were dropped to bound memory, with "
+                f"{calls} operations on them; the totals count every operation, the {names[table]} tables may "
+                "count low" for table, (calls, _) in self.dropped.items()]
 
     def add(self, event: dict[str, Any]) -> None:
         self.summary.add_event(event)

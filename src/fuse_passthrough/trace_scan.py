@@ -42,7 +42,7 @@ from .tracing.events import SCHEMA_VERSION
 
 CHUNK = 512 << 10     # bytes of whole lines read (and sent to a worker) at a time
 SLICE = 512           # lines decoded and tallied together: their objects stay in the CPU cache
-TABLE_CAP = 50_000    # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
+TABLE_CAP = 100_000   # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
 BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
 
 
