@@ -11,6 +11,7 @@ import pty
 import random
 import select
 import struct
+import subprocess
 import sys
 import termios
 import zlib
@@ -284,3 +285,16 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path, capsys: pytest.CaptureF
     assert "reading" in text and "B/s" in text  # the bar: bytes read and the rate
     assert text.endswith("\r") or text.rstrip(" ").endswith("\r")  # cleared at the end: the line blanked
     assert "2000 operations" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+def test_a_trace_from_a_pipe(tmp_path: Path, suffix: str) -> None:
+    """`zstdcat t.jsonl.zst | report /dev/stdin`, or the compressed bytes themselves: nothing is read twice."""
+    data = write_as(tmp_path / f"t.jsonl{suffix}", SAMPLE.read_bytes()).read_bytes()
+    expected = subprocess.run([sys.executable, "-m", "fuse_passthrough", "report", str(SAMPLE)], capture_output=True,
+                              text=True, timeout=60)
+    for jobs in ("1", "2"):
+        p = subprocess.run([sys.executable, "-m", "fuse_passthrough", "report", "/dev/stdin", "--jobs", jobs],
+                           input=data, capture_output=True, timeout=60)
+        assert p.returncode == 0 and p.stderr == b"", p.stderr
+        assert body(p.stdout.decode()) == body(expected.stdout)

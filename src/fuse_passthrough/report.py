@@ -18,6 +18,7 @@ import html
 import json
 import math
 import os
+import stat
 import string
 import sys
 from collections import Counter
@@ -776,6 +777,8 @@ def _input_size(files: list[str]) -> tuple[int, int]:
     total = estimate = 0
     for path in files:
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                continue  # a pipe, say: its first bytes are for the reader, not to be peeked at here
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 compressed = f.read(4)[:2] in (b"\x1f\x8b", b"\x28\xb5")
