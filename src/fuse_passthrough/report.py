@@ -131,6 +131,7 @@ class Report:
         # table -> (operations, entries) dropped from it to bound memory (see trace_scan.TABLE_CAP)
         self.dropped: dict[str, tuple[int, int]] = {}
         self.sample: list[dict[str, Any]] = []  # events for the HTML charts (a bounded sample)
+        self.sample_every_error = True  # the sample holds every failed operation
 
     @classmethod
     def from_tally(cls, t: Totals) -> Report:
@@ -179,6 +180,7 @@ class Report:
         r.dropped = {table: (calls, entries) for table, (calls, entries) in t.dropped.items() if entries}
         if t.sample is not None:
             r.sample = t.sample.events()
+            r.sample_every_error = t.sample.every_error
         return r
 
     def count(self, table: str, n: int) -> str:
@@ -653,8 +655,11 @@ def render_html(report: Report, events: list[dict[str, Any]], files: list[str], 
         legend = "".join(f'<button type="button" data-legend="{_e(op)}"><i style="background:{colors[op]}"></i>'
                          f"{_e(op)}</button>" for op in ops_by_time)
         total = max(report.events, len(events))
-        shown = (f"all {total} operations" if len(sample) == total else
-                 f"{len(sample)} of {total} operations (every error and the slowest kept)")
+        every_error = report.sample_every_error and (sum(e["errno"] is not None for e in sample)
+                                                     == sum(e["errno"] is not None for e in events))
+        kept = ("every error and the slowest kept" if every_error
+                else "the slowest kept, errors and the rest sampled evenly")
+        shown = f"all {total} operations" if len(sample) == total else f"{len(sample)} of {total} operations ({kept})"
         p.append('<h2>Latency over time</h2><section class="panel">')
         p.append(f'<div class="legend">{legend}</div>{_scatter_svg(sample, colors)}')
         p.append(f'<p class="note">Each dot is one operation: start time (x) and latency (y, log scale); black '

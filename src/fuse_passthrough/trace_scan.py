@@ -9,8 +9,8 @@ undecodable bytes, written as a lone-surrogate escape).
 The tally is column-wise: a slice's fields are taken out as columns and counted with `Counter` and a single
 Python loop for the time sums. Memory is bounded whatever the trace length: per operation a histogram, per
 path, process and (errno, path) their totals, pruned to the busiest when there are more than `TABLE_CAP`;
-and, when asked, a sample of at most a few thousand events for the HTML charts (every error up to a quarter,
-the slowest quarter, the rest evenly spaced by a stride that doubles as the trace grows).
+and, when asked, a sample of at most a few thousand events for the HTML charts (the slowest quarter, the errors
+or a quarter of them spread over the trace, the rest evenly spaced by a stride that doubles as the trace grows).
 
 With `jobs` > 1 the chunks go to that many worker processes (fork), each tallying its share; the tallies are
 merged at the end. The result does not depend on the number of jobs.
@@ -209,15 +209,26 @@ def decode_lines(lines: list[bytes], where: Callable[[int], str], last_open: boo
 
 # --------------------------------------------------------------------------------------------- tally
 
+def _mix(pos: int) -> int:
+    """A position's bits well mixed (Fibonacci hashing): sampling on them spreads over any set of positions."""
+    return (pos * 0x9E3779B97F4A7C15 >> 17) & 0xFFFFFFFF
+
+
 @dataclass
 class Sample:
-    """A bounded sample of events for the charts: the first errors, the slowest, and every `stride`-th."""
+    """A bounded sample of events for the charts: the slowest quarter, errors (all of them, or a quarter spread
+    evenly over the trace), and every `stride`-th event. The same whatever the order slices come in."""
 
     limit: int
-    errors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    errors: dict[int, dict[str, Any]] = field(default_factory=dict)
+    error_stride: int = 1  # the errors kept: those whose _mix(position) is a multiple of this
     slowest: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)  # heap of (ns, -pos, event)
     spaced: dict[int, dict[str, Any]] = field(default_factory=dict)
     stride: int = 1
+
+    @property
+    def every_error(self) -> bool:
+        return self.error_stride == 1
 
     def add(self, part: Slice, events: list[Event], dur: tuple[int, ...], errno: tuple[str | None, ...]) -> None:
         quarter = self.limit // 4
@@ -226,11 +237,10 @@ class Sample:
         def as_dict(i: int) -> dict[str, Any]:
             return part.event(events, i)
 
-        if len(self.errors) < quarter:
-            for i in compress(range(len(events)), map(is_not, errno, repeat(None))):
-                self.errors.append((pos[i], as_dict(i)))
-                if len(self.errors) >= quarter:
-                    break
+        for i in compress(range(len(events)), map(is_not, errno, repeat(None))):
+            if _mix(pos[i]) % self.error_stride == 0:
+                self.errors[pos[i]] = as_dict(i)
+                self._thin_errors(quarter)
         slowest = self.slowest
         floor = slowest[0][0] if len(slowest) >= quarter else -1
         for i in compress(range(len(events)), map(int.__gt__, dur, repeat(floor))):
@@ -242,6 +252,11 @@ class Sample:
             self.spaced[pos[i]] = as_dict(i)
         self._thin()
 
+    def _thin_errors(self, quarter: int) -> None:
+        while len(self.errors) > quarter:
+            self.error_stride *= 2
+            self.errors = {p: e for p, e in self.errors.items() if _mix(p) % self.error_stride == 0}
+
     def _thin(self) -> None:
         while len(self.spaced) > self.limit:
             self.stride *= 2
@@ -249,7 +264,9 @@ class Sample:
 
     def merge(self, other: Sample) -> None:
         quarter = self.limit // 4
-        self.errors = sorted(self.errors + other.errors, key=lambda pe: pe[0])[:quarter]
+        self.error_stride = max(self.error_stride, other.error_stride)
+        self.errors = {p: e for p, e in (self.errors | other.errors).items() if _mix(p) % self.error_stride == 0}
+        self._thin_errors(quarter)
         self.slowest = heapq.nlargest(quarter, self.slowest + other.slowest, key=lambda x: x[:2])
         heapq.heapify(self.slowest)
         self.stride = max(self.stride, other.stride)
