@@ -34,7 +34,6 @@ import orjson
 from . import trace_scan
 from .cli import _Parser, int_at_least
 from .trace_scan import (
-    Event,
     ReportError,
     Totals,
     as_dict,
@@ -756,7 +755,7 @@ def build(files: list[str], keep_events: bool = False, *, sample: bool = False, 
     processes (1: read here). on_progress(n): n more bytes of the files read. on_truncated(path, lines,
     partial_bytes): a compressed file ends early; its whole lines were read."""
     report, kept = _build(files, sample, limit if keep_events else 0, jobs, on_progress, on_truncated)
-    return report, [as_dict(e) for e in first_events(kept)]
+    return report, [_line_event(line) for line in kept]
 
 
 def _build(files: list[str], sample: bool, keep: int, jobs: int, on_progress: Callable[[int], None] | None,
@@ -764,17 +763,6 @@ def _build(files: list[str], sample: bool, keep: int, jobs: int, on_progress: Ca
     tally, kept = scan(files, jobs=jobs, sample=CHART_POINTS if sample else 0, keep=keep,
                        on_progress=on_progress, on_truncated=on_truncated)
     return Report.from_tally(tally), kept
-
-
-def first_events(kept: list[bytes]) -> list[Event]:
-    """The kept lines (already checked by scan) as events with args and result still raw JSON: in about a
-    third of the memory of dicts; `as_dict` makes each a dict."""
-    return [full_event(e, line) for e, line in zip(*_decoded(kept), strict=True)]
-
-
-def _decoded(kept: list[bytes]) -> tuple[list[Event], list[bytes]]:
-    events, index = decode_lines(kept, lambda i: f"line {i + 1}", False)
-    return events, [kept[i] for i in index]
 
 
 def _input_size(files: list[str]) -> tuple[int, int]:

@@ -51,7 +51,7 @@ class ReportError(Exception):
 
 
 class Event(msgspec.Struct, gc=False):
-    """One trace event (docs: README, "JSONL events"); `args` and `result` stay raw JSON until needed."""
+    """One trace event (README, "JSONL schema, version 1"): the fields and types a line must have."""
 
     op: str
     ts: float
@@ -721,7 +721,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
     def keep_lines(chunk: Chunk) -> None:
         if len(kept) < keep:
             data = chunk.data if chunk.data is not None else _read_range(files[chunk.file], chunk.start, chunk.end)[0]
-            kept.extend(line for line in data.split(b"\n", keep - len(kept) + 1000) if line.strip())
+            kept.extend(line for line in data.split(b"\n") if line.strip())
             del kept[keep:]
 
     chunks = read_chunks(files, on_progress, on_truncated)
