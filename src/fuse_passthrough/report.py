@@ -7,7 +7,11 @@ paths and processes by number of operations and by total time, then the failures
 chrome://tracing): one process track per caller pid, one complete slice per operation.
 
 `--html OUT.html` writes one self-contained page (inline CSS, SVG and a little vanilla JS, nothing fetched
-from the network) with the same tables and two charts: latency over time, and per-process swimlanes.
+from the network) with the same tables and two charts: latency over time, and per-process swimlanes. Its
+skeleton, CSS and JS are package data (templates/), filled in with string.Template.
+
+The files (plain, .gz or .zst) are read by trace_scan: fast, in worker processes for large ones, in bounded
+memory; this module turns its totals into the report and renders it.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ PARALLEL_MIN_BYTES = 16 << 20  # smaller inputs are read in this process: starti
 PROGRESS_MIN_BYTES = 64 << 20  # a progress bar (on a terminal) for inputs at least this large
 
 __all__ = ["ReportError", "Report", "build", "perfetto_trace", "read_events", "render_html", "render_text",
-           "run_report"]
+           "run_report", "write_perfetto"]
 
 
 # --------------------------------------------------------------------------------------------- reading
