@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         res = run_all(cfg, targets, workloads, rounds)
         summary = summarize(cfg, targets, workloads, res, rounds, started)
         md = render_markdown(summary)
+        import trace_files  # benchmarks/trace_files.py: compressed traces and report throughput
+        summary["trace_files"] = trace_files.rows(trace_files.SMOKE_EVENTS if smoke else trace_files.EVENTS, workdir)
+        md += "\n## Trace files: compression, writer cost, report throughput\n\n" + trace_files.render(
+            summary["trace_files"])
         json_path, md_path = write_results(summary, md, results_dir, name)
         # the tables on stdout; any further report prints after them
         print(md)

@@ -83,7 +83,43 @@ def test_bench_smoke_produces_complete_results(tmp_path: Path) -> None:
             assert summary["targets"][name]["peak_rss_kib"], name
         assert f"| {EXPECTED_ROWS[0]} |" in md
 
+    _check_trace_file_rows(summary["trace_files"], proc.stdout)
+
     trace = summary["trace"]["ours_trace"]
     assert trace["events"] > 0 and trace["bytes_per_event"] > 0
     assert "ours_trace/ours_notrace" in summary["tracing_on_vs_off"]
     assert {g["goal"] for g in summary["goals"]} >= {"tracing on <= 1.15x off", "daemon peak RSS < 100 MB"}
+
+
+def _check_trace_file_rows(rows: list[dict], printed: str) -> None:
+    """benchmarks/trace_files.py's rows: one per output format, with sizes and times, and printed as a table."""
+    assert [r["format"] for r in rows] == ["plain", "gz", "zst"]
+    for r in rows:
+        assert r["events"] > 0 and r["bytes"] > 0 and r["report_s"] > 0 and r["writer_us_per_event"] > 0
+        assert r["report_events_per_s"] == pytest.approx(r["events"] / r["report_s"])
+        line = next(line for line in printed.splitlines() if line.startswith(f"| {r['format']} | "))
+        assert f"{r['events']:,}" in line and f"{r['bytes']:,}" in line
+    plain = rows[0]["bytes"]
+    assert all(r["bytes"] < plain and r["ratio"] == pytest.approx(plain / r["bytes"]) for r in rows[1:])
+
+
+def test_trace_files_smoke_prints_its_rows(tmp_path: Path) -> None:
+    script = REPO / "benchmarks" / "trace_files.py"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--keep", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = "| format | events | bytes | bytes/event | ratio | writer µs/event | report s | report events/s |"
+    assert proc.stdout.startswith(header)
+    rows = []
+    for line in proc.stdout.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows.append({"format": cells[0], "events": int(cells[1].replace(",", "")),
+                     "bytes": int(cells[2].replace(",", "")), "ratio": float(cells[4].rstrip("×")),
+                     "writer_us_per_event": float(cells[5]), "report_s": float(cells[6]),
+                     "report_events_per_s": float(cells[7].replace(",", ""))})
+    assert [r["format"] for r in rows] == ["plain", "gz", "zst"]
+    for r in rows:
+        size = (tmp_path / "trace-files" / f"trace.jsonl{'' if r['format'] == 'plain' else '.' + r['format']}")
+        assert size.stat().st_size == r["bytes"]  # the table describes the files it wrote
+        assert r["events"] == 20_000 and r["report_s"] > 0 and r["writer_us_per_event"] > 0
+    assert rows[1]["bytes"] < rows[0]["bytes"] and rows[2]["bytes"] < rows[0]["bytes"]

@@ -26,9 +26,11 @@ def add_trace_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", choices=("text", "jsonl"), default="text",
                    help="text: one readable line per operation; jsonl: one JSON object per line (see README)")
     g.add_argument("--output", metavar="FILE",
-                   help="write events to FILE (default: stderr; with --background, a file in $TMPDIR)")
+                   help="write events to FILE (default: stderr; with --background, a file in $TMPDIR); "
+                   "FILE ending in .zst or .gz is written compressed (zstd, gzip), readable while written")
     g.add_argument("--output-max-bytes", type=byte_size, default=0, metavar="N",
-                   help="rotate FILE when it would exceed N bytes (suffixes k, M, G); 0 = never")
+                   help="rotate FILE when it would exceed N bytes (suffixes k, M, G; compressed bytes for "
+                   ".zst/.gz: each rotated file is a complete compressed file); 0 = never")
     g.add_argument("--output-backups", type=nonneg_int, default=1, metavar="N",
                    help="rotated files to keep: FILE.1 ... FILE.N (default 1; 0 = truncate and restart)")
     g.add_argument("--no-trace", action="store_true", help="do not record operations at all")

@@ -7,25 +7,49 @@ paths and processes by number of operations and by total time, then the failures
 chrome://tracing): one process track per caller pid, one complete slice per operation.
 
 `--html OUT.html` writes one self-contained page (inline CSS, SVG and a little vanilla JS, nothing fetched
-from the network) with the same tables and two charts: latency over time, and per-process swimlanes.
+from the network) with the same tables and two charts: latency over time, and per-process swimlanes. Its
+skeleton, CSS and JS are package data (templates/), filled in with string.Template.
+
+The files (plain, .gz or .zst) are read by trace_scan: fast, in worker processes for large ones, in bounded
+memory; this module turns its totals into the report and renders it.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import html
 import json
 import math
 import os
+import stat
+import string
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from typing import Any, TextIO
 
+import msgspec
+import orjson
+
+from . import trace_scan
 from .arguments import Parser, int_at_least
-from .tracing.events import KERNEL_COMM, SCHEMA_VERSION
-from .tracing.stats import Summary
+from .trace_scan import (
+    ReportError,
+    Totals,
+    as_dict,
+    chunk_events,
+    decode_lines,
+    default_jobs,
+    full_event,
+    read_chunks,
+    scan,
+)
+from .tracing.events import KERNEL_COMM
+from .tracing.stats import OpStats, Summary
 
 PROG = "fuse-passthrough report"
 DEFAULT_TOP = 10
@@ -34,78 +58,31 @@ LANE_STRIDE = 1 << 22
 CHART_POINTS = 5000  # at most this many operations drawn per HTML chart (all errors and the slowest kept)
 HTML_ERROR_ROWS = 1000  # (errno, path) rows in the HTML page
 SWIMLANES = 12       # processes shown in the HTML swimlane chart
+PERFETTO_LIMIT = 500_000  # operations exported to Perfetto by default (the first ones), to bound memory
+PARALLEL_MIN_BYTES = 16 << 20  # smaller inputs are read in this process: starting workers costs more
+PROGRESS_MIN_BYTES = 64 << 20  # a progress bar (on a terminal) for inputs at least this large
 
-
-class ReportError(Exception):
-    """A one-line problem with the input or output files (exit status 1)."""
+__all__ = ["ReportError", "Report", "build", "perfetto_trace", "read_events", "render_html", "render_text",
+           "run_report", "write_perfetto"]
 
 
 # --------------------------------------------------------------------------------------------- reading
 
-_REQUIRED: dict[str, tuple[type, ...]] = {"op": (str,), "ts": (int, float), "duration_ns": (int,), "pid": (int,)}
-_OPTIONAL: dict[str, tuple[type, ...]] = {
-    "seq": (int,), "path": (str,), "path2": (str,), "errno": (str,), "comm": (str,), "uid": (int,),
-    "gid": (int,), "args": (dict,), "cmdline": (list,),
-}
-
-
-def _check_event(obj: Any) -> dict[str, Any]:
-    """The event with every schema field present, or ValueError saying what is wrong with it."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"not a trace event (a JSON {type(obj).__name__}, expected an object)")
-    v = obj.get("v", SCHEMA_VERSION)
-    if v != SCHEMA_VERSION:
-        raise ValueError(f"unsupported event schema version {v!r} (this report reads version {SCHEMA_VERSION})")
-    for name, types in _REQUIRED.items():
-        if name not in obj:
-            raise ValueError(f"not a trace event (no {name!r} field)")
-        value = obj[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise ValueError(f"bad {name!r} field: {value!r}")
-    if obj["duration_ns"] < 0:
-        raise ValueError(f"bad 'duration_ns' field: {obj['duration_ns']!r}")
-    if not math.isfinite(obj["ts"]):
-        raise ValueError(f"bad 'ts' field: {obj['ts']!r}")
-    for name, types in _OPTIONAL.items():
-        value = obj.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
-            raise ValueError(f"bad {name!r} field: {value!r}")
-    for name in ("seq", "path", "path2", "result", "errno", "comm"):
-        obj.setdefault(name, None)
-    obj.setdefault("args", {})
-    return obj
-
-
 def read_events(path: str) -> Iterator[dict[str, Any]]:
-    """The events of one JSONL trace file; ReportError names the file and line of anything unreadable."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise ReportError(f"cannot read '{path}': {e.strerror}") from None
-    with f:
-        try:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ReportError(f"{path}:{lineno}: malformed line, not UTF-8 text") from None
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    hint = "" if raw.endswith(b"\n") else "; the last line is incomplete: is the trace still being written?"
-                    raise ReportError(f"{path}:{lineno}: malformed line, not JSON "
-                                      f"({e.msg.removesuffix(' at')} at column {e.colno}){hint}") from None
-                try:
-                    yield _check_event(obj)
-                except ValueError as e:
-                    raise ReportError(f"{path}:{lineno}: malformed line, {e}") from None
-        except OSError as e:
-            raise ReportError(f"cannot read '{path}': {e.strerror}") from None
+    """The events of one JSONL trace file (plain, .gz or .zst); ReportError names the file and line of anything
+    unreadable."""
+    for chunk in read_chunks([path]):
+        for events, part in chunk_events(chunk, [path]):
+            for i in range(len(events)):
+                yield part.event(events, i)
 
 
 # --------------------------------------------------------------------------------------------- analysis
+
+def _counter() -> Counter[str]:
+    """An empty Counter, made without Counter.__init__ (a report makes one per path: this is 10x cheaper)."""
+    return Counter.__new__(Counter)
+
 
 @dataclass
 class Group:
@@ -114,7 +91,7 @@ class Group:
     calls: int = 0
     errors: int = 0
     total_ns: int = 0
-    ops: Counter[str] = field(default_factory=Counter)
+    ops: Counter[str] = field(default_factory=_counter)
 
     def add(self, event: dict[str, Any]) -> None:
         self.calls += 1
@@ -123,8 +100,12 @@ class Group:
         self.ops[event["op"]] += 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "errors": self.errors, "total_ns": self.total_ns,
-                "ops": dict(self.ops.most_common())}
+        return {"calls": self.calls, "errors": self.errors, "total_ns": self.total_ns, "ops": dict(ranked(self.ops))}
+
+
+def ranked(ops: Counter[str]) -> list[tuple[str, int]]:
+    """Operations and their counts, most first (ties by name)."""
+    return sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _group(groups: dict[Any, Group], key: Any) -> Group:
@@ -150,6 +131,72 @@ class Report:
         self.events = 0
         self.first_ts: float | None = None
         self.last_end: float | None = None
+        # table -> (operations, entries) dropped from it to bound memory (see trace_scan.TABLE_CAP)
+        self.dropped: dict[str, tuple[int, int]] = {}
+        self.sample: list[dict[str, Any]] = []  # events for the HTML charts (a bounded sample)
+        self.sample_every_error = True  # the sample holds every failed operation
+
+    @classmethod
+    def from_tally(cls, t: Totals) -> Report:
+        """The report of trace_scan.Totals (what `build` reads)."""
+        r = cls()
+        r.events = t.events
+        if t.events:
+            r.first_ts, r.last_end = t.first_ts, t.last_end
+        hist: dict[str, dict[int, int]] = {}
+        for (op, bucket), n in t.hist.items():
+            hist.setdefault(op, {})[bucket] = n
+        for op in sorted(hist, key=lambda o: (-t.op_ns[o], o)):
+            h = hist[op]
+            r.summary.ops[op] = OpStats(sum(h.values()), t.op_errors[op], t.op_ns[op], t.op_read[op],
+                                        t.op_written[op], injected=t.op_injected[op],
+                                        histogram=dict(sorted(h.items())))
+        paths = r.paths
+        for (path, op), n in t.path_ops.items():
+            if path is not None:
+                g = paths.get(path)
+                if g is None:
+                    g = paths[path] = Group()
+                g.ops[op] = n
+                g.calls += n
+        for path, g in paths.items():
+            g.errors, g.total_ns = t.path_errors[path], t.path_ns[path]
+        processes = r.processes
+        for (proc, op), n in t.proc_ops.items():
+            key = (0, None) if proc[0] == 0 else proc
+            g = processes.get(key)
+            if g is None:
+                g = processes[key] = Group()
+            g.ops[op] += n
+        for (pid, comm), g in r.processes.items():
+            keys = [k for k in t.proc_ns if k[0] == 0] if pid == 0 else [(pid, comm)]
+            g.calls = sum(g.ops.values())
+            g.errors = sum(t.proc_errors[k] for k in keys)
+            g.total_ns = sum(t.proc_ns[k] for k in keys)
+        errors = r.errors
+        for (errno, path, op), n in t.error_ops.items():
+            g = errors.get((errno, path))
+            if g is None:
+                g = errors[(errno, path)] = Group()
+            g.ops[op] += n
+            g.calls += n
+            g.errors += n
+        r.dropped = {table: (calls, entries) for table, (calls, entries) in t.dropped.items() if entries}
+        if t.sample is not None:
+            r.sample = t.sample.events()
+            r.sample_every_error = t.sample.every_error
+        return r
+
+    def count(self, table: str, n: int) -> str:
+        """n, or 'over n' when entries of that table were dropped to bound memory."""
+        return f"over {n}" if table in self.dropped else str(n)
+
+    def notes(self) -> list[str]:
+        """What the tables leave out, when the trace had more distinct entries than the report tracks."""
+        names = {"paths": "paths", "processes": "processes", "errors": "(errno, path) pairs"}
+        return [f"note: more than {trace_scan.TABLE_CAP} {names[table]}: the least busy were dropped to bound memory, with "
+                f"{calls} operations on them; the totals count every operation, the {names[table]} tables may "
+                "count low" for table, (calls, _) in self.dropped.items()]
 
     def add(self, event: dict[str, Any]) -> None:
         self.summary.add_event(event)
@@ -182,9 +229,13 @@ class Report:
         ranked = _top(self.processes.items(), by, n, lambda k: (process_label(*k), k[0]))
         return [(process_label(*k), g) for k, g in ranked]
 
-    def error_groups(self) -> list[tuple[str, str | None, Group]]:
-        ranked = sorted(self.errors.items(), key=lambda kv: (-kv[1].calls, kv[0][0], kv[0][1] or ""))
-        return [(errno, path, g) for (errno, path), g in ranked]
+    def error_groups(self, limit: int | None = None) -> list[tuple[str, str | None, Group]]:
+        """(errno, path) groups, most errors first; the first `limit` of them, if given."""
+        def key(kv: tuple[tuple[str, str | None], Group]) -> Any:
+            return (-kv[1].calls, kv[0][0], kv[0][1] or "")
+        items = self.errors.items()
+        top = sorted(items, key=key) if limit is None else heapq.nsmallest(limit, items, key=key)
+        return [(errno, path, g) for (errno, path), g in top]
 
     def errno_totals(self) -> list[tuple[str, Group]]:
         totals: dict[str, Group] = {}
@@ -205,9 +256,9 @@ class Report:
             "top_paths_by_time": [{"path": p, **g.as_dict()} for p, g in self.top_paths("time", top)],
             "top_processes_by_calls": [{"process": p, **g.as_dict()} for p, g in self.top_processes("calls", top)],
             "top_processes_by_time": [{"process": p, **g.as_dict()} for p, g in self.top_processes("time", top)],
-            "errors_by_errno": [{"errno": e, "count": g.calls, "ops": dict(g.ops.most_common())}
+            "errors_by_errno": [{"errno": e, "count": g.calls, "ops": dict(ranked(g.ops))}
                                 for e, g in self.errno_totals()],
-            "errors_by_errno_path": [{"errno": e, "path": p, "count": g.calls, "ops": dict(g.ops.most_common())}
+            "errors_by_errno_path": [{"errno": e, "path": p, "count": g.calls, "ops": dict(ranked(g.ops))}
                                      for e, p, g in self.error_groups()],
         }
 
@@ -219,7 +270,7 @@ def _top(items: Iterable[tuple[Any, Group]], by: str, n: int, name: Any) -> list
     else:
         def key(kv: tuple[Any, Group]) -> Any:
             return (-kv[1].total_ns, -kv[1].calls, name(kv[0]))
-    return sorted(items, key=key)[:n]
+    return heapq.nsmallest(n, items, key=key)  # sorted(items, key=key)[:n], in less time
 
 
 # --------------------------------------------------------------------------------------------- text
@@ -243,7 +294,7 @@ def _ms(ns: int | float) -> str:
 
 
 def _ops_text(ops: Counter[str], limit: int = 4) -> str:
-    common = ops.most_common()
+    common = ranked(ops)
     text = ", ".join(f"{op} x{n}" for op, n in common[:limit])
     return text + (f", +{len(common) - limit} more" if len(common) > limit else "")
 
@@ -269,8 +320,12 @@ def _text_table(out: TextIO, title: str, header: list[str], rows: list[list[str]
 def render_text(report: Report, out: TextIO, files: list[str], top: int = DEFAULT_TOP) -> None:
     procs = len(report.processes)
     out.write(f"trace: {', '.join(files)}\n")
-    out.write(f"{report.events} operations, {report.total_errors} failed, {len(report.paths)} paths, "
-              f"{procs} process{'es' if procs != 1 else ''}, over {report.span_s:.6f} s\n\n")
+    out.write(f"{report.events} operations, {report.total_errors} failed, "
+              f"{report.count('paths', len(report.paths))} paths, {report.count('processes', procs)} "
+              f"process{'es' if procs != 1 else ''}, over {report.span_s:.6f} s\n")
+    for note in report.notes():
+        out.write(note + "\n")
+    out.write("\n")
     report.summary.render(out)
     for by, what in (("calls", "number of operations"), ("time", "total time")):
         _text_table(out, f"top paths by {what}:", ["calls", "errors", "total ms", "path"],
@@ -282,12 +337,13 @@ def render_text(report: Report, out: TextIO, files: list[str], top: int = DEFAUL
                      for p, g in report.top_processes(by, top)], 3)
     _text_table(out, "errors by errno:", ["count", "errno", "operations"],
                 [[str(g.calls), e, _ops_text(g.ops)] for e, g in report.errno_totals()], 1)
-    groups = report.error_groups()
+    groups = report.error_groups(top)
     _text_table(out, "errors by errno and path:", ["count", "errno", "path", "operations"],
-                [[str(g.calls), e, display(p), _ops_text(g.ops)] for e, p, g in groups[:top]], 1)
-    if len(groups) > top:
-        rest = sum(g.calls for _, _, g in groups[top:])
-        out.write(f"  ... {len(groups) - top} more (errno, path) pairs with {rest} errors (--top N shows more)\n")
+                [[str(g.calls), e, display(p), _ops_text(g.ops)] for e, p, g in groups], 1)
+    if len(report.errors) > top:
+        rest = sum(g.calls for g in report.errors.values()) - sum(g.calls for _, _, g in groups)
+        out.write(f"  ... {len(report.errors) - top} more (errno, path) pairs with {rest} errors (--top N shows "
+                  "more)\n")
     out.flush()
 
 
@@ -295,7 +351,12 @@ def render_text(report: Report, out: TextIO, files: list[str], top: int = DEFAUL
 
 def _clean(value: Any) -> Any:
     """JSON value safe for any viewer: strings as valid Unicode (no lone surrogates)."""
-    if "\\ud" not in json.dumps(value):  # fast path: no surrogate at all (the usual case)
+    try:
+        orjson.dumps(value)  # fails on a lone surrogate (and on an int beyond 64 bits)
+        return value
+    except TypeError:
+        pass
+    if "\\ud" not in json.dumps(value):  # no surrogate after all
         return value
     return _clean_deep(value)
 
@@ -321,47 +382,118 @@ def perfetto_trace(events: list[dict[str, Any]]) -> dict[str, Any]:
     duration_ns / 1000. Operations of one pid that overlap in time go on extra threads of that process, as
     the format wants the slices of a thread properly nested.
     """
-    events = _sorted_events(events)
-    t0 = events[0]["ts"] if events else 0.0
-    comms: dict[int, list[str]] = {}
-    cmdlines: dict[int, list[str]] = {}
-    lanes: dict[int, list[int]] = {}  # pid -> end (ns since t0) of the last slice on each lane
-    slices: list[dict[str, Any]] = []
-    for e in events:
-        pid = e["pid"]
-        names = comms.setdefault(pid, [])
-        if e["comm"] and (not names or names[-1] != e["comm"]):
-            names.append(e["comm"])
-        if e.get("cmdline") and pid not in cmdlines:
-            cmdlines[pid] = e["cmdline"]
-        start_ns = round((e["ts"] - t0) * 1e9)
-        ends = lanes.setdefault(pid, [])
-        lane = next((i for i, end in enumerate(ends) if end <= start_ns), len(ends))
-        if lane == len(ends):
-            ends.append(0)
-        ends[lane] = start_ns + e["duration_ns"]
-        slices.append({
-            "name": e["op"], "cat": "fuse", "ph": "X", "ts": start_ns / 1000, "dur": e["duration_ns"] / 1000,
-            "pid": pid, "tid": pid + lane * LANE_STRIDE,
-            "args": _clean({"path": e["path"], "path2": e["path2"], "args": e["args"], "result": e["result"],
-                            "errno": e["errno"], "seq": e["seq"]}),
-        })
-    meta: list[dict[str, Any]] = []
-    for pid in sorted(lanes):
-        name = "kernel" if pid == 0 else " -> ".join(dict.fromkeys(comms[pid])) or f"pid {pid}"
-        meta.append({"name": "process_name", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
-                     "args": {"name": _clean(name)}})
-        meta.append({"name": "process_sort_index", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
-                     "args": {"sort_index": pid}})
-        if pid in cmdlines:
-            meta.append({"name": "process_labels", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
-                         "args": {"labels": _clean(" ".join(str(a) for a in cmdlines[pid]))}})
-        for lane in range(len(lanes[pid])):
-            tname = name if lane == 0 else f"{name} (concurrent #{lane})"
-            meta.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": pid, "tid": pid + lane * LANE_STRIDE,
-                         "args": {"name": _clean(tname)}})
-    return {"traceEvents": meta + slices, "displayTimeUnit": "ns",
-            "otherData": {"source": "fuse-passthrough", "trace_start_unix_s": t0, "ts_unit": "us since start"}}
+    p = _Perfetto(events)
+    slices = list(p.slices())
+    return {"traceEvents": p.meta() + slices, **p.header()}
+
+
+def write_perfetto(events: Sequence[dict[str, Any] | bytes], path: str) -> None:
+    """`perfetto_trace(events)` written to a file a slice at a time (the same JSON, in less memory: the events
+    may also be the JSONL lines scan() kept, made dicts one at a time)."""
+    p = _Perfetto(events)
+    try:
+        with open(path, "wb") as f:
+            f.write(b'{"traceEvents":[')
+            sep = b""
+            for item in p.slices():
+                f.write(sep + _dumps(item))
+                sep = b","
+            for item in p.meta():
+                f.write(sep + _dumps(item))
+                sep = b","
+            f.write(b"]," + _dumps(p.header())[1:] + b"\n")
+    except OSError as e:
+        raise ReportError(f"cannot write '{path}': {e.strerror}") from None
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact ASCII JSON of a value already made safe by _clean."""
+    try:
+        out = orjson.dumps(value)
+        if out.isascii():
+            return out
+    except TypeError:
+        pass
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def _line_event(line: bytes) -> dict[str, Any]:
+    """One JSONL line that scan() has already checked, as its event dict."""
+    events, _ = decode_lines([line], lambda i: "kept line", False)
+    return as_dict(full_event(events[0], line))
+
+
+def _start(e: dict[str, Any] | bytes) -> tuple[float, int]:
+    if isinstance(e, bytes):
+        try:
+            when = _WHEN(e)
+            return when.ts, when.seq if when.seq is not None else 0
+        except (msgspec.MsgspecError, ValueError):  # what only the reference path reads
+            e = _line_event(e)
+    return e["ts"], e["seq"] if e["seq"] is not None else 0
+
+
+class _When(msgspec.Struct, gc=False):
+    ts: float
+    seq: int | None = None
+
+
+_WHEN = msgspec.json.Decoder(_When).decode
+
+
+class _Perfetto:
+    def __init__(self, events: Sequence[dict[str, Any] | bytes]) -> None:
+        self.events = sorted(events, key=_start)
+        self.t0 = _start(self.events[0])[0] if self.events else 0.0
+        self.comms: dict[int, list[str]] = {}
+        self.cmdlines: dict[int, list[str]] = {}
+        self.lanes: dict[int, list[int]] = {}  # pid -> end (ns since t0) of the last slice on each lane
+
+    def slices(self) -> Iterator[dict[str, Any]]:
+        t0, comms, cmdlines, lanes = self.t0, self.comms, self.cmdlines, self.lanes
+        for item in self.events:
+            e = item if isinstance(item, dict) else _line_event(item)
+            pid = e["pid"]
+            names = comms.setdefault(pid, [])
+            if e["comm"] and (not names or names[-1] != e["comm"]):
+                names.append(e["comm"])
+            if e.get("cmdline") and pid not in cmdlines:
+                cmdlines[pid] = e["cmdline"]
+            start_ns = round((e["ts"] - t0) * 1e9)
+            ends = lanes.setdefault(pid, [])
+            lane = next((i for i, end in enumerate(ends) if end <= start_ns), len(ends))
+            if lane == len(ends):
+                ends.append(0)
+            ends[lane] = start_ns + e["duration_ns"]
+            yield {
+                "name": e["op"], "cat": "fuse", "ph": "X", "ts": start_ns / 1000, "dur": e["duration_ns"] / 1000,
+                "pid": pid, "tid": pid + lane * LANE_STRIDE,
+                "args": _clean({"path": e["path"], "path2": e["path2"], "args": e["args"], "result": e["result"],
+                                "errno": e["errno"], "seq": e["seq"]}),
+            }
+
+    def meta(self) -> list[dict[str, Any]]:
+        """Process and thread names: complete once slices() has been iterated."""
+        meta: list[dict[str, Any]] = []
+        for pid in sorted(self.lanes):
+            name = "kernel" if pid == 0 else " -> ".join(dict.fromkeys(self.comms[pid])) or f"pid {pid}"
+            meta.append({"name": "process_name", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
+                         "args": {"name": _clean(name)}})
+            meta.append({"name": "process_sort_index", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
+                         "args": {"sort_index": pid}})
+            if pid in self.cmdlines:
+                meta.append({"name": "process_labels", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
+                             "args": {"labels": _clean(" ".join(str(a) for a in self.cmdlines[pid]))}})
+            for lane in range(len(self.lanes[pid])):
+                tname = name if lane == 0 else f"{name} (concurrent #{lane})"
+                meta.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": pid,
+                             "tid": pid + lane * LANE_STRIDE, "args": {"name": _clean(tname)}})
+        return meta
+
+    def header(self) -> dict[str, Any]:
+        return {"displayTimeUnit": "ns",
+                "otherData": {"source": "fuse-passthrough", "trace_start_unix_s": self.t0,
+                              "ts_unit": "us since start"}}
 
 
 # --------------------------------------------------------------------------------------------- HTML
@@ -497,95 +629,27 @@ def _html_table(title: str, header: list[tuple[str, bool]], rows: list[list[tupl
     return "".join(out)
 
 
-_CSS = """
-body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-header{background:#1d2330;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
-header p{margin:4px 0 0;color:#c6cbd6;word-break:break-all}
-main{padding:8px 24px 32px;max-width:1280px}
-.cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
-.card{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:8px 14px;min-width:120px}
-.card b{display:block;font-size:20px}.card span{color:#5b6373;font-size:12px}
-h2{font-size:16px;margin:22px 0 8px}
-section.panel{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:8px 12px;margin:10px 0}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:0 24px}
-@media (max-width:900px){.grid2{grid-template-columns:1fr}}
-table{border-collapse:collapse;background:#fff;width:100%;font-variant-numeric:tabular-nums}
-th,td{padding:3px 8px;border-bottom:1px solid #eceef2;text-align:left}
-th{background:#eef0f4;cursor:pointer;user-select:none;white-space:nowrap}
-th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
-td.num,th.num{text-align:right}td.txt{word-break:break-all}
-.chart{width:100%;height:auto;display:block}
-.chart text{font-size:11px;fill:#5b6373}.axis,.tick{stroke:#7a8292}.grid{stroke:#e3e6ec}
-.lane0{fill:#f7f8fa}.lane1{fill:#eef0f4}
-.pt{fill-opacity:.75}.pt.err{stroke:#000;stroke-width:1.2}.op.err{stroke:#c00;stroke-width:1}
-.legend{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0}
-.legend button{border:1px solid #cfd4dc;background:#fff;border-radius:12px;padding:2px 10px;cursor:pointer;font:inherit}
-.legend button.off{opacity:.35;text-decoration:line-through}
-.legend i{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:5px}
-.note,.none{color:#5b6373;font-size:12px}
-.hidden{display:none}
-"""
-
-_ERROR_HOOK = """
-(function(){var r=document.documentElement;
-function fail(m){var p=r.getAttribute('data-report-error');r.setAttribute('data-report-error',(p?p+'; ':'')+String(m));}
-window.onerror=function(m,s,l,c){fail(m+' at '+l+':'+c);};
-window.addEventListener('unhandledrejection',function(e){fail(e.reason);});
-document.addEventListener('securitypolicyviolation',function(e){fail('blocked '+e.blockedURI+' ('+e.violatedDirective+')');});
-})();
-"""
-
-_SCRIPT = """
-(function(){
-function val(td,num){var v=td.getAttribute('data-v');if(v===null)v=td.textContent;return num?parseFloat(v)||0:v;}
-var tables=document.querySelectorAll('table.sortable');
-for(var t=0;t<tables.length;t++){(function(table){
-  var ths=table.tHead.rows[0].cells;
-  for(var c=0;c<ths.length;c++){(function(th,col){
-    th.addEventListener('click',function(){
-      var num=th.className.indexOf('num')>=0, desc=!th.classList.contains('sorted-desc');
-      for(var i=0;i<ths.length;i++)ths[i].classList.remove('sorted-asc','sorted-desc');
-      th.classList.add(desc?'sorted-desc':'sorted-asc');
-      var body=table.tBodies[0], rows=Array.prototype.slice.call(body.rows);
-      rows.sort(function(a,b){var x=val(a.cells[col],num),y=val(b.cells[col],num);
-        var r=num?x-y:String(x).localeCompare(String(y));return desc?-r:r;});
-      for(var j=0;j<rows.length;j++)body.appendChild(rows[j]);
-    });})(ths[c],c);}
-})(tables[t]);}
-var marks=document.querySelectorAll('[data-op]'), buttons=document.querySelectorAll('.legend button');
-for(var b=0;b<buttons.length;b++){(function(btn){
-  btn.addEventListener('click',function(){
-    var op=btn.getAttribute('data-legend'), off=!btn.classList.contains('off');
-    for(var k=0;k<buttons.length;k++)if(buttons[k].getAttribute('data-legend')===op)buttons[k].classList.toggle('off',off);
-    for(var m=0;m<marks.length;m++)if(marks[m].getAttribute('data-op')===op)marks[m].classList.toggle('hidden',off);
-  });})(buttons[b]);}
-document.documentElement.setAttribute('data-report-ready','1');
-})();
-"""
+@cache
+def _template(name: str) -> str:
+    """A file of the package's templates/ directory (package data: inline CSS, JS, the page skeleton)."""
+    return resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def render_html(report: Report, events: list[dict[str, Any]], files: list[str], top: int = DEFAULT_TOP) -> str:
+    """The HTML page: templates/report.html filled in. `events`: those to chart (report.sample, or all)."""
     d = report.summary.as_dict()
     ops_by_time = list(d["ops"])
     colors = {op: _PALETTE[i % len(_PALETTE)] for i, op in enumerate(ops_by_time)}
     events = _sorted_events(events)
     sample = _sample(events, CHART_POINTS)
-    p: list[str] = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        'style-src \'unsafe-inline\'; script-src \'unsafe-inline\'; img-src data:">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>fuse-passthrough report: {_e(', '.join(os.path.basename(f) for f in files))}</title>",
-        f"<script>{_ERROR_HOOK}</script><style>{_CSS}</style></head><body>",
-        f"<header><h1>fuse-passthrough trace report</h1><p>{_e(', '.join(files))}</p></header><main>",
-        '<div class="cards">',
-    ]
+    p: list[str] = ['<div class="cards">']
     start = ""
     if report.first_ts is not None:
         import datetime
         start = datetime.datetime.fromtimestamp(report.first_ts).astimezone().isoformat(timespec="milliseconds")
     for value, label in ((report.events, "operations"), (report.total_errors, "failed"),
-                         (len(report.paths), "paths"), (len(report.processes), "processes"),
+                         (report.count("paths", len(report.paths)), "paths"),
+                         (report.count("processes", len(report.processes)), "processes"),
                          (f"{report.span_s:.3f} s", "duration"), (_ms(d["total_ns"]) + " ms", "time in operations")):
         p.append(f'<div class="card"><b>{_e(value)}</b><span>{_e(label)}</span></div>')
     p.append("</div>")
@@ -594,8 +658,12 @@ def render_html(report: Report, events: list[dict[str, Any]], files: list[str], 
     if sample:
         legend = "".join(f'<button type="button" data-legend="{_e(op)}"><i style="background:{colors[op]}"></i>'
                          f"{_e(op)}</button>" for op in ops_by_time)
-        shown = (f"all {len(events)} operations" if len(sample) == len(events) else
-                 f"{len(sample)} of {len(events)} operations (every error and the slowest kept)")
+        total = max(report.events, len(events))
+        every_error = report.sample_every_error and (sum(e["errno"] is not None for e in sample)
+                                                     == sum(e["errno"] is not None for e in events))
+        kept = ("every error and the slowest kept" if every_error
+                else "the slowest kept, errors and the rest sampled evenly")
+        shown = f"all {total} operations" if len(sample) == total else f"{len(sample)} of {total} operations ({kept})"
         p.append('<h2>Latency over time</h2><section class="panel">')
         p.append(f'<div class="legend">{legend}</div>{_scatter_svg(sample, colors)}')
         p.append(f'<p class="note">Each dot is one operation: start time (x) and latency (y, log scale); black '
@@ -635,15 +703,19 @@ def render_html(report: Report, events: list[dict[str, Any]], files: list[str], 
     p.append(_html_table("Errors by errno", [("count", True), ("errno", False), ("operations", False)],
                          [[(str(g.calls), None), (e, None), (_ops_text(g.ops, 8), None)]
                           for e, g in report.errno_totals()]))
-    groups = report.error_groups()
+    groups = report.error_groups(HTML_ERROR_ROWS)
     p.append(_html_table("Errors by errno and path", [("count", True), ("errno", False), ("path", False),
                                                       ("operations", False)],
                          [[(str(g.calls), None), (e, None), (display(path), None), (_ops_text(g.ops, 8), None)]
-                          for e, path, g in groups[:HTML_ERROR_ROWS]]))
-    if len(groups) > HTML_ERROR_ROWS:
-        p.append(f'<p class="note">... and {len(groups) - HTML_ERROR_ROWS} more (errno, path) pairs.</p>')
-    p.append(f"</main><script>{_SCRIPT}</script></body></html>\n")
-    return "".join(p)
+                          for e, path, g in groups]))
+    if len(report.errors) > HTML_ERROR_ROWS:
+        p.append(f'<p class="note">... and {len(report.errors) - HTML_ERROR_ROWS} more (errno, path) pairs.</p>')
+    for note in report.notes():
+        p.append(f'<p class="note">{_e(note)}</p>')
+    return string.Template(_template("report.html")).substitute(
+        title=_e(", ".join(os.path.basename(f) for f in files)), files=_e(", ".join(files)),
+        error_hook=_template("error-hook.js"), css=_template("report.css"), script=_template("report.js"),
+        body="".join(p))
 
 
 # --------------------------------------------------------------------------------------------- command
@@ -654,14 +726,20 @@ _positive = int_at_least(1)
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Summarise a JSONL trace written with --format jsonl: per-operation "
                 "table, busiest paths and processes, errors; optionally export it for Perfetto or as HTML.",
-                epilog="Several files (e.g. a rotated set: t.jsonl.2 t.jsonl.1 t.jsonl) are reported as one trace. "
+                epilog="Several files (e.g. a rotated set: t.jsonl.2 t.jsonl.1 t.jsonl) are reported as one trace; "
+                "each may be plain, gzip or zstd (told by its content, not its name). "
                 "Exit status: 0 ok, 1 unreadable or malformed input or unwritable output, 2 bad arguments.")
-    p.add_argument("traces", nargs="+", metavar="TRACE.jsonl", help="trace file(s) to read")
+    p.add_argument("traces", nargs="+", metavar="TRACE.jsonl", help="trace file(s) to read (plain, .gz, .zst)")
     p.add_argument("--perfetto", metavar="OUT.json",
                    help="also write Chrome Trace Event JSON (open in ui.perfetto.dev or chrome://tracing)")
+    p.add_argument("--perfetto-limit", type=_positive, default=PERFETTO_LIMIT, metavar="N",
+                   help=f"operations written to --perfetto: the first N (default {PERFETTO_LIMIT})")
     p.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML report")
     p.add_argument("--top", type=_positive, default=DEFAULT_TOP, metavar="N",
                    help=f"rows in the top paths/processes tables (default {DEFAULT_TOP})")
+    p.add_argument("--jobs", type=_positive, default=None, metavar="N",
+                   help="processes reading the trace (default: one per CPU for inputs over "
+                   f"{PARALLEL_MIN_BYTES >> 20} MiB, else 1)")
     return p
 
 
@@ -673,30 +751,85 @@ def _write(path: str, text: str) -> None:
         raise ReportError(f"cannot write '{path}': {e.strerror}") from None
 
 
-def build(files: list[str], keep_events: bool) -> tuple[Report, list[dict[str, Any]]]:
-    """Read the trace files into a Report (and the events themselves, if asked)."""
-    report = Report()
-    events: list[dict[str, Any]] = []
+def build(files: list[str], keep_events: bool = False, *, sample: bool = False, limit: int = PERFETTO_LIMIT,
+          jobs: int = 1, on_progress: Callable[[int], None] | None = None,
+          on_truncated: Callable[[str, int, int], None] | None = None) -> tuple[Report, list[dict[str, Any]]]:
+    """Read the trace files into a Report; with keep_events, also their first `limit` events.
+
+    sample: keep a bounded sample of the events for the HTML charts in `report.sample`. jobs: worker
+    processes (1: read here). on_progress(n): n more bytes of the files read. on_truncated(path, lines,
+    partial_bytes): a compressed file ends early; its whole lines were read."""
+    report, kept = _build(files, sample, limit if keep_events else 0, jobs, on_progress, on_truncated)
+    return report, [_line_event(line) for line in kept]
+
+
+def _build(files: list[str], sample: bool, keep: int, jobs: int, on_progress: Callable[[int], None] | None,
+           on_truncated: Callable[[str, int, int], None] | None) -> tuple[Report, list[bytes]]:
+    tally, kept = scan(files, jobs=jobs, sample=CHART_POINTS if sample else 0, keep=keep,
+                       on_progress=on_progress, on_truncated=on_truncated)
+    return Report.from_tally(tally), kept
+
+
+def _input_size(files: list[str]) -> tuple[int, int]:
+    """(bytes in the files, an estimate of their decompressed size: a compressed trace is ~10x smaller)."""
+    total = estimate = 0
     for path in files:
-        for event in read_events(path):
-            report.add(event)
-            if keep_events:
-                events.append(event)
-    return report, events
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                continue  # a pipe, say: its first bytes are for the reader, not to be peeked at here
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                compressed = f.read(4)[:2] in (b"\x1f\x8b", b"\x28\xb5")
+        except OSError:
+            continue
+        total += size
+        estimate += size * 10 if compressed else size
+    return total, estimate
+
+
+def _progress_bar(total: int, estimate: int) -> Any:
+    """A progress bar on stderr (bytes of the files read), for a large input on a terminal; else None."""
+    if estimate < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    tqdm.monitor_interval = 0  # no monitor thread: the report forks its workers after this
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="reading", leave=False,
+                mininterval=0.25, file=sys.stderr, dynamic_ncols=True)
 
 
 def run_report(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    size, estimate = _input_size(args.traces)
+    jobs = args.jobs or (default_jobs() if estimate >= PARALLEL_MIN_BYTES else 1)
+    bar = _progress_bar(size, estimate)
+
+    def truncated(path: str, lines: int, partial: int) -> None:
+        cut = f", and skipped the {partial} bytes of the line it cut" if partial else ""
+        msg = (f"{PROG}: warning: '{path}' ends before the end of its compressed data (the writer was killed, "
+               f"or is still writing): read its {lines} whole lines{cut}")
+        if bar is not None:
+            bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
     try:
-        report, events = build(args.traces, keep_events=bool(args.perfetto or args.html))
+        try:
+            report, kept = _build(args.traces, bool(args.html), args.perfetto_limit if args.perfetto else 0, jobs,
+                                  bar.update if bar is not None else None, truncated)
+        finally:
+            if bar is not None:
+                bar.close()
         if args.perfetto:
-            _write(args.perfetto, json.dumps(perfetto_trace(events), separators=(",", ":")) + "\n")
+            write_perfetto(kept, args.perfetto)
         if args.html:
-            _write(args.html, render_html(report, events, args.traces, args.top))
+            _write(args.html, render_html(report, report.sample, args.traces, args.top))
         render_text(report, sys.stdout, args.traces, args.top)
-        for what, path in (("Perfetto trace", args.perfetto), ("HTML report", args.html)):
-            if path:
-                print(f"\n{what} written to {path}", file=sys.stdout)
+        if args.perfetto:
+            cut = (f" (the first {len(kept)} of {report.events} operations: --perfetto-limit N for more)"
+                   if len(kept) < report.events else "")
+            print(f"\nPerfetto trace written to {args.perfetto}{cut}", file=sys.stdout)
+        if args.html:
+            print(f"\nHTML report written to {args.html}", file=sys.stdout)
     except ReportError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1

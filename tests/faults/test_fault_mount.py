@@ -41,6 +41,14 @@ def test_write_enospc_fails_echo_and_leaves_source_as_it_was(workdir: Path) -> N
     assert stats["ops"]["write"]["injected"] == 1 and stats["total_injected"] == 1
     assert stats["ops"]["write"]["errors"] == 1
     assert "injected" in m.stderr()  # the summary table grew its column
+    for jobs in ("1", "2"):  # the saved trace's report counts it too, in one process or several
+        r = subprocess.run(PROG + ["report", "--jobs", jobs, str(m.trace)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        header = next(line for line in r.stdout.splitlines() if line.lstrip().startswith("% time"))
+        row = next(line for line in r.stdout.splitlines() if line.endswith(" write"))
+        cols = dict(zip(header.split()[2:], row.split()[1:], strict=False))
+        assert cols["injected"] == "1" and cols["errors"] == "1", (header, row)
 
 
 def test_fsync_eio_on_the_second_call_only(workdir: Path) -> None:

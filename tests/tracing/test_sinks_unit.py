@@ -4,6 +4,8 @@ import json
 import os
 import threading
 
+import pytest
+
 from fuse_passthrough.tracing import RotatingFile, TraceSink
 from fuse_passthrough.tracing.events import RawEvent
 
@@ -130,3 +132,61 @@ def test_process_sink_leaves_the_writer_alone_when_asked(tmp_path) -> None:
         assert _policy(sink.proc.pid) == os.SCHED_OTHER and not sink.writer_idle
     finally:
         sink.close()
+
+
+# --------------------------------------------------------------------------------------------- compressed output
+
+def _decompress(path) -> bytes:
+    """One complete compressed file, decompressed by the codec's own library (an end marker is required)."""
+    import gzip
+
+    import zstandard
+
+    data = path.read_bytes()
+    if path.name.split(".jsonl")[1].startswith(".gz"):
+        return gzip.decompress(data)
+    d = zstandard.ZstdDecompressor().decompressobj()
+    out = d.decompress(data)
+    assert d.eof and not d.unused_data, f"{path} is not one complete zstd frame"
+    return out
+
+
+def _rotated_in_order(directory, name: str) -> list:
+    files = [p for p in directory.iterdir() if p.name.startswith(name)]
+    return sorted(files, key=lambda p: -int(p.name.rsplit(".", 1)[1]) if p.name.rsplit(".", 1)[1].isdigit() else 0)
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".gz"])
+def test_compressed_rotation_gives_complete_files_under_the_cap(tmp_path, suffix: str) -> None:
+    name = f"t.jsonl{suffix}"
+    sink = TraceSink(RotatingFile(str(tmp_path / name), max_bytes=8_000, backups=1000), "jsonl", queue_size=64)
+    for i in range(6000):
+        sink.put(ev(i))
+    sink.close()
+    files = _rotated_in_order(tmp_path, name)
+    assert len(files) > 3
+    lines = []
+    for f in files:
+        assert 0 < f.stat().st_size <= 8_000, f
+        lines += _decompress(f).splitlines()  # each file decompresses on its own
+    assert [json.loads(line)["seq"] for line in lines] == list(range(6000))  # together: every event, in order
+    assert sum(f.stat().st_size for f in files) * 3 < sum(map(len, lines))  # and it did compress
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".gz"])
+def test_compressed_output_is_readable_while_written(tmp_path, suffix: str) -> None:
+    """Every write_lines ends in a flushed block: a reader sees all lines so far, before the file is closed."""
+    from fuse_passthrough.tracing.compression import TraceReader
+
+    path = tmp_path / f"t.jsonl{suffix}"
+    out = RotatingFile(str(path))
+    for batch in range(3):
+        out.write_lines([f'{{"n":{batch * 10 + i}}}\n'.encode() for i in range(10)])
+        out.flush()
+        with open(path, "rb") as f:
+            reader = TraceReader(f)
+            data = b"".join(reader.blocks())
+        assert reader.truncated  # no end marker yet
+        assert [json.loads(line)["n"] for line in data.splitlines()] == list(range(batch * 10 + 10))
+    out.close()
+    assert [json.loads(line)["n"] for line in _decompress(path).splitlines()] == list(range(30))

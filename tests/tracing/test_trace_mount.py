@@ -216,3 +216,112 @@ def test_rotation_through_the_cli_keeps_files_under_the_cap_and_loses_nothing(wo
     assert all(0 < f.stat().st_size <= 20 * 1024 for f in files)
     seqs = [json.loads(line)["seq"] for f in files for line in f.read_text().splitlines()]
     assert seqs == list(range(1, len(seqs) + 1))  # oldest file first, nothing lost across rotations
+
+
+# --------------------------------------------------------------------------------------------- compressed output
+
+def _decompressed(path: Path) -> bytes:
+    """A complete .zst/.gz file (its end marker required), by the codec's own library."""
+    import gzip
+
+    import zstandard
+
+    if ".gz" in path.name:
+        return gzip.decompress(path.read_bytes())
+    d = zstandard.ZstdDecompressor().decompressobj()
+    out = d.decompress(path.read_bytes())
+    assert d.eof and not d.unused_data, f"{path}: not one complete zstd frame"
+    return out
+
+
+def _report(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fuse_passthrough", "report", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def _live_events(path: Path, wanted: tuple[str, str], timeout: float = 10) -> list[dict]:
+    """The events a reader gets from the trace file while it is being written, once `wanted` (op, path) is in."""
+    from fuse_passthrough.report import read_events
+
+    deadline = time.monotonic() + timeout
+    while True:
+        events = list(read_events(str(path))) if path.exists() else []
+        if any((e["op"], e["path"]) == wanted for e in events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".gz"])
+def test_compressed_trace_through_a_mount(workdir: Path, suffix: str) -> None:
+    out = workdir / f"trace.jsonl{suffix}"
+    with Mount(workdir / "src", workdir / "mnt", "--format", "jsonl", "--output", str(out), trace=None) as m:
+        (m.mnt / "live.txt").write_text("x")
+        live = _live_events(out, ("create", "/live.txt"))  # flushed per batch: readable while written
+        assert ("create", "/live.txt") in [(e["op"], e["path"]) for e in live]
+        sh = subprocess.run(["sh", "-c", "echo hello > a; mkdir d; mv a d/b; cat d/b; rm d/b; echo $$"],
+                            cwd=m.mnt, capture_output=True, text=True)
+        assert sh.returncode == 0 and sh.stdout.startswith("hello\n")
+        assert m.unmount() == 0
+    events = [json.loads(line) for line in _decompressed(out).splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    sh_pid = int(sh.stdout.split()[-1])  # the shell, and the programs it ran
+    mine = [(e["op"], e["path"], e["path2"]) for e in events
+            if e["pid"] == sh_pid or e["comm"] in ("mkdir", "mv", "cat", "rm")]
+    for step in [("create", "/a", None), ("write", "/a", None), ("mkdir", "/d", None),
+                 ("rename", "/a", "/d/b"), ("unlink", "/d/b", None)]:
+        assert step in mine, step
+    ops = [s for s in mine if s in (("create", "/a", None), ("mkdir", "/d", None), ("rename", "/a", "/d/b"),
+                                    ("unlink", "/d/b", None))]
+    assert ops == [("create", "/a", None), ("mkdir", "/d", None), ("rename", "/a", "/d/b"), ("unlink", "/d/b", None)]
+    assert any(e["op"] == "read" and e["path"] == "/d/b" and e["comm"] == "cat" for e in events)
+    p = _report(str(out), "--top", "100")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert f"\n{len(events)} operations, " in p.stdout and "/d/b" in p.stdout
+
+
+def test_compressed_rotation_through_the_cli(workdir: Path) -> None:
+    out = workdir / "t.jsonl.zst"
+    with Mount(workdir / "src", workdir / "mnt", "--format", "jsonl", "--output", str(out),
+               "--output-max-bytes", "20k", "--output-backups", "100", trace=None) as m:
+        for i in range(600):
+            (m.mnt / f"file-with-a-longish-name-{i}").write_text("x")
+        assert m.unmount() == 0
+    files = sorted(workdir.glob("t.jsonl.zst*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    assert len(files) >= 3 and not (workdir / "t.jsonl.zst.101").exists()
+    assert all(0 < f.stat().st_size <= 20 * 1024 for f in files)  # the cap counts compressed bytes
+    seqs = [json.loads(line)["seq"] for f in files for line in _decompressed(f).splitlines()]
+    assert seqs == list(range(1, len(seqs) + 1))  # every file complete on its own, nothing lost across them
+    p = _report(*map(str, files))
+    assert p.returncode == 0 and p.stderr == "" and f"\n{len(seqs)} operations, " in p.stdout
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def test_report_of_a_compressed_trace_whose_writer_was_killed(workdir: Path) -> None:
+    out = workdir / "t.jsonl.zst"
+    with Mount(workdir / "src", workdir / "mnt", "--format", "jsonl", "--output", str(out), trace=None) as m:
+        for i in range(50):
+            (m.mnt / f"f{i}").write_text("x")
+        _live_events(out, ("create", "/f49"))
+        assert m.proc is not None
+        writer = [k for k in _children(m.proc.pid)
+                  if b"fuse_passthrough.tracing.writer" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        assert len(writer) == 1
+        os.kill(writer[0], signal.SIGKILL)  # the writer this test's daemon started
+        (m.mnt / "after").write_text("x")  # the mount keeps serving; these events are lost, and said so
+        m.unmount()
+    d = __import__("zstandard").ZstdDecompressor().decompressobj()
+    data = d.decompress(out.read_bytes())
+    assert not d.eof  # cut short: no end of frame
+    whole = data[: data.rfind(b"\n") + 1].splitlines()
+    assert any(json.loads(line)["path"] == "/f49" for line in whole)
+    p = _report(str(out))
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("\n") == 1 and f"warning: '{out}' ends before the end of its compressed data" in p.stderr
+    assert f"\n{len(whole)} operations, " in p.stdout

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import IO, Any
 
+from .compression import RESERVE, Compressor, bound, codec_for
 from .events import RawEvent, to_event
 from .formats import encoder, formatter
 from .stats import Summary
@@ -33,16 +34,27 @@ class RotatingFile:
     """Append-only file output that rotates at `max_bytes` (FILE -> FILE.1 -> ... FILE.N), never above it.
 
     max_bytes=0 means no rotation. With backups=0 the file is truncated and restarted when full.
+
+    A FILE named *.zst or *.gz is written compressed (tracing/compression.py): each `write_lines` call is one
+    or more flushed blocks, so a reader sees every line written so far; each file is a complete stream,
+    finished on rotation and on close. `max_bytes` then counts compressed bytes: a batch goes into the
+    current file only if its worst-case compressed size still fits, else it is split, and the file rotates
+    when not even one line is sure to fit.
     """
 
     def __init__(self, path: str, max_bytes: int = 0, backups: int = 1) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
+        self.codec = codec_for(path)
         self._f = open(path, "wb")  # noqa: SIM115 - owned until close()
+        self._comp = Compressor(self.codec) if self.codec else None
         self.size = 0
 
     def write_lines(self, lines: list[bytes]) -> None:
+        if self._comp is not None:
+            self._write_compressed(lines)
+            return
         if not self.max_bytes:
             data = b"".join(lines)
             self._f.write(data)
@@ -60,7 +72,33 @@ class RotatingFile:
         self._f.write(b"".join(chunk))
         self.size += chunk_size
 
+    def _write_compressed(self, lines: list[bytes]) -> None:
+        assert self._comp is not None
+        if not self.max_bytes:
+            data = self._comp.compress(b"".join(lines))
+            self._f.write(data)
+            self.size += len(data)
+            return
+        i = 0
+        while i < len(lines):
+            # As many lines as are sure to fit, compressed, in the room left (the stream's end reserved).
+            room = self.max_bytes - self.size - RESERVE
+            j, n = i, 0
+            while j < len(lines) and bound(n + len(lines[j])) <= room:
+                n += len(lines[j])
+                j += 1
+            if j == i:
+                if self.size:
+                    self._rotate()
+                    continue
+                j = i + 1  # a line that cannot fit even an empty file: alone in one, as in a plain file
+            data = self._comp.compress(b"".join(lines[i:j]))
+            self._f.write(data)
+            self.size += len(data)
+            i = j
+
     def _rotate(self) -> None:
+        self._finish()
         self._f.close()
         if self.backups > 0:
             for i in range(self.backups - 1, 0, -1):
@@ -70,12 +108,21 @@ class RotatingFile:
             os.replace(self.path, f"{self.path}.1")
         self._f = open(self.path, "wb")  # noqa: SIM115
         self.size = 0
+        if self.codec:
+            self._comp = Compressor(self.codec)
+
+    def _finish(self) -> None:
+        if self._comp is not None:
+            self._f.write(self._comp.finish())
+            self._comp = None
 
     def flush(self) -> None:
         self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        if not self._f.closed:
+            self._finish()
+            self._f.close()
 
 
 class StreamOutput:

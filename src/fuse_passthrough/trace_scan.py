@@ -1,0 +1,801 @@
+"""Reading JSONL traces fast, for `report`: whole lines in large chunks, decoded and tallied a slice at a time.
+
+A line is decoded by msgspec straight into an `Event` struct, its types checked on the way (about twice as fast
+as a generic JSON parser followed by checks in Python). A slice whose lines do not all decode that way goes
+through the reference path instead, line by line: `json.loads`, then `check_event`, which names the file,
+line and fault of a malformed line, and accepts what the fast path is too strict for (a file name with
+undecodable bytes, written as a lone-surrogate escape).
+
+The tally is column-wise: a slice's fields are taken out as columns and counted with `Counter` and a single
+Python loop for the time sums. Memory is bounded whatever the trace length: per operation a histogram, per
+path, process and (errno, path) their totals, pruned to the busiest when there are more than `TABLE_CAP`;
+and, when asked, a sample of at most a few thousand events for the HTML charts (the slowest quarter, the errors
+or a quarter of them spread over the trace, the rest evenly spaced by a stride that doubles as the trace grows).
+
+With `jobs` > 1 the chunks go to that many worker processes (fork), each tallying its share; the tallies are
+merged at the end. The result does not depend on the number of jobs.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import json
+import math
+import multiprocessing
+import os
+import queue
+import stat
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import compress, repeat
+from math import log2
+from operator import add, attrgetter, is_, is_not, lshift, mod, mul, not_, or_, truediv
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .tracing.compression import CorruptTrace, TraceReader
+from .tracing.events import SCHEMA_VERSION
+
+CHUNK = 512 << 10     # bytes of whole lines read (and sent to a worker) at a time
+SLICE = 512           # lines decoded and tallied together: their objects stay in the CPU cache
+TABLE_CAP = 100_000   # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
+BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
+
+
+class ReportError(Exception):
+    """A one-line problem with the input or output files (exit status 1)."""
+
+
+class Event(msgspec.Struct, gc=False):
+    """One trace event (README, "JSONL schema, version 1"): the fields and types a line must have."""
+
+    op: str
+    ts: float
+    duration_ns: Annotated[int, msgspec.Meta(ge=0)]
+    pid: int
+    v: Literal[1] = 1
+    seq: int | None = None
+    path: str | None = None
+    path2: str | None = None
+    args: Any = msgspec.Raw(b"{}")
+    result: Any = msgspec.Raw(b"null")
+    errno: str | None = None
+    comm: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    cmdline: list[Any] | None = None
+    injected: str | None = None  # what a fault rule did to the call (README, "Fault injection")
+    delay_ns: int | None = None
+
+
+class _Object(msgspec.Struct, gc=False):
+    """A JSON object whose fields are checked as JSON and skipped."""
+
+
+class _FullEvent(Event, gc=False):
+    """The same fields, with args and result kept as raw JSON (Raw), decoded when needed."""
+
+    args: msgspec.Raw = msgspec.Raw(b"{}")
+    result: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _FastEvent(Event, gc=False):
+    """What the tally needs: args only checked to be an object, result raw (for bytes read and written)."""
+
+    args: _Object = msgspec.field(default_factory=_Object)
+    result: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_DECODE = msgspec.json.Decoder(_FastEvent).decode
+_DECODE_FULL = msgspec.json.Decoder(_FullEvent).decode
+_COLUMNS = attrgetter("op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected")
+_FAST_ERRORS = (msgspec.MsgspecError, ValueError)
+
+
+# --------------------------------------------------------------------------------------------- reference path
+
+_REQUIRED: dict[str, tuple[type, ...]] = {"op": (str,), "ts": (int, float), "duration_ns": (int,), "pid": (int,)}
+_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "seq": (int,), "path": (str,), "path2": (str,), "errno": (str,), "comm": (str,), "uid": (int,),
+    "gid": (int,), "args": (dict,), "cmdline": (list,), "injected": (str,), "delay_ns": (int,),
+}
+
+
+def check_event(obj: Any) -> dict[str, Any]:
+    """The event with every schema field present, or ValueError saying what is wrong with it."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a trace event (a JSON {type(obj).__name__}, expected an object)")
+    v = obj.get("v", SCHEMA_VERSION)
+    if v != SCHEMA_VERSION:
+        raise ValueError(f"unsupported event schema version {v!r} (this report reads version {SCHEMA_VERSION})")
+    for name, types in _REQUIRED.items():
+        if name not in obj:
+            raise ValueError(f"not a trace event (no {name!r} field)")
+        value = obj[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"bad {name!r} field: {value!r}")
+    if obj["duration_ns"] < 0:
+        raise ValueError(f"bad 'duration_ns' field: {obj['duration_ns']!r}")
+    if not math.isfinite(obj["ts"]):
+        raise ValueError(f"bad 'ts' field: {obj['ts']!r}")
+    for name, types in _OPTIONAL.items():
+        value = obj.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            raise ValueError(f"bad {name!r} field: {value!r}")
+    for name in ("seq", "path", "path2", "result", "errno", "comm"):
+        obj.setdefault(name, None)
+    obj.setdefault("args", {})
+    return obj
+
+
+def parse_line(raw: bytes, where: str, last: bool) -> dict[str, Any] | None:
+    """One line through the reference path: the event, None for a blank line, or ReportError."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ReportError(f"{where}: malformed line, not UTF-8 text") from None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        hint = "; the last line is incomplete: is the trace still being written?" if last else ""
+        raise ReportError(f"{where}: malformed line, not JSON "
+                          f"({e.msg.removesuffix(' at')} at column {e.colno}){hint}") from None
+    try:
+        return check_event(obj)
+    except ValueError as e:
+        raise ReportError(f"{where}: malformed line, {e}") from None
+
+
+def _from_dict(d: dict[str, Any]) -> Event:
+    return Event(op=d["op"], ts=float(d["ts"]), duration_ns=d["duration_ns"], pid=d["pid"], seq=d["seq"],
+                 path=d["path"], path2=d["path2"], args=d["args"], result=d["result"], errno=d["errno"],
+                 comm=d["comm"], uid=d.get("uid"), gid=d.get("gid"), cmdline=d.get("cmdline"))
+
+
+def _json(value: Any) -> Any:
+    return msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
+
+
+def as_dict(e: Event, line: bytes | None = None) -> dict[str, Any]:
+    """The event as the JSON object it was read from (every schema field; cmdline when present).
+
+    `line`: the line it was decoded from (needed for an event of the fast path, which skipped its args)."""
+    if isinstance(e.args, _Object):
+        assert line is not None
+        e = _DECODE_FULL(line)
+    d = {"v": SCHEMA_VERSION, "seq": e.seq, "ts": e.ts, "op": e.op, "path": e.path, "path2": e.path2,
+         "args": _json(e.args), "result": _json(e.result), "errno": e.errno, "duration_ns": e.duration_ns,
+         "pid": e.pid, "uid": e.uid, "gid": e.gid, "comm": e.comm}
+    if e.cmdline is not None:
+        d["cmdline"] = e.cmdline
+    return d
+
+
+def full_event(e: Event, line: bytes) -> Event:
+    """The event with its args (skipped on the fast path) as raw JSON, from the line it was decoded from."""
+    return _DECODE_FULL(line) if isinstance(e.args, _Object) else e
+
+
+def decode_lines(lines: list[bytes], where: Callable[[int], str], last_open: bool
+                 ) -> tuple[list[Event], Sequence[int]]:
+    """The events of `lines` and the index of the line each came from; ReportError for a malformed one.
+
+    `last_open`: the last line has no newline (the end of a file that was cut short, or is still written)."""
+    try:
+        fast: list[Event] = list(map(_DECODE, lines))
+        return fast, range(len(fast))
+    except _FAST_ERRORS:
+        pass
+    events: list[Event] = []
+    index: list[int] = []
+    last = len(lines) - 1
+    for i, raw in enumerate(lines):
+        e: Event
+        try:
+            e = _DECODE(raw)
+        except _FAST_ERRORS:
+            d = parse_line(raw, where(i), last_open and i == last)
+            if d is None:
+                continue
+            e = _from_dict(d)
+        events.append(e)
+        index.append(i)
+    return events, index
+
+
+# --------------------------------------------------------------------------------------------- tally
+
+def _mix(pos: int) -> int:
+    """A position's bits well mixed (Fibonacci hashing): sampling on them spreads over any set of positions."""
+    return (pos * 0x9E3779B97F4A7C15 >> 17) & 0xFFFFFFFF
+
+
+@dataclass
+class Sample:
+    """A bounded sample of events for the charts: the slowest quarter, errors (all of them, or a quarter spread
+    evenly over the trace), and every `stride`-th event. The same whatever the order slices come in."""
+
+    limit: int
+    errors: dict[int, dict[str, Any]] = field(default_factory=dict)
+    error_stride: int = 1  # the errors kept: those whose _mix(position) is a multiple of this
+    slowest: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)  # heap of (ns, -pos, event)
+    spaced: dict[int, dict[str, Any]] = field(default_factory=dict)
+    stride: int = 1
+
+    @property
+    def every_error(self) -> bool:
+        return self.error_stride == 1
+
+    def add(self, part: Slice, events: list[Event], dur: tuple[int, ...], errno: tuple[str | None, ...]) -> None:
+        quarter = self.limit // 4
+        pos = part.positions()
+
+        def as_dict(i: int) -> dict[str, Any]:
+            return part.event(events, i)
+
+        for i in compress(range(len(events)), map(is_not, errno, repeat(None))):
+            if _mix(pos[i]) % self.error_stride == 0:
+                self.errors[pos[i]] = as_dict(i)
+                self._thin_errors(quarter)
+        slowest = self.slowest
+        floor = slowest[0][0] if len(slowest) >= quarter else -1
+        for i in compress(range(len(events)), map(int.__gt__, dur, repeat(floor))):
+            if len(slowest) < quarter:
+                heapq.heappush(slowest, (dur[i], -pos[i], as_dict(i)))
+            elif (dur[i], -pos[i]) > slowest[0][:2]:
+                heapq.heapreplace(slowest, (dur[i], -pos[i], as_dict(i)))
+        for i in compress(range(len(pos)), map(not_, map(mod, pos, repeat(self.stride)))):
+            self.spaced[pos[i]] = as_dict(i)
+        self._thin()
+
+    def _thin_errors(self, quarter: int) -> None:
+        while len(self.errors) > quarter:
+            self.error_stride *= 2
+            self.errors = {p: e for p, e in self.errors.items() if _mix(p) % self.error_stride == 0}
+
+    def _thin(self) -> None:
+        while len(self.spaced) > self.limit:
+            self.stride *= 2
+            self.spaced = {p: e for p, e in self.spaced.items() if p % self.stride == 0}
+
+    def merge(self, other: Sample) -> None:
+        quarter = self.limit // 4
+        self.error_stride = max(self.error_stride, other.error_stride)
+        self.errors = {p: e for p, e in (self.errors | other.errors).items() if _mix(p) % self.error_stride == 0}
+        self._thin_errors(quarter)
+        self.slowest = heapq.nlargest(quarter, self.slowest + other.slowest, key=lambda x: x[:2])
+        heapq.heapify(self.slowest)
+        self.stride = max(self.stride, other.stride)
+        self.spaced = {p: e for p, e in (self.spaced | other.spaced).items() if p % self.stride == 0}
+        self._thin()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The sampled events, each once, in trace order."""
+        chosen = dict(self.errors)
+        chosen.update((-neg, e) for _, neg, e in self.slowest)
+        chosen.update(self.spaced)
+        return [chosen[p] for p in sorted(chosen)]
+
+
+class Totals:
+    """What the report needs from the events, keyed by name: the result of a Tally, mergeable across processes."""
+
+    def __init__(self, sample: int = 0) -> None:
+        self.events = 0
+        self.first_ts = math.inf
+        self.last_end = -math.inf
+        self.hist: Counter[tuple[str, int]] = Counter()   # (op, latency bucket) -> calls
+        self.op_ns: dict[str, int] = {}
+        self.op_errors: Counter[str] = Counter()
+        self.op_read: Counter[str] = Counter()
+        self.op_written: Counter[str] = Counter()
+        self.op_injected: Counter[str] = Counter()  # calls a fault rule acted on
+        self.path_ops: Counter[tuple[str | None, str]] = Counter()
+        self.path_ns: dict[str | None, int] = {}
+        self.path_errors: Counter[str | None] = Counter()
+        self.proc_ops: Counter[tuple[tuple[int, str | None], str]] = Counter()
+        self.proc_ns: dict[tuple[int, str | None], int] = {}
+        self.proc_errors: Counter[tuple[int, str | None]] = Counter()
+        self.error_ops: Counter[tuple[str, str | None, str]] = Counter()  # (errno, path, op) -> count
+        # per table: operations on entries dropped to bound memory, and how many entries were dropped
+        self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
+        self.sample = Sample(sample) if sample else None
+
+    def merge(self, other: Totals) -> None:
+        self.events += other.events
+        self.first_ts = min(self.first_ts, other.first_ts)
+        self.last_end = max(self.last_end, other.last_end)
+        self.hist.update(other.hist)
+        sums: list[tuple[dict[Any, int], dict[Any, int]]] = [
+            (self.op_ns, other.op_ns), (self.path_ns, other.path_ns), (self.proc_ns, other.proc_ns)]
+        for mine, theirs in sums:
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+        counters: list[tuple[Counter[Any], Counter[Any]]] = [
+            (self.op_errors, other.op_errors), (self.op_read, other.op_read), (self.op_written, other.op_written),
+            (self.op_injected, other.op_injected), (self.path_ops, other.path_ops), (self.path_errors, other.path_errors), (self.proc_ops, other.proc_ops),
+            (self.proc_errors, other.proc_errors), (self.error_ops, other.error_ops)]
+        for c, oc in counters:
+            c.update(oc)
+        for table, (calls, entries) in other.dropped.items():
+            self.dropped[table][0] += calls
+            self.dropped[table][1] += entries
+        if self.sample is not None and other.sample is not None:
+            self.sample.merge(other.sample)
+        self.prune()
+
+    def prune(self, cap: int | None = None) -> None:
+        """At most `cap` entries per table (after a merge): the busiest half kept, by operations and by time."""
+        cap = TABLE_CAP if cap is None else cap
+        for table, ops_name, ns_name, errors_name in (("paths", "path_ops", "path_ns", "path_errors"),
+                                                      ("processes", "proc_ops", "proc_ns", "proc_errors")):
+            ns: dict[Any, int] = getattr(self, ns_name)
+            if len(ns) <= cap:
+                continue
+            ops: Counter[Any] = getattr(self, ops_name)
+            calls: Counter[Any] = Counter()
+            for (k, _), c in ops.items():
+                calls[k] += c
+            keep = _busiest(calls, ns, cap)
+            _note_dropped(self.dropped[table], calls, keep)
+            setattr(self, ops_name, Counter({k: c for k, c in ops.items() if k[0] in keep}))
+            setattr(self, ns_name, {k: v for k, v in ns.items() if k in keep})
+            setattr(self, errors_name, Counter({k: c for k, c in getattr(self, errors_name).items() if k in keep}))
+        if len(self.error_ops) > cap:
+            counts: Counter[tuple[str, str | None]] = Counter()
+            for (e, p, _), c in self.error_ops.items():
+                counts[(e, p)] += c
+            if len(counts) > cap:
+                keep = {k for k, _ in counts.most_common(cap // 2)}
+                _note_dropped(self.dropped["errors"], counts, keep)
+                self.error_ops = Counter({k: c for k, c in self.error_ops.items() if k[:2] in keep})
+
+
+def _busiest(calls: dict[Any, int], ns: dict[Any, int], cap: int) -> set[Any]:
+    keep = set(heapq.nlargest(cap // 4, calls, key=calls.__getitem__))
+    keep.update(heapq.nlargest(cap // 4, ns, key=ns.__getitem__))
+    return keep
+
+
+def _note_dropped(counts: list[int], calls: dict[Any, int], keep: set[Any]) -> None:
+    dropped = [k for k in calls if k not in keep]
+    counts[0] += sum(calls[k] for k in dropped)
+    counts[1] += len(dropped)
+
+
+class _Names:
+    """Names (paths, processes, operations) numbered in order of appearance, with per-name sums in lists."""
+
+    def __init__(self) -> None:
+        self.number: dict[Any, int] = {}
+        self.names: list[Any] = []
+        self.ns: list[int] = []
+        self.errors: list[int] = []
+
+    def numbers(self, keys: Sequence[Any]) -> list[int]:
+        ids: list[Any] = list(map(self.number.get, keys))
+        if None in ids:
+            number = self.number
+            for i in compress(range(len(ids)), map(is_, ids, repeat(None))):
+                k = keys[i]
+                n = number.get(k)
+                if n is None:
+                    n = number[k] = len(self.names)
+                    self.names.append(k)
+                    self.ns.append(0)
+                    self.errors.append(0)
+                ids[i] = n
+        return ids
+
+    def keep(self, keep: set[int]) -> dict[int, int]:
+        """Forget the names not in `keep`; returns old number -> new number."""
+        renumber = {old: new for new, old in enumerate(sorted(keep))}
+        self.names = [self.names[i] for i in sorted(keep)]
+        self.ns = [self.ns[i] for i in sorted(keep)]
+        self.errors = [self.errors[i] for i in sorted(keep)]
+        self.number = {name: i for i, name in enumerate(self.names)}
+        return renumber
+
+
+# Counters are keyed by op number << _SHIFT | path (or process, or latency bucket) number: small ints, fast to
+# hash. Numbers stay below 2**_SHIFT: a table is pruned once it holds TABLE_CAP names (TABLE_CAP << 2**_SHIFT).
+_SHIFT = 20
+
+
+class Tally:
+    """The events' totals, accumulated a slice at a time in a worker (or the report's process).
+
+    Paths, processes and operations are numbered as they appear; the counters are keyed by combined numbers and
+    the time sums kept in lists, which `Counter` and one small loop update fast. `totals()` gives them by name."""
+
+    def __init__(self, sample: int = 0) -> None:
+        self.events = 0
+        self.first_ts = math.inf
+        self.last_end = -math.inf
+        self.ops = _Names()
+        self.paths = _Names()
+        self.procs = _Names()
+        self.hist: Counter[int] = Counter()       # op << _SHIFT | latency bucket
+        self.path_ops: Counter[int] = Counter()   # op << _SHIFT | path
+        self.proc_ops: Counter[int] = Counter()   # op << _SHIFT | process
+        self.error_ops: Counter[tuple[str, int, int]] = Counter()  # (errno, path, op)
+        self.op_read: Counter[str] = Counter()
+        self.op_written: Counter[str] = Counter()
+        self.op_injected: Counter[str] = Counter()
+        self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
+        self.sample = Sample(sample) if sample else None
+
+    def add(self, events: list[Event], part: Slice) -> None:
+        if not events:
+            return
+        op, path, pid, comm, errno, dur, ts, injected = zip(*map(_COLUMNS, events), strict=True)
+        self.events += len(op)
+        self.first_ts = min(self.first_ts, min(ts))
+        self.last_end = max(self.last_end, max(map(add, ts, map(truediv, dur, repeat(1e9)))))
+        oi = self.ops.numbers(op)
+        pi = self.paths.numbers(path)
+        ki = self.procs.numbers(list(zip(pid, comm, strict=True)))
+        shifted = list(map(lshift, oi, repeat(_SHIFT)))
+        self.path_ops.update(map(or_, shifted, pi))
+        self.proc_ops.update(map(or_, shifted, ki))
+        # the latency bucket of stats._bucket, computed alike: int(log2(ns) * 16), 0 for ns <= 1
+        self.hist.update(map(or_, shifted, map(int, map(mul, map(log2, map(max, dur, repeat(1))), repeat(16)))))
+        path_ns, proc_ns, op_ns = self.paths.ns, self.procs.ns, self.ops.ns
+        for p, k, o, d in zip(pi, ki, oi, dur, strict=True):
+            path_ns[p] += d
+            proc_ns[k] += d
+            op_ns[o] += d
+        failed = list(map(is_not, errno, repeat(None)))
+        if any(failed):
+            self.error_ops.update(compress(zip(errno, pi, oi, strict=True), failed))  # type: ignore[arg-type]
+            for names, ids in ((self.paths, pi), (self.procs, ki), (self.ops, oi)):
+                errors = names.errors
+                for i in compress(ids, failed):
+                    errors[i] += 1
+        if any(map(is_not, injected, repeat(None))):
+            self.op_injected.update(compress(op, map(is_not, injected, repeat(None))))
+        for i in compress(range(len(op)), map(BYTE_OPS.__contains__, op)):
+            if errno[i] is None:
+                r = _json(events[i].result)
+                if isinstance(r, int):
+                    (self.op_read if op[i] == "read" else self.op_written)[op[i]] += r
+        if self.sample is not None:
+            self.sample.add(part, events, dur, errno)
+        if len(self.paths.names) > TABLE_CAP:
+            self._prune("paths", self.paths, "path_ops")
+        if len(self.procs.names) > TABLE_CAP:
+            self._prune("processes", self.procs, "proc_ops")
+        if len(self.error_ops) > TABLE_CAP:
+            self._prune_errors()
+
+    def _prune(self, table: str, names: _Names, ops_name: str) -> None:
+        """Keep the busiest quarter by operations and the busiest quarter by time (at most half the cap)."""
+        ops: Counter[int] = getattr(self, ops_name)
+        mask = (1 << _SHIFT) - 1
+        calls: Counter[int] = Counter()
+        for key, n in ops.items():
+            calls[key & mask] += n
+        ns = dict(enumerate(names.ns))
+        keep = _busiest(calls, ns, TABLE_CAP)
+        _note_dropped(self.dropped[table], calls, keep)
+        renumber = names.keep(keep)
+        setattr(self, ops_name, Counter({key & ~mask | renumber[key & mask]: n for key, n in ops.items()
+                                         if key & mask in renumber}))
+        if table == "paths":
+            self.error_ops = Counter({(e, renumber[p], o): n for (e, p, o), n in self.error_ops.items()
+                                      if p in renumber})
+
+    def _prune_errors(self) -> None:
+        counts: Counter[tuple[str, int]] = Counter()
+        for (e, p, _), n in self.error_ops.items():
+            counts[(e, p)] += n
+        if len(counts) > TABLE_CAP:
+            keep = {k for k, _ in counts.most_common(TABLE_CAP // 2)}
+            _note_dropped(self.dropped["errors"], counts, keep)
+            self.error_ops = Counter({k: n for k, n in self.error_ops.items() if k[:2] in keep})
+
+    def totals(self) -> Totals:
+        """The tally by name."""
+        t = Totals()
+        t.events, t.first_ts, t.last_end = self.events, self.first_ts, self.last_end
+        t.sample, t.dropped = self.sample, self.dropped
+        ops, paths, procs = self.ops.names, self.paths.names, self.procs.names
+        mask = (1 << _SHIFT) - 1
+        t.hist = Counter({(ops[k >> _SHIFT], k & mask): n for k, n in self.hist.items()})
+        t.op_ns = dict(zip(ops, self.ops.ns, strict=True))
+        t.op_errors = Counter(dict(zip(ops, self.ops.errors, strict=True)))
+        t.op_read, t.op_written, t.op_injected = self.op_read, self.op_written, self.op_injected
+        t.path_ops = Counter({(paths[k & mask], ops[k >> _SHIFT]): n for k, n in self.path_ops.items()})
+        t.path_ns = dict(zip(paths, self.paths.ns, strict=True))
+        t.path_errors = Counter(dict(zip(paths, self.paths.errors, strict=True)))
+        t.proc_ops = Counter({((procs[k & mask][0], procs[k & mask][1]), ops[k >> _SHIFT]): n
+                              for k, n in self.proc_ops.items()})
+        t.proc_ns = {(p[0], p[1]): n for p, n in zip(procs, self.procs.ns, strict=True)}
+        t.proc_errors = Counter({(p[0], p[1]): n for p, n in zip(procs, self.procs.errors, strict=True)})
+        t.error_ops = Counter({(e, paths[p], ops[o]): n for (e, p, o), n in self.error_ops.items()})
+        return t
+
+
+# --------------------------------------------------------------------------------------------- chunks
+
+@dataclass
+class Chunk:
+    """Whole lines of one file: shipped as `data`, or (a plain regular file) the lines that start in the byte
+    range [start, end), for the process tallying them to read itself.
+
+    `index` numbers the chunks over all the files: a line's position in the trace is index << 24 | its number in
+    the chunk (a chunk has fewer than 2**24 lines)."""
+
+    file: int
+    index: int
+    data: bytes | None = None
+    line: int = 0            # the number of the data's first line in its file
+    last_open: bool = False  # the data ends with a line that has no newline (the file's end)
+    start: int = 0
+    end: int = 0
+
+
+def _count_lines(path: str, offset: int) -> int:
+    """Newlines in the file before `offset` (to name a malformed line of a range chunk)."""
+    n = 0
+    with open(path, "rb") as f:
+        while offset > 0:
+            block = f.read(min(CHUNK, offset))
+            if not block:
+                break
+            n += block.count(b"\n")
+            offset -= len(block)
+    return n
+
+
+def _read_range(path: str, start: int, end: int) -> tuple[bytes, int, bool]:
+    """The lines of the file that start in [start, end): (data, its offset, whether it ends without newline)."""
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        begin = max(start - 1, 0)
+        data = os.pread(fd, end - begin, begin)
+        if start > 0:  # a line starts at start if the byte before it is a newline
+            first = data.find(b"\n") + 1
+            if not first:
+                return b"", end, False
+            data, begin = data[first:], begin + first
+        if not data:
+            return b"", begin, False
+        parts = [data]
+        pos = begin + len(data)
+        while not parts[-1].endswith(b"\n"):  # finish the last line, past `end`
+            more = os.pread(fd, 1 << 16, pos)
+            if not more:
+                return b"".join(parts), begin, True
+            cut = more.find(b"\n") + 1
+            parts.append(more[:cut] if cut else more)
+            pos += len(parts[-1])
+        return b"".join(parts), begin, False
+
+
+@dataclass
+class Slice:
+    """Where a slice's events come from: their lines (index[i]: event i's line), the first line's position."""
+
+    lines: list[bytes]
+    index: Sequence[int]
+    base: int
+
+    def positions(self) -> Sequence[int]:
+        index = self.index
+        if isinstance(index, range):
+            return range(index.start + self.base, index.stop + self.base)
+        return [self.base + i for i in index]
+
+    def event(self, events: list[Event], i: int) -> dict[str, Any]:
+        """Event i as its full dict."""
+        return as_dict(events[i], self.lines[self.index[i]])
+
+
+def chunk_events(chunk: Chunk, files: list[str]) -> Iterator[tuple[list[Event], Slice]]:
+    """The chunk's events a slice at a time, with where they come from; ReportError for a malformed line."""
+    path = files[chunk.file]
+    if chunk.data is None:
+        data, offset, last_open = _read_range(path, chunk.start, chunk.end)
+        first_line = None
+    else:
+        data, offset, last_open, first_line = chunk.data, 0, chunk.last_open, chunk.line
+    all_lines = data.split(b"\n")
+    if not last_open:
+        all_lines.pop()  # the empty string after the last newline
+    base = chunk.index << 24
+    for line in range(0, len(all_lines), SLICE):
+        lines = all_lines[line:line + SLICE]
+        open_end = last_open and line + SLICE >= len(all_lines)
+
+        def where(i: int, line: int = line) -> str:
+            number = (first_line if first_line is not None else _count_lines(path, offset) + 1) + line + i
+            return f"{path}:{number}"
+
+        events, index = decode_lines(lines, where, open_end)
+        yield events, Slice(lines, index, base + line)
+
+
+def _tally_chunk(tally: Tally, chunk: Chunk, files: list[str]) -> None:
+    for events, part in chunk_events(chunk, files):
+        tally.add(events, part)
+
+
+def read_chunks(files: list[str], on_progress: Callable[[int], None] | None = None,
+                on_truncated: Callable[[str, int, int], None] | None = None) -> Iterator[Chunk]:
+    """The files in chunks of about CHUNK bytes, in order; ReportError for a file that cannot be read.
+
+    A plain regular file is cut into byte ranges, read by whoever tallies them; anything else (compressed,
+    a pipe) is read here and its lines shipped."""
+    index = 0
+    for number, path in enumerate(files):
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise ReportError(f"cannot read '{path}': {e.strerror}") from None
+        with f:
+            try:
+                st = os.fstat(f.fileno())
+                reader = TraceReader(f)
+                if reader.codec is None and stat.S_ISREG(st.st_mode):
+                    for start in range(0, st.st_size, CHUNK):
+                        end = min(start + CHUNK, st.st_size)
+                        yield Chunk(number, index, start=start, end=end)
+                        index += 1
+                        if on_progress is not None:
+                            on_progress(end - start)
+                    continue
+                line = 1
+                consumed = 0
+                pending: list[bytes] = []
+                size = 0
+                for block in reader.blocks(CHUNK):
+                    if on_progress is not None and reader.consumed != consumed:
+                        on_progress(reader.consumed - consumed)
+                        consumed = reader.consumed
+                    pending.append(block)
+                    size += len(block)
+                    if size < CHUNK:
+                        continue
+                    data = b"".join(pending)
+                    cut = data.rfind(b"\n") + 1
+                    if not cut:
+                        pending, size = [data], len(data)
+                        continue
+                    rest = data[cut:]
+                    pending, size = ([rest], len(rest)) if rest else ([], 0)
+                    yield Chunk(number, index, data[:cut], line)
+                    index += 1
+                    line += data.count(b"\n", 0, cut)
+            except OSError as e:
+                raise ReportError(f"cannot read '{path}': {e.strerror}") from None
+            except CorruptTrace as e:
+                raise ReportError(f"cannot read '{path}': {e}") from None
+            data = b"".join(pending)
+            if reader.truncated:
+                # A compressed stream cut short: every whole line counts, a part of one cannot be read.
+                cut = data.rfind(b"\n") + 1
+                if on_truncated is not None:
+                    on_truncated(path, line - 1 + data.count(b"\n", 0, cut), len(data) - cut)
+                data = data[:cut]
+            if data:
+                yield Chunk(number, index, data, line, last_open=not data.endswith(b"\n"))
+                index += 1
+
+
+def _worker(tasks: Any, results: Any, files: list[str], sample: int) -> None:
+    gc.disable()  # a short-lived process making no reference cycles: collections would only cost time
+    tally = Tally(sample)
+    error: tuple[int, str] | None = None
+    try:
+        while True:
+            chunk = tasks.get()
+            if chunk is None:
+                break
+            if error is not None and chunk.index > error[0]:
+                continue
+            try:
+                _tally_chunk(tally, chunk, files)
+            except ReportError as e:
+                if error is None or chunk.index < error[0]:
+                    error = (chunk.index, str(e))
+        results.put((tally.totals(), error))
+    except BaseException as e:  # reported by the parent, which would otherwise wait for this worker forever
+        results.put((None, (-1, f"a report worker failed: {e!r}")))
+
+
+def _alive(workers: list[Any]) -> None:
+    dead = [w for w in workers if w.exitcode not in (None, 0)]
+    if dead:
+        raise ReportError(f"a report worker process died (exit status {dead[0].exitcode})")
+
+
+def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
+         on_progress: Callable[[int], None] | None = None,
+         on_truncated: Callable[[str, int, int], None] | None = None) -> tuple[Totals, list[bytes]]:
+    """Tally the files' events (with a chart sample of `sample` events, if > 0), in `jobs` processes.
+
+    Also returns the first `keep` non-blank lines as they are (for an export of the first events)."""
+    kept: list[bytes] = []
+
+    def keep_lines(chunk: Chunk) -> None:
+        if len(kept) < keep:
+            data = chunk.data if chunk.data is not None else _read_range(files[chunk.file], chunk.start, chunk.end)[0]
+            kept.extend(line for line in data.split(b"\n") if line.strip())
+            del kept[keep:]
+
+    chunks = read_chunks(files, on_progress, on_truncated)
+    if jobs <= 1:
+        tally = Tally(sample)
+        enabled = gc.isenabled()
+        gc.disable()  # the tally makes no reference cycles; collections of its many objects only cost time
+        try:
+            for chunk in chunks:
+                keep_lines(chunk)
+                _tally_chunk(tally, chunk, files)
+        finally:
+            if enabled:
+                gc.enable()
+        return tally.totals(), kept
+
+    ctx = multiprocessing.get_context("fork")
+    tasks: Any = ctx.Queue(maxsize=2 * jobs)
+    results: Any = ctx.Queue()
+    sys.stdout.flush()  # a forked child flushes its copy of unwritten output when it ends
+    sys.stderr.flush()
+    workers = [ctx.Process(target=_worker, args=(tasks, results, files, sample), daemon=True)
+               for _ in range(jobs)]
+    for w in workers:
+        w.start()
+
+    def put(item: Chunk | None) -> None:
+        while True:
+            try:
+                tasks.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                _alive(workers)
+
+    failure: tuple[int, str] | None = None
+    try:
+        try:
+            for chunk in chunks:
+                keep_lines(chunk)
+                put(chunk)
+        except ReportError as e:  # reading: reported unless a worker found a malformed line before it
+            failure = (sys.maxsize, str(e))
+        for _ in workers:
+            put(None)
+        totals = Totals(sample)
+        for _ in workers:
+            while True:
+                try:
+                    part, error = results.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    _alive(workers)
+            if part is not None:
+                totals.merge(part)
+            if error is not None and (failure is None or error[0] < failure[0]):
+                failure = error
+        for w in workers:
+            w.join()
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+                w.join()
+    if failure is not None:
+        raise ReportError(failure[1])
+    return totals, kept
+
+
+def default_jobs() -> int:
+    """Worker processes for a large trace: one per usable CPU (at most 8)."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))

@@ -1,0 +1,310 @@
+"""`report` input: plain, .gz and .zst alike, cut-short compressed files, worker processes, bounded memory,
+the progress bar."""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import json
+import os
+import pty
+import random
+import select
+import struct
+import subprocess
+import sys
+import termios
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from fuse_passthrough import report as report_mod
+from fuse_passthrough import trace_scan
+from fuse_passthrough.report import build, run_report
+from fuse_passthrough.tracing.compression import Compressor
+from test_report import EVENTS, ev, write_trace
+
+SAMPLE = Path(__file__).parent / "data" / "report-sample.jsonl"
+
+
+def jsonl(events: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events).encode()
+
+
+def write_as(path: Path, data: bytes) -> Path:
+    """`data` in the file, compressed as its name says, each by a different writer than the mount's."""
+    if path.name.endswith(".gz"):
+        path.write_bytes(gzip.compress(data))
+    elif path.name.endswith(".zst"):
+        path.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def streamed(codec: str, data: bytes, lines_per_block: int = 7) -> bytes:
+    """`data` compressed the way the trace writer does: a flushed block per batch of lines, then the end."""
+    c = Compressor(codec)
+    lines = data.splitlines(keepends=True)
+    out = [c.compress(b"".join(lines[i:i + lines_per_block])) for i in range(0, len(lines), lines_per_block)]
+    return b"".join(out) + c.finish()
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = run_report(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def body(text: str) -> str:
+    """The report without its first line (which names the files)."""
+    return text.split("\n", 1)[1]
+
+
+def many_events(n: int, seed: int = 3, paths: int = 400) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        p = f"/d{rng.randrange(20)}/f{int(rng.paretovariate(1.0)) % paths}"
+        pid = 100 + int(rng.paretovariate(1.5)) % 50
+        failed = rng.random() < 0.1
+        out.append(ev(i + 1, i * 1e-5, rng.choice(["getattr", "read", "write", "open"]), p, pid, f"c{pid % 7}",
+                      int(rng.lognormvariate(9, 1.2)), None if failed else rng.choice([0, 4096, {"fh": 3}]),
+                      "ENOENT" if failed else None, fh=rng.randrange(10)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- formats
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_compressed_input_gives_the_plain_report(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 suffix: str) -> None:
+    data = SAMPLE.read_bytes()
+    plain = write_as(tmp_path / "t.jsonl", data)
+    rc, expected, err = run([str(plain), "--top", "20"], capsys)
+    assert (rc, err) == (0, "")
+    for compressed in (write_as(tmp_path / f"a.jsonl{suffix}", data),
+                       tmp_path / f"b.jsonl{suffix}.1"):  # a rotated name: the codec comes from the content
+        if not compressed.exists():
+            compressed.write_bytes(streamed("gzip" if suffix == ".gz" else "zstd", data))
+        rc, out, err = run([str(compressed), "--top", "20"], capsys)
+        assert (rc, err) == (0, "")
+        assert out.startswith(f"trace: {compressed}\n")
+        assert body(out) == body(expected)
+
+
+def test_several_files_of_mixed_formats_are_one_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events = json.loads("[" + ",".join(SAMPLE.read_text().splitlines()) + "]")
+    whole = write_as(tmp_path / "all.jsonl", jsonl(events))
+    parts = [write_as(tmp_path / "t.jsonl.2.gz", jsonl(events[:50])),
+             write_as(tmp_path / "t.jsonl.1", jsonl(events[50:120])),
+             write_as(tmp_path / "t.jsonl.zst", jsonl(events[120:]))]
+    rc, expected, _ = run([str(whole), "--top", "50"], capsys)
+    rc2, out, err = run([*map(str, parts), "--top", "50"], capsys)
+    assert (rc, rc2, err) == (0, 0, "")
+    assert body(out) == body(expected)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_cut_short_compressed_file_reads_whole_lines_and_warns_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], codec: str) -> None:
+    events = many_events(3000)
+    data = jsonl(events)
+    full = streamed(codec, data)
+    cut = tmp_path / f"t.jsonl.{'zst' if codec == 'zstd' else 'gz'}"
+    cut.write_bytes(full[: len(full) * 2 // 3])  # as a killed writer leaves it, or worse: mid-block
+    # What a decompressor recovers from the cut file, independently of the report: its whole lines count.
+    d = zstandard.ZstdDecompressor().decompressobj() if codec == "zstd" else zlib.decompressobj(31)
+    recovered = d.decompress(cut.read_bytes())
+    whole = recovered[: recovered.rfind(b"\n") + 1].splitlines()
+    assert 0 < len(whole) < len(events)
+    rc, out, err = run([str(cut), str(write_as(tmp_path / "more.jsonl", jsonl(EVENTS)))], capsys)
+    assert rc == 0
+    assert err.count("\n") == 1 and err.startswith(f"fuse-passthrough report: warning: '{cut}' ends before")
+    assert f"read its {len(whole)} whole lines" in err
+    assert f"\n{len(whole) + len(EVENTS)} operations, " in out
+    report, _ = build([str(cut)])
+    assert report.events == len(whole)
+    assert report.summary.total_calls == len(whole)
+
+
+def test_truncated_at_a_block_boundary_loses_nothing_written(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A writer killed between batches: every event of every flushed block is there."""
+    events = many_events(500)
+    c = Compressor("zstd")
+    f = tmp_path / "live.jsonl.zst"
+    f.write_bytes(c.compress(jsonl(events[:300])) + c.compress(jsonl(events[300:])))  # no end of frame
+    rc, out, err = run([str(f)], capsys)
+    assert rc == 0 and "read its 500 whole lines" in err and "skipped" not in err
+    assert "\n500 operations, " in out
+
+
+def test_corrupt_compressed_data_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = bytearray(zstandard.ZstdCompressor().compress(jsonl(many_events(2000))))
+    data[len(data) // 2: len(data) // 2 + 40] = bytes(40)
+    f = tmp_path / "t.jsonl.zst"
+    f.write_bytes(bytes(data))
+    rc, out, err = run([str(f)], capsys)
+    assert rc == 1 and out == ""
+    assert err.startswith(f"fuse-passthrough report: cannot read '{f}': corrupt zstd data") and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------------------------- workers
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of a few KiB, slices of 7 lines: a small trace spans many (the workers inherit this: fork)."""
+    monkeypatch.setattr(trace_scan, "CHUNK", 8 << 10)
+    monkeypatch.setattr(trace_scan, "SLICE", 7)
+
+
+@pytest.mark.parametrize("suffix", ["", ".zst"])
+def test_workers_give_the_same_report(tmp_path: Path, small_chunks: None, suffix: str) -> None:
+    events = many_events(4000)
+    f = write_as(tmp_path / f"t.jsonl{suffix}", jsonl(events))
+    serial, first = build([str(f)], keep_events=True, sample=True, limit=100, jobs=1)
+    parallel, first2 = build([str(f)], keep_events=True, sample=True, limit=100, jobs=3)
+    assert parallel.as_dict(top=1000) == serial.as_dict(top=1000)
+    assert parallel.events == len(events) and parallel.summary.as_dict() == serial.summary.as_dict()
+    assert parallel.sample == serial.sample
+    assert first == first2 == events[:100]
+
+
+def test_cli_jobs_option(tmp_path: Path, capsys: pytest.CaptureFixture[str], small_chunks: None) -> None:
+    f = write_as(tmp_path / "t.jsonl", jsonl(many_events(3000)))
+    rc, out1, _ = run([str(f), "--jobs", "1"], capsys)
+    rc2, out2, err = run([str(f), "--jobs", "2"], capsys)
+    assert (rc, rc2, err) == (0, 0, "") and out1 == out2
+
+
+def test_a_worker_names_the_first_malformed_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 small_chunks: None) -> None:
+    lines = jsonl(many_events(3000)).splitlines(keepends=True)
+    bad_at = [1700, 2600]  # 1-based line numbers, in different chunks
+    for n in bad_at:
+        lines[n - 1] = b'{"v":1,"op":"read","ts":1.0,"duration_ns":"5","pid":1}\n'
+    f = tmp_path / "t.jsonl"
+    f.write_bytes(b"".join(lines))
+    for jobs in ("1", "3"):
+        rc, out, err = run([str(f), "--jobs", jobs], capsys)
+        assert (rc, out) == (1, "")
+        assert err == f"fuse-passthrough report: {f}:{bad_at[0]}: malformed line, bad 'duration_ns' field: '5'\n"
+
+
+def test_a_missing_second_file_after_a_good_one(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                small_chunks: None) -> None:
+    good = write_as(tmp_path / "t.jsonl", jsonl(many_events(2000)))
+    rc, out, err = run([str(good), str(tmp_path / "nope.jsonl"), "--jobs", "2"], capsys)
+    assert (rc, out) == (1, "")
+    assert err == f"fuse-passthrough report: cannot read '{tmp_path / 'nope.jsonl'}': No such file or directory\n"
+
+
+# --------------------------------------------------------------------------------------------- bounds
+
+def test_tables_are_bounded_and_keep_the_busiest(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace_scan, "TABLE_CAP", 40)
+    busy = [f"/busy{i}" for i in range(5)]
+    events = []
+    for i in range(3000):  # 5 busy paths (every 3rd event), then 2000 paths seen once each
+        path = busy[i % 5] if i % 3 == 0 else f"/once/{i}"
+        events.append(ev(i + 1, i * 1e-5, "getattr", path, 100 + i % 90, "p", 1000 + i % 7))
+    f = write_as(tmp_path / "t.jsonl", jsonl(events))
+    report, _ = build([str(f)])
+    assert report.events == report.summary.total_calls == 3000  # totals stay exact
+    assert len(report.paths) <= 40 and len(report.processes) <= 90
+    top = report.top_paths("calls", 5)
+    assert sorted(p for p, _ in top) == busy
+    assert [g.calls for _, g in top] == [200] * 5  # counted exactly: never dropped
+    rc, out, err = run([str(f)], capsys)
+    assert (rc, err) == (0, "")
+    assert f"3000 operations, 0 failed, over {len(report.paths)} paths, " in out
+    dropped = 3000 - sum(g.calls for g in report.paths.values())
+    assert f"note: more than 40 paths: the least busy were dropped to bound memory, with {dropped} operations" in out
+
+
+def test_chart_sample_is_bounded_and_keeps_errors_and_the_slowest(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_mod, "CHART_POINTS", 400)
+    events = many_events(6000)
+    f = write_as(tmp_path / "t.jsonl", jsonl(events))
+    report, _ = build([str(f)], sample=True)
+    assert 100 < len(report.sample) <= 400 + 2 * 100
+    seqs = [e["seq"] for e in report.sample]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    by_seq = {e["seq"]: e for e in events}
+    assert all(e == by_seq[e["seq"]] for e in report.sample)
+    slowest = sorted(events, key=lambda e: -e["duration_ns"])[:100]
+    assert {e["seq"] for e in slowest} <= set(seqs)  # the slowest quarter, always
+    errors = [e["seq"] for e in events if e["errno"] is not None]
+    assert len(errors) > 100 and not report.sample_every_error
+    kept = [s for s in seqs if s in set(errors)]
+    assert len(kept) >= 50  # a quarter of the sample, give or take: spread over the trace, not its first errors
+    assert kept[0] < len(events) * 0.2 and kept[-1] > len(events) * 0.8
+    page = report_mod.render_html(report, report.sample, [str(f)])
+    assert f"of {len(events)} operations (the slowest kept, errors and the rest sampled evenly)" in page
+
+    few = [dict(e, errno=None, result=0) if e["seq"] % 100 else e for e in events]  # 60 errors: all kept
+    report, _ = build([str(write_as(tmp_path / "few.jsonl", jsonl(few)))], sample=True)
+    assert report.sample_every_error
+    assert {e["seq"] for e in few if e["errno"]} <= {e["seq"] for e in report.sample}
+    page = report_mod.render_html(report, report.sample, [str(f)])
+    assert f"of {len(events)} operations (every error and the slowest kept)" in page
+
+
+def test_perfetto_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", EVENTS)
+    out = tmp_path / "p.json"
+    rc, stdout, _ = run([str(trace), "--perfetto", str(out), "--perfetto-limit", "5"], capsys)
+    assert rc == 0 and f"Perfetto trace written to {out} (the first 5 of 13 operations" in stdout
+    slices = [te for te in json.loads(out.read_text())["traceEvents"] if te["ph"] == "X"]
+    assert sorted(s["args"]["seq"] for s in slices) == [1, 2, 3, 4, 5]
+
+
+# --------------------------------------------------------------------------------------------- progress
+
+def test_progress_bar_on_a_terminal_only(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_mod, "PROGRESS_MIN_BYTES", 0)
+    f = write_as(tmp_path / "t.jsonl", jsonl(many_events(2000)))
+    rc, out, err = run([str(f)], capsys)  # stderr captured: not a terminal
+    assert (rc, err) == (0, "") and "2000 operations" in out
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal of 100 columns
+    tty = open(slave, "w", closefd=True)  # noqa: SIM115 - closed below
+    monkeypatch.setattr(sys, "stderr", tty)
+    try:
+        rc = run_report([str(f)])
+        tty.flush()
+    finally:
+        monkeypatch.undo()
+    shown = b""
+    # Read while the terminal is open (a pty's buffer is gone once its last end closes), until it has been
+    # quiet for a while: the tty layer passes the output on asynchronously.
+    while select.select([master], [], [], 1.0)[0]:
+        shown += os.read(master, 65536)
+    tty.close()
+    os.close(master)
+    assert rc == 0
+    text = shown.decode(errors="replace")
+    assert "reading" in text and "B/s" in text  # the bar: bytes read and the rate
+    assert text.endswith("\r") or text.rstrip(" ").endswith("\r")  # cleared at the end: the line blanked
+    assert "2000 operations" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+def test_a_trace_from_a_pipe(tmp_path: Path, suffix: str) -> None:
+    """`zstdcat t.jsonl.zst | report /dev/stdin`, or the compressed bytes themselves: nothing is read twice."""
+    data = write_as(tmp_path / f"t.jsonl{suffix}", SAMPLE.read_bytes()).read_bytes()
+    expected = subprocess.run([sys.executable, "-m", "fuse_passthrough", "report", str(SAMPLE)], capture_output=True,
+                              text=True, timeout=60)
+    for jobs in ("1", "2"):
+        p = subprocess.run([sys.executable, "-m", "fuse_passthrough", "report", "/dev/stdin", "--jobs", jobs],
+                           input=data, capture_output=True, timeout=60)
+        assert p.returncode == 0 and p.stderr == b"", p.stderr
+        assert body(p.stdout.decode()) == body(expected.stdout)
