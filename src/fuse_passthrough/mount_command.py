@@ -142,9 +142,9 @@ def run_mount(argv: list[str]) -> int:
         raise UsageError("mount option 'log' is for background mounts (-b, mount(8), fstab); in the foreground "
                          "messages go to stderr", 2)
     args.passthrough = args.passthrough or opts.kernel_passthrough
+    check_faults(args)  # before the path is made absolute: messages name the file as the user gave it
     if args.fault_file:
         args.fault_file = os.path.abspath(args.fault_file)  # a daemon works in "/"
-    check_faults(args)
     if args.passthrough:
         check_kernel_passthrough(opts)
     check_environment()
