@@ -174,6 +174,51 @@ def test_workers_give_the_same_report(tmp_path: Path, small_chunks: None, suffix
     assert first == first2 == events[:100]
 
 
+def odd_events(n: int, seed: int, huge: bool = False) -> list[dict[str, Any]]:
+    """Events with what the tally must get right: latencies at bucket edges (0, 1, 2, 2**k +- 1), results of
+    reads and writes that are counts, true, objects or failures, injections, the kernel's pid 0, no path, and
+    (huge) durations whose sums leave int64."""
+    rng = random.Random(seed)
+    durations = [0, 1, 2, 3, 2**20 - 1, 2**20, 2**20 + 1, 1_000_003, 2**53 + 1]
+    if huge:
+        durations += [2**62 + 7, 2**63 + 11, 10**20]
+    out = []
+    for i in range(n):
+        op = rng.choice(["read", "write", "copy_file_range", "getattr", "open", "release"])
+        failed = rng.random() < 0.2
+        pid = rng.choice([0, 7, 8, 9])
+        e = ev(i + 1, rng.random(), op, rng.choice([None, "/a", "/b/c", "/d\udcff", "/é"]), pid, rng.choice(["x", "y"]),
+               rng.choice(durations) if rng.random() < 0.5 else int(rng.lognormvariate(9, 3)),
+               None if failed else rng.choice([0, 1, 4096, True, {"fh": 3}, [1, 2]]),
+               rng.choice(["EIO", "ENOENT"]) if failed else None)
+        if rng.random() < 0.1:
+            e["injected"] = "EIO"
+        out.append(e)
+    return out
+
+
+def reference_report(events: list[dict[str, Any]]) -> report_mod.Report:
+    """The report built one event at a time (Report.add): what the column-wise tally must equal."""
+    r = report_mod.Report()
+    for e in events:
+        r.add(trace_scan.check_event(json.loads(json.dumps(e))))
+    return r
+
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_the_tally_equals_the_event_by_event_report(tmp_path: Path, small_chunks: None, huge: bool) -> None:
+    events = odd_events(3000, seed=11, huge=huge)
+    f = write_as(tmp_path / "t.jsonl", jsonl(events))
+    expected = reference_report(events)
+    for jobs in (1, 3):
+        got, _ = build([str(f)], jobs=jobs)
+        assert got.events == expected.events == len(events)
+        assert (got.first_ts, got.last_end) == (expected.first_ts, expected.last_end)
+        assert got.as_dict(top=10**6) == expected.as_dict(top=10**6)
+        assert {op: vars(s) for op, s in got.summary.ops.items()} == \
+            {op: vars(s) for op, s in expected.summary.ops.items()}
+
+
 def test_cli_jobs_option(tmp_path: Path, capsys: pytest.CaptureFixture[str], small_chunks: None) -> None:
     f = write_as(tmp_path / "t.jsonl", jsonl(many_events(3000)))
     rc, out1, _ = run([str(f), "--jobs", "1"], capsys)

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from math import log2
-from operator import add, attrgetter, is_, is_not, lshift, mod, mul, not_, or_, truediv
+from operator import add, attrgetter, is_, is_not, mod, not_, truediv
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 
 from .tracing.compression import CorruptTrace, TraceReader
 from .tracing.events import SCHEMA_VERSION
@@ -155,7 +156,8 @@ def parse_line(raw: bytes, where: str, last: bool) -> dict[str, Any] | None:
 def _from_dict(d: dict[str, Any]) -> Event:
     return Event(op=d["op"], ts=float(d["ts"]), duration_ns=d["duration_ns"], pid=d["pid"], seq=d["seq"],
                  path=d["path"], path2=d["path2"], args=d["args"], result=d["result"], errno=d["errno"],
-                 comm=d["comm"], uid=d.get("uid"), gid=d.get("gid"), cmdline=d.get("cmdline"))
+                 comm=d["comm"], uid=d.get("uid"), gid=d.get("gid"), cmdline=d.get("cmdline"),
+                 injected=d.get("injected"), delay_ns=d.get("delay_ns"))
 
 
 def _json(value: Any) -> Any:
@@ -163,7 +165,8 @@ def _json(value: Any) -> Any:
 
 
 def as_dict(e: Event, line: bytes | None = None) -> dict[str, Any]:
-    """The event as the JSON object it was read from (every schema field; cmdline when present).
+    """The event as the JSON object it was read from (every schema field; cmdline, injected, delay_ns when
+    present).
 
     `line`: the line it was decoded from (needed for an event of the fast path, which skipped its args)."""
     if isinstance(e.args, _Object):
@@ -174,6 +177,10 @@ def as_dict(e: Event, line: bytes | None = None) -> dict[str, Any]:
          "pid": e.pid, "uid": e.uid, "gid": e.gid, "comm": e.comm}
     if e.cmdline is not None:
         d["cmdline"] = e.cmdline
+    if e.injected is not None:
+        d["injected"] = e.injected
+    if e.delay_ns is not None:
+        d["delay_ns"] = e.delay_ns
     return d
 
 
@@ -370,13 +377,11 @@ def _note_dropped(counts: list[int], calls: dict[Any, int], keep: set[Any]) -> N
 
 
 class _Names:
-    """Names (paths, processes, operations) numbered in order of appearance, with per-name sums in lists."""
+    """Names (paths, processes, operations) numbered in order of appearance."""
 
     def __init__(self) -> None:
         self.number: dict[Any, int] = {}
         self.names: list[Any] = []
-        self.ns: list[int] = []
-        self.errors: list[int] = []
 
     def numbers(self, keys: Sequence[Any]) -> list[int]:
         ids: list[Any] = list(map(self.number.get, keys))
@@ -388,42 +393,131 @@ class _Names:
                 if n is None:
                     n = number[k] = len(self.names)
                     self.names.append(k)
-                    self.ns.append(0)
-                    self.errors.append(0)
                 ids[i] = n
         return ids
 
-    def keep(self, keep: set[int]) -> dict[int, int]:
-        """Forget the names not in `keep`; returns old number -> new number."""
-        renumber = {old: new for new, old in enumerate(sorted(keep))}
-        self.names = [self.names[i] for i in sorted(keep)]
-        self.ns = [self.ns[i] for i in sorted(keep)]
-        self.errors = [self.errors[i] for i in sorted(keep)]
+    def keep(self, keep: Sequence[int]) -> None:
+        """Forget the names not in `keep` (ascending numbers); the kept ones are numbered 0, 1, ... in that order."""
+        self.names = [self.names[i] for i in keep]
         self.number = {name: i for i, name in enumerate(self.names)}
-        return renumber
 
 
-# Counters are keyed by op number << _SHIFT | path (or process, or latency bucket) number: small ints, fast to
-# hash. Numbers stay below 2**_SHIFT: a table is pruned once it holds TABLE_CAP names (TABLE_CAP << 2**_SHIFT).
-_SHIFT = 20
+def _bucket_edges() -> np.ndarray:
+    """EDGES[b - 1]: the least ns in latency bucket b or above, by stats._bucket's own formula
+    (int(log2(ns) * 16)), so that searchsorted gives exactly its bucket to every ns below 2**63."""
+    def bucket(ns: int) -> int:
+        return 0 if ns <= 1 else int(log2(ns) * 16)
+    edges = []
+    for b in range(1, bucket(2**63 - 1) + 1):
+        lo, hi = 2, 2**63 - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if bucket(mid) >= b:
+                hi = mid
+            else:
+                lo = mid + 1
+        edges.append(lo)
+    return np.array(edges, dtype=np.int64)
+
+
+_EDGES = _bucket_edges()
+_BUCKETS = len(_EDGES) + 1
+_EXACT_INT64 = 1 << 62  # time sums stay int64 while every duration seen adds up to less than this
+
+
+class _Table:
+    """Per name (path or process): calls per operation (a matrix: operations x names), time and errors, in numpy
+    arrays that grow by doubling."""
+
+    def __init__(self) -> None:
+        self.names = _Names()
+        self.calls = np.zeros((4, 256), dtype=np.int64)
+        self.ns = np.zeros(256, dtype=np.int64)
+        self.errors = np.zeros(256, dtype=np.int64)
+
+    def fit(self, ops: int) -> None:
+        """Room for `ops` operations and every name numbered so far."""
+        rows, cols = self.calls.shape
+        need = len(self.names.names)
+        if ops > rows or need > cols:
+            cols = max(cols, 2 * need) if need > cols else cols
+            calls = np.zeros((max(rows, 2 * ops), cols), dtype=np.int64)
+            calls[:rows, :self.calls.shape[1]] = self.calls
+            self.calls = calls
+            if len(self.ns) < cols:
+                self.ns = np.concatenate([self.ns, np.zeros(cols - len(self.ns), dtype=self.ns.dtype)])
+                self.errors = np.concatenate([self.errors, np.zeros(cols - len(self.errors), dtype=np.int64)])
+
+    def add(self, oi: np.ndarray, ni: np.ndarray, dur: np.ndarray, failed: np.ndarray | None) -> None:
+        np.add.at(self.calls, (oi, ni), 1)
+        np.add.at(self.ns, ni, dur)
+        if failed is not None:
+            np.add.at(self.errors, ni[failed], 1)
+
+    def calls_per_name(self) -> np.ndarray:
+        return self.calls[:, :len(self.names.names)].sum(axis=0)
+
+    def keep(self, cap: int) -> tuple[int, int, dict[int, int]]:
+        """Keep the busiest quarter by operations and the busiest quarter by time (at most half the cap).
+
+        Returns (operations on the names dropped, names dropped, old number -> new number)."""
+        n = len(self.names.names)
+        calls = self.calls_per_name()
+        ns = self.ns[:n]
+        order = np.lexsort((np.arange(n), -calls))[:cap // 4]  # ties: the first seen
+        by_time = sorted(range(n), key=lambda i: -ns[i])[:cap // 4] if ns.dtype == object else \
+            np.lexsort((np.arange(n), -ns))[:cap // 4]
+        keep = np.union1d(order, np.asarray(by_time, dtype=np.int64))
+        dropped_calls = int(calls.sum() - calls[keep].sum())
+        self.names.keep(keep.tolist())
+        size = self.calls.shape[1]
+        calls_kept = np.zeros_like(self.calls)
+        calls_kept[:, :len(keep)] = self.calls[:, keep]
+        self.calls = calls_kept
+        ns_kept = np.zeros(size, dtype=self.ns.dtype)
+        ns_kept[:len(keep)] = self.ns[keep]
+        if ns_kept.dtype == object:
+            ns_kept[len(keep):] = 0
+        self.ns = ns_kept
+        errors = np.zeros(size, dtype=np.int64)
+        errors[:len(keep)] = self.errors[keep]
+        self.errors = errors
+        return dropped_calls, n - len(keep), {old: new for new, old in enumerate(keep.tolist())}
+
+    def exact(self) -> None:
+        """Time sums as Python ints from now on (they might leave int64's range)."""
+        self.ns = self.ns.astype(object)
+
+    def by_name(self, ops: list[str]) -> tuple[Counter[tuple[Any, str]], dict[Any, int], Counter[Any]]:
+        """(name, operation) -> calls, name -> ns, name -> errors."""
+        names = self.names.names
+        n = len(names)
+        rows, cols = np.nonzero(self.calls[:len(ops), :n])
+        counts = self.calls[rows, cols].tolist()
+        per_op = Counter({(names[c], ops[r]): k for r, c, k in zip(rows.tolist(), cols.tolist(), counts, strict=True)})
+        return per_op, dict(zip(names, self.ns[:n].tolist(), strict=True)), \
+            Counter(dict(zip(names, self.errors[:n].tolist(), strict=True)))
 
 
 class Tally:
     """The events' totals, accumulated a slice at a time in a worker (or the report's process).
 
-    Paths, processes and operations are numbered as they appear; the counters are keyed by combined numbers and
-    the time sums kept in lists, which `Counter` and one small loop update fast. `totals()` gives them by name."""
+    Paths, processes and operations are numbered as they appear; counts and time sums are kept in numpy arrays
+    indexed by those numbers, updated a slice at a time (np.add.at) rather than an event at a time. `totals()`
+    gives them by name."""
 
     def __init__(self, sample: int = 0) -> None:
         self.events = 0
         self.first_ts = math.inf
         self.last_end = -math.inf
         self.ops = _Names()
-        self.paths = _Names()
-        self.procs = _Names()
-        self.hist: Counter[int] = Counter()       # op << _SHIFT | latency bucket
-        self.path_ops: Counter[int] = Counter()   # op << _SHIFT | path
-        self.proc_ops: Counter[int] = Counter()   # op << _SHIFT | process
+        self.paths = _Table()
+        self.procs = _Table()
+        self.hist = np.zeros((4, _BUCKETS), dtype=np.int64)  # operations x latency buckets
+        self.far_hist: Counter[tuple[int, int]] = Counter()  # (operation, bucket): latencies of 2**63 ns and more
+        self.op_ns = np.zeros(4, dtype=np.int64)
+        self.op_errors = np.zeros(4, dtype=np.int64)
+        self.seen_ns = 0  # every duration added up: while below _EXACT_INT64, no int64 sum can overflow
         self.error_ops: Counter[tuple[str, int, int]] = Counter()  # (errno, path, op)
         self.op_read: Counter[str] = Counter()
         self.op_written: Counter[str] = Counter()
@@ -436,57 +530,78 @@ class Tally:
             return
         op, path, pid, comm, errno, dur, ts, injected = zip(*map(_COLUMNS, events), strict=True)
         self.events += len(op)
+        self.seen_ns += sum(dur)
+        exact = self.seen_ns >= _EXACT_INT64
+        if exact and self.op_ns.dtype != object:
+            for sums in (self.paths, self.procs):
+                sums.exact()
+            self.op_ns = self.op_ns.astype(object)
         self.first_ts = min(self.first_ts, min(ts))
-        self.last_end = max(self.last_end, max(map(add, ts, map(truediv, dur, repeat(1e9)))))
-        oi = self.ops.numbers(op)
-        pi = self.paths.numbers(path)
-        ki = self.procs.numbers(list(zip(pid, comm, strict=True)))
-        shifted = list(map(lshift, oi, repeat(_SHIFT)))
-        self.path_ops.update(map(or_, shifted, pi))
-        self.proc_ops.update(map(or_, shifted, ki))
-        # the latency bucket of stats._bucket, computed alike: int(log2(ns) * 16), 0 for ns <= 1
-        self.hist.update(map(or_, shifted, map(int, map(mul, map(log2, map(max, dur, repeat(1))), repeat(16)))))
-        path_ns, proc_ns, op_ns = self.paths.ns, self.procs.ns, self.ops.ns
-        for p, k, o, d in zip(pi, ki, oi, dur, strict=True):
-            path_ns[p] += d
-            proc_ns[k] += d
-            op_ns[o] += d
-        failed = list(map(is_not, errno, repeat(None)))
-        if any(failed):
-            self.error_ops.update(compress(zip(errno, pi, oi, strict=True), failed))  # type: ignore[arg-type]
-            for names, ids in ((self.paths, pi), (self.procs, ki), (self.ops, oi)):
-                errors = names.errors
-                for i in compress(ids, failed):
-                    errors[i] += 1
+        oi = np.array(self.ops.numbers(op), dtype=np.intp)
+        pi = np.array(self.paths.names.numbers(path), dtype=np.intp)
+        ki = np.array(self.procs.names.numbers(list(zip(pid, comm, strict=True))), dtype=np.intp)
+        ops = len(self.ops.names)
+        if ops > len(self.op_ns):
+            grow = 2 * ops - len(self.op_ns)
+            self.op_ns = np.concatenate([self.op_ns, np.zeros(grow, dtype=self.op_ns.dtype)])
+            self.op_errors = np.concatenate([self.op_errors, np.zeros(grow, dtype=np.int64)])
+            self.hist = np.concatenate([self.hist, np.zeros((grow, _BUCKETS), dtype=np.int64)])
+        self.paths.fit(ops)
+        self.procs.fit(ops)
+        if exact:
+            d = np.array(dur, dtype=object)
+            self.last_end = max(self.last_end, max(map(add, ts, map(truediv, dur, repeat(1e9)))))
+            every = [0 if n <= 1 else int(log2(n) * 16) for n in dur]
+            self.far_hist.update((o, b) for o, b in zip(oi.tolist(), every, strict=True) if b >= _BUCKETS)
+            near = np.array(every, dtype=object) < _BUCKETS
+            hist_at = (oi[near], np.array(every, dtype=object)[near].astype(np.intp))
+        else:
+            d = np.array(dur, dtype=np.int64)
+            if int(d.max()) < 1 << 53:  # d / 1e9 as Python computes it: the int is exactly a double
+                self.last_end = max(self.last_end, float((np.array(ts, dtype=np.float64) + d / 1e9).max()))
+            else:
+                self.last_end = max(self.last_end, max(map(add, ts, map(truediv, dur, repeat(1e9)))))
+            hist_at = (oi, np.searchsorted(_EDGES, d, side="right"))
+        np.add.at(self.hist, hist_at, 1)
+        np.add.at(self.op_ns, oi, d)
+        failed_list = list(map(is_not, errno, repeat(None)))
+        failed = np.array(failed_list, dtype=bool) if any(failed_list) else None
+        self.paths.add(oi, pi, d, failed)
+        self.procs.add(oi, ki, d, failed)
+        if failed is not None:
+            np.add.at(self.op_errors, oi[failed], 1)
+            self.error_ops.update(compress(zip(errno, pi.tolist(), oi.tolist(), strict=True),  # type: ignore[arg-type]
+                                           failed_list))
         if any(map(is_not, injected, repeat(None))):
             self.op_injected.update(compress(op, map(is_not, injected, repeat(None))))
-        for i in compress(range(len(op)), map(BYTE_OPS.__contains__, op)):
-            if errno[i] is None:
-                r = _json(events[i].result)
-                if isinstance(r, int):
-                    (self.op_read if op[i] == "read" else self.op_written)[op[i]] += r
+        self._add_bytes(events, op, errno)
         if self.sample is not None:
             self.sample.add(part, events, dur, errno)
-        if len(self.paths.names) > TABLE_CAP:
-            self._prune("paths", self.paths, "path_ops")
-        if len(self.procs.names) > TABLE_CAP:
-            self._prune("processes", self.procs, "proc_ops")
+        if len(self.paths.names.names) > TABLE_CAP:
+            self._prune("paths", self.paths)
+        if len(self.procs.names.names) > TABLE_CAP:
+            self._prune("processes", self.procs)
         if len(self.error_ops) > TABLE_CAP:
             self._prune_errors()
 
-    def _prune(self, table: str, names: _Names, ops_name: str) -> None:
-        """Keep the busiest quarter by operations and the busiest quarter by time (at most half the cap)."""
-        ops: Counter[int] = getattr(self, ops_name)
-        mask = (1 << _SHIFT) - 1
-        calls: Counter[int] = Counter()
-        for key, n in ops.items():
-            calls[key & mask] += n
-        ns = dict(enumerate(names.ns))
-        keep = _busiest(calls, ns, TABLE_CAP)
-        _note_dropped(self.dropped[table], calls, keep)
-        renumber = names.keep(keep)
-        setattr(self, ops_name, Counter({key & ~mask | renumber[key & mask]: n for key, n in ops.items()
-                                         if key & mask in renumber}))
+    def _add_bytes(self, events: list[Event], op: tuple[str, ...], errno: tuple[str | None, ...]) -> None:
+        """Bytes read and written: the results of the reads and writes that succeeded, decoded together."""
+        done = [i for i in compress(range(len(op)), map(BYTE_OPS.__contains__, op)) if errno[i] is None]
+        if not done:
+            return
+        results = [events[i].result for i in done]
+        if all(isinstance(r, msgspec.Raw) for r in results):
+            results = msgspec.json.decode(b"[" + b",".join(results) + b"]")
+        else:  # a slice read by the reference path
+            results = list(map(_json, results))
+        for i, r in zip(done, results, strict=True):
+            if isinstance(r, int):
+                (self.op_read if op[i] == "read" else self.op_written)[op[i]] += r
+
+    def _prune(self, table: str, names: _Table) -> None:
+        calls, entries, renumber = names.keep(TABLE_CAP)
+        self.dropped[table][0] += calls
+        self.dropped[table][1] += entries
         if table == "paths":
             self.error_ops = Counter({(e, renumber[p], o): n for (e, p, o), n in self.error_ops.items()
                                       if p in renumber})
@@ -505,19 +620,17 @@ class Tally:
         t = Totals()
         t.events, t.first_ts, t.last_end = self.events, self.first_ts, self.last_end
         t.sample, t.dropped = self.sample, self.dropped
-        ops, paths, procs = self.ops.names, self.paths.names, self.procs.names
-        mask = (1 << _SHIFT) - 1
-        t.hist = Counter({(ops[k >> _SHIFT], k & mask): n for k, n in self.hist.items()})
-        t.op_ns = dict(zip(ops, self.ops.ns, strict=True))
-        t.op_errors = Counter(dict(zip(ops, self.ops.errors, strict=True)))
+        ops, paths = self.ops.names, self.paths.names.names
+        n = len(ops)
+        rows, cols = np.nonzero(self.hist[:n])
+        t.hist = Counter({(ops[o], b): k for o, b, k in
+                          zip(rows.tolist(), cols.tolist(), self.hist[rows, cols].tolist(), strict=True)})
+        t.hist.update({(ops[o], b): k for (o, b), k in self.far_hist.items()})
+        t.op_ns = dict(zip(ops, self.op_ns[:n].tolist(), strict=True))
+        t.op_errors = Counter(dict(zip(ops, self.op_errors[:n].tolist(), strict=True)))
         t.op_read, t.op_written, t.op_injected = self.op_read, self.op_written, self.op_injected
-        t.path_ops = Counter({(paths[k & mask], ops[k >> _SHIFT]): n for k, n in self.path_ops.items()})
-        t.path_ns = dict(zip(paths, self.paths.ns, strict=True))
-        t.path_errors = Counter(dict(zip(paths, self.paths.errors, strict=True)))
-        t.proc_ops = Counter({((procs[k & mask][0], procs[k & mask][1]), ops[k >> _SHIFT]): n
-                              for k, n in self.proc_ops.items()})
-        t.proc_ns = {(p[0], p[1]): n for p, n in zip(procs, self.procs.ns, strict=True)}
-        t.proc_errors = Counter({(p[0], p[1]): n for p, n in zip(procs, self.procs.errors, strict=True)})
+        t.path_ops, t.path_ns, t.path_errors = self.paths.by_name(ops)
+        t.proc_ops, t.proc_ns, t.proc_errors = self.procs.by_name(ops)
         t.error_ops = Counter({(e, paths[p], ops[o]): n for (e, p, o), n in self.error_ops.items()})
         return t
 
