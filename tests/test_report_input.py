@@ -15,6 +15,7 @@ import subprocess
 import sys
 import termios
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,25 @@ def test_tables_are_bounded_and_keep_the_busiest(tmp_path: Path, capsys: pytest.
     assert f"3000 operations, 0 failed, over {len(report.paths)} paths, " in out
     dropped = 3000 - sum(g.calls for g in report.paths.values())
     assert f"note: more than 40 paths: the least busy were dropped to bound memory, with {dropped} operations" in out
+
+
+def test_errors_by_errno_stay_exact_when_pairs_are_dropped(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace_scan, "TABLE_CAP", 40)
+    events = [ev(i + 1, i * 1e-5, "getattr" if i % 4 else "open", f"/gone/{i}", 100, "p", 1000,
+                 errno="EIO" if i % 10 == 0 else "ENOENT") for i in range(3000)]
+    f = write_as(tmp_path / "t.jsonl", jsonl(events))
+    expected = {}
+    for e in events:
+        expected.setdefault(e["errno"], Counter())[e["op"]] += 1
+    assert expected == {"ENOENT": {"getattr": 2100, "open": 600}, "EIO": {"getattr": 150, "open": 150}}
+    for jobs in (1, 2):
+        report, _ = build([str(f)], jobs=jobs)
+        assert report.dropped and len(report.errors) <= 40  # (errno, path) pairs dropped with their paths
+        d = report.as_dict()
+        assert [(r["errno"], r["count"], r["ops"]) for r in d["errors_by_errno"]] == \
+            [("ENOENT", 2700, expected["ENOENT"]), ("EIO", 300, expected["EIO"])]
+        assert d["errors"] == 3000
 
 
 def test_chart_sample_is_bounded_and_keeps_errors_and_the_slowest(tmp_path: Path,

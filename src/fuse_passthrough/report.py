@@ -128,6 +128,7 @@ class Report:
         self.paths: dict[str, Group] = {}
         self.processes: dict[tuple[int, str | None], Group] = {}
         self.errors: dict[tuple[str, str | None], Group] = {}
+        self.errno_ops: dict[str, Counter[str]] = {}  # errno -> operations: exact even when `errors` is pruned
         self.events = 0
         self.first_ts: float | None = None
         self.last_end: float | None = None
@@ -181,6 +182,8 @@ class Report:
             g.ops[op] += n
             g.calls += n
             g.errors += n
+        for (errno, op), n in t.errno_ops.items():
+            r.errno_ops.setdefault(errno, _counter())[op] += n
         r.dropped = {table: (calls, entries) for table, (calls, entries) in t.dropped.items() if entries}
         if t.sample is not None:
             r.sample = t.sample.events()
@@ -211,6 +214,7 @@ class Report:
         _group(self.processes, (pid, None if pid == 0 else event["comm"])).add(event)
         if event["errno"] is not None:
             _group(self.errors, (event["errno"], event["path"])).add(event)
+            self.errno_ops.setdefault(event["errno"], _counter())[event["op"]] += 1
 
     @property
     def total_errors(self) -> int:
@@ -238,14 +242,10 @@ class Report:
         return [(errno, path, g) for (errno, path), g in top]
 
     def errno_totals(self) -> list[tuple[str, Group]]:
-        totals: dict[str, Group] = {}
-        for (errno, _), g in self.errors.items():
-            t = totals.setdefault(errno, Group())
-            t.calls += g.calls
-            t.errors += g.errors
-            t.total_ns += g.total_ns
-            t.ops.update(g.ops)
-        return sorted(totals.items(), key=lambda kv: (-kv[1].calls, kv[0]))
+        """Failed operations per errno, most first: counted exactly, even when (errno, path) pairs were dropped."""
+        totals = [(errno, Group(calls=sum(ops.values()), errors=sum(ops.values()), ops=ops))
+                  for errno, ops in self.errno_ops.items()]
+        return sorted(totals, key=lambda kv: (-kv[1].calls, kv[0]))
 
     def as_dict(self, top: int = DEFAULT_TOP) -> dict[str, Any]:
         """The report as JSON-ready data (what the text and HTML renderings show)."""

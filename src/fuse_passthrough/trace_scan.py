@@ -310,6 +310,7 @@ class Totals:
         self.proc_ns: dict[tuple[int, str | None], int] = {}
         self.proc_errors: Counter[tuple[int, str | None]] = Counter()
         self.error_ops: Counter[tuple[str, str | None, str]] = Counter()  # (errno, path, op) -> count
+        self.errno_ops: Counter[tuple[str, str]] = Counter()  # (errno, op) -> count: never pruned
         # per table: operations on entries dropped to bound memory, and how many entries were dropped
         self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
         self.sample = Sample(sample) if sample else None
@@ -327,7 +328,8 @@ class Totals:
         counters: list[tuple[Counter[Any], Counter[Any]]] = [
             (self.op_errors, other.op_errors), (self.op_read, other.op_read), (self.op_written, other.op_written),
             (self.op_injected, other.op_injected), (self.path_ops, other.path_ops), (self.path_errors, other.path_errors), (self.proc_ops, other.proc_ops),
-            (self.proc_errors, other.proc_errors), (self.error_ops, other.error_ops)]
+            (self.proc_errors, other.proc_errors), (self.error_ops, other.error_ops),
+            (self.errno_ops, other.errno_ops)]
         for c, oc in counters:
             c.update(oc)
         for table, (calls, entries) in other.dropped.items():
@@ -519,6 +521,7 @@ class Tally:
         self.op_errors = np.zeros(4, dtype=np.int64)
         self.seen_ns = 0  # every duration added up: while below _EXACT_INT64, no int64 sum can overflow
         self.error_ops: Counter[tuple[str, int, int]] = Counter()  # (errno, path, op)
+        self.errno_ops: Counter[tuple[str, int]] = Counter()  # (errno, op): exact, whatever is pruned
         self.op_read: Counter[str] = Counter()
         self.op_written: Counter[str] = Counter()
         self.op_injected: Counter[str] = Counter()
@@ -570,8 +573,9 @@ class Tally:
         self.procs.add(oi, ki, d, failed)
         if failed is not None:
             np.add.at(self.op_errors, oi[failed], 1)
-            self.error_ops.update(compress(zip(errno, pi.tolist(), oi.tolist(), strict=True),  # type: ignore[arg-type]
-                                           failed_list))
+            ois = oi.tolist()
+            self.error_ops.update(compress(zip(errno, pi.tolist(), ois, strict=True), failed_list))  # type: ignore[arg-type]
+            self.errno_ops.update(compress(zip(errno, ois, strict=True), failed_list))  # type: ignore[arg-type]
         if any(map(is_not, injected, repeat(None))):
             self.op_injected.update(compress(op, map(is_not, injected, repeat(None))))
         self._add_bytes(events, op, errno)
@@ -632,6 +636,7 @@ class Tally:
         t.path_ops, t.path_ns, t.path_errors = self.paths.by_name(ops)
         t.proc_ops, t.proc_ns, t.proc_errors = self.procs.by_name(ops)
         t.error_ops = Counter({(e, paths[p], ops[o]): n for (e, p, o), n in self.error_ops.items()})
+        t.errno_ops = Counter({(e, ops[o]): n for (e, o), n in self.errno_ops.items()})
         return t
 
 
