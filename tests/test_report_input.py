@@ -220,6 +220,27 @@ def test_the_tally_equals_the_event_by_event_report(tmp_path: Path, small_chunks
             {op: vars(s) for op, s in expected.summary.ops.items()}
 
 
+@pytest.mark.parametrize("end_newline", [True, False])
+def test_byte_ranges_cover_every_line_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           end_newline: bool) -> None:
+    """However the ranges fall (on a newline, just after one, inside a line longer than the read-ahead), the
+    lines of all ranges are the file's lines, each once, in order."""
+    monkeypatch.setattr(trace_scan, "_LINE_ROOM", 5)
+    rng = random.Random(5)
+    lines = [b"x" * rng.choice([0, 1, 2, 3, 7, 12, 40]) for _ in range(60)]
+    data = b"\n".join(lines) + (b"\n" if end_newline else b"")
+    f = tmp_path / "t.jsonl"
+    f.write_bytes(data)
+    for chunk in (1, 2, 3, 4, 5, 8, 13, 64, len(data)):
+        got = []
+        for start in range(0, len(data), chunk):
+            part, offset, last_open = trace_scan._read_range(str(f), start, min(start + chunk, len(data)))
+            assert data[offset:offset + len(part)] == part
+            assert last_open == (bool(part) and not end_newline and offset + len(part) == len(data))
+            got.append(part)
+        assert b"".join(got) == data, chunk
+
+
 def test_cli_jobs_option(tmp_path: Path, capsys: pytest.CaptureFixture[str], small_chunks: None) -> None:
     f = write_as(tmp_path / "t.jsonl", jsonl(many_events(3000)))
     rc, out1, _ = run([str(f), "--jobs", "1"], capsys)

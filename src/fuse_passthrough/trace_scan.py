@@ -42,6 +42,7 @@ from .tracing.compression import CorruptTrace, TraceReader
 from .tracing.events import SCHEMA_VERSION
 
 CHUNK = 512 << 10     # bytes of whole lines read (and sent to a worker) at a time
+_LINE_ROOM = 16 << 10  # read past a chunk's end, to finish its last line in the same read
 SLICE = 512           # lines decoded and tallied together: their objects stay in the CPU cache
 TABLE_CAP = 100_000   # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
 BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
@@ -677,24 +678,29 @@ def _read_range(path: str, start: int, end: int) -> tuple[bytes, int, bool]:
     with open(path, "rb") as f:
         fd = f.fileno()
         begin = max(start - 1, 0)
-        data = os.pread(fd, end - begin, begin)
+        # one read, with room to finish the last line (the rest is read only for a longer line): one copy less
+        data = os.pread(fd, end - begin + _LINE_ROOM, begin)
+        first = 0
         if start > 0:  # a line starts at start if the byte before it is a newline
-            first = data.find(b"\n") + 1
+            first = data.find(b"\n", 0, end - begin) + 1
             if not first:
                 return b"", end, False
-            data, begin = data[first:], begin + first
-        if not data:
-            return b"", begin, False
-        parts = [data]
+        if first >= end - begin:  # the first line starts at `end` or later: the next range's
+            return b"", begin + first, False
+        cut = data.find(b"\n", max(end - begin - 1, first)) + 1
+        if cut:
+            return data[first:cut], begin + first, False
+        parts = [data[first:]]
         pos = begin + len(data)
-        while not parts[-1].endswith(b"\n"):  # finish the last line, past `end`
+        while True:  # a last line longer than _LINE_ROOM, or the end of the file
             more = os.pread(fd, 1 << 16, pos)
             if not more:
-                return b"".join(parts), begin, True
+                return b"".join(parts), begin + first, True
             cut = more.find(b"\n") + 1
             parts.append(more[:cut] if cut else more)
             pos += len(parts[-1])
-        return b"".join(parts), begin, False
+            if cut:
+                return b"".join(parts), begin + first, False
 
 
 @dataclass
