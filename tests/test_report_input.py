@@ -175,6 +175,16 @@ def test_workers_give_the_same_report(tmp_path: Path, small_chunks: None, suffix
     assert first == first2 == events[:100]
 
 
+def test_latency_buckets_are_the_summarys_at_every_edge() -> None:
+    """The tally finds a latency's bucket by searching a table of edges; the summary computes int(log2(ns)*16)."""
+    import numpy as np
+
+    from fuse_passthrough.tracing.stats import _bucket
+    near = sorted({max(0, e + k) for e in trace_scan._EDGES.tolist() for k in (-1, 0, 1)} | {0, 1, 2**63 - 1})
+    got = np.searchsorted(trace_scan._EDGES, np.array(near, dtype=np.int64), side="right").tolist()
+    assert got == [_bucket(ns) for ns in near]
+
+
 def odd_events(n: int, seed: int, huge: bool = False) -> list[dict[str, Any]]:
     """Events with what the tally must get right: latencies at bucket edges (0, 1, 2, 2**k +- 1), results of
     reads and writes that are counts, true, objects or failures, injections, the kernel's pid 0, no path, and

@@ -412,7 +412,10 @@ def _bucket_edges() -> np.ndarray:
         return 0 if ns <= 1 else int(log2(ns) * 16)
     edges = []
     for b in range(1, bucket(2**63 - 1) + 1):
-        lo, hi = 2, 2**63 - 1
+        near = 2 ** (b / 16)  # the edge is about here: searched for in a narrow window, by the formula itself
+        lo, hi = max(2, int(near * (1 - 1e-9))), min(int(near * (1 + 1e-9)) + 2, 2**63 - 1)
+        if bucket(hi) < b or (lo > 2 and bucket(lo - 1) >= b):  # not in the window after all: search it all
+            lo, hi = 2, 2**63 - 1
         while lo < hi:
             mid = (lo + hi) // 2
             if bucket(mid) >= b:
