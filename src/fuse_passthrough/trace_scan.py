@@ -899,7 +899,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
             failure = (sys.maxsize, str(e))
         for _ in workers:
             put(None)
-        totals = Totals(sample)
+        totals: Totals | None = None
         for _ in workers:
             while True:
                 try:
@@ -908,7 +908,10 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
                 except queue.Empty:
                     _alive(workers)
             if part is not None:
-                totals.merge(part)
+                if totals is None:
+                    totals = part  # the first worker's tally: the others are merged into it
+                else:
+                    totals.merge(part)
             if error is not None and (failure is None or error[0] < failure[0]):
                 failure = error
         for w in workers:
@@ -920,6 +923,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
                 w.join()
     if failure is not None:
         raise ReportError(failure[1])
+    assert totals is not None  # every worker sent its tally, or a failure
     return totals, kept
 
 
