@@ -210,6 +210,7 @@ def rows(events: int, workdir: Path, seed: int = 1, keep: bool = False) -> list[
         writer = (writer_process_cpu(d / f"raw.jsonl{suffix}", events, seed) - startup) / events
         (d / f"raw.jsonl{suffix}").unlink()
         write_trace(path, events, seed)
+        os.sync()  # the report timed alone, not competing with the file's writeback
         size = path.stat().st_size
         plain_bytes = plain_bytes or size
         wall, rss = run_report([path])
