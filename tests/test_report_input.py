@@ -291,12 +291,15 @@ def test_tables_are_bounded_and_keep_the_busiest(tmp_path: Path, capsys: pytest.
         path = busy[i % 5] if i % 3 == 0 else f"/once/{i}"
         events.append(ev(i + 1, i * 1e-5, "getattr", path, 100 + i % 90, "p", 1000 + i % 7))
     f = write_as(tmp_path / "t.jsonl", jsonl(events))
-    report, _ = build([str(f)])
-    assert report.events == report.summary.total_calls == 3000  # totals stay exact
-    assert len(report.paths) <= 40 and len(report.processes) <= 90
-    top = report.top_paths("calls", 5)
-    assert sorted(p for p, _ in top) == busy
-    assert [g.calls for _, g in top] == [200] * 5  # counted exactly: never dropped
+    for jobs, chunk in ((3, 8 << 10), (1, trace_scan.CHUNK)):  # workers' tables bounded, and once merged
+        monkeypatch.setattr(trace_scan, "CHUNK", chunk)
+        report, _ = build([str(f)], jobs=jobs)
+        assert report.events == report.summary.total_calls == 3000  # totals stay exact
+        assert len(report.paths) <= 40 and len(report.processes) <= 90
+        top = report.top_paths("calls", 5)
+        assert sorted(p for p, _ in top) == busy
+        assert [g.calls for _, g in top] == [200] * 5  # counted exactly: never dropped
+        assert report.dropped["paths"][0] == 3000 - sum(g.calls for g in report.paths.values())
     rc, out, err = run([str(f)], capsys)
     assert (rc, err) == (0, "")
     assert f"3000 operations, 0 failed, over {len(report.paths)} paths, " in out

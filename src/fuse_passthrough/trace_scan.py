@@ -6,14 +6,17 @@ through the reference path instead, line by line: `json.loads`, then `check_even
 line and fault of a malformed line, and accepts what the fast path is too strict for (a file name with
 undecodable bytes, written as a lone-surrogate escape).
 
-The tally is column-wise: a slice's fields are taken out as columns and counted with `Counter` and a single
-Python loop for the time sums. Memory is bounded whatever the trace length: per operation a histogram, per
-path, process and (errno, path) their totals, pruned to the busiest when there are more than `TABLE_CAP`;
-and, when asked, a sample of at most a few thousand events for the HTML charts (the slowest quarter, the errors
-or a quarter of them spread over the trace, the rest evenly spaced by a stride that doubles as the trace grows).
+The tally takes a slice's fields out as columns, numbers paths, processes and operations as they first appear,
+and adds the slice into numpy arrays indexed by those numbers (np.add.at): calls per operation and path, per
+operation and process, per operation and latency bucket, and time sums. Memory is bounded whatever the trace
+length: per path, process and (errno, path) their totals, pruned to the busiest when there are more than
+`TABLE_CAP`; and, when asked, a sample of at most a few thousand events for the HTML charts (the slowest quarter,
+the errors or a quarter of them spread over the trace, the rest evenly spaced by a stride that doubles as the
+trace grows).
 
-With `jobs` > 1 the chunks go to that many worker processes (fork), each tallying its share; the tallies are
-merged at the end. The result does not depend on the number of jobs.
+With `jobs` > 1 the chunks go to that many worker processes (fork), each tallying its share; the workers' tallies
+(arrays and name lists) are merged at the end, name by name. The result does not depend on the number of jobs
+(unless tables were pruned: then which rows survive may).
 """
 
 from __future__ import annotations
@@ -292,7 +295,7 @@ class Sample:
 
 
 class Totals:
-    """What the report needs from the events, keyed by name: the result of a Tally, mergeable across processes."""
+    """What the report needs from the events, keyed by name: the result of a Tally."""
 
     def __init__(self, sample: int = 0) -> None:
         self.events = 0
@@ -315,62 +318,6 @@ class Totals:
         # per table: operations on entries dropped to bound memory, and how many entries were dropped
         self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
         self.sample = Sample(sample) if sample else None
-
-    def merge(self, other: Totals) -> None:
-        self.events += other.events
-        self.first_ts = min(self.first_ts, other.first_ts)
-        self.last_end = max(self.last_end, other.last_end)
-        self.hist.update(other.hist)
-        sums: list[tuple[dict[Any, int], dict[Any, int]]] = [
-            (self.op_ns, other.op_ns), (self.path_ns, other.path_ns), (self.proc_ns, other.proc_ns)]
-        for mine, theirs in sums:
-            for k, v in theirs.items():
-                mine[k] = mine.get(k, 0) + v
-        counters: list[tuple[Counter[Any], Counter[Any]]] = [
-            (self.op_errors, other.op_errors), (self.op_read, other.op_read), (self.op_written, other.op_written),
-            (self.op_injected, other.op_injected), (self.path_ops, other.path_ops), (self.path_errors, other.path_errors), (self.proc_ops, other.proc_ops),
-            (self.proc_errors, other.proc_errors), (self.error_ops, other.error_ops),
-            (self.errno_ops, other.errno_ops)]
-        for c, oc in counters:
-            c.update(oc)
-        for table, (calls, entries) in other.dropped.items():
-            self.dropped[table][0] += calls
-            self.dropped[table][1] += entries
-        if self.sample is not None and other.sample is not None:
-            self.sample.merge(other.sample)
-        self.prune()
-
-    def prune(self, cap: int | None = None) -> None:
-        """At most `cap` entries per table (after a merge): the busiest half kept, by operations and by time."""
-        cap = TABLE_CAP if cap is None else cap
-        for table, ops_name, ns_name, errors_name in (("paths", "path_ops", "path_ns", "path_errors"),
-                                                      ("processes", "proc_ops", "proc_ns", "proc_errors")):
-            ns: dict[Any, int] = getattr(self, ns_name)
-            if len(ns) <= cap:
-                continue
-            ops: Counter[Any] = getattr(self, ops_name)
-            calls: Counter[Any] = Counter()
-            for (k, _), c in ops.items():
-                calls[k] += c
-            keep = _busiest(calls, ns, cap)
-            _note_dropped(self.dropped[table], calls, keep)
-            setattr(self, ops_name, Counter({k: c for k, c in ops.items() if k[0] in keep}))
-            setattr(self, ns_name, {k: v for k, v in ns.items() if k in keep})
-            setattr(self, errors_name, Counter({k: c for k, c in getattr(self, errors_name).items() if k in keep}))
-        if len(self.error_ops) > cap:
-            counts: Counter[tuple[str, str | None]] = Counter()
-            for (e, p, _), c in self.error_ops.items():
-                counts[(e, p)] += c
-            if len(counts) > cap:
-                keep = {k for k, _ in counts.most_common(cap // 2)}
-                _note_dropped(self.dropped["errors"], counts, keep)
-                self.error_ops = Counter({k: c for k, c in self.error_ops.items() if k[:2] in keep})
-
-
-def _busiest(calls: dict[Any, int], ns: dict[Any, int], cap: int) -> set[Any]:
-    keep = set(heapq.nlargest(cap // 4, calls, key=calls.__getitem__))
-    keep.update(heapq.nlargest(cap // 4, ns, key=ns.__getitem__))
-    return keep
 
 
 def _note_dropped(counts: list[int], calls: dict[Any, int], keep: set[Any]) -> None:
@@ -398,6 +345,13 @@ class _Names:
                     self.names.append(k)
                 ids[i] = n
         return ids
+
+    def __getstate__(self) -> list[Any]:
+        return self.names  # sent from a worker: the numbers are the positions
+
+    def __setstate__(self, names: list[Any]) -> None:
+        self.names = names
+        self.number = {name: i for i, name in enumerate(names)}
 
     def keep(self, keep: Sequence[int]) -> None:
         """Forget the names not in `keep` (ascending numbers); the kept ones are numbered 0, 1, ... in that order."""
@@ -492,7 +446,27 @@ class _Table:
 
     def exact(self) -> None:
         """Time sums as Python ints from now on (they might leave int64's range)."""
-        self.ns = self.ns.astype(object)
+        if self.ns.dtype != object:
+            self.ns = self.ns.astype(object)
+
+    def __getstate__(self) -> dict[str, Any]:
+        n = len(self.names.names)  # sent without the room to grow
+        return {"names": self.names, "calls": self.calls[:, :n], "ns": self.ns[:n], "errors": self.errors[:n]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def merge(self, other: _Table, ops: np.ndarray, nops: int) -> np.ndarray:
+        """Add another tally's table; `ops` maps its operation numbers to ours. Returns its name -> our name."""
+        n = len(other.names.names)
+        mine = np.array(self.names.numbers(other.names.names), dtype=np.intp)
+        self.fit(nops)
+        if self.ns.dtype != other.ns.dtype:
+            self.exact()
+        self.calls[np.ix_(ops, mine)] += other.calls[:len(ops), :n]  # distinct indices: += adds each once
+        self.ns[mine] += other.ns[:n]
+        self.errors[mine] += other.errors[:n]
+        return mine
 
     def by_name(self, ops: list[str]) -> tuple[Counter[tuple[Any, str]], dict[Any, int], Counter[Any]]:
         """(name, operation) -> calls, name -> ns, name -> errors."""
@@ -539,20 +513,14 @@ class Tally:
         self.events += len(op)
         self.seen_ns += sum(dur)
         exact = self.seen_ns >= _EXACT_INT64
-        if exact and self.op_ns.dtype != object:
-            for sums in (self.paths, self.procs):
-                sums.exact()
-            self.op_ns = self.op_ns.astype(object)
+        if exact:
+            self._exact()
         self.first_ts = min(self.first_ts, min(ts))
         oi = np.array(self.ops.numbers(op), dtype=np.intp)
         pi = np.array(self.paths.names.numbers(path), dtype=np.intp)
         ki = np.array(self.procs.names.numbers(list(zip(pid, comm, strict=True))), dtype=np.intp)
         ops = len(self.ops.names)
-        if ops > len(self.op_ns):
-            grow = 2 * ops - len(self.op_ns)
-            self.op_ns = np.concatenate([self.op_ns, np.zeros(grow, dtype=self.op_ns.dtype)])
-            self.op_errors = np.concatenate([self.op_errors, np.zeros(grow, dtype=np.int64)])
-            self.hist = np.concatenate([self.hist, np.zeros((grow, _BUCKETS), dtype=np.int64)])
+        self._fit_ops(ops)
         self.paths.fit(ops)
         self.procs.fit(ops)
         if exact:
@@ -585,6 +553,56 @@ class Tally:
         self._add_bytes(events, op, errno)
         if self.sample is not None:
             self.sample.add(part, events, dur, errno)
+        if len(self.paths.names.names) > TABLE_CAP:
+            self._prune("paths", self.paths)
+        if len(self.procs.names.names) > TABLE_CAP:
+            self._prune("processes", self.procs)
+        if len(self.error_ops) > TABLE_CAP:
+            self._prune_errors()
+
+    def _exact(self) -> None:
+        """Time sums as Python ints from now on."""
+        if self.op_ns.dtype != object:
+            self.paths.exact()
+            self.procs.exact()
+            self.op_ns = self.op_ns.astype(object)
+
+    def _fit_ops(self, ops: int) -> None:
+        if ops > len(self.op_ns):
+            grow = 2 * ops - len(self.op_ns)
+            self.op_ns = np.concatenate([self.op_ns, np.zeros(grow, dtype=self.op_ns.dtype)])
+            self.op_errors = np.concatenate([self.op_errors, np.zeros(grow, dtype=np.int64)])
+            self.hist = np.concatenate([self.hist, np.zeros((grow, _BUCKETS), dtype=np.int64)])
+
+    def merge(self, other: Tally) -> None:
+        """Add the tally of another process (its own numbering), then bound the tables as `add` does."""
+        self.events += other.events
+        self.first_ts = min(self.first_ts, other.first_ts)
+        self.last_end = max(self.last_end, other.last_end)
+        self.seen_ns += other.seen_ns
+        if self.seen_ns >= _EXACT_INT64:
+            self._exact()
+        k = len(other.ops.names)
+        ops = np.array(self.ops.numbers(other.ops.names), dtype=np.intp)
+        nops = len(self.ops.names)
+        self._fit_ops(nops)
+        self.hist[ops] += other.hist[:k]
+        self.op_ns[ops] += other.op_ns[:k]
+        self.op_errors[ops] += other.op_errors[:k]
+        to_op = ops.tolist()
+        self.far_hist.update({(to_op[o], b): n for (o, b), n in other.far_hist.items()})
+        to_path = self.paths.merge(other.paths, ops, nops).tolist()
+        self.procs.merge(other.procs, ops, nops)
+        self.error_ops.update({(e, to_path[p], to_op[o]): n for (e, p, o), n in other.error_ops.items()})
+        self.errno_ops.update({(e, to_op[o]): n for (e, o), n in other.errno_ops.items()})
+        for mine, theirs in ((self.op_read, other.op_read), (self.op_written, other.op_written),
+                             (self.op_injected, other.op_injected)):
+            mine.update(theirs)
+        for table, (calls, entries) in other.dropped.items():
+            self.dropped[table][0] += calls
+            self.dropped[table][1] += entries
+        if self.sample is not None and other.sample is not None:
+            self.sample.merge(other.sample)
         if len(self.paths.names.names) > TABLE_CAP:
             self._prune("paths", self.paths)
         if len(self.procs.names.names) > TABLE_CAP:
@@ -832,7 +850,7 @@ def _worker(tasks: Any, results: Any, files: list[str], sample: int) -> None:
             except ReportError as e:
                 if error is None or chunk.index < error[0]:
                     error = (chunk.index, str(e))
-        results.put((tally.totals(), error))
+        results.put((tally, error))  # numpy arrays and name lists: quick to send and to merge
     except BaseException as e:  # reported by the parent, which would otherwise wait for this worker forever
         results.put((None, (-1, f"a report worker failed: {e!r}")))
 
@@ -899,7 +917,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
             failure = (sys.maxsize, str(e))
         for _ in workers:
             put(None)
-        totals: Totals | None = None
+        merged: Tally | None = None
         for _ in workers:
             while True:
                 try:
@@ -908,10 +926,10 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
                 except queue.Empty:
                     _alive(workers)
             if part is not None:
-                if totals is None:
-                    totals = part  # the first worker's tally: the others are merged into it
+                if merged is None:
+                    merged = part  # the first worker's tally: the others are merged into it
                 else:
-                    totals.merge(part)
+                    merged.merge(part)
             if error is not None and (failure is None or error[0] < failure[0]):
                 failure = error
         for w in workers:
@@ -923,8 +941,8 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
                 w.join()
     if failure is not None:
         raise ReportError(failure[1])
-    assert totals is not None  # every worker sent its tally, or a failure
-    return totals, kept
+    assert merged is not None  # every worker sent its tally, or a failure
+    return merged.totals(), kept
 
 
 def default_jobs() -> int:
