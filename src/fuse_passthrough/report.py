@@ -153,32 +153,21 @@ class Report:
                                         t.op_written[op], injected=t.op_injected[op],
                                         histogram=dict(sorted(h.items())))
         paths = r.paths
-        for (path, op), n in t.path_ops.items():
+        for path, calls, ns, failed, ops in t.paths.rows():
             if path is not None:
-                g = paths.get(path)
-                if g is None:
-                    g = paths[path] = Group()
-                g.ops[op] = n
-                g.calls += n
-        for path, g in paths.items():
-            g.errors, g.total_ns = t.path_errors[path], t.path_ns[path]
+                g = paths[path] = Group(calls, failed, ns, _counter())
+                g.ops.update(ops)
         processes = r.processes
-        for (proc, op), n in t.proc_ops.items():
-            key = (0, None) if proc[0] == 0 else proc
-            g = processes.get(key)
-            if g is None:
-                g = processes[key] = Group()
-            g.ops[op] += n
-        for (pid, comm), g in r.processes.items():
-            keys = [k for k in t.proc_ns if k[0] == 0] if pid == 0 else [(pid, comm)]
-            g.calls = sum(g.ops.values())
-            g.errors = sum(t.proc_errors[k] for k in keys)
-            g.total_ns = sum(t.proc_ns[k] for k in keys)
+        for (pid, comm), calls, ns, failed, ops in t.procs.rows():
+            key = (0, None) if pid == 0 else (pid, comm)  # the kernel's own requests: one row
+            g = _group(processes, key)
+            g.calls += calls
+            g.errors += failed
+            g.total_ns += ns
+            g.ops.update(ops)
         errors = r.errors
         for (errno, path, op), n in t.error_ops.items():
-            g = errors.get((errno, path))
-            if g is None:
-                g = errors[(errno, path)] = Group()
+            g = _group(errors, (errno, path))
             g.ops[op] += n
             g.calls += n
             g.errors += n

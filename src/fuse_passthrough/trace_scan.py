@@ -294,6 +294,21 @@ class Sample:
         return [chosen[p] for p in sorted(chosen)]
 
 
+@dataclass
+class NameTotals:
+    """Per name (a path, or a process as (pid, comm)): its calls, time, errors and calls per operation."""
+
+    names: list[Any] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+    ns: list[int] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
+    ops: list[dict[str, int]] = field(default_factory=list)
+
+    def rows(self) -> Iterator[tuple[Any, int, int, int, dict[str, int]]]:
+        """(name, calls, ns, errors, calls per operation), a name at a time."""
+        return zip(self.names, self.calls, self.ns, self.errors, self.ops, strict=True)
+
+
 class Totals:
     """What the report needs from the events, keyed by name: the result of a Tally."""
 
@@ -307,12 +322,8 @@ class Totals:
         self.op_read: Counter[str] = Counter()
         self.op_written: Counter[str] = Counter()
         self.op_injected: Counter[str] = Counter()  # calls a fault rule acted on
-        self.path_ops: Counter[tuple[str | None, str]] = Counter()
-        self.path_ns: dict[str | None, int] = {}
-        self.path_errors: Counter[str | None] = Counter()
-        self.proc_ops: Counter[tuple[tuple[int, str | None], str]] = Counter()
-        self.proc_ns: dict[tuple[int, str | None], int] = {}
-        self.proc_errors: Counter[tuple[int, str | None]] = Counter()
+        self.paths = NameTotals()  # per path (None: operations without one)
+        self.procs = NameTotals()  # per (pid, comm)
         self.error_ops: Counter[tuple[str, str | None, str]] = Counter()  # (errno, path, op) -> count
         self.errno_ops: Counter[tuple[str, str]] = Counter()  # (errno, op) -> count: never pruned
         # per table: operations on entries dropped to bound memory, and how many entries were dropped
@@ -468,15 +479,16 @@ class _Table:
         self.errors[mine] += other.errors[:n]
         return mine
 
-    def by_name(self, ops: list[str]) -> tuple[Counter[tuple[Any, str]], dict[Any, int], Counter[Any]]:
-        """(name, operation) -> calls, name -> ns, name -> errors."""
-        names = self.names.names
-        n = len(names)
-        rows, cols = np.nonzero(self.calls[:len(ops), :n])
-        counts = self.calls[rows, cols].tolist()
-        per_op = Counter({(names[c], ops[r]): k for r, c, k in zip(rows.tolist(), cols.tolist(), counts, strict=True)})
-        return per_op, dict(zip(names, self.ns[:n].tolist(), strict=True)), \
-            Counter(dict(zip(names, self.errors[:n].tolist(), strict=True)))
+    def totals(self, ops: list[str]) -> NameTotals:
+        """The table by name."""
+        n = len(self.names.names)
+        calls = self.calls[:len(ops), :n].T  # names x operations
+        names, ops_ = np.nonzero(calls)      # by name, then operation
+        per_name: list[dict[str, int]] = [{} for _ in range(n)]
+        for name, op, count in zip(names.tolist(), ops_.tolist(), calls[names, ops_].tolist(), strict=True):
+            per_name[name][ops[op]] = count
+        return NameTotals(list(self.names.names), calls.sum(axis=1).tolist(), self.ns[:n].tolist(),
+                          self.errors[:n].tolist(), per_name)
 
 
 class Tally:
@@ -655,8 +667,8 @@ class Tally:
         t.op_ns = dict(zip(ops, self.op_ns[:n].tolist(), strict=True))
         t.op_errors = Counter(dict(zip(ops, self.op_errors[:n].tolist(), strict=True)))
         t.op_read, t.op_written, t.op_injected = self.op_read, self.op_written, self.op_injected
-        t.path_ops, t.path_ns, t.path_errors = self.paths.by_name(ops)
-        t.proc_ops, t.proc_ns, t.proc_errors = self.procs.by_name(ops)
+        t.paths = self.paths.totals(ops)
+        t.procs = self.procs.totals(ops)
         t.error_ops = Counter({(e, paths[p], ops[o]): n for (e, p, o), n in self.error_ops.items()})
         t.errno_ops = Counter({(e, ops[o]): n for (e, o), n in self.errno_ops.items()})
         return t
