@@ -396,6 +396,11 @@ _BUCKETS = len(_EDGES) + 1
 _EXACT_INT64 = 1 << 62  # time sums stay int64 while every duration seen adds up to less than this
 
 
+def _like(sums: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Time sums to add to `target`: Python ints if it holds Python ints (int64 scalars could overflow there)."""
+    return sums.astype(object) if target.dtype == object else sums
+
+
 class _Table:
     """Per name (path or process): calls per operation (a matrix: operations x names), time and errors, in numpy
     arrays that grow by doubling."""
@@ -447,8 +452,6 @@ class _Table:
         self.calls = calls_kept
         ns_kept = np.zeros(size, dtype=self.ns.dtype)
         ns_kept[:len(keep)] = self.ns[keep]
-        if ns_kept.dtype == object:
-            ns_kept[len(keep):] = 0
         self.ns = ns_kept
         errors = np.zeros(size, dtype=np.int64)
         errors[:len(keep)] = self.errors[keep]
@@ -475,7 +478,7 @@ class _Table:
         if self.ns.dtype != other.ns.dtype:
             self.exact()
         self.calls[np.ix_(ops, mine)] += other.calls[:len(ops), :n]  # distinct indices: += adds each once
-        self.ns[mine] += other.ns[:n]
+        self.ns[mine] += _like(other.ns[:n], self.ns)
         self.errors[mine] += other.errors[:n]
         return mine
 
@@ -599,7 +602,7 @@ class Tally:
         nops = len(self.ops.names)
         self._fit_ops(nops)
         self.hist[ops] += other.hist[:k]
-        self.op_ns[ops] += other.op_ns[:k]
+        self.op_ns[ops] += _like(other.op_ns[:k], self.op_ns)
         self.op_errors[ops] += other.op_errors[:k]
         to_op = ops.tolist()
         self.far_hist.update({(to_op[o], b): n for (o, b), n in other.far_hist.items()})
