@@ -568,12 +568,7 @@ class Tally:
         self._add_bytes(events, op, errno)
         if self.sample is not None:
             self.sample.add(part, events, dur, errno)
-        if len(self.paths.names.names) > TABLE_CAP:
-            self._prune("paths", self.paths)
-        if len(self.procs.names.names) > TABLE_CAP:
-            self._prune("processes", self.procs)
-        if len(self.error_ops) > TABLE_CAP:
-            self._prune_errors()
+        self._bound()
 
     def _exact(self) -> None:
         """Time sums as Python ints from now on."""
@@ -618,12 +613,7 @@ class Tally:
             self.dropped[table][1] += entries
         if self.sample is not None and other.sample is not None:
             self.sample.merge(other.sample)
-        if len(self.paths.names.names) > TABLE_CAP:
-            self._prune("paths", self.paths)
-        if len(self.procs.names.names) > TABLE_CAP:
-            self._prune("processes", self.procs)
-        if len(self.error_ops) > TABLE_CAP:
-            self._prune_errors()
+        self._bound()
 
     def _add_bytes(self, events: list[Event], op: tuple[str, ...], errno: tuple[str | None, ...]) -> None:
         """Bytes read and written: the results of the reads and writes that succeeded, decoded together."""
@@ -638,6 +628,15 @@ class Tally:
         for i, r in zip(done, results, strict=True):
             if isinstance(r, int):
                 (self.op_read if op[i] == "read" else self.op_written)[op[i]] += r
+
+    def _bound(self) -> None:
+        """At most TABLE_CAP paths, processes and (errno, path) pairs."""
+        if len(self.paths.names.names) > TABLE_CAP:
+            self._prune("paths", self.paths)
+        if len(self.procs.names.names) > TABLE_CAP:
+            self._prune("processes", self.procs)
+        if len(self.error_ops) > TABLE_CAP:
+            self._prune_errors()
 
     def _prune(self, table: str, names: _Table) -> None:
         calls, entries, renumber = names.keep(TABLE_CAP)
