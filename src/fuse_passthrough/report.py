@@ -45,6 +45,7 @@ from .trace_scan import (
     decode_lines,
     default_jobs,
     full_event,
+    no_gc,
     read_chunks,
     scan,
 )
@@ -152,11 +153,13 @@ class Report:
             r.summary.ops[op] = OpStats(sum(h.values()), t.op_errors[op], t.op_ns[op], t.op_read[op],
                                         t.op_written[op], injected=t.op_injected[op],
                                         histogram=dict(sorted(h.items())))
+        # (dict.update: Counter.update first asks whether its argument is a Mapping, which costs more than the copy)
         paths = r.paths
         for path, calls, ns, failed, ops in t.paths.rows():
             if path is not None:
-                g = paths[path] = Group(calls, failed, ns, _counter())
-                g.ops.update(ops)
+                counts = _counter()
+                dict.update(counts, ops)
+                paths[path] = Group(calls, failed, ns, counts)
         processes = r.processes
         for (pid, comm), calls, ns, failed, ops in t.procs.rows():
             key = (0, None) if pid == 0 else (pid, comm)  # the kernel's own requests: one row
@@ -164,7 +167,8 @@ class Report:
             g.calls += calls
             g.errors += failed
             g.total_ns += ns
-            g.ops.update(ops)
+            for op, n in ops.items():
+                g.ops[op] += n
         errors = r.errors
         for (errno, path, op), n in t.error_ops.items():
             g = _group(errors, (errno, path))
@@ -754,9 +758,10 @@ def build(files: list[str], keep_events: bool = False, *, sample: bool = False, 
 
 def _build(files: list[str], sample: bool, keep: int, jobs: int, on_progress: Callable[[int], None] | None,
            on_truncated: Callable[[str, int, int], None] | None) -> tuple[Report, list[bytes]]:
-    tally, kept = scan(files, jobs=jobs, sample=CHART_POINTS if sample else 0, keep=keep,
-                       on_progress=on_progress, on_truncated=on_truncated)
-    return Report.from_tally(tally), kept
+    with no_gc():
+        tally, kept = scan(files, jobs=jobs, sample=CHART_POINTS if sample else 0, keep=keep,
+                           on_progress=on_progress, on_truncated=on_truncated)
+        return Report.from_tally(tally), kept
 
 
 def _input_size(files: list[str]) -> tuple[int, int]:

@@ -32,6 +32,7 @@ import stat
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from math import log2
@@ -848,6 +849,19 @@ def read_chunks(files: list[str], on_progress: Callable[[int], None] | None = No
                 index += 1
 
 
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """No garbage collection inside: tallying and building the report make many objects and no reference cycles,
+    and each collection would walk all of them (40 % of building a report's tables from 100,000 paths)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _worker(tasks: Any, results: Any, files: list[str], sample: int) -> None:
     gc.disable()  # a short-lived process making no reference cycles: collections would only cost time
     tally = Tally(sample)
@@ -892,16 +906,11 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
     chunks = read_chunks(files, on_progress, on_truncated)
     if jobs <= 1:
         tally = Tally(sample)
-        enabled = gc.isenabled()
-        gc.disable()  # the tally makes no reference cycles; collections of its many objects only cost time
-        try:
+        with no_gc():
             for chunk in chunks:
                 keep_lines(chunk)
                 _tally_chunk(tally, chunk, files)
-        finally:
-            if enabled:
-                gc.enable()
-        return tally.totals(), kept
+            return tally.totals(), kept
 
     ctx = multiprocessing.get_context("fork")
     tasks: Any = ctx.Queue(maxsize=2 * jobs)
