@@ -97,6 +97,21 @@ class Mount:
             return [json.loads(line) for line in f if line.strip()]
 
 
+def reap(pid: int, timeout: float = 30) -> int | None:
+    """Wait for our child `pid` (a daemon that reparented to us as subreaper, say): its exit status, or None if
+    it is still running after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    return None
+
+
 def run_as(uid: int, gid: int, cmd: list[str], groups: list[int] | None = None, **kw: Any
            ) -> subprocess.CompletedProcess[str]:
     """Run cmd with other credentials (no passwd entry needed)."""

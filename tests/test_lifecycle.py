@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from helpers import Mount, is_mounted
+from helpers import Mount, is_mounted, reap
 
 PROG = [sys.executable, "-m", "fuse_passthrough"]
 PR_SET_CHILD_SUBREAPER = 36
@@ -141,28 +141,15 @@ def background(workdir: Path, *args: str) -> Iterator[Background]:
             if bg.pid is not None:
                 if is_mounted(mnt):
                     subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
-                bg.status = _reap(bg.pid, 20)
+                bg.status = reap(bg.pid, 20)
                 if bg.status is None:
                     subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
                     os.kill(bg.pid, signal.SIGKILL)
-                    bg.status = _reap(bg.pid, 20)
+                    bg.status = reap(bg.pid, 20)
             if is_mounted(mnt):
                 subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
     finally:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-
-
-def _reap(pid: int, timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    return None
 
 
 def test_background_returns_once_usable_and_stops_cleanly(workdir: Path) -> None:
@@ -198,7 +185,7 @@ def test_background_sigterm_is_clean(workdir: Path) -> None:
         exercise(workdir / "mnt")
         assert bg.pid is not None
         os.kill(bg.pid, signal.SIGTERM)
-        bg.status = _reap(bg.pid, 20)
+        bg.status = reap(bg.pid, 20)
         bg.pid = None
     assert bg.status == 0
     assert not is_mounted(workdir / "mnt")

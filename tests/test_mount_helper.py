@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from helpers import is_mounted
+from helpers import is_mounted, reap
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = Path(sys.executable).parent / "fuse-passthrough"  # the venv's console script
@@ -117,20 +117,6 @@ def our_daemons(workdir: Path) -> set[int]:
         if ppid == os.getpid() and b"fuse" in cmdline and str(workdir).encode() in cmdline:
             found.add(int(name))
     return found
-
-
-def reap(pid: int, timeout: float = 30) -> int | None:
-    """Wait for our child `pid`; its exit status, or None if it is still running after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    return None
 
 
 @pytest.fixture

@@ -35,6 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import is_fuse_mounted  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -60,22 +63,6 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ mounts
-def fstype_at(path: str) -> str | None:
-    target = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split(" ")
-            if parts[4].replace("\\040", " ") == target:
-                found = parts[parts.index("-") + 1]
-    return found
-
-
-def is_fuse_mounted(path: str) -> bool:
-    t = fstype_at(path)
-    return t is not None and t.startswith("fuse")
-
-
 def cpu_seconds(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as f:

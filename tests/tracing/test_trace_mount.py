@@ -204,15 +204,21 @@ def test_no_event_lost_in_a_burst(workdir: Path, stop_midway: bool) -> None:
         assert acknowledged == len(fstats) == n
 
 
-def test_rotation_through_the_cli_keeps_files_under_the_cap_and_loses_nothing(workdir: Path) -> None:
-    out = workdir / "t.jsonl"
-    with Mount(workdir / "src", workdir / "mnt", "--format", "jsonl", "--output", str(out),
+def _rotated_through_the_cli(workdir: Path, name: str, files: list[str]) -> list[Path]:
+    """Create `files` on a mount tracing to workdir/name rotated at 20 KiB (100 backups); the trace files, oldest
+    first."""
+    with Mount(workdir / "src", workdir / "mnt", "--format", "jsonl", "--output", str(workdir / name),
                "--output-max-bytes", "20k", "--output-backups", "100", trace=None) as m:
-        for i in range(300):
-            (m.mnt / f"f{i}").write_text("x")
+        for f in files:
+            (m.mnt / f).write_text("x")
         assert m.unmount() == 0
-    files = sorted(workdir.glob("t.jsonl*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
-    assert len(files) > 3 and not (workdir / "t.jsonl.101").exists()
+    assert not (workdir / f"{name}.101").exists()
+    return sorted(workdir.glob(f"{name}*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+
+
+def test_rotation_through_the_cli_keeps_files_under_the_cap_and_loses_nothing(workdir: Path) -> None:
+    files = _rotated_through_the_cli(workdir, "t.jsonl", [f"f{i}" for i in range(300)])
+    assert len(files) > 3
     assert all(0 < f.stat().st_size <= 20 * 1024 for f in files)
     seqs = [json.loads(line)["seq"] for f in files for line in f.read_text().splitlines()]
     assert seqs == list(range(1, len(seqs) + 1))  # oldest file first, nothing lost across rotations
@@ -280,14 +286,8 @@ def test_compressed_trace_through_a_mount(workdir: Path, suffix: str) -> None:
 
 
 def test_compressed_rotation_through_the_cli(workdir: Path) -> None:
-    out = workdir / "t.jsonl.zst"
-    with Mount(workdir / "src", workdir / "mnt", "--format", "jsonl", "--output", str(out),
-               "--output-max-bytes", "20k", "--output-backups", "100", trace=None) as m:
-        for i in range(600):
-            (m.mnt / f"file-with-a-longish-name-{i}").write_text("x")
-        assert m.unmount() == 0
-    files = sorted(workdir.glob("t.jsonl.zst*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
-    assert len(files) >= 3 and not (workdir / "t.jsonl.zst.101").exists()
+    files = _rotated_through_the_cli(workdir, "t.jsonl.zst", [f"file-with-a-longish-name-{i}" for i in range(600)])
+    assert len(files) >= 3
     assert all(0 < f.stat().st_size <= 20 * 1024 for f in files)  # the cap counts compressed bytes
     seqs = [json.loads(line)["seq"] for f in files for line in _decompressed(f).splitlines()]
     assert seqs == list(range(1, len(seqs) + 1))  # every file complete on its own, nothing lost across them
