@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fuse_passthrough import report as report_mod
 from fuse_passthrough import trace_scan
@@ -228,6 +230,72 @@ def test_the_tally_equals_the_event_by_event_report(tmp_path: Path, small_chunks
         assert got.as_dict(top=10**6) == expected.as_dict(top=10**6)
         assert {op: vars(s) for op, s in got.summary.ops.items()} == \
             {op: vars(s) for op, s in expected.summary.ops.items()}
+
+
+def line_by_line(path: Path, data: bytes) -> list[dict[str, Any]] | str:
+    """The events of a trace read the reference way, one line at a time (json.loads + check_event), or the
+    message naming its first malformed line."""
+    lines = data.split(b"\n")
+    last_open = lines[-1] != b""
+    if not last_open:
+        lines.pop()
+    out = []
+    for number, raw in enumerate(lines, 1):
+        try:
+            d = trace_scan.parse_line(raw, f"{path}:{number}", last_open and number == len(lines))
+        except trace_scan.ReportError as e:
+            return str(e)
+        if d is not None:
+            out.append(trace_scan.as_dict(trace_scan._from_dict(d)))
+    return out
+
+
+def read_all(path: Path) -> list[dict[str, Any]] | str:
+    try:
+        return list(report_mod.read_events(str(path)))
+    except trace_scan.ReportError as e:
+        return str(e)
+
+
+# How a line may be laid out; only the first two are one event on a line as the writer makes it, the others must
+# read exactly as the line-by-line reference reads them (an event, nothing, or the same error).
+LAYOUTS = ["compact", "spaced", "blank", "spaces", "two", "two_spaced", "indented", "crlf", "leading", "trailing",
+           "bad_type", "cut", "garbage_after"]
+
+
+def laid_out(e: dict[str, Any], e2: dict[str, Any], layout: str) -> bytes:
+    compact = json.dumps(e, separators=(",", ":"))
+    text = {
+        "compact": compact, "spaced": json.dumps(e), "blank": "", "spaces": " \t ",
+        "two": compact + json.dumps(e2, separators=(",", ":")), "two_spaced": compact + " " + json.dumps(e2),
+        "indented": json.dumps(e, indent=1), "crlf": compact + "\r", "leading": " " + compact,
+        "trailing": compact + " ", "bad_type": compact.replace('"pid":', '"pid":"x",  "_":', 1),
+        "cut": compact[:len(compact) // 2], "garbage_after": compact + "}",
+    }[layout]
+    return text.encode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layouts=st.lists(st.sampled_from(LAYOUTS), min_size=1, max_size=40),
+       rare=st.integers(min_value=0, max_value=2), end_newline=st.booleans(), chunk=st.sampled_from([64, 300, 4096]),
+       compressed=st.booleans())
+def test_whole_chunk_decoding_reads_as_line_by_line(tmp_path_factory: pytest.TempPathFactory, layouts: list[str],
+                                                   rare: int, end_newline: bool, chunk: int, compressed: bool
+                                                   ) -> None:
+    """A chunk is decoded in one call when every line is one event as the writer writes it; any other layout
+    (blank lines, two events on a line, one event over several lines, stray characters) must read exactly as the
+    reference reads it line by line: the same events, or the same error naming the same line."""
+    # rare layouts only some of the time, so that most examples have whole chunks of good lines
+    if rare == 0:
+        layouts = [x if x in ("compact", "spaced") else "compact" for x in layouts]
+    events = many_events(len(layouts) + 1, seed=len(layouts))
+    data = b"\n".join(laid_out(events[i], events[i + 1], x) for i, x in enumerate(layouts))
+    data += b"\n" if end_newline else b""
+    f = write_as(tmp_path_factory.mktemp("t") / ("t.jsonl.zst" if compressed else "t.jsonl"), data)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(trace_scan, "CHUNK", chunk)
+        m.setattr(trace_scan, "SLICE", 5)
+        assert read_all(f) == line_by_line(f, data)
 
 
 @pytest.mark.parametrize("end_newline", [True, False])
