@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from math import log2
-from operator import add, attrgetter, is_, is_not, mod, not_, truediv
+from operator import add, attrgetter, is_not, mod, not_, truediv
 from typing import Annotated, Any, Literal, cast
 
 import msgspec
@@ -372,11 +372,14 @@ class _Names:
         self.number: dict[Any, int] = {}
         self.names: list[Any] = []
 
-    def numbers(self, keys: Sequence[Any]) -> list[int]:
-        ids: list[Any] = list(map(self.number.get, keys))
-        if None in ids:
+    def numbers(self, keys: Sequence[Any]) -> np.ndarray:
+        """The keys' numbers (intp), numbering those not seen before."""
+        # -1 for a name not seen before, found in the array (a None would cost a comparison per key in Python)
+        ids = np.array(list(map(self.number.get, keys, repeat(-1))), dtype=np.intp)
+        new = np.flatnonzero(ids < 0)
+        if new.size:
             number = self.number
-            for i in compress(range(len(ids)), map(is_, ids, repeat(None))):
+            for i in new.tolist():
                 k = keys[i]
                 n = number.get(k)
                 if n is None:
@@ -501,7 +504,7 @@ class _Table:
     def merge(self, other: _Table, ops: np.ndarray, nops: int) -> np.ndarray:
         """Add another tally's table; `ops` maps its operation numbers to ours. Returns its name -> our name."""
         n = len(other.names.names)
-        mine = np.array(self.names.numbers(other.names.names), dtype=np.intp)
+        mine = self.names.numbers(other.names.names)
         self.fit(nops)
         if self.ns.dtype != other.ns.dtype:
             self.exact()
@@ -563,10 +566,10 @@ class Tally:
         if exact:
             self._exact()
         self.first_ts = min(self.first_ts, float(ts.min()))
-        oi = np.array(self.ops.numbers(op), dtype=np.intp)
-        pi = np.array(self.paths.names.numbers(list(map(_PATH, events))), dtype=np.intp)
+        oi = self.ops.numbers(op)
+        pi = self.paths.names.numbers(list(map(_PATH, events)))
         procs = list(zip(map(_PID, events), map(_COMM, events), strict=True))
-        ki = np.array(self.procs.names.numbers(procs), dtype=np.intp)
+        ki = self.procs.names.numbers(procs)
         ops = len(self.ops.names)
         self._fit_ops(ops)
         self.paths.fit(ops)
@@ -627,7 +630,7 @@ class Tally:
         if self.seen_ns >= _EXACT_INT64:
             self._exact()
         k = len(other.ops.names)
-        ops = np.array(self.ops.numbers(other.ops.names), dtype=np.intp)
+        ops = self.ops.numbers(other.ops.names)
         nops = len(self.ops.names)
         self._fit_ops(nops)
         self.hist[ops] += other.hist[:k]
