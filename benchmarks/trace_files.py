@@ -44,8 +44,11 @@ SMOKE_EVENTS = 20_000
 WRITER_BATCH = 1024
 FORMATS = (("plain", ""), ("gz", ".gz"), ("zst", ".zst"))
 COMMS = ["python3", "pytest", "sh", "bash", "cat", "git", "cc1", "ld", "make", "cp", "rm", "ls", "sed", "grep"]
-DIRS = ["/home/runner/work/project/src/pkg", "/home/runner/work/project/tests", "/home/runner/work/project/build",
-        "/home/runner/work/project/.venv/lib/python3.11/site-packages/mod", "/home/runner/work/project/docs"]
+ROOT = "/home/runner/work/project"
+# a checkout as deep as the one whose test suite made the issue's trace (about 440 bytes per event)
+LONG_ROOT = ("/home/runner/work/some-organisation/some-project-with-a-long-name/.tox/py311-integration/lib/"
+             "python3.11/site-packages/some_project_with_a_long_name/tests/integration/fixtures/data")
+DIRS = ["/src/pkg", "/tests", "/build", "/.venv/lib/python3.11/site-packages/mod", "/docs"]  # under a root
 EXTS = [".py", ".c", ".h", ".o", ".txt", ".json", ".md"]
 
 
@@ -55,10 +58,11 @@ def _stat(path: str, directory: bool) -> dict[str, Any]:
             "ino": 2_000_000 + h, "nlink": 2 if directory else 1, "uid": 1000, "gid": 1000}
 
 
-def synth_events(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
-    """n trace events (schema v1), deterministic for a seed; see the module docstring for their shape."""
+def synth_events(n: int, seed: int = 1, root: str = ROOT) -> Iterator[dict[str, Any]]:
+    """n trace events (schema v1), deterministic for a seed, of a source tree at `root`; see the module docstring
+    for their shape."""
     rng = random.Random(seed)
-    files = [f"{rng.choice(DIRS)}/sub{rng.randrange(60)}/file_{i}{rng.choice(EXTS)}" for i in range(5000)]
+    files = [f"{root}{rng.choice(DIRS)}/sub{rng.randrange(60)}/file_{i}{rng.choice(EXTS)}" for i in range(5000)]
     procs = [(3000 + i, rng.choice(COMMS)) for i in range(400)]
     seq = 0
     ts = T0
@@ -117,12 +121,12 @@ def synth_events(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
         yield from batch[: n - seq + len(batch)] if seq > n else batch
 
 
-def write_trace(path: Path, n: int, seed: int = 1) -> None:
+def write_trace(path: Path, n: int, seed: int = 1, root: str = ROOT) -> None:
     """n synthetic events in `path` (compressed after its suffix), written as the writer does: RotatingFile,
     a batch of WRITER_BATCH lines at a time, each batch flushed."""
     out = RotatingFile(str(path))
     batch: list[bytes] = []
-    for event in synth_events(n, seed):
+    for event in synth_events(n, seed, root):
         batch.append(format_jsonl_bytes(event))
         if len(batch) == WRITER_BATCH:
             out.write_lines(batch)
@@ -135,7 +139,7 @@ def write_trace(path: Path, n: int, seed: int = 1) -> None:
 def raw_events(n: int, seed: int = 1) -> Iterator[tuple[Any, ...]]:
     """n RawEvent tuples as the daemon ships them to the writer (getattr, ENOENT, open, read, write, release)."""
     rng = random.Random(seed)
-    files = [f"{rng.choice(DIRS)}/sub{rng.randrange(60)}/file_{i}{rng.choice(EXTS)}" for i in range(5000)]
+    files = [f"{ROOT}{rng.choice(DIRS)}/sub{rng.randrange(60)}/file_{i}{rng.choice(EXTS)}" for i in range(5000)]
     ts = T0
     for seq in range(1, n + 1):
         ts += rng.expovariate(1 / 20e-6)
@@ -199,26 +203,29 @@ def run_report(files: list[Path], *args: str) -> tuple[float, float]:
 
 
 def rows(events: int, workdir: Path, seed: int = 1, keep: bool = False) -> list[dict[str, Any]]:
-    """One row per output format: sizes, ratio, writer cost, report throughput (text report)."""
+    """One row per output format: sizes, ratio, writer cost, report throughput (text report); then the report
+    of the same events in a tree deep enough to make lines as long as the issue's trace (about 440 bytes)."""
     out: list[dict[str, Any]] = []
     plain_bytes = 0
     d = workdir / "trace-files"
     d.mkdir(parents=True, exist_ok=True)
     startup = writer_process_cpu(None, 0)
-    for name, suffix in FORMATS:
-        path = d / f"trace.jsonl{suffix}"
-        writer = (writer_process_cpu(d / f"raw.jsonl{suffix}", events, seed) - startup) / events
-        (d / f"raw.jsonl{suffix}").unlink()
-        write_trace(path, events, seed)
+    for name, suffix, root in (*((name, suffix, ROOT) for name, suffix in FORMATS), ("plain, deep tree", "", LONG_ROOT)):
+        path = d / f"trace.jsonl{suffix}" if root == ROOT else d / "trace-deep.jsonl"
+        writer = None
+        if root == ROOT:
+            writer = (writer_process_cpu(d / f"raw.jsonl{suffix}", events, seed) - startup) / events
+            (d / f"raw.jsonl{suffix}").unlink()
+        write_trace(path, events, seed, root)
         os.sync()  # the report timed alone, not competing with the file's writeback
         size = path.stat().st_size
         plain_bytes = plain_bytes or size
         wall, rss = run_report([path])
         out.append({"format": name, "file": path.name, "events": events, "bytes": size,
-                    "bytes_per_event": size / events, "ratio": plain_bytes / size,
-                    "writer_us_per_event": writer * 1e6,
+                    "bytes_per_event": size / events, "ratio": plain_bytes / size if root == ROOT else None,
+                    "writer_us_per_event": writer * 1e6 if writer is not None else None,
                     "report_s": wall, "report_events_per_s": events / wall, "report_peak_rss_mib": rss})
-        if not keep and suffix:
+        if not keep and path.name != "trace.jsonl":
             path.unlink()
     if not keep:
         (d / "trace.jsonl").unlink()
@@ -240,8 +247,10 @@ def render(table: list[dict[str, Any]]) -> str:
     lines = ["| format | events | bytes | bytes/event | ratio | writer µs/event | report s | report events/s | "
              "report peak RSS |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in table:
+        ratio = f"{r['ratio']:.1f}×" if r["ratio"] is not None else "—"
+        writer = f"{r['writer_us_per_event']:.2f}" if r["writer_us_per_event"] is not None else "—"
         lines.append(f"| {r['format']} | {r['events']:,} | {r['bytes']:,} | {r['bytes_per_event']:.1f} | "
-                     f"{r['ratio']:.1f}× | {r['writer_us_per_event']:.2f} | {r['report_s']:.2f} | "
+                     f"{ratio} | {writer} | {r['report_s']:.2f} | "
                      f"{r['report_events_per_s']:,.0f} | {r['report_peak_rss_mib']:.0f} MiB |")
     return "\n".join(lines) + "\n"
 

@@ -92,15 +92,20 @@ def test_bench_smoke_produces_complete_results(tmp_path: Path) -> None:
 
 
 def _check_trace_file_rows(rows: list[dict], printed: str) -> None:
-    """benchmarks/trace_files.py's rows: one per output format, with sizes and times, and printed as a table."""
-    assert [r["format"] for r in rows] == ["plain", "gz", "zst"]
+    """benchmarks/trace_files.py's rows: one per output format, with sizes and times, then the report of the same
+    events with longer lines (a deeper tree), and printed as a table."""
+    assert [r["format"] for r in rows] == ["plain", "gz", "zst", "plain, deep tree"]
     for r in rows:
-        assert r["events"] > 0 and r["bytes"] > 0 and r["report_s"] > 0 and r["writer_us_per_event"] > 0
+        assert r["events"] > 0 and r["bytes"] > 0 and r["report_s"] > 0
         assert r["report_events_per_s"] == pytest.approx(r["events"] / r["report_s"])
         line = next(line for line in printed.splitlines() if line.startswith(f"| {r['format']} | "))
         assert f"{r['events']:,}" in line and f"{r['bytes']:,}" in line
+    formats, deep = rows[:3], rows[3]
+    assert all(r["writer_us_per_event"] > 0 for r in formats)
     plain = rows[0]["bytes"]
-    assert all(r["bytes"] < plain and r["ratio"] == pytest.approx(plain / r["bytes"]) for r in rows[1:])
+    assert all(r["bytes"] < plain and r["ratio"] == pytest.approx(plain / r["bytes"]) for r in formats[1:])
+    assert deep["events"] == rows[0]["events"] and 420 <= deep["bytes_per_event"] <= 470  # like the issue's trace
+    assert deep["ratio"] is None and deep["writer_us_per_event"] is None
 
 
 def test_trace_files_smoke_prints_its_rows(tmp_path: Path) -> None:
@@ -114,12 +119,14 @@ def test_trace_files_smoke_prints_its_rows(tmp_path: Path) -> None:
     for line in proc.stdout.splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         rows.append({"format": cells[0], "events": int(cells[1].replace(",", "")),
-                     "bytes": int(cells[2].replace(",", "")), "ratio": float(cells[4].rstrip("×")),
-                     "writer_us_per_event": float(cells[5]), "report_s": float(cells[6]),
-                     "report_events_per_s": float(cells[7].replace(",", ""))})
-    assert [r["format"] for r in rows] == ["plain", "gz", "zst"]
+                     "bytes": int(cells[2].replace(",", "")), "ratio": cells[4], "writer": cells[5],
+                     "report_s": float(cells[6]), "report_events_per_s": float(cells[7].replace(",", ""))})
+    assert [r["format"] for r in rows] == ["plain", "gz", "zst", "plain, deep tree"]
+    files = {"plain": "trace.jsonl", "gz": "trace.jsonl.gz", "zst": "trace.jsonl.zst", "plain, deep tree": "trace-deep.jsonl"}
     for r in rows:
-        size = (tmp_path / "trace-files" / f"trace.jsonl{'' if r['format'] == 'plain' else '.' + r['format']}")
-        assert size.stat().st_size == r["bytes"]  # the table describes the files it wrote
-        assert r["events"] == 20_000 and r["report_s"] > 0 and r["writer_us_per_event"] > 0
-    assert rows[1]["bytes"] < rows[0]["bytes"] and rows[2]["bytes"] < rows[0]["bytes"]
+        assert (tmp_path / "trace-files" / files[r["format"]]).stat().st_size == r["bytes"]  # the files it wrote
+        assert r["events"] == 20_000 and r["report_s"] > 0
+    for r in rows[:3]:
+        assert float(r["ratio"].rstrip("×")) > 0 and float(r["writer"]) > 0
+    assert rows[3]["ratio"] == rows[3]["writer"] == "—"
+    assert rows[1]["bytes"] < rows[0]["bytes"] and rows[2]["bytes"] < rows[0]["bytes"] < rows[3]["bytes"]
