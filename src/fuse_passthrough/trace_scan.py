@@ -406,6 +406,17 @@ class _Names:
         self.number = {name: i for i, name in enumerate(self.names)}
 
 
+def _run_starts(n: int, *columns: np.ndarray) -> np.ndarray:
+    """Where the runs of equal rows of these columns (object arrays of n values) start: 0, then every position
+    whose row differs from the previous one."""
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    change[1:] = columns[0][1:] != columns[0][:-1]
+    for column in columns[1:]:
+        change[1:] |= column[1:] != column[:-1]
+    return np.flatnonzero(change)
+
+
 def _bucket_edges() -> np.ndarray:
     """EDGES[b - 1]: the least ns in latency bucket b or above, by stats._bucket's own formula
     (int(log2(ns) * 16)), so that searchsorted gives exactly its bucket to every ns below 2**63."""
@@ -572,9 +583,16 @@ class Tally:
             self._exact()
         self.first_ts = min(self.first_ts, float(ts.min()))
         oi = self.ops.numbers(op)
-        pi = self.paths.names.numbers(list(map(_PATH, events)))
-        procs = list(zip(map(_PID, events), map(_COMM, events), strict=True))
-        ki = self.procs.names.numbers(procs)
+        # Events come in runs (one process statting one path): each run's path and process are looked up once
+        # (looking up a long path among many costs several cache misses; comparing it with the previous one, none)
+        paths = np.array(list(map(_PATH, events)), dtype=object)
+        runs = _run_starts(n, paths)
+        pi = np.repeat(self.paths.names.numbers(paths[runs].tolist()), np.diff(runs, append=n))
+        pid = np.array(list(map(_PID, events)), dtype=object)
+        comm = np.array(list(map(_COMM, events)), dtype=object)
+        runs = _run_starts(n, pid, comm)
+        procs = list(zip(pid[runs].tolist(), comm[runs].tolist(), strict=True))
+        ki = np.repeat(self.procs.names.numbers(procs), np.diff(runs, append=n))
         ops = len(self.ops.names)
         self._fit_ops(ops)
         self.paths.fit(ops)
