@@ -475,3 +475,20 @@ def test_a_trace_from_a_pipe(tmp_path: Path, suffix: str) -> None:
                            input=data, capture_output=True, timeout=60)
         assert p.returncode == 0 and p.stderr == b"", p.stderr
         assert body(p.stdout.decode()) == body(expected.stdout)
+
+
+def test_regions_hand_out_every_chunk_once_own_region_first() -> None:
+    """Plain files are split into one contiguous region per worker: a worker takes its own region from the front,
+    then the back of the region with most left; every chunk is handed out exactly once, then None."""
+    chunks = [trace_scan.Chunk(0, i, start=i, end=i + 1) for i in range(10)]
+    regions = trace_scan._Regions(chunks, 3)
+    got: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    order = [0, 0, 0, 0, 0, 1, 0, 2, 0, 1, 1, 2, 2, 0]  # worker 0 is fast, finishes its region, then steals
+    for worker in order:
+        chunk = regions.next(worker)
+        if chunk is not None:
+            got[worker].append(chunk.index)
+    # regions [0 1 2] [3 4 5] [6 7 8 9]; a tie for the fullest goes to the first
+    assert got == {0: [0, 1, 2, 9, 5, 8, 4], 1: [3, 7], 2: [6]}
+    assert sorted(sum(got.values(), [])) == list(range(10))
+    assert all(regions.next(w) is None for w in range(3))

@@ -21,6 +21,7 @@ With `jobs` > 1 the chunks go to that many worker processes (fork), each tallyin
 
 from __future__ import annotations
 
+import collections
 import gc
 import heapq
 import json
@@ -953,15 +954,19 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _worker(tasks: Any, results: Any, files: list[str], sample: int) -> None:
+def _worker(inbox: Any, ready: Any, results: Any, files: list[str], sample: int, me: int) -> None:
+    """Tally the chunks sent to `inbox`, asking for each next one on `ready` (two asked ahead: no wait between)."""
     gc.disable()  # a short-lived process making no reference cycles: collections would only cost time
     tally = Tally(sample)
     error: tuple[int, str] | None = None
     try:
+        ready.put(me)
+        ready.put(me)
         while True:
-            chunk = tasks.get()
+            chunk = inbox.get()
             if chunk is None:
                 break
+            ready.put(me)
             if error is not None and chunk.index > error[0]:
                 continue
             try:
@@ -972,6 +977,35 @@ def _worker(tasks: Any, results: Any, files: list[str], sample: int) -> None:
         results.put((tally, error))  # numpy arrays and name lists: quick to send and to merge
     except BaseException as e:  # reported by the parent, which would otherwise wait for this worker forever
         results.put((None, (-1, f"a report worker failed: {e!r}")))
+
+
+def _plain_files(files: list[str]) -> bool:
+    """Whether every file is an uncompressed regular file (cut into byte ranges the workers read themselves)."""
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) or TraceReader(f).codec is not None:
+                    return False
+        except OSError:
+            return False  # read_chunks says why
+    return True
+
+
+class _Regions:
+    """The chunks of plain files, one contiguous region per worker: a worker tallies its own region from the
+    front, then takes chunks from the back of the region with most left. Paths cluster in time (a test suite
+    works in one directory, then the next), so a worker sees about 1/jobs of them: its tables stay smaller and
+    in the CPU cache more (12 % less CPU than taking chunks in turn, measured on a 3.3 GB trace)."""
+
+    def __init__(self, chunks: list[Chunk], jobs: int) -> None:
+        n = len(chunks)
+        self.regions = [collections.deque(chunks[k * n // jobs:(k + 1) * n // jobs]) for k in range(jobs)]
+
+    def next(self, worker: int) -> Chunk | None:
+        if self.regions[worker]:
+            return self.regions[worker].popleft()
+        fullest = max(self.regions, key=len)
+        return fullest.pop() if fullest else None
 
 
 def _alive(workers: list[Any]) -> None:
@@ -1004,33 +1038,55 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
             return tally.totals(), kept
 
     ctx = multiprocessing.get_context("fork")
-    tasks: Any = ctx.Queue(maxsize=2 * jobs)
+    inboxes: list[Any] = [ctx.Queue() for _ in range(jobs)]
+    ready: Any = ctx.Queue()  # the number of a worker that wants another chunk
     results: Any = ctx.Queue()
     sys.stdout.flush()  # a forked child flushes its copy of unwritten output when it ends
     sys.stderr.flush()
-    workers = [ctx.Process(target=_worker, args=(tasks, results, files, sample), daemon=True)
-               for _ in range(jobs)]
+    workers = [ctx.Process(target=_worker, args=(inboxes[k], ready, results, files, sample, k), daemon=True)
+               for k in range(jobs)]
     for w in workers:
         w.start()
 
-    def put(item: Chunk | None) -> None:
+    def wanting() -> int:
         while True:
             try:
-                tasks.put(item, timeout=0.5)
-                return
-            except queue.Full:
+                return int(ready.get(timeout=0.5))
+            except queue.Empty:
                 _alive(workers)
 
     failure: tuple[int, str] | None = None
     try:
-        try:
-            for chunk in chunks:
+        finished: set[int] = set()  # workers sent None (one may still have asked for more: not asked again)
+        if _plain_files(files):
+            listed = list(read_chunks(files))  # byte ranges only: nothing read yet
+            for chunk in listed:
+                if len(kept) >= keep:
+                    break
                 keep_lines(chunk)
-                put(chunk)
-        except ReportError as e:  # reading: reported unless a worker found a malformed line before it
-            failure = (sys.maxsize, str(e))
-        for _ in workers:
-            put(None)
+            regions = _Regions(listed, jobs)
+            while len(finished) < jobs:
+                worker = wanting()
+                if worker in finished:
+                    continue
+                task = regions.next(worker)
+                inboxes[worker].put(task)
+                if task is None:
+                    finished.add(worker)
+                elif on_progress is not None:
+                    on_progress(task.end - task.start)
+        else:
+            try:
+                for chunk in chunks:  # read here, in order, each to whichever worker wants one
+                    keep_lines(chunk)
+                    inboxes[wanting()].put(chunk)
+            except ReportError as e:  # reading: reported unless a worker found a malformed line before it
+                failure = (sys.maxsize, str(e))
+            while len(finished) < jobs:
+                worker = wanting()
+                if worker not in finished:
+                    inboxes[worker].put(None)
+                    finished.add(worker)
         merged: Tally | None = None
         for _ in workers:
             while True:
