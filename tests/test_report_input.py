@@ -492,3 +492,16 @@ def test_regions_hand_out_every_chunk_once_own_region_first() -> None:
     assert got == {0: [0, 1, 2, 9, 5, 8, 4], 1: [3, 7], 2: [6]}
     assert sorted(sum(got.values(), [])) == list(range(10))
     assert all(regions.next(w) is None for w in range(3))
+
+
+@pytest.mark.parametrize("suffix", ["", ".zst"])
+def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path, small_chunks: None,
+                                                   monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    f = write_as(tmp_path / f"t.jsonl{suffix}", jsonl(many_events(3000)))
+    def dies(tally: Any, chunk: Any, files: Any) -> None:  # in a forked worker: whichever gets the first chunk
+        if chunk.index == 0:
+            os._exit(3)
+
+    monkeypatch.setattr(trace_scan, "_tally_chunk", dies)
+    with pytest.raises(trace_scan.ReportError, match=r"a report worker process died \(exit status 3\)"):
+        trace_scan.scan([str(f)], jobs=2)
