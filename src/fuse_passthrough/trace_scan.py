@@ -1,22 +1,25 @@
 """Reading JSONL traces fast, for `report`: whole lines in large chunks, decoded and tallied a slice at a time.
 
-A line is decoded by msgspec straight into an `Event` struct, its types checked on the way (about twice as fast
-as a generic JSON parser followed by checks in Python). A slice whose lines do not all decode that way goes
-through the reference path instead, line by line: `json.loads`, then `check_event`, which names the file,
-line and fault of a malformed line, and accepts what the fast path is too strict for (a file name with
-undecodable bytes, written as a lone-surrogate escape).
+A slice of lines is decoded by msgspec straight into `Event` structs, their types checked on the way, in one call
+(`decode_lines` on a view of the chunk) when every line is sure to hold exactly one event (each starts with "{"
+and ends with "}", and the call returns one event per line). A slice that does not decode that way goes through
+the reference path instead, line by line: `json.loads`, then `check_event`, which names the file, line and fault
+of a malformed line, and accepts what the fast path is too strict for (a file name with undecodable bytes,
+written as a lone-surrogate escape).
 
-The tally takes a slice's fields out as columns, numbers paths, processes and operations as they first appear,
-and adds the slice into numpy arrays indexed by those numbers (np.add.at): calls per operation and path, per
-operation and process, per operation and latency bucket, and time sums. Memory is bounded whatever the trace
-length: per path, process and (errno, path) their totals, pruned to the busiest when there are more than
-`TABLE_CAP`; and, when asked, a sample of at most a few thousand events for the HTML charts (the slowest quarter,
-the errors or a quarter of them spread over the trace, the rest evenly spaced by a stride that doubles as the
-trace grows).
+The tally takes a slice's fields out as columns, numbers paths, processes and operations as they first appear
+(each run of events with the same path or process looked up once), and adds the slice into numpy arrays indexed
+by those numbers (np.add.at): calls per operation and path, per operation and process, per operation and latency
+bucket, and time sums. Memory is bounded whatever the trace length: per path, process and (errno, path) their
+totals, pruned to the busiest when there are more than `TABLE_CAP`; and, when asked, a sample of at most a few
+thousand events for the HTML charts (the slowest quarter, the errors or a quarter of them spread over the trace,
+the rest evenly spaced by a stride that doubles as the trace grows).
 
-With `jobs` > 1 the chunks go to that many worker processes (fork), each tallying its share; the workers' tallies
-(arrays and name lists) are merged at the end, name by name. The result does not depend on the number of jobs
-(unless tables were pruned: then which rows survive may).
+With `jobs` > 1 the chunks go to that many worker processes (fork), each tallying its share: of plain files, one
+contiguous region each (then chunks taken from the others' ends), since paths cluster in time; of compressed
+files or pipes, read here, whichever chunk is next. The workers' tallies (arrays and name lists) are merged at the
+end, name by name. The result does not depend on the number of jobs (unless tables were pruned: then which rows
+survive may).
 """
 
 from __future__ import annotations
