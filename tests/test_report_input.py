@@ -481,7 +481,7 @@ def test_regions_hand_out_every_chunk_once_own_region_first() -> None:
     """Plain files are split into one contiguous region per worker: a worker takes its own region from the front,
     then the back of the region with most left; every chunk is handed out exactly once, then None."""
     chunks = [trace_scan.Chunk(0, i, start=i, end=i + 1) for i in range(10)]
-    regions = trace_scan._Regions(chunks, 3)
+    regions = trace_scan._Regions(len(chunks), chunks.__getitem__, 3)
     got: dict[int, list[int]] = {0: [], 1: [], 2: []}
     order = [0, 0, 0, 0, 0, 1, 0, 2, 0, 1, 1, 2, 2, 0]  # worker 0 is fast, finishes its region, then steals
     for worker in order:
@@ -494,10 +494,21 @@ def test_regions_hand_out_every_chunk_once_own_region_first() -> None:
     assert all(regions.next(w) is None for w in range(3))
 
 
+@pytest.mark.parametrize("sizes", [[0], [5], [8 << 10], [(8 << 10) + 1, 0, 3, 3 * (8 << 10)]])
+def test_plain_chunks_are_the_ones_read_chunks_makes(tmp_path: Path, small_chunks: None, sizes: list[int]) -> None:
+    files = []
+    for i, size in enumerate(sizes):
+        (tmp_path / f"{i}.jsonl").write_bytes(b"x" * size)
+        files.append(str(tmp_path / f"{i}.jsonl"))
+    plain = trace_scan._PlainChunks(files)
+    assert [plain[i] for i in range(len(plain))] == list(trace_scan.read_chunks(files))
+
+
 @pytest.mark.parametrize("suffix", ["", ".zst"])
 def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path, small_chunks: None,
                                                    monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
     f = write_as(tmp_path / f"t.jsonl{suffix}", jsonl(many_events(3000)))
+
     def dies(tally: Any, chunk: Any, files: Any) -> None:  # in a forked worker: whichever gets the first chunk
         if chunk.index == 0:
             os._exit(3)

@@ -24,7 +24,7 @@ survive may).
 
 from __future__ import annotations
 
-import collections
+import bisect
 import gc
 import heapq
 import json
@@ -994,21 +994,45 @@ def _plain_files(files: list[str]) -> bool:
     return True
 
 
-class _Regions:
-    """The chunks of plain files, one contiguous region per worker: a worker tallies its own region from the
-    front, then takes chunks from the back of the region with most left. Paths cluster in time (a test suite
-    works in one directory, then the next), so a worker sees about 1/jobs of them: its tables stay smaller and
-    in the CPU cache more (12 % less CPU than taking chunks in turn, measured on a 3.3 GB trace)."""
+class _PlainChunks:
+    """The chunks read_chunks() makes of plain files, computed from the files' sizes (not listed: a 1 TB trace is 2
+    million chunks)."""
 
-    def __init__(self, chunks: list[Chunk], jobs: int) -> None:
-        n = len(chunks)
-        self.regions = [collections.deque(chunks[k * n // jobs:(k + 1) * n // jobs]) for k in range(jobs)]
+    def __init__(self, files: list[str]) -> None:
+        self.sizes = [os.stat(path).st_size for path in files]
+        self.first = [0]  # the index of each file's first chunk, then the number of chunks
+        for size in self.sizes:
+            self.first.append(self.first[-1] + -(-size // CHUNK))
+
+    def __len__(self) -> int:
+        return self.first[-1]
+
+    def __getitem__(self, index: int) -> Chunk:
+        file = bisect.bisect_right(self.first, index) - 1
+        start = (index - self.first[file]) * CHUNK
+        return Chunk(file, index, start=start, end=min(start + CHUNK, self.sizes[file]))
+
+
+class _Regions:
+    """Chunks 0..count-1 (of plain files), one contiguous region per worker: a worker tallies its own region from
+    the front, then takes chunks from the back of the region with most left. Paths cluster in time (a test suite
+    works in one directory, then the next), so a worker sees about 1/jobs of them: its tables stay smaller and
+    in the CPU cache more (11-13 % less CPU than taking chunks in turn, measured on a 3.3 GB trace)."""
+
+    def __init__(self, count: int, chunk: Callable[[int], Chunk], jobs: int) -> None:
+        self.chunk = chunk
+        self.regions = [[k * count // jobs, (k + 1) * count // jobs] for k in range(jobs)]  # [next, end)
 
     def next(self, worker: int) -> Chunk | None:
-        if self.regions[worker]:
-            return self.regions[worker].popleft()
-        fullest = max(self.regions, key=len)
-        return fullest.pop() if fullest else None
+        own = self.regions[worker]
+        if own[0] < own[1]:
+            own[0] += 1
+            return self.chunk(own[0] - 1)
+        fullest = max(self.regions, key=lambda region: region[1] - region[0])  # a tie: the first
+        if fullest[0] < fullest[1]:
+            fullest[1] -= 1
+            return self.chunk(fullest[1])
+        return None
 
 
 def _alive(workers: list[Any]) -> None:
@@ -1062,12 +1086,12 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
     try:
         finished: set[int] = set()  # workers sent None (one may still have asked for more: not asked again)
         if _plain_files(files):
-            listed = list(read_chunks(files))  # byte ranges only: nothing read yet
-            for chunk in listed:
+            plain = _PlainChunks(files)
+            for index in range(len(plain)):
                 if len(kept) >= keep:
                     break
-                keep_lines(chunk)
-            regions = _Regions(listed, jobs)
+                keep_lines(plain[index])
+            regions = _Regions(len(plain), plain.__getitem__, jobs)
             while len(finished) < jobs:
                 worker = wanting()
                 if worker in finished:
