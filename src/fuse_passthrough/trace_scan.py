@@ -1087,11 +1087,8 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
         finished: set[int] = set()  # workers sent None (one may still have asked for more: not asked again)
         if _plain_files(files):
             plain = _PlainChunks(files)
-            for index in range(len(plain)):
-                if len(kept) >= keep:
-                    break
-                keep_lines(plain[index])
             regions = _Regions(len(plain), plain.__getitem__, jobs)
+            first = 0  # the first lines, kept here (for --perfetto) a chunk per chunk handed out: the workers go on
             while len(finished) < jobs:
                 worker = wanting()
                 if worker in finished:
@@ -1102,6 +1099,12 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
                     finished.add(worker)
                 elif on_progress is not None:
                     on_progress(task.end - task.start)
+                if len(kept) < keep and first < len(plain):
+                    keep_lines(plain[first])
+                    first += 1
+            while len(kept) < keep and first < len(plain):
+                keep_lines(plain[first])
+                first += 1
         else:
             try:
                 for chunk in chunks:  # read here, in order, each to whichever worker wants one
