@@ -477,6 +477,41 @@ def test_a_trace_from_a_pipe(tmp_path: Path, suffix: str) -> None:
         assert body(p.stdout.decode()) == body(expected.stdout)
 
 
+def test_a_named_pipe_with_workers_is_opened_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`report FIFO --jobs 2`: the FIFO is opened once, by its reader (opened first to look at it, its writer
+    could lose its reader between the two opens and get EPIPE), and read whole."""
+    import builtins
+    import threading
+
+    events = many_events(5000)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def write() -> None:
+        with real_open(fifo, "wb") as w:
+            w.write(jsonl(events))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        monkeypatch.setattr(builtins, "open", counting_open)
+        totals, _ = trace_scan.scan([str(fifo)], jobs=2)
+        monkeypatch.undo()
+    finally:
+        if writer.is_alive():  # the scan failed before opening the FIFO: let the writer go
+            with real_open(fifo, "rb") as r:
+                r.read()
+        writer.join(timeout=30)
+    assert opened.count(str(fifo)) == 1
+    assert totals.events == len(events)
+
+
 def test_regions_hand_out_every_chunk_once_own_region_first() -> None:
     """Plain files are split into one contiguous region per worker: a worker takes its own region from the front,
     then the back of the region with most left; every chunk is handed out exactly once, then None."""

@@ -986,8 +986,10 @@ def _plain_files(files: list[str]) -> bool:
     """Whether every file is an uncompressed regular file (cut into byte ranges the workers read themselves)."""
     for path in files:
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return False  # not opened here: a pipe's writer would lose its reader
             with open(path, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) or TraceReader(f).codec is not None:
+                if TraceReader(f).codec is not None:
                     return False
         except OSError:
             return False  # read_chunks says why
