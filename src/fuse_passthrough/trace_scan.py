@@ -236,9 +236,9 @@ def line_starts(data: bytes | memoryview, last_open: bool) -> np.ndarray | None:
     """Where each line of `data` starts, and its end (len(data)) last; None unless every line starts with "{" and
     ends with "}", as the writer's lines do (only then can their events be decoded several lines at a time)."""
     chars = np.frombuffer(data, np.uint8)
-    newlines = np.flatnonzero(chars == 10)
     if not len(chars):
         return np.zeros(1, dtype=np.intp)
+    newlines = np.flatnonzero(chars == 10)
     ends = newlines - 1 if not last_open else np.append(newlines - 1, len(chars) - 1)
     starts = np.concatenate(([0], newlines + 1, [len(chars)])) if last_open else np.concatenate(([0], newlines + 1))
     if not (chars[starts[:-1]] == _OPEN).all() or not (chars[ends] == _CLOSE).all():
