@@ -232,6 +232,43 @@ def test_the_tally_equals_the_event_by_event_report(tmp_path: Path, small_chunks
             {op: vars(s) for op, s in expected.summary.ops.items()}
 
 
+def test_processes_are_told_apart_by_pid_and_name(tmp_path: Path, small_chunks: None) -> None:
+    """The tally looks processes up by pid in an array, confirming each by its name: a pid under another name
+    (after exec, within a slice too) is another process, and pids the array cannot hold (negative, Linux's limit
+    and beyond, beyond int64) are counted all the same."""
+    rng = random.Random(5)
+    odd = [-5, (1 << 22) - 1, 1 << 22, 2**63 + 1, 2**70]
+    events = []
+    for i in range(3000):
+        pid = rng.choice(odd) if rng.random() < 0.05 else rng.choice([1, 2, 7, 4000])
+        comm = rng.choice(["sh", "python3", None]) if rng.random() < 0.3 else "sh"
+        events.append(ev(i + 1, i * 1e-5, "getattr", f"/f{i % 13}", pid, comm, 1000 + i))
+    f = write_as(tmp_path / "t.jsonl", jsonl(events))
+    expected = reference_report(events)
+    assert len(expected.processes) > 20
+    for jobs in (1, 3):
+        got, _ = build([str(f)], jobs=jobs)
+        assert got.as_dict(top=10**6) == expected.as_dict(top=10**6)
+
+
+def test_busy_processes_stay_exact_when_others_are_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropping processes renumbers the rest: those looked up by pid afterwards are still counted as themselves."""
+    monkeypatch.setattr(trace_scan, "TABLE_CAP", 40)
+    events = []
+    for i in range(3000):  # 5 busy processes (every 3rd event), which exec halfway; 2000 others, once each
+        name = "busy" if i < 1500 else "execd"
+        pid, comm = (10 + i % 5, name) if i % 3 == 0 else (1000 + i, "once")
+        events.append(ev(i + 1, i * 1e-5, "getattr", "/p", pid, comm, 100))
+    f = write_as(tmp_path / "t.jsonl", jsonl(events))
+    for jobs, chunk in ((3, 8 << 10), (1, trace_scan.CHUNK)):
+        monkeypatch.setattr(trace_scan, "CHUNK", chunk)
+        report, _ = build([str(f)], jobs=jobs)
+        assert report.dropped["processes"][1] > 0
+        top = report.top_processes("calls", 10)
+        assert sorted(name for name, _ in top) == sorted(f"{n}[{10 + k}]" for n in ("busy", "execd") for k in range(5))
+        assert [g.calls for _, g in top] == [100] * 10
+
+
 def line_by_line(path: Path, data: bytes) -> list[dict[str, Any]] | str:
     """The events of a trace read the reference way, one line at a time (json.loads + check_event), or the
     message naming its first malformed line."""

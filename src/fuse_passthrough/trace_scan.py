@@ -44,7 +44,11 @@ from operator import add, attrgetter, is_not, mod, not_, truediv
 from typing import Annotated, Any, Literal, cast
 
 import msgspec
-import numpy as np
+
+# No BLAS is used here, and OpenBLAS's threads, started when numpy is imported, spin a while on every CPU
+# (0.1 s of CPU time, more than reading a 20 MB trace takes)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402 - after the setting above
 
 from .tracing.compression import CorruptTrace, TraceReader
 from .tracing.events import SCHEMA_VERSION
@@ -52,6 +56,7 @@ from .tracing.events import SCHEMA_VERSION
 CHUNK = 512 << 10     # bytes of whole lines read (and sent to a worker) at a time
 _LINE_ROOM = 16 << 10  # read past a chunk's end, to finish its last line in the same read
 SLICE = 512           # lines decoded and tallied together: their objects stay in the CPU cache
+_PID_LIMIT = 1 << 22  # Linux's PID_MAX_LIMIT: processes are looked up by pid in an array this long
 TABLE_CAP = 100_000   # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
 BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
 
@@ -107,8 +112,8 @@ _DECODER = msgspec.json.Decoder(_FastEvent)
 _DECODE = _DECODER.decode
 _DECODE_FULL = msgspec.json.Decoder(_FullEvent).decode
 # one getter per field taken out as a column: no tuple per event (as one getter of all of them would make)
-_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED = map(attrgetter, (
-    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected"))
+_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED, _RESULT = map(attrgetter, (
+    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected", "result"))
 _FAST_ERRORS = (msgspec.MsgspecError, ValueError)
 _OPEN, _CLOSE = ord("{"), ord("}")
 
@@ -387,7 +392,7 @@ class _Names:
     def numbers(self, keys: Sequence[Any]) -> np.ndarray:
         """The keys' numbers (intp), numbering those not seen before."""
         # -1 for a name not seen before, found in the array (a None would cost a comparison per key in Python)
-        ids = np.array(list(map(self.number.get, keys, repeat(-1))), dtype=np.intp)
+        ids = np.fromiter(map(self.number.get, keys, repeat(-1)), np.intp, len(keys))
         new = np.flatnonzero(ids < 0)
         if new.size:
             number = self.number
@@ -572,6 +577,10 @@ class Tally:
         self.op_read: Counter[str] = Counter()
         self.op_written: Counter[str] = Counter()
         self.op_injected: Counter[str] = Counter()
+        self.byte_ops = np.zeros(0, dtype=bool)  # per operation number: whether it reads or writes bytes
+        self.proc_of_pid: np.ndarray | None = None  # per pid: 1 + the number of the process last seen with it
+        self.proc_comm = np.empty(0, dtype=object)  # per process number: its comm (the first proc_comm_count)
+        self.proc_comm_count = 0
         self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
         self.sample = Sample(sample) if sample else None
 
@@ -595,11 +604,7 @@ class Tally:
         paths = np.array(list(map(_PATH, events)), dtype=object)
         runs = _run_starts(n, paths)
         pi = np.repeat(self.paths.names.numbers(paths[runs].tolist()), np.diff(runs, append=n))
-        pid = np.array(list(map(_PID, events)), dtype=object)
-        comm = np.array(list(map(_COMM, events)), dtype=object)
-        runs = _run_starts(n, pid, comm)
-        procs = list(zip(pid[runs].tolist(), comm[runs].tolist(), strict=True))
-        ki = np.repeat(self.procs.names.numbers(procs), np.diff(runs, append=n))
+        ki = self._proc_numbers(events, n)
         ops = len(self.ops.names)
         self._fit_ops(ops)
         self.paths.fit(ops)
@@ -637,6 +642,44 @@ class Tally:
         if self.sample is not None:
             self.sample.add(part, events, dur, errno)
         self._bound()
+
+    def _proc_numbers(self, events: list[Event], n: int) -> np.ndarray:
+        """The number of each event's process, (pid, comm).
+
+        Looked up by pid in an array (the number of the process last seen with that pid), confirmed by its comm:
+        only a pid seen for the first time or under a new name (after exec) is looked up by name."""
+        comm = np.array(list(map(_COMM, events)), dtype=object)
+        try:
+            pid = np.fromiter(map(_PID, events), np.int64, n)
+        except OverflowError:  # a pid beyond int64: not from Linux, but valid JSON
+            pid = None
+        if pid is None or pid.min() < 0 or pid.max() >= _PID_LIMIT:
+            pids = np.array(list(map(_PID, events)), dtype=object)
+            runs = _run_starts(n, pids, comm)
+            procs = list(zip(pids[runs].tolist(), comm[runs].tolist(), strict=True))
+            return np.repeat(self.procs.names.numbers(procs), np.diff(runs, append=n))
+        if self.proc_of_pid is None:
+            self.proc_of_pid = np.zeros(_PID_LIMIT, dtype=np.intp)  # number + 1; pages untouched stay unallocated
+        known = self.proc_of_pid[pid] - 1
+        comms = self._comms()
+        miss = np.flatnonzero((known < 0) | (comms[known] != comm))  # (known -1: the last number, a miss anyway)
+        if miss.size:
+            numbers = self.procs.names.numbers(list(zip(pid[miss].tolist(), comm[miss].tolist(), strict=True)))
+            known[miss] = numbers
+            self.proc_of_pid[pid[miss]] = numbers + 1
+        return known
+
+    def _comms(self) -> np.ndarray:
+        """The comm of each process number (grown as processes are numbered)."""
+        names = self.procs.names.names
+        if len(self.proc_comm) < len(names) + 1:
+            grown = np.empty(2 * len(names) + 1, dtype=object)
+            grown[:len(names)] = [comm for _, comm in names]
+            self.proc_comm = grown
+        elif self.proc_comm_count < len(names):
+            self.proc_comm[self.proc_comm_count:len(names)] = [comm for _, comm in names[self.proc_comm_count:]]
+        self.proc_comm_count = len(names)
+        return self.proc_comm
 
     def _exact(self) -> None:
         """Time sums as Python ints from now on."""
@@ -685,19 +728,24 @@ class Tally:
 
     def _add_bytes(self, events: list[Event], oi: np.ndarray, failed: np.ndarray | None) -> None:
         """Bytes read and written: the results of the reads and writes that succeeded, decoded together."""
-        byte_ops = np.array([name in BYTE_OPS for name in self.ops.names], dtype=bool)[oi]
-        done = np.flatnonzero(byte_ops if failed is None else byte_ops & ~failed).tolist()
-        if not done:
+        if len(self.byte_ops) != len(self.ops.names):
+            self.byte_ops = np.array([name in BYTE_OPS for name in self.ops.names], dtype=bool)
+        done = self.byte_ops[oi] if failed is None else self.byte_ops[oi] & ~failed
+        at = np.flatnonzero(done)
+        if not at.size:
             return
-        results = [events[i].result for i in done]
-        if all(isinstance(r, msgspec.Raw) for r in results):
+        results = list(map(_RESULT, map(events.__getitem__, at.tolist())))
+        if set(map(type, results)) == {msgspec.Raw}:
             results = msgspec.json.decode(b"[" + b",".join(results) + b"]")
         else:  # a slice read by the reference path
             results = list(map(_json, results))
-        for i, r in zip(done, results, strict=True):
-            if isinstance(r, int):
-                op = events[i].op
-                (self.op_read if op == "read" else self.op_written)[op] += r
+        if set(map(type, results)) != {int}:  # some not counts (the summary counts only ints, True as 1)
+            counted = list(map(isinstance, results, repeat(int)))
+            results = [r if c else 0 for r, c in zip(results, counted, strict=True)]
+        ops = oi[at]
+        for o in np.unique(ops).tolist():
+            op = self.ops.names[o]
+            (self.op_read if op == "read" else self.op_written)[op] += sum(compress(results, (ops == o).tolist()))
 
     def _bound(self) -> None:
         """At most TABLE_CAP paths, processes and (errno, path) pairs."""
@@ -708,8 +756,16 @@ class Tally:
         if len(self.error_ops) > TABLE_CAP:
             self._prune_errors()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["proc_of_pid"] = None  # sent from a worker without its lookup arrays (rebuilt when needed)
+        state["proc_comm"], state["proc_comm_count"] = np.empty(0, dtype=object), 0
+        return state
+
     def _prune(self, table: str, names: _Table) -> None:
         calls, entries, renumber = names.keep(TABLE_CAP)
+        if table == "processes":  # renumbered: the lookup arrays start again
+            self.proc_of_pid, self.proc_comm_count = None, 0
         self.dropped[table][0] += calls
         self.dropped[table][1] += entries
         if table == "paths":
