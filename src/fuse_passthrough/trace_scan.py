@@ -112,8 +112,8 @@ _DECODER = msgspec.json.Decoder(_FastEvent)
 _DECODE = _DECODER.decode
 _DECODE_FULL = msgspec.json.Decoder(_FullEvent).decode
 # one getter per field taken out as a column: no tuple per event (as one getter of all of them would make)
-_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED, _RESULT = map(attrgetter, (
-    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected", "result"))
+_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED = map(attrgetter, (
+    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected"))
 _FAST_ERRORS = (msgspec.MsgspecError, ValueError)
 _OPEN, _CLOSE = ord("{"), ord("}")
 
@@ -730,22 +730,18 @@ class Tally:
         """Bytes read and written: the results of the reads and writes that succeeded, decoded together."""
         if len(self.byte_ops) != len(self.ops.names):
             self.byte_ops = np.array([name in BYTE_OPS for name in self.ops.names], dtype=bool)
-        done = self.byte_ops[oi] if failed is None else self.byte_ops[oi] & ~failed
-        at = np.flatnonzero(done)
-        if not at.size:
+        done = np.flatnonzero(self.byte_ops[oi] if failed is None else self.byte_ops[oi] & ~failed).tolist()
+        if not done:
             return
-        results = list(map(_RESULT, map(events.__getitem__, at.tolist())))
-        if set(map(type, results)) == {msgspec.Raw}:
+        results = [events[i].result for i in done]
+        if all(isinstance(r, msgspec.Raw) for r in results):
             results = msgspec.json.decode(b"[" + b",".join(results) + b"]")
         else:  # a slice read by the reference path
             results = list(map(_json, results))
-        if set(map(type, results)) != {int}:  # some not counts (the summary counts only ints, True as 1)
-            counted = list(map(isinstance, results, repeat(int)))
-            results = [r if c else 0 for r, c in zip(results, counted, strict=True)]
-        ops = oi[at]
-        for o in np.unique(ops).tolist():
-            op = self.ops.names[o]
-            (self.op_read if op == "read" else self.op_written)[op] += sum(compress(results, (ops == o).tolist()))
+        for i, r in zip(done, results, strict=True):
+            if isinstance(r, int):
+                op = events[i].op
+                (self.op_read if op == "read" else self.op_written)[op] += r
 
     def _bound(self) -> None:
         """At most TABLE_CAP paths, processes and (errno, path) pairs."""
