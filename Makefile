@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | md5sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock setup.py src/fuse_passthrough/_columns.c | md5sum | cut -c1-12)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
-RUN_PKGS := fuse3 libfuse3-dev python3-venv attr
-TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium gcc pkg-config curl
+RUN_PKGS := fuse3 libfuse3-dev python3-venv attr gcc python3-dev
+TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium pkg-config curl
 BENCH_PKGS := $(TEST_PKGS) bindfs loggedfs gcc pkg-config git
 
 .PHONY: run test test-libfuse-3.17 libfuse-3.17 bench bench-smoke soak lint install-launcher system-run system-test \
@@ -67,7 +67,7 @@ system-run system-test system-bench: system-%:
 	  apt-get update -qq && $(APT) $$missing; \
 	fi
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock setup.py src/fuse_passthrough/_columns.c
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@

@@ -166,7 +166,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("suffix", ["", ".zst"])
-def test_workers_give_the_same_report(tmp_path: Path, small_chunks: None, suffix: str) -> None:
+def test_workers_give_the_same_report(tmp_path: Path, small_chunks: None, suffix: str, columns: str) -> None:
     events = many_events(4000)
     f = write_as(tmp_path / f"t.jsonl{suffix}", jsonl(events))
     serial, first = build([str(f)], keep_events=True, sample=True, limit=100, jobs=1)
@@ -218,8 +218,55 @@ def reference_report(events: list[dict[str, Any]]) -> report_mod.Report:
     return r
 
 
+@pytest.fixture(params=["compiled", "python"])
+def columns(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Tally with the compiled columns (_columns.c), then with their Python twin (the workers inherit it: fork)."""
+    if request.param == "python":
+        monkeypatch.setattr(trace_scan, "_compiled", None)
+    return str(request.param)
+
+
+def test_the_compiled_columns_are_built() -> None:
+    """make test (and make run) install a C compiler and Python's headers: the build must not have skipped it."""
+    assert trace_scan._compiled is not None
+
+
 @pytest.mark.parametrize("huge", [False, True])
-def test_the_tally_equals_the_event_by_event_report(tmp_path: Path, small_chunks: None, huge: bool) -> None:
+def test_compiled_columns_equal_the_python_ones(huge: bool) -> None:
+    """Slice by slice, the same numbers for the same names, the same columns; a slice the compiled code cannot
+    take (a duration beyond int64) handed back whole, nothing numbered."""
+    import numpy as np
+    events = odd_events(3000, seed=12, huge=huge)
+    for e in events[::7]:
+        e["pid"] = random.Random(e["seq"]).choice([2**63 + 5, -1, 1 << 22])  # beyond what an array could index
+    lines = jsonl(events).splitlines()
+    compiled, python = trace_scan.Tally(), trace_scan.Tally()
+    handed_back = 0
+    for first in range(0, len(lines), 50):
+        events_, _ = trace_scan.decode_lines(lines[first:first + 50], str, False)
+        if huge and first == 0:  # the reference path's events too (another struct type, its own field values)
+            events_ = [trace_scan._from_dict(trace_scan.check_event(json.loads(raw))) for raw in lines[:50]]
+        got = compiled._columns(events_)
+        want = python._python_columns(events_)
+        if any(e.duration_ns >= 2**63 for e in events_):
+            assert isinstance(got.duration, list)  # from _python_columns
+            handed_back += 1
+        for name in ("op", "path", "proc", "ts"):
+            assert np.array_equal(getattr(got, name), getattr(want, name)), name
+        assert got.durations() == want.durations() and got.errnos == want.errnos
+        for name in ("failed", "injected"):
+            a, b = getattr(got, name), getattr(want, name)
+            assert (a is None and b is None) or np.array_equal(a, b), name
+        for table in ("ops", "paths", "procs"):
+            mine, theirs = getattr(compiled, table), getattr(python, table)
+            mine, theirs = (mine, theirs) if table == "ops" else (mine.names, theirs.names)
+            assert mine.names == theirs.names and mine.number == theirs.number, table
+    assert (handed_back > 0) == huge
+
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_the_tally_equals_the_event_by_event_report(tmp_path: Path, small_chunks: None, huge: bool,
+                                                    columns: str) -> None:
     events = odd_events(3000, seed=11, huge=huge)
     f = write_as(tmp_path / "t.jsonl", jsonl(events))
     expected = reference_report(events)
@@ -232,10 +279,9 @@ def test_the_tally_equals_the_event_by_event_report(tmp_path: Path, small_chunks
             {op: vars(s) for op, s in expected.summary.ops.items()}
 
 
-def test_processes_are_told_apart_by_pid_and_name(tmp_path: Path, small_chunks: None) -> None:
-    """The tally looks processes up by pid in an array, confirming each by its name: a pid under another name
-    (after exec, within a slice too) is another process, and pids the array cannot hold (negative, Linux's limit
-    and beyond, beyond int64) are counted all the same."""
+def test_processes_are_told_apart_by_pid_and_name(tmp_path: Path, small_chunks: None, columns: str) -> None:
+    """A process is a (pid, comm): a pid under another name (after exec, within a slice too) is another process;
+    pids of any size (negative, Linux's limit and beyond, beyond int64) are counted all the same."""
     rng = random.Random(5)
     odd = [-5, (1 << 22) - 1, 1 << 22, 2**63 + 1, 2**70]
     events = []
@@ -251,8 +297,9 @@ def test_processes_are_told_apart_by_pid_and_name(tmp_path: Path, small_chunks: 
         assert got.as_dict(top=10**6) == expected.as_dict(top=10**6)
 
 
-def test_busy_processes_stay_exact_when_others_are_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dropping processes renumbers the rest: those looked up by pid afterwards are still counted as themselves."""
+def test_busy_processes_stay_exact_when_others_are_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           columns: str) -> None:
+    """Dropping processes renumbers the rest: those seen again afterwards are still counted as themselves."""
     monkeypatch.setattr(trace_scan, "TABLE_CAP", 40)
     events = []
     for i in range(3000):  # 5 busy processes (every 3rd event), which exec halfway; 2000 others, once each

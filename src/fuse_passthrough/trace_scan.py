@@ -53,10 +53,14 @@ import numpy as np  # noqa: E402 - after the setting above
 from .tracing.compression import CorruptTrace, TraceReader
 from .tracing.events import SCHEMA_VERSION
 
+try:  # the per-event part of the tally, compiled (_columns.c) when the package was built with a C compiler
+    from . import _columns as _compiled
+except ImportError:
+    _compiled = None  # type: ignore[assignment]
+
 CHUNK = 512 << 10     # bytes of whole lines read (and sent to a worker) at a time
 _LINE_ROOM = 16 << 10  # read past a chunk's end, to finish its last line in the same read
 SLICE = 512           # lines decoded and tallied together: their objects stay in the CPU cache
-_PID_LIMIT = 1 << 22  # Linux's PID_MAX_LIMIT: processes are looked up by pid in an array this long
 TABLE_CAP = 100_000   # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
 BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
 
@@ -107,6 +111,9 @@ class _FastEvent(Event, gc=False, kw_only=True):
     args: _Object = msgspec.field(default_factory=_Object)
     result: msgspec.Raw = msgspec.Raw(b"null")
 
+
+if _compiled is not None:
+    _compiled.setup(Event)
 
 _DECODER = msgspec.json.Decoder(_FastEvent)
 _DECODE = _DECODER.decode
@@ -553,6 +560,35 @@ class _Table:
                           self.errors[:n].tolist(), per_name)
 
 
+@dataclass
+class Columns:
+    """A slice's events as columns (Tally._columns): the numbers of their operations, paths and processes, their
+    durations (an int64 array, or a list when some do not fit), start times, which failed (None: none) and their
+    errnos, which a fault rule acted on (None: none)."""
+
+    op: np.ndarray
+    path: np.ndarray
+    proc: np.ndarray
+    duration: np.ndarray | list[int]
+    ts: np.ndarray
+    failed: np.ndarray | None
+    errnos: list[str]
+    injected: np.ndarray | None
+
+    def durations(self) -> list[int]:
+        return self.duration if isinstance(self.duration, list) else self.duration.tolist()
+
+    def duration_array(self) -> np.ndarray:
+        """The durations as int64 (each fits: their sum, with every other seen, is below _EXACT_INT64)."""
+        return np.array(self.duration, dtype=np.int64) if isinstance(self.duration, list) else self.duration
+
+    def duration_sum(self) -> int:
+        d = self.duration
+        if isinstance(d, list):
+            return sum(d)
+        return int(d.sum()) if int(d.max()) < 1 << 53 else sum(d.tolist())  # < 2**53 each: no int64 overflow
+
+
 class Tally:
     """The events' totals, accumulated a slice at a time in a worker (or the report's process).
 
@@ -578,9 +614,6 @@ class Tally:
         self.op_written: Counter[str] = Counter()
         self.op_injected: Counter[str] = Counter()
         self.byte_ops = np.zeros(0, dtype=bool)  # per operation number: whether it reads or writes bytes
-        self.proc_of_pid: np.ndarray | None = None  # per pid: 1 + the number of the process last seen with it
-        self.proc_comm = np.empty(0, dtype=object)  # per process number: its comm (the first proc_comm_count)
-        self.proc_comm_count = 0
         self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
         self.sample = Sample(sample) if sample else None
 
@@ -588,28 +621,20 @@ class Tally:
         if not events:
             return
         n = len(events)
-        op = list(map(_OP, events))
-        dur = list(map(_DURATION, events))
-        errno = list(map(_ERRNO, events))
-        ts = np.fromiter(map(_TS, events), np.float64, n)
+        c = self._columns(events)
+        oi, pi, ki, ts, failed = c.op, c.path, c.proc, c.ts, c.failed
         self.events += n
-        self.seen_ns += sum(dur)
+        self.seen_ns += c.duration_sum()
         exact = self.seen_ns >= _EXACT_INT64
         if exact:
             self._exact()
         self.first_ts = min(self.first_ts, float(ts.min()))
-        oi = self.ops.numbers(op)
-        # Events come in runs (one process statting one path): each run's path and process are looked up once
-        # (looking up a long path among many costs several cache misses; comparing it with the previous one, none)
-        paths = np.array(list(map(_PATH, events)), dtype=object)
-        runs = _run_starts(n, paths)
-        pi = np.repeat(self.paths.names.numbers(paths[runs].tolist()), np.diff(runs, append=n))
-        ki = self._proc_numbers(events, n)
         ops = len(self.ops.names)
         self._fit_ops(ops)
         self.paths.fit(ops)
         self.procs.fit(ops)
         if exact:
+            dur = c.durations()
             d = np.array(dur, dtype=object)
             self.last_end = max(self.last_end, max(map(add, ts.tolist(), map(truediv, dur, repeat(1e9)))))
             every = [0 if n <= 1 else int(log2(n) * 16) for n in dur]
@@ -617,69 +642,66 @@ class Tally:
             near = np.array(every, dtype=object) < _BUCKETS
             hist_at = (oi[near], np.array(every, dtype=object)[near].astype(np.intp))
         else:
-            d = np.array(dur, dtype=np.int64)
+            d = c.duration_array()
             if int(d.max()) < 1 << 53:  # d / 1e9 as Python computes it: the int is exactly a double
                 self.last_end = max(self.last_end, float((ts + d / 1e9).max()))
             else:
-                self.last_end = max(self.last_end, max(map(add, ts.tolist(), map(truediv, dur, repeat(1e9)))))
+                self.last_end = max(self.last_end,
+                                    max(map(add, ts.tolist(), map(truediv, c.durations(), repeat(1e9)))))
             hist_at = (oi, np.searchsorted(_EDGES, d, side="right"))
         np.add.at(self.hist, hist_at, 1)
         np.add.at(self.op_ns, oi, d)
-        failures = np.fromiter(map(is_not, errno, repeat(None)), bool, n)
-        failed = failures if failures.any() else None
         self.paths.add(oi, pi, d, failed)
         self.procs.add(oi, ki, d, failed)
         if failed is not None:
             at = np.flatnonzero(failed)
             failed_ops = oi[at]
             np.add.at(self.op_errors, failed_ops, 1)
-            names = [errno[i] for i in at.tolist()]
-            self.error_ops.update(zip(names, pi[at].tolist(), failed_ops.tolist(), strict=True))  # type: ignore[arg-type]
-            self.errno_ops.update(zip(names, failed_ops.tolist(), strict=True))  # type: ignore[arg-type]
-        if any(map(is_not, map(_INJECTED, events), repeat(None))):
-            self.op_injected.update(compress(op, map(is_not, map(_INJECTED, events), repeat(None))))
+            self.error_ops.update(zip(c.errnos, pi[at].tolist(), failed_ops.tolist(), strict=True))
+            self.errno_ops.update(zip(c.errnos, failed_ops.tolist(), strict=True))
+        if c.injected is not None:
+            names = self.ops.names
+            self.op_injected.update(names[o] for o in oi[c.injected].tolist())
         self._add_bytes(events, oi, failed)
         if self.sample is not None:
-            self.sample.add(part, events, dur, errno)
+            self.sample.add(part, events, c.durations(), list(map(_ERRNO, events)))
         self._bound()
 
-    def _proc_numbers(self, events: list[Event], n: int) -> np.ndarray:
-        """The number of each event's process, (pid, comm).
+    def _columns(self, events: list[Event]) -> Columns:
+        """The slice's fields as columns, its operations, paths and processes numbered: compiled where built."""
+        if _compiled is not None:
+            got = _compiled.columns(events, self.ops.number, self.ops.names, self.paths.names.number,
+                                    self.paths.names.names, self.procs.names.number, self.procs.names.names)
+            if got is not None:
+                op, path, proc, dur, ts, failed, errnos, injected = got
+                return Columns(np.frombuffer(op, np.intp), np.frombuffer(path, np.intp),
+                               np.frombuffer(proc, np.intp), np.frombuffer(dur, np.int64),
+                               np.frombuffer(ts, np.float64),
+                               None if failed is None else np.frombuffer(failed, np.bool_), errnos,
+                               None if injected is None else np.frombuffer(injected, np.bool_))
+        return self._python_columns(events)
 
-        Looked up by pid in an array (the number of the process last seen with that pid), confirmed by its comm:
-        only a pid seen for the first time or under a new name (after exec) is looked up by name."""
+    def _python_columns(self, events: list[Event]) -> Columns:
+        """_columns() in Python (any event: also durations beyond int64)."""
+        n = len(events)
+        dur = list(map(_DURATION, events))
+        errno = list(map(_ERRNO, events))
+        ts = np.fromiter(map(_TS, events), np.float64, n)
+        oi = self.ops.numbers(list(map(_OP, events)))
+        # Events come in runs (one process statting one path): each run's path and process are looked up once
+        # (looking up a long path among many costs several cache misses; comparing it with the previous one, none)
+        paths = np.array(list(map(_PATH, events)), dtype=object)
+        runs = _run_starts(n, paths)
+        pi = np.repeat(self.paths.names.numbers(paths[runs].tolist()), np.diff(runs, append=n))
+        pid = np.array(list(map(_PID, events)), dtype=object)
         comm = np.array(list(map(_COMM, events)), dtype=object)
-        try:
-            pid = np.fromiter(map(_PID, events), np.int64, n)
-        except OverflowError:  # a pid beyond int64: not from Linux, but valid JSON
-            pid = None
-        if pid is None or pid.min() < 0 or pid.max() >= _PID_LIMIT:
-            pids = np.array(list(map(_PID, events)), dtype=object)
-            runs = _run_starts(n, pids, comm)
-            procs = list(zip(pids[runs].tolist(), comm[runs].tolist(), strict=True))
-            return np.repeat(self.procs.names.numbers(procs), np.diff(runs, append=n))
-        if self.proc_of_pid is None:
-            self.proc_of_pid = np.zeros(_PID_LIMIT, dtype=np.intp)  # number + 1; pages untouched stay unallocated
-        known = self.proc_of_pid[pid] - 1
-        comms = self._comms()
-        miss = np.flatnonzero((known < 0) | (comms[known] != comm))  # (known -1: the last number, a miss anyway)
-        if miss.size:
-            numbers = self.procs.names.numbers(list(zip(pid[miss].tolist(), comm[miss].tolist(), strict=True)))
-            known[miss] = numbers
-            self.proc_of_pid[pid[miss]] = numbers + 1
-        return known
-
-    def _comms(self) -> np.ndarray:
-        """The comm of each process number (grown as processes are numbered)."""
-        names = self.procs.names.names
-        if len(self.proc_comm) < len(names) + 1:
-            grown = np.empty(2 * len(names) + 1, dtype=object)
-            grown[:len(names)] = [comm for _, comm in names]
-            self.proc_comm = grown
-        elif self.proc_comm_count < len(names):
-            self.proc_comm[self.proc_comm_count:len(names)] = [comm for _, comm in names[self.proc_comm_count:]]
-        self.proc_comm_count = len(names)
-        return self.proc_comm
+        runs = _run_starts(n, pid, comm)
+        procs = list(zip(pid[runs].tolist(), comm[runs].tolist(), strict=True))
+        ki = np.repeat(self.procs.names.numbers(procs), np.diff(runs, append=n))
+        failed = np.fromiter(map(is_not, errno, repeat(None)), bool, n)
+        injected = np.fromiter(map(is_not, map(_INJECTED, events), repeat(None)), bool, n)
+        return Columns(oi, pi, ki, dur, ts, failed if failed.any() else None,
+                       [e for e in errno if e is not None], injected if injected.any() else None)
 
     def _exact(self) -> None:
         """Time sums as Python ints from now on."""
@@ -752,16 +774,8 @@ class Tally:
         if len(self.error_ops) > TABLE_CAP:
             self._prune_errors()
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["proc_of_pid"] = None  # sent from a worker without its lookup arrays (rebuilt when needed)
-        state["proc_comm"], state["proc_comm_count"] = np.empty(0, dtype=object), 0
-        return state
-
     def _prune(self, table: str, names: _Table) -> None:
         calls, entries, renumber = names.keep(TABLE_CAP)
-        if table == "processes":  # renumbered: the lookup arrays start again
-            self.proc_of_pid, self.proc_comm_count = None, 0
         self.dropped[table][0] += calls
         self.dropped[table][1] += entries
         if table == "paths":

@@ -1,0 +1,200 @@
+/* The per-event part of `report`'s tally (trace_scan.Tally.add), compiled: a slice's Event structs (already
+ * decoded and type-checked by msgspec) taken apart into columns, their operations, paths and processes numbered.
+ *
+ * Why C: in Python each field of each event costs an attribute lookup and a list slot (about 3,000 instructions an
+ * event for the eight fields), and numbering the names costs as much again; here a field is a load at a fixed
+ * offset. Everything else (the sums, the tables, the sample) stays in trace_scan, which also has the same work in
+ * Python for where this module is not built (see its `_python_columns`, which tests hold equal to this).
+ *
+ * columns(events, ops, op_names, paths, path_names, procs, proc_names)
+ *   events: a list of Event structs; ops/paths/procs: dict name -> number, with *_names the names in number
+ *   order (new names are added to both); a process's name is the tuple (pid, comm).
+ * returns (op, path, proc, duration, ts, failed, errnos, injected), the first five as bytes holding intp, intp,
+ * intp, int64 and double arrays; failed (uint8 array) and injected (uint8 array) as bytes or None when no event
+ * failed (was injected); errnos: the errno of each failed event, in order. Returns None, having numbered
+ * nothing, when an event is not one this can take (a duration beyond int64, a field of an unexpected type): the
+ * caller then does it in Python.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { F_OP, F_PATH, F_PID, F_COMM, F_ERRNO, F_DURATION, F_TS, F_INJECTED, NFIELDS };
+static const char *const FIELD_NAMES[NFIELDS] = {"op", "path", "pid", "comm", "errno", "duration_ns", "ts",
+                                                  "injected"};
+static Py_ssize_t offsets[NFIELDS];
+static PyTypeObject *event_type; /* the type the fields are defined on (its subclasses share the offsets) */
+
+#define FIELD(e, f) (*(PyObject **)((char *)(e) + offsets[f]))
+
+/* setup(Event): the offsets of the fields, from their member descriptors. */
+static PyObject *setup(PyObject *Py_UNUSED(module), PyObject *type)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "setup() takes the Event type");
+        return NULL;
+    }
+    for (int f = 0; f < NFIELDS; f++) {
+        PyObject *descr = PyObject_GetAttrString(type, FIELD_NAMES[f]);
+        if (descr == NULL)
+            return NULL;
+        if (!PyObject_TypeCheck(descr, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "field %s is not an object slot", FIELD_NAMES[f]);
+            return NULL;
+        }
+        offsets[f] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+    }
+    Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(type));
+    Py_RETURN_NONE;
+}
+
+/* The number of `name` in (numbers, names), numbering it if new; -1 on error. */
+static Py_ssize_t number_of(PyObject *numbers, PyObject *names, PyObject *name)
+{
+    PyObject *n = PyDict_GetItemWithError(numbers, name);
+    if (n != NULL)
+        return PyLong_AsSsize_t(n);
+    if (PyErr_Occurred())
+        return -1;
+    Py_ssize_t k = PyList_GET_SIZE(names);
+    PyObject *number = PyLong_FromSsize_t(k);
+    if (number == NULL)
+        return -1;
+    int failed = PyDict_SetItem(numbers, name, number) < 0 || PyList_Append(names, name) < 0;
+    Py_DECREF(number);
+    return failed ? -1 : k;
+}
+
+/* Whether two field values (str or None) are equal: the same object, or equal strings. */
+static inline int same(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (!PyUnicode_CheckExact(a) || !PyUnicode_CheckExact(b))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    return n == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * PyUnicode_KIND(a)) == 0;
+}
+
+static inline int str_or_none(PyObject *v) { return v == Py_None || PyUnicode_CheckExact(v); }
+
+static PyObject *columns(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "columns() takes 7 arguments");
+        return NULL;
+    }
+    PyObject *events = args[0], *ops = args[1], *op_names = args[2], *paths = args[3], *path_names = args[4],
+             *procs = args[5], *proc_names = args[6];
+    if (event_type == NULL || !PyList_CheckExact(events) || !PyDict_CheckExact(ops) || !PyList_CheckExact(op_names) ||
+        !PyDict_CheckExact(paths) || !PyList_CheckExact(path_names) || !PyDict_CheckExact(procs) ||
+        !PyList_CheckExact(proc_names)) {
+        PyErr_SetString(PyExc_TypeError, "columns(): setup() first, then a list and dict/list pairs");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(events);
+
+    /* First pass: every event one this can take, so that nothing is numbered for a slice handed back. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyList_GET_ITEM(events, i);
+        if (!PyObject_TypeCheck(e, event_type))
+            Py_RETURN_NONE;
+        PyObject *dur = FIELD(e, F_DURATION), *pid = FIELD(e, F_PID);
+        if (!PyUnicode_CheckExact(FIELD(e, F_OP)) || !str_or_none(FIELD(e, F_PATH)) ||
+            !str_or_none(FIELD(e, F_COMM)) || !str_or_none(FIELD(e, F_ERRNO)) || !PyLong_CheckExact(dur) ||
+            !PyLong_CheckExact(pid) || !PyFloat_CheckExact(FIELD(e, F_TS)))
+            Py_RETURN_NONE;
+        int overflow;
+        long long d = PyLong_AsLongLongAndOverflow(dur, &overflow);
+        if (overflow || d < 0)
+            Py_RETURN_NONE;
+    }
+
+    PyObject *op_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(Py_ssize_t));
+    PyObject *path_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(Py_ssize_t));
+    PyObject *proc_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(Py_ssize_t));
+    PyObject *dur_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    PyObject *ts_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
+    PyObject *failed_col = PyBytes_FromStringAndSize(NULL, n);
+    PyObject *injected_col = PyBytes_FromStringAndSize(NULL, n);
+    PyObject *errnos = PyList_New(0);
+    PyObject *result = NULL;
+    if (!op_col || !path_col || !proc_col || !dur_col || !ts_col || !failed_col || !injected_col || !errnos)
+        goto done;
+    Py_ssize_t *op = (Py_ssize_t *)PyBytes_AS_STRING(op_col), *path = (Py_ssize_t *)PyBytes_AS_STRING(path_col),
+               *proc = (Py_ssize_t *)PyBytes_AS_STRING(proc_col);
+    int64_t *dur = (int64_t *)PyBytes_AS_STRING(dur_col);
+    double *ts = (double *)PyBytes_AS_STRING(ts_col);
+    uint8_t *failed = (uint8_t *)PyBytes_AS_STRING(failed_col), *injected = (uint8_t *)PyBytes_AS_STRING(injected_col);
+    int any_failed = 0, any_injected = 0;
+    /* Events come in runs (one process statting one path): a name equal to the previous event's is not looked up */
+    PyObject *last_op = NULL, *last_path = NULL, *last_pid = NULL, *last_comm = NULL;
+    Py_ssize_t last_op_n = -1, last_path_n = -1, last_proc_n = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyList_GET_ITEM(events, i);
+        PyObject *o = FIELD(e, F_OP), *p = FIELD(e, F_PATH), *pid = FIELD(e, F_PID), *comm = FIELD(e, F_COMM),
+                 *err = FIELD(e, F_ERRNO);
+        if (last_op == NULL || !same(o, last_op)) {
+            if ((last_op_n = number_of(ops, op_names, o)) < 0)
+                goto done;
+            last_op = o;
+        }
+        op[i] = last_op_n;
+        if (last_path == NULL || !same(p, last_path)) {
+            if ((last_path_n = number_of(paths, path_names, p)) < 0)
+                goto done;
+            last_path = p;
+        }
+        path[i] = last_path_n;
+        if (last_pid == NULL || !same(comm, last_comm) || PyObject_RichCompareBool(pid, last_pid, Py_EQ) != 1) {
+            PyObject *key = PyTuple_Pack(2, pid, comm);
+            if (key == NULL)
+                goto done;
+            last_proc_n = number_of(procs, proc_names, key);
+            Py_DECREF(key);
+            if (last_proc_n < 0)
+                goto done;
+            last_pid = pid;
+            last_comm = comm;
+        }
+        proc[i] = last_proc_n;
+        dur[i] = PyLong_AsLongLong(FIELD(e, F_DURATION)); /* checked above: fits */
+        ts[i] = PyFloat_AS_DOUBLE(FIELD(e, F_TS));
+        failed[i] = err != Py_None;
+        if (failed[i]) {
+            any_failed = 1;
+            if (PyList_Append(errnos, err) < 0)
+                goto done;
+        }
+        injected[i] = FIELD(e, F_INJECTED) != Py_None;
+        any_injected |= injected[i];
+    }
+    result = PyTuple_Pack(8, op_col, path_col, proc_col, dur_col, ts_col, any_failed ? failed_col : Py_None, errnos,
+                          any_injected ? injected_col : Py_None);
+done:
+    Py_XDECREF(op_col);
+    Py_XDECREF(path_col);
+    Py_XDECREF(proc_col);
+    Py_XDECREF(dur_col);
+    Py_XDECREF(ts_col);
+    Py_XDECREF(failed_col);
+    Py_XDECREF(injected_col);
+    Py_XDECREF(errnos);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"setup", setup, METH_O, "setup(Event): take the fields' offsets from the struct type"},
+    {"columns", (PyCFunction)(void (*)(void))columns, METH_FASTCALL, "a slice of events as numbered columns"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_columns", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__columns(void) { return PyModule_Create(&module); }
