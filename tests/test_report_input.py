@@ -364,8 +364,8 @@ def laid_out(e: dict[str, Any], e2: dict[str, Any], layout: str) -> bytes:
        rare=st.integers(min_value=0, max_value=2), end_newline=st.booleans(), chunk=st.sampled_from([64, 300, 4096]),
        compressed=st.booleans())
 def test_whole_chunk_decoding_reads_as_line_by_line(tmp_path_factory: pytest.TempPathFactory, layouts: list[str],
-                                                   rare: int, end_newline: bool, chunk: int, compressed: bool
-                                                   ) -> None:
+                                                   rare: int, end_newline: bool, chunk: int, compressed: bool,
+                                                   columns: str) -> None:
     """A chunk is decoded in one call when every line is one event as the writer writes it; any other layout
     (blank lines, two events on a line, one event over several lines, stray characters) must read exactly as the
     reference reads it line by line: the same events, or the same error naming the same line."""
@@ -380,6 +380,19 @@ def test_whole_chunk_decoding_reads_as_line_by_line(tmp_path_factory: pytest.Tem
         m.setattr(trace_scan, "CHUNK", chunk)
         m.setattr(trace_scan, "SLICE", 5)
         assert read_all(f) == line_by_line(f, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.sampled_from([b"{}", b'{"a":1}', b"", b"x", b"{", b"}", b"{x}\r", b" {}", b"{}}{", b"{\n}"]),
+                      min_size=1, max_size=8), last_open=st.booleans())
+def test_compiled_line_starts_equal_numpys(lines: list[bytes], last_open: bool) -> None:
+    import numpy as np
+    data = b"\n".join(lines)
+    if not last_open or data.endswith(b"\n"):  # as chunks come: ending with a newline unless their last line is open
+        data, last_open = data + b"\n", False
+    got = trace_scan._compiled.line_starts(memoryview(b"@" + data)[1:], last_open)  # a view, not at its start
+    want = trace_scan._numpy_line_starts(data, last_open)
+    assert (got is None and want is None) or np.frombuffer(got, np.intp).tolist() == want.tolist()
 
 
 @pytest.mark.parametrize("end_newline", [True, False])

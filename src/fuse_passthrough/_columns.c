@@ -82,6 +82,54 @@ static inline int same(PyObject *a, PyObject *b)
            memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * PyUnicode_KIND(a)) == 0;
 }
 
+/* The last few names seen (str or None, with a pid for a process) and their numbers: the most recent first. */
+enum { SEEN = 8 };
+struct seen {
+    int count;
+    PyObject *name[SEEN], *pid[SEEN];
+    Py_ssize_t number[SEEN];
+};
+
+static inline int same_pid(PyObject *a, PyObject *b)
+{
+    return a == b || (a != NULL && b != NULL && PyObject_RichCompareBool(a, b, Py_EQ) == 1);
+}
+
+/* The number of (name, pid) if among those seen (moved to the front), else -1. */
+static inline Py_ssize_t recall(struct seen *s, PyObject *name, PyObject *pid)
+{
+    for (int j = 0; j < s->count; j++) {
+        if (same(name, s->name[j]) && same_pid(pid, s->pid[j])) {
+            Py_ssize_t number = s->number[j];
+            PyObject *found = s->name[j], *found_pid = s->pid[j];
+            memmove(&s->name[1], &s->name[0], (size_t)j * sizeof(PyObject *));
+            memmove(&s->pid[1], &s->pid[0], (size_t)j * sizeof(PyObject *));
+            memmove(&s->number[1], &s->number[0], (size_t)j * sizeof(Py_ssize_t));
+            s->name[0] = found;
+            s->pid[0] = found_pid;
+            s->number[0] = number;
+            return number;
+        }
+    }
+    return -1;
+}
+
+/* Remember (name, pid) as the most recent, with its number (passed through: -1 for an error). */
+static inline Py_ssize_t remember(struct seen *s, PyObject *name, PyObject *pid, Py_ssize_t number)
+{
+    if (number < 0)
+        return -1;
+    int keep = s->count < SEEN ? s->count : SEEN - 1;
+    memmove(&s->name[1], &s->name[0], (size_t)keep * sizeof(PyObject *));
+    memmove(&s->pid[1], &s->pid[0], (size_t)keep * sizeof(PyObject *));
+    memmove(&s->number[1], &s->number[0], (size_t)keep * sizeof(Py_ssize_t));
+    s->name[0] = name;
+    s->pid[0] = pid;
+    s->number[0] = number;
+    s->count = keep + 1;
+    return number;
+}
+
 static inline int str_or_none(PyObject *v) { return v == Py_None || PyUnicode_CheckExact(v); }
 
 static PyObject *columns(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -133,37 +181,29 @@ static PyObject *columns(PyObject *Py_UNUSED(module), PyObject *const *args, Py_
     double *ts = (double *)PyBytes_AS_STRING(ts_col);
     uint8_t *failed = (uint8_t *)PyBytes_AS_STRING(failed_col), *injected = (uint8_t *)PyBytes_AS_STRING(injected_col);
     int any_failed = 0, any_injected = 0;
-    /* Events come in runs (one process statting one path): a name equal to the previous event's is not looked up */
-    PyObject *last_op = NULL, *last_path = NULL, *last_pid = NULL, *last_comm = NULL;
-    Py_ssize_t last_op_n = -1, last_path_n = -1, last_proc_n = -1;
+    /* Names repeat: a slice has a few operations and processes, and events come in runs (one process statting one
+     * path, then the next). A name equal to one of the last few seen in the slice (compared: no hash, no probe of a
+     * large table) is not looked up. The names compared are fields of events in `events`: alive until we return. */
+    struct seen ops_seen = {0}, paths_seen = {0}, procs_seen = {0};
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *e = PyList_GET_ITEM(events, i);
         PyObject *o = FIELD(e, F_OP), *p = FIELD(e, F_PATH), *pid = FIELD(e, F_PID), *comm = FIELD(e, F_COMM),
                  *err = FIELD(e, F_ERRNO);
-        if (last_op == NULL || !same(o, last_op)) {
-            if ((last_op_n = number_of(ops, op_names, o)) < 0)
-                goto done;
-            last_op = o;
-        }
-        op[i] = last_op_n;
-        if (last_path == NULL || !same(p, last_path)) {
-            if ((last_path_n = number_of(paths, path_names, p)) < 0)
-                goto done;
-            last_path = p;
-        }
-        path[i] = last_path_n;
-        if (last_pid == NULL || !same(comm, last_comm) || PyObject_RichCompareBool(pid, last_pid, Py_EQ) != 1) {
+        if ((op[i] = recall(&ops_seen, o, NULL)) < 0 &&
+            (op[i] = remember(&ops_seen, o, NULL, number_of(ops, op_names, o))) < 0)
+            goto done;
+        if ((path[i] = recall(&paths_seen, p, NULL)) < 0 &&
+            (path[i] = remember(&paths_seen, p, NULL, number_of(paths, path_names, p))) < 0)
+            goto done;
+        if ((proc[i] = recall(&procs_seen, comm, pid)) < 0) {
             PyObject *key = PyTuple_Pack(2, pid, comm);
             if (key == NULL)
                 goto done;
-            last_proc_n = number_of(procs, proc_names, key);
+            proc[i] = remember(&procs_seen, comm, pid, number_of(procs, proc_names, key));
             Py_DECREF(key);
-            if (last_proc_n < 0)
+            if (proc[i] < 0)
                 goto done;
-            last_pid = pid;
-            last_comm = comm;
         }
-        proc[i] = last_proc_n;
         dur[i] = PyLong_AsLongLong(FIELD(e, F_DURATION)); /* checked above: fits */
         ts[i] = PyFloat_AS_DOUBLE(FIELD(e, F_TS));
         failed[i] = err != Py_None;
@@ -189,7 +229,56 @@ done:
     return result;
 }
 
+/* line_starts(data, last_open): trace_scan.line_starts() (which see) compiled: where each line of `data` (bytes-like)
+ * starts and its end last, as bytes holding an intp array; None unless every line starts with "{" and ends with "}".
+ * (numpy finds the newlines with a comparison, then their positions with a second pass: 3 times the instructions.) */
+static PyObject *line_starts(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "line_starts() takes 2 arguments");
+        return NULL;
+    }
+    int last_open = PyObject_IsTrue(args[1]);
+    Py_buffer view;
+    if (last_open < 0 || PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const char *data = view.buf, *end = data + view.len;
+    Py_ssize_t lines = 0;
+    for (const char *p = data; p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+        lines++;
+    if (last_open && view.len > 0)
+        lines++;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (lines + 1) * (Py_ssize_t)sizeof(Py_ssize_t));
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t *starts = (Py_ssize_t *)PyBytes_AS_STRING(out);
+    const char *line = data;
+    int good = 1;
+    for (Py_ssize_t k = 0; k < lines; k++) {
+        const char *nl = line < end ? memchr(line, '\n', (size_t)(end - line)) : NULL;
+        const char *stop = nl != NULL ? nl : end; /* no newline: the last line, open */
+        if (stop == line || line[0] != '{' || stop[-1] != '}') {
+            good = 0;
+            break;
+        }
+        starts[k] = line - data;
+        line = stop + 1;
+    }
+    if (line < end) /* text after the last newline of data said to end with one */
+        good = 0;
+    starts[lines] = view.len;
+    PyBuffer_Release(&view);
+    if (!good) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"line_starts", (PyCFunction)(void (*)(void))line_starts, METH_FASTCALL, "where each line starts, or None"},
     {"setup", setup, METH_O, "setup(Event): take the fields' offsets from the struct type"},
     {"columns", (PyCFunction)(void (*)(void))columns, METH_FASTCALL, "a slice of events as numbered columns"},
     {NULL, NULL, 0, NULL},

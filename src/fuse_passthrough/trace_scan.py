@@ -247,6 +247,14 @@ def decode_lines(lines: list[bytes], where: Callable[[int], str], last_open: boo
 def line_starts(data: bytes | memoryview, last_open: bool) -> np.ndarray | None:
     """Where each line of `data` starts, and its end (len(data)) last; None unless every line starts with "{" and
     ends with "}", as the writer's lines do (only then can their events be decoded several lines at a time)."""
+    if _compiled is not None:
+        starts = _compiled.line_starts(data, last_open)
+        return None if starts is None else np.frombuffer(starts, np.intp)
+    return _numpy_line_starts(data, last_open)
+
+
+def _numpy_line_starts(data: bytes | memoryview, last_open: bool) -> np.ndarray | None:
+    """line_starts() with numpy (where the compiled one is not built)."""
     chars = np.frombuffer(data, np.uint8)
     if not len(chars):
         return np.zeros(1, dtype=np.intp)
