@@ -153,6 +153,9 @@ static PyObject *columns(PyObject *Py_UNUSED(module), PyObject *const *args, Py_
         PyObject *e = PyList_GET_ITEM(events, i);
         if (!PyObject_TypeCheck(e, event_type))
             Py_RETURN_NONE;
+        for (int f = 0; f < NFIELDS; f++)
+            if (FIELD(e, f) == NULL) /* a slot never set (msgspec sets them all) */
+                Py_RETURN_NONE;
         PyObject *dur = FIELD(e, F_DURATION), *pid = FIELD(e, F_PID);
         if (!PyUnicode_CheckExact(FIELD(e, F_OP)) || !str_or_none(FIELD(e, F_PATH)) ||
             !str_or_none(FIELD(e, F_COMM)) || !str_or_none(FIELD(e, F_ERRNO)) || !PyLong_CheckExact(dur) ||
