@@ -49,6 +49,7 @@ from .trace_scan import (
     read_chunks,
     scan,
 )
+from .tracing.compression import TraceReader
 from .tracing.events import KERNEL_COMM
 from .tracing.stats import OpStats, Summary
 
@@ -773,7 +774,7 @@ def _input_size(files: list[str]) -> tuple[int, int]:
                 continue  # a pipe, say: its first bytes are for the reader, not to be peeked at here
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                compressed = f.read(4)[:2] in (b"\x1f\x8b", b"\x28\xb5")
+                compressed = TraceReader(f).codec is not None
         except OSError:
             continue
         total += size

@@ -372,7 +372,7 @@ class NameTotals:
 class Totals:
     """What the report needs from the events, keyed by name: the result of a Tally."""
 
-    def __init__(self, sample: int = 0) -> None:
+    def __init__(self) -> None:
         self.events = 0
         self.first_ts = math.inf
         self.last_end = -math.inf
@@ -388,7 +388,7 @@ class Totals:
         self.errno_ops: Counter[tuple[str, str]] = Counter()  # (errno, op) -> count: never pruned
         # per table: operations on entries dropped to bound memory, and how many entries were dropped
         self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
-        self.sample = Sample(sample) if sample else None
+        self.sample: Sample | None = None  # the chart sample, when one was asked for
 
 
 def _note_dropped(counts: list[int], calls: dict[Any, int], keep: set[Any]) -> None:
