@@ -7,13 +7,15 @@ the reference path instead, line by line: `json.loads`, then `check_event`, whic
 of a malformed line, and accepts what the fast path is too strict for (a file name with undecodable bytes,
 written as a lone-surrogate escape).
 
-The tally takes a slice's fields out as columns, numbers paths, processes and operations as they first appear
-(each run of events with the same path or process looked up once), and adds the slice into numpy arrays indexed
-by those numbers (np.add.at): calls per operation and path, per operation and process, per operation and latency
-bucket, and time sums. Memory is bounded whatever the trace length: per path, process and (errno, path) their
-totals, pruned to the busiest when there are more than `TABLE_CAP`; and, when asked, a sample of at most a few
-thousand events for the HTML charts (the slowest quarter, the errors or a quarter of them spread over the trace,
-the rest evenly spaced by a stride that doubles as the trace grows).
+The tally takes a slice's fields out as columns, numbers paths, processes and operations as they first appear (a
+name equal to a recent one is not looked up), and adds the slice into numpy arrays indexed by those numbers
+(np.add.at): calls per operation and path, per operation and process, per operation and latency bucket, and time
+sums. The per-event part (columns, numbering, where lines start) is compiled (`_columns.c`) where the package was
+built with a C compiler, and done in Python (`Tally._python_columns`, numpy) where not. Memory is bounded whatever
+the trace length: per path, process and (errno, path) their totals, pruned to the busiest when there are more than
+`TABLE_CAP`; and, when asked, a sample of at most a few thousand events for the HTML charts (the slowest quarter,
+the errors or a quarter of them spread over the trace, the rest evenly spaced by a stride that doubles as the trace
+grows).
 
 With `jobs` > 1 the chunks go to that many worker processes (fork), each tallying its share: of plain files, one
 contiguous region each (then chunks taken from the others' ends), since paths cluster in time; of compressed
