@@ -84,10 +84,13 @@ static inline int same(PyObject *a, PyObject *b)
 
 /* The last few names seen (str or None, with a pid for a process) and their numbers: the most recent first. */
 enum { SEEN = 8 };
+struct entry {
+    PyObject *name, *pid;
+    Py_ssize_t number;
+};
 struct seen {
     int count;
-    PyObject *name[SEEN], *pid[SEEN];
-    Py_ssize_t number[SEEN];
+    struct entry at[SEEN];
 };
 
 static inline int same_pid(PyObject *a, PyObject *b)
@@ -95,22 +98,20 @@ static inline int same_pid(PyObject *a, PyObject *b)
     return a == b || (a != NULL && b != NULL && PyObject_RichCompareBool(a, b, Py_EQ) == 1);
 }
 
+/* `e` first, the entries before position j one place down (the one at j, if any, is overwritten). */
+static inline Py_ssize_t put_first(struct seen *s, int j, struct entry e)
+{
+    memmove(&s->at[1], &s->at[0], (size_t)j * sizeof(struct entry));
+    s->at[0] = e;
+    return e.number;
+}
+
 /* The number of (name, pid) if among those seen (moved to the front), else -1. */
 static inline Py_ssize_t recall(struct seen *s, PyObject *name, PyObject *pid)
 {
-    for (int j = 0; j < s->count; j++) {
-        if (same(name, s->name[j]) && same_pid(pid, s->pid[j])) {
-            Py_ssize_t number = s->number[j];
-            PyObject *found = s->name[j], *found_pid = s->pid[j];
-            memmove(&s->name[1], &s->name[0], (size_t)j * sizeof(PyObject *));
-            memmove(&s->pid[1], &s->pid[0], (size_t)j * sizeof(PyObject *));
-            memmove(&s->number[1], &s->number[0], (size_t)j * sizeof(Py_ssize_t));
-            s->name[0] = found;
-            s->pid[0] = found_pid;
-            s->number[0] = number;
-            return number;
-        }
-    }
+    for (int j = 0; j < s->count; j++)
+        if (same(name, s->at[j].name) && same_pid(pid, s->at[j].pid))
+            return put_first(s, j, s->at[j]);
     return -1;
 }
 
@@ -119,15 +120,9 @@ static inline Py_ssize_t remember(struct seen *s, PyObject *name, PyObject *pid,
 {
     if (number < 0)
         return -1;
-    int keep = s->count < SEEN ? s->count : SEEN - 1;
-    memmove(&s->name[1], &s->name[0], (size_t)keep * sizeof(PyObject *));
-    memmove(&s->pid[1], &s->pid[0], (size_t)keep * sizeof(PyObject *));
-    memmove(&s->number[1], &s->number[0], (size_t)keep * sizeof(Py_ssize_t));
-    s->name[0] = name;
-    s->pid[0] = pid;
-    s->number[0] = number;
+    int keep = s->count < SEEN ? s->count : SEEN - 1; /* the oldest goes when all are taken */
     s->count = keep + 1;
-    return number;
+    return put_first(s, keep, (struct entry){name, pid, number});
 }
 
 static inline int str_or_none(PyObject *v) { return v == Py_None || PyUnicode_CheckExact(v); }
