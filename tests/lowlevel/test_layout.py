@@ -88,7 +88,7 @@ def _c_program(layout: abi.Layout) -> str:
         guard = "#if FUSE_USE_VERSION >= 312" if fn.checked_as == "fuse_session_loop_mt" else "#if 1"
         out += [guard, f'  printf("fn {fn.symbol} %d\\n", __builtin_types_compatible_p('
                        f"__typeof__(&{c_name}), {sig}));", "#endif"]
-    for name, value in abi.CONSTANTS.items():
+    for name in abi.CONSTANTS:
         if name.startswith("FUSE_BUF_"):  # enum members
             out.append(f'  printf("const {name} %lld\\n", (long long){name});')
         else:

@@ -173,3 +173,20 @@ def test_hello_through_the_kernel(version: str, flags: tuple[str, ...], start_he
         assert "read_4" not in counts, counts
     else:
         assert counts.get("read_4")
+
+
+def test_loaded_library() -> None:
+    """In this process: the library FUSE_LIBRARY_PATH names (else the system's), and the layout for its version."""
+    from fuse_passthrough.lowlevel import abi, binding
+
+    expected = os.environ.get("FUSE_LIBRARY_PATH")
+    if expected:
+        assert binding.LIBRARY_PATH == expected
+    assert binding.LAYOUT is abi.layout_for(binding.VERSION[:2])
+    assert binding.supports_passthrough is (binding.VERSION[:2] >= (3, 17))
+    assert binding.FileInfo is binding.LAYOUT.file_info
+    if binding.supports_passthrough:
+        assert binding.FileInfo.backing_id.offset == 36
+    else:
+        with pytest.raises(OSError):
+            binding.passthrough_open(0, 0)

@@ -63,24 +63,26 @@ class timespec(Structure):
     _fields_ = [("tv_sec", c_long), ("tv_nsec", c_long)]
 
 
+_STAT_FIELDS: list[tuple[str, Any]]
 if MACHINE == "aarch64":  # the generic LP64 layout (asm-generic/stat.h, glibc's bits/struct_stat.h)
-    @_c("struct stat")
-    class stat_t(Structure):
-        _fields_ = [
-            ("st_dev", c_uint64), ("st_ino", c_uint64), ("st_mode", c_uint32), ("st_nlink", c_uint32),
-            ("st_uid", c_uint32), ("st_gid", c_uint32), ("st_rdev", c_uint64), ("__pad1", c_uint64),
-            ("st_size", c_int64), ("st_blksize", c_int32), ("__pad2", c_int32), ("st_blocks", c_int64),
-            ("st_atim", timespec), ("st_mtim", timespec), ("st_ctim", timespec), ("__glibc_reserved", c_int32 * 2),
-        ]
+    _STAT_FIELDS = [
+        ("st_dev", c_uint64), ("st_ino", c_uint64), ("st_mode", c_uint32), ("st_nlink", c_uint32),
+        ("st_uid", c_uint32), ("st_gid", c_uint32), ("st_rdev", c_uint64), ("__pad1", c_uint64),
+        ("st_size", c_int64), ("st_blksize", c_int32), ("__pad2", c_int32), ("st_blocks", c_int64),
+        ("st_atim", timespec), ("st_mtim", timespec), ("st_ctim", timespec), ("__glibc_reserved", c_int32 * 2),
+    ]
 else:  # x86_64
-    @_c("struct stat")
-    class stat_t(Structure):
-        _fields_ = [
-            ("st_dev", c_uint64), ("st_ino", c_uint64), ("st_nlink", c_uint64), ("st_mode", c_uint32),
-            ("st_uid", c_uint32), ("st_gid", c_uint32), ("__pad0", c_int32), ("st_rdev", c_uint64),
-            ("st_size", c_int64), ("st_blksize", c_int64), ("st_blocks", c_int64),
-            ("st_atim", timespec), ("st_mtim", timespec), ("st_ctim", timespec), ("__glibc_reserved", c_long * 3),
-        ]
+    _STAT_FIELDS = [
+        ("st_dev", c_uint64), ("st_ino", c_uint64), ("st_nlink", c_uint64), ("st_mode", c_uint32),
+        ("st_uid", c_uint32), ("st_gid", c_uint32), ("__pad0", c_int32), ("st_rdev", c_uint64),
+        ("st_size", c_int64), ("st_blksize", c_int64), ("st_blocks", c_int64),
+        ("st_atim", timespec), ("st_mtim", timespec), ("st_ctim", timespec), ("__glibc_reserved", c_long * 3),
+    ]
+
+
+@_c("struct stat")
+class stat_t(Structure):
+    _fields_ = _STAT_FIELDS
 
 
 @_c("struct statvfs")
@@ -130,7 +132,7 @@ class libfuse_version(Structure):
     _fields_ = [("major", c_uint32), ("minor", c_uint32), ("hotfix", c_uint32), ("padding", c_uint32)]
 
 
-_FILE_INFO_BITS = [("writepage", c_uint32, 1), ("direct_io", c_uint32, 1), ("keep_cache", c_uint32, 1),
+_FILE_INFO_BITS: list[tuple[str, Any, int]] = [("writepage", c_uint32, 1), ("direct_io", c_uint32, 1), ("keep_cache", c_uint32, 1),
                    ("flush", c_uint32, 1), ("nonseekable", c_uint32, 1), ("flock_release", c_uint32, 1),
                    ("cache_readdir", c_uint32, 1), ("noflush", c_uint32, 1)]
 
@@ -149,7 +151,7 @@ class fuse_file_info_317(Structure):
                 ("compat_flags", c_uint64), ("reserved", c_uint64 * 2)]
 
 
-_CONN_HEAD = [("proto_major", c_uint32), ("proto_minor", c_uint32), ("max_write", c_uint32),
+_CONN_HEAD: list[tuple[str, Any]] = [("proto_major", c_uint32), ("proto_minor", c_uint32), ("max_write", c_uint32),
               ("max_read", c_uint32), ("max_readahead", c_uint32), ("capable", c_uint32), ("want", c_uint32),
               ("max_background", c_uint32), ("congestion_threshold", c_uint32), ("time_gran", c_uint32)]
 
@@ -166,7 +168,7 @@ class fuse_conn_info_317(Structure):
                 ("reserved", c_uint32 * 16)]
 
 
-_BUF_HEAD = [("size", c_size_t), ("flags", c_int), ("mem", c_void_p), ("fd", c_int), ("pos", c_int64)]
+_BUF_HEAD: list[tuple[str, Any]] = [("size", c_size_t), ("flags", c_int), ("mem", c_void_p), ("fd", c_int), ("pos", c_int64)]
 
 
 @_c("struct fuse_buf")

@@ -520,7 +520,7 @@ class LowLevelSession:
         installed from the main thread only), unmount and destroy. Returns libfuse's loop result (0 after an
         unmount, the signal number after a signal, negative on failure)."""
         handle_signals = handle_signals and threading.current_thread() is threading.main_thread()
-        saved: dict[int, Any] = {}
+        saved: dict[signal.Signals, Any] = {}
         if handle_signals:  # libfuse installs its handlers only where the disposition is SIG_DFL
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 saved[sig] = signal.signal(sig, signal.SIG_DFL)
