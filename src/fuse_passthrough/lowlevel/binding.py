@@ -243,6 +243,10 @@ def _pin_thread_state() -> None:
     _tls.pinned = True
 
 
+def _no_pin() -> None:
+    pass
+
+
 def _reply_attr_tuple(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
     st, timeout = result
     _reply_attr(req, byref(st), timeout)
@@ -345,8 +349,9 @@ class LowLevelSession:
     with handle_signals), and cleans up. The callbacks stay referenced by the session object."""
 
     def __init__(self, operations: object, mountpoint: str | os.PathLike[str], options: Sequence[str] = (),
-                 *, debug: bool = False, program: str = "fuse-passthrough") -> None:
+                 *, debug: bool = False, program: str = "fuse-passthrough", keep_thread_states: bool = True) -> None:
         self.operations = operations
+        self._keep_thread_states = keep_thread_states
         self.mountpoint = os.path.abspath(os.fspath(mountpoint))
         self.unexpected_errors = 0
         self._reported: set[tuple[str, str, str]] = set()
@@ -396,7 +401,7 @@ class LowLevelSession:
     def _callback(self, name: str, kinds: tuple[abi.Kind, ...], handler: Callable[..., Any]) -> Callable[..., None]:
         failed = self._failed
         tls = _tls
-        pin = _pin_thread_state
+        pin = _pin_thread_state if self._keep_thread_states else _no_pin
         if name == "init":
             def init(userdata: Any, conn: Any) -> None:
                 try:
