@@ -5,6 +5,8 @@ with fusermount3 in teardown and waited for."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import functools
 import json
 import os
@@ -151,6 +153,13 @@ def test_hello_through_the_kernel(version: str, flags: tuple[str, ...], start_he
     assert missing.returncode != 0 and "No such file" in missing.stderr
     assert os.getxattr(h.mnt / "hello", "user.greeting") == b"hi"
     assert os.listxattr(h.mnt / "hello") == ["user.greeting"]
+    # The binding answers size queries (size 0) and too-small buffers (ERANGE) from the handler's full value.
+    libc = ctypes.CDLL(None, use_errno=True)
+    path, name, buf = str(h.mnt / "hello").encode(), b"user.greeting", ctypes.create_string_buffer(16)
+    assert libc.getxattr(path, name, None, 0) == 2
+    assert libc.getxattr(path, name, buf, 1) == -1 and ctypes.get_errno() == errno.ERANGE
+    assert libc.listxattr(path, None, 0) == len(b"user.greeting\0")
+    assert libc.listxattr(path, buf, 3) == -1 and ctypes.get_errno() == errno.ERANGE
     with pytest.raises(OSError) as exc:
         os.getxattr(h.mnt / "data", "user.greeting")
     assert exc.value.errno == 61  # ENODATA
