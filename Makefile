@@ -15,11 +15,13 @@ BENCH_PKGS := $(TEST_PKGS) bindfs loggedfs gcc pkg-config git
 # Debian 13's source into .cache (tools/build-libfuse.sh) and loaded with FUSE_LIBRARY_PATH.
 NEW_LIBFUSE := $(CURDIR)/.cache/libfuse-3.17/lib/libfuse3.so.4
 LIBFUSE_ENV = $(if $(shell pkg-config --atleast-version=3.17 fuse3 2>/dev/null && echo y),,FUSE_LIBRARY_PATH=$(NEW_LIBFUSE))
-# Run again on libfuse 3.17: the binding, and the passthrough tests; then the POSIX tests through a --passthrough
-# mount, where the kernel does the reads and writes.
-TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_lifecycle.py tests/tracing tests/test_native_sequences.py \
-	tests/test_mount_helper.py
-TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py tests/test_native_sequences.py \
+# Run again on libfuse 3.17: the binding, and the passthrough tests, and the low-level binding (whose mount test
+# also runs both versions in one run); then the POSIX tests through a --passthrough mount, where the kernel does
+# the reads and writes.
+TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_lifecycle.py tests/tracing \
+	tests/test_native_sequences.py tests/test_mount_helper.py tests/lowlevel
+TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
+	tests/test_native_sequences.py \
 	tests/test_stress_ng.py
 
 run: system-run $(STAMP) install-launcher

@@ -2,14 +2,16 @@
 # Build libfuse 3.17 (Debian 13's version, from Debian's own source tarball, fetched from the Debian mirror this
 # machine's apt is configured with) into DEST, for testing and
 # benchmarking kernel passthrough on a machine whose system libfuse is older (Debian 12 has 3.14).
-# Only the library is built; mounting as root needs no fusermount3. Idempotent: does nothing when DEST is built.
-#   tools/build-libfuse.sh DEST            -> DEST/lib/libfuse3.so.4
+# Only the library is built (and its public headers copied, for the low-level binding's layout tests); mounting as
+# root needs no fusermount3. Idempotent: does nothing when DEST is built.
+#   tools/build-libfuse.sh DEST            -> DEST/lib/libfuse3.so.4, DEST/include/fuse3/*.h
 set -euo pipefail
 dest=$(realpath -m "${1:?usage: build-libfuse.sh DEST}")
 version=3.17.2
 sha256=3d932431ad94e86179e5265cddde1d67aa3bb2fb09a5bd35c641f86f2b5ed06f
 lib="$dest/lib/libfuse3.so.4"
-[ -e "$lib" ] && exit 0
+header="$dest/include/fuse3/fuse_lowlevel.h"
+[ -e "$lib" ] && [ -e "$header" ] && exit 0
 # The Debian archive apt uses (deb822 "URIs:" or one-line "deb URI ..."), not its security archive.
 mirror=$( { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[[:space:]]*//p' | tr ' ' '\n'
             cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
@@ -31,4 +33,7 @@ PATH="$here/.venv/bin:$PATH" "$meson" setup build -Dutils=false -Dexamples=false
 PATH="$here/.venv/bin:$PATH" ninja -C build >"$work/ninja.log" 2>&1 || { cat "$work/ninja.log" >&2; exit 1; }
 mkdir -p "$dest/lib"
 cp -a build/lib/libfuse3.so.4 build/lib/libfuse3.so.$version "$dest/lib/"
+mkdir -p "$dest/include/fuse3"
+cp include/*.h "$dest/include/fuse3/"
+find build -maxdepth 2 -name libfuse_config.h -exec cp {} "$dest/include/fuse3/" \;
 echo "build-libfuse: libfuse $version in $dest/lib"

@@ -1,0 +1,571 @@
+"""libfuse's low-level API (fuse_lowlevel.h) through ctypes: the library, its functions, and `LowLevelSession`.
+
+The library is `$FUSE_LIBRARY_PATH` if set (as for the high-level binding; `make test-libfuse-3.17` points it at
+.cache/libfuse-3.17), else the system's libfuse3. Its version is read at import (`fuse_pkgversion()`), and the
+struct layouts declared for it in `abi.py` are chosen: `LAYOUT`, `FileInfo`, `ConnInfo`. Unsupported versions
+raise ImportError.
+
+`LowLevelSession(operations, mountpoint, options)` registers one ctypes callback per operation the object has
+(the others stay NULL, so libfuse answers ENOSYS). A handler returns its result and the binding sends the reply;
+raising OSError replies with its errno; any other exception replies EIO and is logged once per place it comes
+from. Handlers, with what they return:
+
+    init(conn: ConnInfo) -> None                  destroy() -> None
+    lookup(req, parent, name) -> EntryParam       forget(req, ino, nlookup) -> None (never fails)
+    forget_multi(req, [(ino, nlookup), ...])      getattr(req, ino, fi | None) -> (Stat, attr_timeout)
+    setattr(req, ino, attr: Stat, to_set, fi | None) -> (Stat, attr_timeout)
+    readlink(req, ino) -> bytes                   mknod(req, parent, name, mode, rdev) -> EntryParam
+    mkdir(req, parent, name, mode) -> EntryParam  symlink(req, target, parent, name) -> EntryParam
+    link(req, ino, newparent, newname) -> EntryParam
+    unlink / rmdir(req, parent, name) -> None     rename(req, parent, name, newparent, newname, flags) -> None
+    open / opendir(req, ino, fi) -> None          (set fi.fh, fi.keep_cache, fi.backing_id ... on `fi`)
+    create(req, parent, name, mode, fi) -> EntryParam        tmpfile(req, parent, mode, fi) -> EntryParam (3.17)
+    read(req, ino, size, off, fi) -> bytes | FdData          write(req, ino, data: bytes, off, fi) -> int
+    flush / release / releasedir(req, ino, fi) -> None       fsync / fsyncdir(req, ino, datasync, fi) -> None
+    readdir / readdirplus(req, ino, size, off, fi) -> DirBuffer | bytes
+    statfs(req, ino) -> StatVfs                   access(req, ino, mask) -> None
+    setxattr(req, ino, name, value: bytes, flags) -> None    removexattr(req, ino, name) -> None
+    getxattr(req, ino, name, size) -> bytes       listxattr(req, ino, size) -> bytes  (the binding answers size
+                                                  queries and ERANGE itself)
+    getlk(req, ino, fi, lock: Flock) -> Flock     setlk(req, ino, fi, lock: Flock, sleep) -> None
+    flock(req, ino, fi, op) -> None               fallocate(req, ino, mode, off, length, fi) -> None
+    copy_file_range(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, length, flags) -> int
+    lseek(req, ino, off, whence, fi) -> int
+
+`req` is the request's address (an int) for `req_ctx`, `req_groups`, `req_interrupted`, `passthrough_open`.
+bmap, ioctl, poll, write_buf and retrieve_reply are declared (abi.py) but not offered here.
+
+Per-request cost: libfuse's worker threads are not Python threads, so ctypes would create and destroy a Python
+thread state around every callback; each worker keeps one instead (one extra PyGILState_Ensure on its first
+callback, never released). Functions that cannot block (fuse_req_ctx, fuse_add_direntry*, ...) are called
+through PyDLL, keeping the GIL; replies, notifications and the loops release it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import re
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from ctypes import byref, c_char_p, c_uint32
+from dataclasses import dataclass
+from typing import Any
+
+from . import abi
+from .abi import (  # noqa: F401  (re-exported)
+    FUSE_BACKING_STACKED_OVER,
+    FUSE_BACKING_STACKED_UNDER,
+    FUSE_CAP_PASSTHROUGH,
+    FUSE_ROOT_ID,
+)
+
+log = logging.getLogger("fuse_passthrough.lowlevel")
+
+
+def library_path() -> str:
+    return (os.environ.get("FUSE_LIBRARY_PATH") or ctypes.util.find_library("fuse3") or "libfuse3.so.3")
+
+
+LIBRARY_PATH = library_path()
+try:
+    _cdll = ctypes.CDLL(LIBRARY_PATH, use_errno=True)
+    _pydll = ctypes.PyDLL(LIBRARY_PATH, use_errno=True)
+except OSError as exc:
+    raise ImportError(f"libfuse3 not found ({exc}); install the fuse3 package (apt-get install fuse3)") from exc
+
+_pkgversion = _pydll.fuse_pkgversion
+_pkgversion.restype = c_char_p
+_m = re.match(rb"(\d+)\.(\d+)(?:\.(\d+))?", _pkgversion() or b"")
+if _m is None:
+    raise ImportError(f"{LIBRARY_PATH}: cannot parse fuse_pkgversion() {_pkgversion()!r}")
+VERSION: tuple[int, int, int] = (int(_m.group(1)), int(_m.group(2)), int(_m.group(3) or 0))
+LAYOUT: abi.Layout = abi.layout_for(VERSION[:2])
+
+FileInfo: type[ctypes.Structure] = LAYOUT.file_info
+ConnInfo: type[ctypes.Structure] = LAYOUT.conn_info
+EntryParam = abi.fuse_entry_param
+Stat = abi.stat_t
+StatVfs = abi.statvfs_t
+Flock = abi.flock_t
+Ctx = abi.fuse_ctx
+
+
+def _bind(fn: abi.Function) -> Any:
+    f = getattr(_cdll if fn.blocks else _pydll, fn.symbol)
+    f.restype = LAYOUT.ctype(fn.restype)
+    f.argtypes = [LAYOUT.ctype(k) for k in fn.args]
+    return f
+
+
+FUNCTIONS: dict[str, Any] = {fn.symbol: _bind(fn) for fn in LAYOUT.functions()}
+supports_passthrough: bool = "fuse_passthrough_open" in FUNCTIONS
+"""Whether this libfuse has fuse_passthrough_open (3.17+); the kernel must also offer FUSE_CAP_PASSTHROUGH."""
+
+_reply_err = FUNCTIONS["fuse_reply_err"]
+_reply_none = FUNCTIONS["fuse_reply_none"]
+_reply_entry = FUNCTIONS["fuse_reply_entry"]
+_reply_create = FUNCTIONS["fuse_reply_create"]
+_reply_attr = FUNCTIONS["fuse_reply_attr"]
+_reply_readlink = FUNCTIONS["fuse_reply_readlink"]
+_reply_open = FUNCTIONS["fuse_reply_open"]
+_reply_write = FUNCTIONS["fuse_reply_write"]
+_reply_buf = FUNCTIONS["fuse_reply_buf"]
+_reply_data = FUNCTIONS["fuse_reply_data"]
+_reply_statfs = FUNCTIONS["fuse_reply_statfs"]
+_reply_xattr = FUNCTIONS["fuse_reply_xattr"]
+_reply_lock = FUNCTIONS["fuse_reply_lock"]
+_reply_lseek = FUNCTIONS["fuse_reply_lseek"]
+_add_direntry = FUNCTIONS["fuse_add_direntry"]
+_add_direntry_plus = FUNCTIONS["fuse_add_direntry_plus"]
+_req_ctx = FUNCTIONS["fuse_req_ctx"]
+_req_getgroups = FUNCTIONS["fuse_req_getgroups"]
+_req_interrupted = FUNCTIONS["fuse_req_interrupted"]
+_EIO = errno.EIO
+
+
+# ------------------------------------------------------------------------------------------ request helpers
+def req_ctx(req: int) -> abi.fuse_ctx:
+    """uid, gid, pid, umask of the process behind the request (valid during the request only)."""
+    return _req_ctx(req).contents
+
+
+def req_groups(req: int) -> list[int] | None:
+    """Supplementary groups of the calling process (libfuse reads /proc), None when unavailable."""
+    n = 64
+    while True:
+        buf = (c_uint32 * n)()
+        got = _req_getgroups(req, n, buf)
+        if got < 0:
+            return None
+        if got <= n:
+            return list(buf[:got])
+        n = got
+
+
+def req_interrupted(req: int) -> bool:
+    return bool(_req_interrupted(req))
+
+
+def passthrough_open(req: int, fd: int) -> int:
+    """Register `fd` with the kernel for passthrough; returns the backing id for `fi.backing_id` (libfuse 3.17+,
+    FUSE_CAP_PASSTHROUGH wanted in init). Raises OSError when the kernel refuses."""
+    if not supports_passthrough:
+        raise OSError(errno.ENOSYS, f"libfuse {VERSION[0]}.{VERSION[1]} has no fuse_passthrough_open")
+    backing_id = FUNCTIONS["fuse_passthrough_open"](req, fd)
+    if backing_id <= 0:
+        e = ctypes.get_errno() or errno.EIO
+        raise OSError(e, os.strerror(e))
+    return int(backing_id)
+
+
+def passthrough_close(req: int, backing_id: int) -> None:
+    if not supports_passthrough:
+        raise OSError(errno.ENOSYS, f"libfuse {VERSION[0]}.{VERSION[1]} has no fuse_passthrough_close")
+    if FUNCTIONS["fuse_passthrough_close"](req, backing_id) < 0:
+        e = ctypes.get_errno() or errno.EIO
+        raise OSError(e, os.strerror(e))
+
+
+def stat_from(st: os.stat_result) -> abi.stat_t:
+    """A struct stat filled from an os.stat_result (for handlers that stat through os)."""
+    s = Stat()
+    s.st_dev, s.st_ino, s.st_nlink, s.st_mode = st.st_dev, st.st_ino, st.st_nlink, st.st_mode
+    s.st_uid, s.st_gid, s.st_rdev, s.st_size = st.st_uid, st.st_gid, st.st_rdev, st.st_size
+    s.st_blksize, s.st_blocks = st.st_blksize, st.st_blocks
+    for name in ("st_atime_ns", "st_mtime_ns", "st_ctime_ns"):
+        sec, nsec = divmod(getattr(st, name), 1_000_000_000)
+        ts = getattr(s, name[:5] + "im")
+        ts.tv_sec, ts.tv_nsec = sec, nsec
+    return s
+
+
+def entry_param(ino: int, attr: abi.stat_t, attr_timeout: float, entry_timeout: float,
+                generation: int = 0) -> abi.fuse_entry_param:
+    e = EntryParam()
+    e.ino, e.generation, e.attr, e.attr_timeout, e.entry_timeout = ino, generation, attr, attr_timeout, entry_timeout
+    return e
+
+
+@dataclass(slots=True)
+class FdData:
+    """A read's reply taken from a file descriptor by libfuse (fuse_reply_data: pread or splice, no copy
+    through Python): `size` bytes of `fd` at `offset`, fewer at end of file."""
+    fd: int
+    size: int
+    offset: int
+
+
+class DirBuffer:
+    """A readdir / readdirplus reply being filled: `add`/`add_plus` return False when the entry did not fit
+    (it was not added; a readdirplus handler must then drop the lookup it took for it)."""
+
+    __slots__ = ("req", "size", "buffer", "used", "_base")
+
+    def __init__(self, req: int, size: int) -> None:
+        self.req, self.size, self.used = req, size, 0
+        self.buffer = ctypes.create_string_buffer(size)
+        self._base = ctypes.addressof(self.buffer)
+
+    def add(self, name: bytes, attr: abi.stat_t, next_offset: int) -> bool:
+        """Only attr.st_ino and the file type bits of attr.st_mode are used."""
+        n = _add_direntry(self.req, self._base + self.used, self.size - self.used, name, byref(attr), next_offset)
+        if n > self.size - self.used:
+            return False
+        self.used += n
+        return True
+
+    def add_plus(self, name: bytes, entry: abi.fuse_entry_param, next_offset: int) -> bool:
+        n = _add_direntry_plus(self.req, self._base + self.used, self.size - self.used, name, byref(entry),
+                               next_offset)
+        if n > self.size - self.used:
+            return False
+        self.used += n
+        return True
+
+
+# ------------------------------------------------------------------------------------------ callbacks
+_tls = threading.local()
+_gil_ensure = ctypes.pythonapi.PyGILState_Ensure
+_gil_ensure.restype = ctypes.c_int
+
+
+def _pin_thread_state() -> None:
+    """Keep the calling libfuse worker's Python thread state for good (see the module docstring). Workers end
+    only with the loop (cancelled while blocked reading /dev/fuse, never inside a callback), unless
+    max_idle_threads is set, in which case each worker that ends leaves its thread state behind."""
+    _gil_ensure()
+    _tls.pinned = True
+
+
+def _no_pin() -> None:
+    pass
+
+
+def _reply_attr_tuple(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
+    st, timeout = result
+    _reply_attr(req, byref(st), timeout)
+
+
+def _reply_read(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
+    if type(result) is bytes:
+        _reply_buf(req, result, len(result))
+    elif isinstance(result, FdData):
+        bv = LAYOUT.bufvec()
+        bv.count = 1
+        b = bv.buf[0]
+        b.size, b.flags, b.fd, b.pos = result.size, abi.FUSE_BUF_IS_FD | abi.FUSE_BUF_FD_SEEK, result.fd, result.offset
+        _reply_data(req, byref(bv), 0)
+    else:
+        _reply_buffer(req, result, cargs)
+
+
+def _reply_buffer(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
+    if isinstance(result, DirBuffer):
+        _reply_buf(req, result.buffer, result.used)
+    else:
+        data = result if type(result) is bytes else bytes(result)
+        _reply_buf(req, data, len(data))
+
+
+def _reply_xattr_value(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
+    size = cargs[-1]
+    data = result if type(result) is bytes else bytes(result)
+    if size == 0:
+        _reply_xattr(req, len(data))
+    elif len(data) > size:
+        raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
+    else:
+        _reply_buf(req, data, len(data))
+
+
+def _ok(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
+    _reply_err(req, 0)
+
+
+Reply = Callable[[int, Any, tuple[Any, ...]], None]
+_REPLIES: dict[str, Reply] = {
+    "lookup": lambda req, e, a: _reply_entry(req, byref(e)),
+    "getattr": _reply_attr_tuple,
+    "setattr": _reply_attr_tuple,
+    "readlink": lambda req, target, a: _reply_readlink(req, target),
+    "mknod": lambda req, e, a: _reply_entry(req, byref(e)),
+    "mkdir": lambda req, e, a: _reply_entry(req, byref(e)),
+    "symlink": lambda req, e, a: _reply_entry(req, byref(e)),
+    "link": lambda req, e, a: _reply_entry(req, byref(e)),
+    "unlink": _ok, "rmdir": _ok, "rename": _ok,
+    "open": lambda req, r, a: _reply_open(req, a[2]),
+    "opendir": lambda req, r, a: _reply_open(req, a[2]),
+    "create": lambda req, e, a: _reply_create(req, byref(e), a[4]),
+    "tmpfile": lambda req, e, a: _reply_create(req, byref(e), a[3]),
+    "read": _reply_read,
+    "write": lambda req, n, a: _reply_write(req, n),
+    "flush": _ok, "release": _ok, "fsync": _ok, "releasedir": _ok, "fsyncdir": _ok,
+    "readdir": _reply_buffer, "readdirplus": _reply_buffer,
+    "statfs": lambda req, sv, a: _reply_statfs(req, byref(sv)),
+    "setxattr": _ok, "removexattr": _ok, "access": _ok,
+    "getxattr": _reply_xattr_value, "listxattr": _reply_xattr_value,
+    "getlk": lambda req, lk, a: _reply_lock(req, byref(lk)),
+    "setlk": _ok, "flock": _ok, "fallocate": _ok,
+    "copy_file_range": lambda req, n, a: _reply_write(req, n),
+    "lseek": lambda req, off, a: _reply_lseek(req, off),
+}
+NOT_OFFERED = frozenset({"bmap", "ioctl", "poll", "write_buf", "retrieve_reply"})
+_POINTER_KINDS = (abi.FI, abi.STAT, abi.FLOCK)
+
+
+def _converter(name: str, kinds: tuple[abi.Kind, ...]) -> Callable[[tuple[Any, ...]], Sequence[Any]] | None:
+    """How the C arguments become the handler's: struct pointers -> the struct (or None for NULL), write's and
+    setxattr's data -> bytes."""
+    if name == "write":
+        def write_args(a: tuple[Any, ...]) -> Sequence[Any]:
+            fi = a[5]
+            return a[0], a[1], ctypes.string_at(a[2], a[3]), a[4], fi.contents if fi else None
+        return write_args
+    if name == "setxattr":
+        return lambda a: (a[0], a[1], a[2], ctypes.string_at(a[3], a[4]), a[5])
+    positions = [i for i, k in enumerate(kinds) if k in _POINTER_KINDS]
+    if not positions:
+        return None
+    if positions == [2] and len(kinds) == 3:  # (req, ino, fi): open, release, getattr, ...
+        return lambda a: (a[0], a[1], a[2].contents if a[2] else None)
+
+    def convert(a: tuple[Any, ...]) -> Sequence[Any]:
+        args = list(a)
+        for i in positions:
+            p = args[i]
+            args[i] = p.contents if p else None
+        return args
+    return convert
+
+
+class LowLevelSession:
+    """One FUSE session on the low-level API: `run()` mounts, serves until unmounted (or SIGINT/SIGTERM/SIGHUP
+    with handle_signals), and cleans up. The callbacks stay referenced by the session object."""
+
+    def __init__(self, operations: object, mountpoint: str | os.PathLike[str], options: Sequence[str] = (),
+                 *, debug: bool = False, program: str = "fuse-passthrough", keep_thread_states: bool = True) -> None:
+        self.operations = operations
+        self._keep_thread_states = keep_thread_states
+        self.mountpoint = os.path.abspath(os.fspath(mountpoint))
+        self.unexpected_errors = 0
+        self._reported: set[tuple[str, str, str]] = set()
+        self._reported_lock = threading.Lock()
+        self._callbacks: dict[str, Any] = {}
+        self._ops = LAYOUT.ops()
+        for name, kinds in LAYOUT.op_kinds:
+            handler = getattr(operations, name, None)
+            if handler is None:
+                continue
+            if name in NOT_OFFERED:
+                raise TypeError(f"{type(operations).__name__}.{name}: not offered by LowLevelSession")
+            cb = LAYOUT.op_types[name](self._callback(name, kinds, handler))
+            self._callbacks[name] = cb
+            setattr(self._ops, name, cb)
+        argv = [program.encode()]
+        if options:
+            argv += [b"-o", ",".join(options).encode()]
+        if debug:
+            argv.append(b"-d")
+        self._argv = (c_char_p * (len(argv) + 1))(*argv, None)
+        args = abi.fuse_args(len(argv), self._argv, 0)
+        if "fuse_session_new_versioned" in FUNCTIONS:
+            self._version = abi.libfuse_version(VERSION[0], VERSION[1], VERSION[2], 0)
+            se = FUNCTIONS["fuse_session_new_versioned"](byref(args), byref(self._ops), ctypes.sizeof(self._ops),
+                                                         byref(self._version), None)
+        else:
+            se = FUNCTIONS["fuse_session_new"](byref(args), byref(self._ops), ctypes.sizeof(self._ops), None)
+        FUNCTIONS["fuse_opt_free_args"](byref(args))
+        if not se:
+            raise ValueError(f"fuse_session_new failed (options {list(options)}; libfuse said why on stderr)")
+        self._se: int | None = se
+        self._mounted = False
+
+    # -- the callbacks
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self.unexpected_errors += 1
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else "?"
+        key = (op, type(exc).__name__, where)
+        with self._reported_lock:
+            if key in self._reported:
+                return
+            self._reported.add(key)
+        log.error("%s: unexpected %s at %s (replied EIO; logged once)", op, type(exc).__name__, where, exc_info=exc)
+
+    def _callback(self, name: str, kinds: tuple[abi.Kind, ...], handler: Callable[..., Any]) -> Callable[..., None]:
+        failed = self._failed
+        tls = _tls
+        pin = _pin_thread_state if self._keep_thread_states else _no_pin
+        if name == "init":
+            def init(userdata: Any, conn: Any) -> None:
+                try:
+                    handler(conn.contents)
+                except BaseException as exc:
+                    failed(name, exc)
+            return init
+        if name == "destroy":
+            def destroy(userdata: Any) -> None:
+                try:
+                    handler()
+                except BaseException as exc:
+                    failed(name, exc)
+            return destroy
+        if name in ("forget", "forget_multi"):
+            multi = name == "forget_multi"
+
+            def forget(req: int, a: Any, b: Any) -> None:
+                try:
+                    tls.pinned  # noqa: B018
+                except AttributeError:
+                    pin()
+                try:
+                    if multi:
+                        handler(req, [(b[i].ino, b[i].nlookup) for i in range(a)])
+                    else:
+                        handler(req, a, b)
+                except BaseException as exc:
+                    failed(name, exc)
+                _reply_none(req)
+            return forget
+        reply = _REPLIES[name]
+        convert = _converter(name, kinds)
+        reply_err = _reply_err
+        eio = _EIO
+
+        if convert is None:
+            def callback(*cargs: Any) -> None:
+                try:
+                    tls.pinned  # noqa: B018
+                except AttributeError:
+                    pin()
+                req = cargs[0]
+                try:
+                    reply(req, handler(*cargs), cargs)
+                except OSError as exc:
+                    reply_err(req, exc.errno or eio)
+                except BaseException as exc:
+                    failed(name, exc)
+                    reply_err(req, eio)
+            return callback
+
+        def converting_callback(*cargs: Any) -> None:
+            try:
+                tls.pinned  # noqa: B018
+            except AttributeError:
+                pin()
+            req = cargs[0]
+            try:
+                reply(req, handler(*convert(cargs)), cargs)
+            except OSError as exc:
+                reply_err(req, exc.errno or eio)
+            except BaseException as exc:
+                failed(name, exc)
+                reply_err(req, eio)
+        return converting_callback
+
+    # -- the session
+    @property
+    def session(self) -> int:
+        if self._se is None:
+            raise ValueError("the session is closed")
+        return self._se
+
+    @property
+    def fd(self) -> int:
+        """The session's /dev/fuse descriptor (-1 before mount)."""
+        return int(FUNCTIONS["fuse_session_fd"](self.session))
+
+    def mount(self) -> None:
+        if FUNCTIONS["fuse_session_mount"](self.session, os.fsencode(self.mountpoint)) != 0:
+            raise OSError(errno.EIO, f"fuse_session_mount failed for {self.mountpoint} (libfuse said why on stderr)")
+        self._mounted = True
+
+    def loop(self, *, single_threaded: bool = False, max_threads: int = 10, max_idle_threads: int | None = None,
+             clone_fd: bool = False) -> int:
+        """Serve requests until the file system is unmounted or exit() is called; libfuse's return value."""
+        if single_threaded:
+            return int(FUNCTIONS["fuse_session_loop"](self.session))
+        cfg = FUNCTIONS["fuse_loop_cfg_create"]()
+        if not cfg:
+            raise MemoryError("fuse_loop_cfg_create")
+        try:
+            FUNCTIONS["fuse_loop_cfg_set_max_threads"](cfg, max_threads)
+            if max_idle_threads is not None:
+                FUNCTIONS["fuse_loop_cfg_set_idle_threads"](cfg, max_idle_threads)
+            FUNCTIONS["fuse_loop_cfg_set_clone_fd"](cfg, int(clone_fd))
+            return int(FUNCTIONS["fuse_session_loop_mt_312"](self.session, cfg))
+        finally:
+            FUNCTIONS["fuse_loop_cfg_destroy"](cfg)
+
+    def exit(self) -> None:
+        """Ask the loop to end: it does at the next request, or when the mount goes away."""
+        FUNCTIONS["fuse_session_exit"](self.session)
+
+    def unmount(self) -> None:
+        if self._mounted:
+            self._mounted = False
+            FUNCTIONS["fuse_session_unmount"](self.session)
+
+    def close(self) -> None:
+        """Unmount (if mounted) and destroy the session; idempotent."""
+        if self._se is None:
+            return
+        self.unmount()
+        FUNCTIONS["fuse_session_destroy"](self._se)
+        self._se = None
+
+    def run(self, *, handle_signals: bool = True, **loop_options: Any) -> int:
+        """Mount, serve until unmounted (or, with handle_signals, SIGINT/SIGTERM/SIGHUP: libfuse's handlers,
+        installed from the main thread only), unmount and destroy. Returns libfuse's loop result (0 after an
+        unmount, the signal number after a signal, negative on failure)."""
+        handle_signals = handle_signals and threading.current_thread() is threading.main_thread()
+        saved: dict[signal.Signals, Any] = {}
+        if handle_signals:  # libfuse installs its handlers only where the disposition is SIG_DFL
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                saved[sig] = signal.signal(sig, signal.SIG_DFL)
+        try:
+            if handle_signals and FUNCTIONS["fuse_set_signal_handlers"](self.session) != 0:
+                raise OSError(errno.EIO, "fuse_set_signal_handlers failed")
+            try:
+                self.mount()
+                return self.loop(**loop_options)
+            finally:
+                if handle_signals:
+                    FUNCTIONS["fuse_remove_signal_handlers"](self.session)
+        finally:
+            self.close()
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+    def __enter__(self) -> LowLevelSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- notifications (call them outside the handler of a request on the same inode)
+    def _check(self, rc: int, what: str) -> None:
+        if rc < 0:
+            raise OSError(-rc, f"{what}: {os.strerror(-rc)}")
+
+    def notify_inval_inode(self, ino: int, offset: int = 0, length: int = 0) -> None:
+        """Drop the kernel's cached attributes of `ino`, and its cached data from `offset` (length 0: to the end;
+        offset < 0: attributes only). OSError(ENOENT) when the kernel does not know the inode."""
+        self._check(FUNCTIONS["fuse_lowlevel_notify_inval_inode"](self.session, ino, offset, length),
+                    "notify_inval_inode")
+
+    def notify_inval_entry(self, parent: int, name: bytes) -> None:
+        """Drop the kernel's cached entry `name` in directory `parent`."""
+        self._check(FUNCTIONS["fuse_lowlevel_notify_inval_entry"](self.session, parent, name, len(name)),
+                    "notify_inval_entry")
+
+    def notify_delete(self, parent: int, child: int, name: bytes) -> None:
+        """Tell the kernel that `name` (inode `child`) was removed from `parent`."""
+        self._check(FUNCTIONS["fuse_lowlevel_notify_delete"](self.session, parent, child, name, len(name)),
+                    "notify_delete")
