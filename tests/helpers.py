@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,15 +131,20 @@ def reap(pid: int, timeout: float = 30) -> int | None:
     return None
 
 
-def run_as(uid: int, gid: int, cmd: list[str], groups: list[int] | None = None, **kw: Any
-           ) -> subprocess.CompletedProcess[str]:
-    """Run cmd with other credentials (no passwd entry needed)."""
+def as_user(uid: int, gid: int, groups: list[int] | None = None) -> Callable[[], None]:
+    """A preexec_fn that gives the child other credentials (no passwd entry needed)."""
 
     def drop() -> None:
         os.setgroups(groups if groups is not None else [gid])
         os.setgid(gid)
         os.setuid(uid)
 
+    return drop
+
+
+def run_as(uid: int, gid: int, cmd: list[str], groups: list[int] | None = None, **kw: Any
+           ) -> subprocess.CompletedProcess[str]:
+    """Run cmd with other credentials (no passwd entry needed)."""
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
-    return subprocess.run(cmd, preexec_fn=drop, **kw)
+    return subprocess.run(cmd, preexec_fn=as_user(uid, gid, groups), **kw)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Mount, abort_connection, run_as
+from helpers import Mount, abort_connection, as_user
 
 SCRIPT = str(Path(__file__).with_name("native_sequences.py"))
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,15 +35,18 @@ def run_sequence(name: str, root: Path, uid: int = 0, mnt: Path | None = None) -
         shutil.copy(SCRIPT, script)
         script.chmod(0o644)
     cmd = [PY, str(script), name, str(root)]
+    # Popen, not run(): on a timeout run() kills and then waits, forever for a process in D state.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_user(uid, uid) if uid else None)
     try:
-        if uid:
-            done = run_as(uid, uid, cmd, timeout=TIME_LIMIT)
-        else:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIME_LIMIT)
+        stdout, stderr = proc.communicate(timeout=TIME_LIMIT)
     except subprocess.TimeoutExpired:
         if mnt is not None:
-            abort_connection(mnt)  # the processes stuck in the mount get ENOTCONN and exit
+            abort_connection(mnt)  # the processes stuck in the mount get ENOTCONN and can exit
+        proc.kill()
+        proc.communicate(timeout=TIME_LIMIT)
         pytest.fail(f"{name} did not finish within {TIME_LIMIT} s: hung")
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
