@@ -19,8 +19,9 @@ LIBFUSE_ENV = $(if $(shell pkg-config --atleast-version=3.17 fuse3 2>/dev/null &
 # also runs both versions in one run); then the POSIX tests through a --passthrough mount, where the kernel does
 # the reads and writes.
 TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_lifecycle.py tests/tracing \
-	tests/test_mount_helper.py tests/lowlevel
+	tests/test_native_sequences.py tests/test_mount_helper.py tests/lowlevel
 TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
+	tests/test_native_sequences.py \
 	tests/test_stress_ng.py
 
 run: system-run $(STAMP) install-launcher

@@ -97,6 +97,24 @@ class Mount:
             return [json.loads(line) for line in f if line.strip()]
 
 
+def abort_connection(mountpoint: str | os.PathLike[str]) -> None:
+    """Abort the FUSE connection of a hung mount (every request in flight fails with ENOTCONN), mounting fusectl
+    for the time it takes if it is not mounted."""
+    minor = os.minor(os.stat(mountpoint).st_dev) if is_mounted(mountpoint) else None
+    if minor is None:
+        return
+    connections = "/sys/fs/fuse/connections"
+    ours = not os.path.exists(f"{connections}/{minor}")
+    if ours:
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", connections], capture_output=True)
+    try:
+        with open(f"{connections}/{minor}/abort", "w") as f:
+            f.write("1")
+    finally:
+        if ours:
+            subprocess.run(["umount", connections], capture_output=True)
+
+
 def reap(pid: int, timeout: float = 30) -> int | None:
     """Wait for our child `pid` (a daemon that reparented to us as subreaper, say): its exit status, or None if
     it is still running after `timeout`."""

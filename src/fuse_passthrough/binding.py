@@ -13,6 +13,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import stat
 import struct
 import sys
@@ -64,6 +65,27 @@ _fuse_get_session.argtypes = [ctypes.c_void_p]
 _libfuse.fuse_session_fd.argtypes = [ctypes.c_void_p]
 _libfuse.fuse_getgroups.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint32)]
 _libfuse.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+
+
+# libfuse's fuse_get_context() returns the first member of `struct fuse_context_i { struct fuse_context ctx;
+# fuse_req_t req; }` (lib/fuse.c), and `struct fuse_req` starts with `{ struct fuse_session *se; uint64_t unique; }`
+# (lib/fuse_i.h), the same from 3.0 to 3.17: the kernel's id of the request being served. Internal, so used only
+# to tell libfuse's own calls within one request apart from the program's (tests cover both versions).
+_CONTEXT_REQ_OFFSET = ctypes.sizeof(_FuseContext)
+_REQ_UNIQUE_OFFSET = ctypes.sizeof(ctypes.c_void_p)
+
+# The name libfuse's high-level API gives an open file that is unlinked or renamed over ("hide", unless
+# -o hard_remove): ".fuse_hidden" + the node id and a counter as 8 hex digits each.
+HIDDEN_NAME = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
+
+
+def request_id() -> int:
+    """The kernel's unique id of the request this thread is serving (0 outside a request)."""
+    ctx = _get_context()
+    if not ctx:
+        return 0
+    req = ctypes.c_void_p.from_address(ctypes.addressof(ctx.contents) + _CONTEXT_REQ_OFFSET).value
+    return ctypes.c_uint64.from_address(req + _REQ_UNIQUE_OFFSET).value if req else 0
 
 
 def fuse_context() -> tuple[int, int, int, int]:
@@ -253,10 +275,12 @@ class FuseBinding(mfusepy.FUSE):
         self._on_init = on_init
         # Kernel passthrough: the operations own a BackingFiles and attach their open files to it.
         self._backing: BackingFiles | None = getattr(operations, "backing_files", None)
-        # Cached mount: keep the other names of hard-linked files exact (coherence.py). None with timeouts 0.
+        # Keep the other names of hard-linked files exact (coherence.py): their cached attributes, and in strict
+        # mode too their data pages (written through mmap under one name, read under another).
         self._fuse_handle: int | None = None
         cached = self._config.get("attr_timeout", 1.0) > 0 or self._config.get("entry_timeout", 1.0) > 0
-        self.linked_names: LinkedNames | None = LinkedNames(self.invalidate_path) if cached else None
+        self.linked_names = LinkedNames(self.invalidate_path, threaded=not kwargs.get("nothreads"))
+        self._cached = cached
         # Cached mount of a directory `watch`: changes made there directly are invalidated within ~100 ms.
         self._watch_source = watch if cached else None
         self.watcher: FanotifyWatcher | SourceWatcher | None = None
@@ -327,7 +351,7 @@ class FuseBinding(mfusepy.FUSE):
         conn.max_backing_stack_depth = _FUSE_BACKING_STACKED_OVER
         fuse = _get_context().contents.fuse
         self._backing.session_fd = _libfuse.fuse_session_fd(_fuse_get_session(fuse))
-        self._backing.keep_linked_through_daemon = self.linked_names is not None
+        self._backing.keep_linked_through_daemon = self._cached
         self._backing.enabled = True
 
     def _set_backing(self, fi: Any, fh: int) -> bool:
@@ -342,24 +366,25 @@ class FuseBinding(mfusepy.FUSE):
     def invalidate_path(self, path: str) -> None:
         """Drop the kernel's cached attributes and data pages of the kernel inode at `path`, if it has one.
 
-        Called from request threads, before the reply: it touches only *other* kernel inodes than the one the
-        request works on (never locked by it), and libfuse's own tree lock is not held during our callbacks."""
+        This waits for the locks of the inode's cached pages: request handlers call it only through
+        `LinkedNames`, which decides when they may wait (coherence.py)."""
         if self._fuse_handle is not None:
             _libfuse.fuse_invalidate_path(self._fuse_handle, path.encode(self.encoding, self.errors))
 
     def _source_changed(self, path: str) -> None:
         """The watcher saw `path` change in SOURCE (not through the mount)."""
         self.invalidate_path(path)
-        if self.linked_names is not None:
-            self.linked_names.changed(path)
+        self.linked_names.changed(path)
 
     def stop_watching(self) -> None:
+        """Stop everything that invalidates from threads of its own (before libfuse's handle goes)."""
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None
+        self.linked_names.close()
 
     def _changed(self, path: bytes | None) -> None:
-        if self.linked_names is not None and path is not None:
+        if path is not None:
             self.linked_names.changed(self._path(path))
 
     # -- ops whose arguments mfusepy drops or mangles ------------------------------------------------------------
@@ -371,7 +396,7 @@ class FuseBinding(mfusepy.FUSE):
         fh = fip.contents.fh if fip else None
         attrs = self.operations.getattr(self._path(path), fh)
         fill_stat(buf.contents, attrs)
-        if self.linked_names is not None and path is not None:
+        if path is not None:
             self.linked_names.seen(self._path(path), attrs)
             mode = attrs["st_mode"] if isinstance(attrs, dict) else attrs.st_mode
             if self.watcher is not None and fh is None and stat.S_ISDIR(mode):
@@ -380,20 +405,19 @@ class FuseBinding(mfusepy.FUSE):
 
     def rename_fuse_3(self, old, new, flags):  # type: ignore[override]
         result = self.operations.rename(self._path(old), self._path(new), flags)
-        if self.linked_names is not None:
-            self.linked_names.renamed(self._path(old), self._path(new), bool(flags & 2))  # RENAME_EXCHANGE
+        new_path = self._path(new)
+        hidden = not flags and HIDDEN_NAME.fullmatch(new_path.rpartition("/")[2]) is not None
+        self.linked_names.renamed(self._path(old), new_path, bool(flags & 2), hidden)  # 2: RENAME_EXCHANGE
         return result
 
     def link(self, source, target):  # type: ignore[override]
         result = super().link(source, target)
-        if self.linked_names is not None:
-            self.linked_names.linked(self._path(source), self._path(target))
+        self.linked_names.linked(self._path(source), self._path(target))
         return result
 
     def unlink(self, path):  # type: ignore[override]
         result = super().unlink(path)
-        if self.linked_names is not None:
-            self.linked_names.removed(self._path(path))
+        self.linked_names.removed(self._path(path))
         return result
 
     def flush(self, path, fip):  # type: ignore[override]
@@ -457,6 +481,7 @@ class FuseBinding(mfusepy.FUSE):
         # O_DIRECT on the source itself (and FOPEN_DIRECT_IO would disable passthrough).
         if not self._set_backing(fi, fi.fh) and (fi.flags & os.O_DIRECT or self._wants_direct_io(path)):
             fi.direct_io = 1
+        self.linked_names.opened(self._path(path), fi.fh, fi.flags)
         if fi.flags & os.O_TRUNC:
             self._changed(path)
         return 0
@@ -466,7 +491,14 @@ class FuseBinding(mfusepy.FUSE):
         fi.fh = self.operations.create(self._path(path), mode, fi.flags)
         if not self._set_backing(fi, fi.fh) and (fi.flags & os.O_DIRECT or self._wants_direct_io(path)):
             fi.direct_io = 1
+        self.linked_names.opened(self._path(path), fi.fh, fi.flags)
         return 0
+
+    def release(self, path, fip):  # type: ignore[override]
+        fh = fip.contents.fh
+        result = self.operations.release(self._path(path), fh)
+        self.linked_names.released(fh)
+        return result
 
     def copy_file_range(self, path_in, fi_in, off_in, path_out, fi_out, off_out, size, flags):
         result = self.operations.copy_file_range(
@@ -480,19 +512,34 @@ class FuseBinding(mfusepy.FUSE):
     def lseek(self, path, off, whence, fip):
         return self.operations.lseek(self._path(path), fip.contents.fh if fip else None, off, whence)
 
+    # READ and WRITE requests may hold page locks of their kernel inode until the reply: registered as busy for
+    # as long as they are served, so that no other handler waits for those pages (coherence.py).
     def read(self, path, buf, size, offset, fip):  # type: ignore[override]
-        data = self.operations.read(self._path(path), size, offset, fip.contents.fh)
-        n = len(data)
-        if n:
-            ctypes.memmove(buf, data, n)
-        self._changed(path)  # atime
+        name = self._path(path)
+        busy = self.linked_names.io_started(name)
+        try:
+            if busy:
+                self.linked_names.before_read(name)
+            data = self.operations.read(name, size, offset, fip.contents.fh)
+            n = len(data)
+            if n:
+                ctypes.memmove(buf, data, n)
+            self._changed(path)  # atime
+        finally:
+            if busy:
+                self.linked_names.io_ended(name)  # type: ignore[arg-type]
         return n
 
     def write(self, path, buf, size, offset, fip):  # type: ignore[override]
-        result = self.operations.write(self._path(path), ctypes.string_at(buf, size), offset, fip.contents.fh)
-        self._changed(path)
+        name = self._path(path)
+        busy = self.linked_names.io_started(name)
+        try:
+            result = self.operations.write(name, ctypes.string_at(buf, size), offset, fip.contents.fh)
+            self._changed(path)
+        finally:
+            if busy:
+                self.linked_names.io_ended(name)  # type: ignore[arg-type]
         return result
-
 
 def mount(operations: Any, mountpoint: str, *, threads: bool = True, debug: bool = False,
           options: dict[str, Any] | None = None, config: dict[str, Any] | None = None,

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 import threading
 
 from . import syscalls
-from .binding import BackingFiles, Operations, fuse_context
+from .binding import HIDDEN_NAME, BackingFiles, Operations, fuse_context, request_id
 from .credentials import CallerCredentials
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _RESOLVE = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS
 _PATH_MAX = 4096
-# The names libfuse's high-level API gives an open file that is unlinked ("hide" unless -o hard_remove).
-_HIDDEN_NAME = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
 
 
 def _type_of(entry: os.DirEntry[str]) -> int:
@@ -40,6 +37,19 @@ def _type_of(entry: os.DirEntry[str]) -> int:
         return stat.S_IFMT(entry.stat(follow_symlinks=False).st_mode)
     except OSError:
         return 0
+
+
+# stat_result fields beyond its 10-item sequence (float and ns times, blksize, rdev...), set by name.
+_STAT_EXTRA = tuple(f for f in dir(os.stat_result) if f.startswith("st_") and f not in
+                    ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size"))
+
+
+def _one_more_link(st: os.stat_result) -> os.stat_result:
+    """libfuse subtracts one from the link count of a file it hid (its own hiding keeps the hidden name in the
+    source); ours unlinks the name, so the count is already right and gets one added back."""
+    fields = list(st)
+    fields[3] += 1
+    return os.stat_result(fields, {f: getattr(st, f) for f in _STAT_EXTRA})
 
 
 class Passthrough(Operations):  # type: ignore[misc]
@@ -65,6 +75,13 @@ class Passthrough(Operations):  # type: ignore[misc]
         # libfuse's ".fuse_hidden..." path of an unlinked open file -> O_PATH fd keeping that file (see _hide)
         self._unlinked: dict[str, int] = {}
         self._unlinked_lock = threading.Lock()
+        # request id -> hidden-looking path libfuse found free in that request (it is about to hide a file there)
+        self._hide_probes: dict[int, str] = {}
+        # request id -> hidden path whose attributes libfuse is changing in that request (it replies with our
+        # getattr's link count as it is, where its GETATTR subtracts the hidden name)
+        self._setattr_requests: dict[int, str] = {}
+        # request id -> (path, (st_dev, st_ino)) of the file libfuse hid in that request to rename over its name
+        self._hidden_for_rename: dict[int, tuple[str, tuple[int, int]]] = {}
 
     # -- path resolution -------------------------------------------------------------------------------------
     def _open_dir(self, rel: str) -> int:
@@ -123,18 +140,58 @@ class Passthrough(Operations):  # type: ignore[misc]
     # fstat() and fchmod() of such files fail with ESTALE. Instead, we really unlink the name and keep an
     # O_PATH fd of the file under libfuse's hidden path; path-based calls on that path use the fd, and
     # libfuse's final unlink of it (at the last close) just drops the fd.
+    # Only libfuse's own rename is a hide, never a program's rename to such a name: libfuse first makes sure the
+    # hidden name is free (a getattr that fails with ENOENT) within the same request.
+    def _probed(self, path: str) -> None:
+        """getattr of `path` found nothing: if it looks like a hidden name, libfuse may be about to hide there."""
+        if HIDDEN_NAME.fullmatch(path.rpartition("/")[2]) is not None and (req := request_id()):
+            with self._unlinked_lock:
+                if len(self._hide_probes) > 1024:  # probes by programs' lookups, never followed by a hide
+                    self._hide_probes.clear()
+                self._hide_probes[req] = path
+
     def _is_hide(self, new: str, flags: int) -> bool:
-        return not flags and _HIDDEN_NAME.fullmatch(new.rpartition("/")[2]) is not None
+        if flags or not self._hide_probes or HIDDEN_NAME.fullmatch(new.rpartition("/")[2]) is None:
+            return False
+        req = request_id()
+        with self._unlinked_lock:
+            return bool(req) and self._hide_probes.get(req) == new and self._hide_probes.pop(req) == new
 
     def _hide(self, old: str, new: str) -> None:
         fd, _ = self._proc_path(old)
         try:
+            st = os.fstat(fd)
             self.unlink(old)
         except BaseException:
             os.close(fd)
             raise
         with self._unlinked_lock:
             self._unlinked[new] = fd
+            if len(self._hidden_for_rename) > 1024:
+                self._hidden_for_rename.clear()
+            self._hidden_for_rename[request_id()] = (old, (st.st_dev, st.st_ino))
+
+    def _renames_onto_itself(self, old: str, new: str) -> bool:
+        """libfuse hid `new` in this request to rename `old` over it: True when both are one file (natively a
+        rename that does nothing); its name `new` is then put back."""
+        with self._unlinked_lock:
+            hidden = self._hidden_for_rename.pop(request_id(), None)
+        if hidden is None or hidden[0] != new:
+            return False
+        d, name = self._at(old)
+        try:
+            st = os.stat(name, dir_fd=d, follow_symlinks=False)
+            if (st.st_dev, st.st_ino) != hidden[1]:
+                return False
+            d2, name2 = self._at(new)
+            try:
+                with self.as_caller:
+                    os.link(name, name2, src_dir_fd=d, dst_dir_fd=d2, follow_symlinks=False)
+            finally:
+                self._done(d2)
+        finally:
+            self._done(d)
+        return True
 
     def _hidden_inside(self, path: str) -> bool:
         prefix = path + "/"
@@ -155,6 +212,15 @@ class Passthrough(Operations):  # type: ignore[misc]
         fd = self._unlinked.get(path)
         return None if fd is None else f"/proc/self/fd/{fd}"
 
+    def _setattr(self, path: str) -> None:
+        """chmod, chown, truncate or utimens of `path`: part of a SETATTR request, which libfuse answers with a
+        getattr of its own."""
+        if self._unlinked and path in self._unlinked:
+            with self._unlinked_lock:
+                if len(self._setattr_requests) > 1024:
+                    self._setattr_requests.clear()
+                self._setattr_requests[request_id()] = path
+
     # -- lifecycle --------------------------------------------------------------------------------------------
     def init(self, path: str) -> None:
         # The kernel applies the caller's umask before sending a mode; ours must not mask it a second time.
@@ -165,14 +231,20 @@ class Passthrough(Operations):  # type: ignore[misc]
 
     # -- attributes -------------------------------------------------------------------------------------------
     def getattr(self, path: str, fh: int | None = None) -> os.stat_result:
+        hidden = self._unlinked.get(path) if self._unlinked else None
+        if hidden is not None:
+            st = os.fstat(hidden if fh is None else fh)
+            with self._unlinked_lock:
+                in_setattr = self._setattr_requests.pop(request_id(), None) == path
+            return st if in_setattr else _one_more_link(st)
         if fh is not None:
             return os.fstat(fh)
-        hidden = self._unlinked.get(path)
-        if hidden is not None:
-            return os.fstat(hidden)
         d, name = self._at(path)
         try:
             return os.stat(name, dir_fd=d, follow_symlinks=False)
+        except FileNotFoundError:
+            self._probed(path)
+            raise
         finally:
             self._done(d)
 
@@ -188,6 +260,7 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def chmod(self, path: str, mode: int, fh: int | None = None) -> int:
+        self._setattr(path)
         # Through /proc/self/fd: os.chmod cannot leave a symlink unfollowed, and _kills_privileges needs a path.
         fd, proc = (None, f"/proc/self/fd/{fh}") if fh is not None else self._proc_path(path)
         try:
@@ -216,6 +289,7 @@ class Passthrough(Operations):  # type: ignore[misc]
             return os.access(proc, os.W_OK, effective_ids=True)
 
     def chown(self, path: str, uid: int, gid: int, fh: int | None = None) -> int:
+        self._setattr(path)
         with self.as_caller:
             if fh is not None:
                 os.fchown(fh, uid, gid)
@@ -231,6 +305,7 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        self._setattr(path)
         # As the caller: the source clears setuid/setgid as it would for them.
         with self.as_caller:
             if fh is not None:
@@ -252,6 +327,7 @@ class Passthrough(Operations):  # type: ignore[misc]
 
     def utimens(self, path: str, times: tuple[syscalls.Timespec, syscalls.Timespec] | None = None,
                 fh: int | None = None) -> int:
+        self._setattr(path)
         with self.as_caller:
             if fh is not None:
                 syscalls.utimensat(fh, None, times)
@@ -344,6 +420,8 @@ class Passthrough(Operations):  # type: ignore[misc]
     def rename(self, old: str, new: str, flags: int = 0) -> int:
         if self._is_hide(new, flags):
             self._hide(old, new)
+            return 0
+        if self._hidden_for_rename and self._renames_onto_itself(old, new):
             return 0
         d1, n1 = self._at(old)
         try:
