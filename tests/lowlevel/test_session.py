@@ -113,6 +113,7 @@ def start_hello(tmp_path: Path) -> Iterator:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"hello_ll did not mount (exit {proc.poll()}):\n{log.read_text()}")
             time.sleep(0.05)
+        os.stat(mnt)  # waits for INIT: its status line is written by then
         return h
 
     yield start
