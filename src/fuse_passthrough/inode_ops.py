@@ -381,10 +381,13 @@ class InodeOperations:
         are positions in this list (the kernel serialises the readdirs of one handle)."""
         listing = self._listings.get(fh)
         if listing is None or off == 0:
-            listing = [(b".", os.fstat(fh).st_ino, stat.S_IFDIR),
-                       (b"..", os.stat("..", dir_fd=fh).st_ino, stat.S_IFDIR)]
-            with os.scandir(fh) as it:  # scandir(fd) rewinds the shared descriptor when closed
-                listing.extend((os.fsencode(e.name), e.inode(), _type_bits(e)) for e in it)
+            st = os.fstat(fh)
+            if st.st_nlink == 0:  # removed while open: lists nothing, not even "." and "..", as natively
+                listing = []
+            else:
+                listing = [(b".", st.st_ino, stat.S_IFDIR), (b"..", os.stat("..", dir_fd=fh).st_ino, stat.S_IFDIR)]
+                with os.scandir(fh) as it:  # scandir(fd) rewinds the shared descriptor when closed
+                    listing.extend((os.fsencode(e.name), e.inode(), _type_bits(e)) for e in it)
             self._listings[fh] = listing
         return listing
 
