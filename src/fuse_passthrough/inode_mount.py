@@ -11,6 +11,7 @@ rules (the inode core's layers come with the next step).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import Any
@@ -64,14 +65,23 @@ class SourceInvalidations:
 
     def changed(self, path: str) -> None:
         parent, node, name = self._nodes.resolve(path)
-        if parent is not None:
+        nodes = [node] if node is not None else []
+        if parent is not None and name:
             try:
                 self._session.notify_inval_entry(parent.nodeid, name)
             except OSError:  # ENOENT: the kernel has no such entry cached
                 pass
-        if node is not None:
+            # The object now at that name, which may be known by another (a new hard link changes the link
+            # count of the file's other names, and no event names them).
             try:
-                self._session.notify_inval_inode(node.nodeid, 0, 0)
+                now = self._nodes.find(os.stat(name, dir_fd=parent.fd, follow_symlinks=False))
+            except OSError:
+                now = None
+            if now is not None and now is not node:
+                nodes.append(now)
+        for n in nodes:
+            try:
+                self._session.notify_inval_inode(n.nodeid, 0, 0)
             except OSError:
                 pass
 

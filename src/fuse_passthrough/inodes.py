@@ -157,6 +157,10 @@ class NodeTable:
             if exchange and other is not None and other in self._by_id:
                 self._name_locked(self._by_id[other], parent, name)
 
+    def find(self, st: os.stat_result) -> Node | None:
+        """The node of the source object `st` describes, if the kernel holds one."""
+        return self._by_key.get((st.st_dev, st.st_ino))
+
     def child(self, parent: int, name: bytes) -> Node | None:
         nodeid = self._children.get((parent, name))
         return None if nodeid is None else self._by_id.get(nodeid)
