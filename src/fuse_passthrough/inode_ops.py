@@ -28,9 +28,11 @@ from .lowlevel import binding as ll
 
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 # Not passed on: O_DIRECT (data is copied through unaligned Python buffers; the reply sets direct_io instead, so
-# the mount's page cache is bypassed as asked), O_NOFOLLOW (a /proc/self/fd name is a link to follow), and what
-# only the kernel's own open handles.
+# the mount's page cache is bypassed as asked), O_NOFOLLOW (a /proc/self/fd name is a link to follow; create
+# adds it back), and what only the kernel's own open handles. create keeps O_EXCL: a name made in SOURCE since
+# the kernel's lookup must fail it with EEXIST.
 _OPEN_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+_CREATE_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_NOCTTY)
 _ROOT_UID = 0
 
 
@@ -276,7 +278,7 @@ class InodeOperations:
     def create(self, req: int, parent: int, name: bytes, mode: int, fi: Any) -> abi.fuse_entry_param:
         pfd = self.nodes.get(parent).fd
         with self._as_caller(req):
-            fd = os.open(name, (fi.flags & _OPEN_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            fd = os.open(name, (fi.flags & _CREATE_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          stat.S_IMODE(mode), dir_fd=pfd)
         try:
             return self._new_open_entry(req, parent, name, fd, fi)
