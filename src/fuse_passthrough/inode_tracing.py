@@ -120,7 +120,7 @@ class InodeTracing:
         for name in ("init", "destroy"):
             fn = getattr(inner, name, None)
             if fn is not None:
-                setattr(self, name, fn)
+                setattr(self, name, self._wrap_lifecycle(name, fn))
         for name, (calls_of, result_of) in describe.items():
             fn = getattr(inner, name, None)
             if fn is not None:
@@ -153,10 +153,29 @@ class InodeTracing:
 
         return traced
 
+    def _wrap_lifecycle(self, op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """init and destroy: no request, so the caller is the kernel (pid 0), as in the path core's trace."""
+        record = self._record
+
+        def traced(*args: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                result = fn(*args)
+            except Exception:
+                record(0, [(op, ("/",))], None, errno.EIO, t0)
+                raise
+            record(0, [(op, ("/",))], 0, 0, t0)
+            return result
+
+        return traced
+
     def _record(self, req: int, calls: Calls, result: Any, err: int, t0: int) -> None:
         t1 = time.perf_counter_ns()
-        ctx = ll.req_ctx(req)
-        uid, gid, pid = ctx.uid, ctx.gid, ctx.pid
+        if req:
+            ctx = ll.req_ctx(req)
+            uid, gid, pid = ctx.uid, ctx.gid, ctx.pid
+        else:
+            uid = gid = pid = 0
         comm, cmdline = self.names.lookup(pid, t1)
         f = self.filter
         for op, args in calls:
