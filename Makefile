@@ -8,7 +8,8 @@ RUN_PKGS := fuse3 libfuse3-dev python3-venv attr gcc python3-dev
 TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium pkg-config curl
 BENCH_PKGS := $(TEST_PKGS) bindfs loggedfs gcc pkg-config git
 
-.PHONY: run test test-libfuse-3.17 libfuse-3.17 bench bench-smoke soak lint install-launcher system-run system-test \
+.PHONY: run test test-libfuse-3.17 test-inode-core libfuse-3.17 bench bench-smoke soak lint install-launcher \
+	system-run system-test \
 	system-bench clean
 
 # libfuse >= 3.17 for kernel passthrough: the system's on Debian 13; on Debian 12 (3.14) a copy built from
@@ -23,6 +24,12 @@ TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_l
 TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
 	tests/test_native_sequences.py \
 	tests/test_stress_ng.py
+# The inode core (--core=inode, the low-level API): the POSIX, multi-user and caching tests once more, on the
+# system's libfuse and on 3.17, then on 3.17 with kernel passthrough.
+TESTS_INODE_CORE := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
+	tests/test_multiuser.py tests/test_caching.py
+TESTS_INODE_CORE_PASSTHROUGH := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
+	tests/test_multiuser.py
 
 run: system-run $(STAMP) install-launcher
 	$(VENV)/bin/fuse-passthrough demo
@@ -32,10 +39,17 @@ test: system-test $(STAMP) libfuse-3.17 install-launcher
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 	$(MAKE) --no-print-directory test-libfuse-3.17
+	$(MAKE) --no-print-directory test-inode-core
 
 test-libfuse-3.17: system-test $(STAMP) libfuse-3.17
 	$(LIBFUSE_ENV) $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_ON_3_17)
 	$(LIBFUSE_ENV) FPT_MOUNT_ARGS=--passthrough $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_IN_PASSTHROUGH_MODE)
+
+test-inode-core: system-test $(STAMP) libfuse-3.17
+	FPT_MOUNT_ARGS=--core=inode $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_INODE_CORE)
+	$(LIBFUSE_ENV) FPT_MOUNT_ARGS=--core=inode $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_INODE_CORE)
+	$(LIBFUSE_ENV) FPT_MOUNT_ARGS="--core=inode --passthrough" $(VENV)/bin/pytest -p no:cacheprovider \
+		$(TESTS_INODE_CORE_PASSTHROUGH)
 
 libfuse-3.17: system-test $(STAMP)
 	@pkg-config --atleast-version=3.17 fuse3 || tools/build-libfuse.sh .cache/libfuse-3.17

@@ -160,6 +160,12 @@ def all_targets() -> dict[str, Target]:
                trace=True),
         Target("ours_trace_nowatch", "fuse-passthrough traced -o nowatch (cache, no SOURCE watcher)", "ours",
                ["-o", "nowatch"], trace=True),
+        # the inode core (low-level API, --core=inode)
+        Target("ours_inode_notrace", "fuse-passthrough --core=inode --no-trace", "ours",
+               ["--core=inode", "--no-trace"]),
+        Target("ours_inode_trace", "fuse-passthrough --core=inode, traced", "ours", ["--core=inode"], trace=True),
+        Target("ours_inode_notrace_strict", "fuse-passthrough --core=inode --no-trace -o timeout=0", "ours",
+               ["--core=inode", "--no-trace", "-o", "timeout=0"]),
         # fault rules that match every call's op but never its path: the cost of matching, nothing injected
         Target("ours_trace_faults", "fuse-passthrough traced, fault rules matched on every call", "ours",
                ["--fault", f"op={'|'.join(FAULT_BENCH_OPS)},path=/no-such-dir/*,delay=1ms"], trace=True),

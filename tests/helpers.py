@@ -148,3 +148,8 @@ def run_as(uid: int, gid: int, cmd: list[str], groups: list[int] | None = None, 
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
     return subprocess.run(cmd, preexec_fn=as_user(uid, gid, groups), **kw)
+
+
+# FPT_MOUNT_ARGS="--core=inode": the inode core (low-level API), where some of the path core's known differences
+# from native behaviour are gone.
+INODE_CORE = "--core=inode" in MODE_ARGS

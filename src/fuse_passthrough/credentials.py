@@ -10,17 +10,30 @@ on the caller's identity for the duration of one operation and drops it afterwar
 from __future__ import annotations
 
 import os
+import stat
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 from . import syscalls
-from .binding import fuse_caller_groups, fuse_context
 
 
 class CallerCredentials:
-    """Context manager: the current FUSE caller's fsuid/fsgid/groups for the calling thread."""
+    """Context manager: the current FUSE caller's fsuid/fsgid/groups for the calling thread.
 
-    def __init__(self, enabled: bool | None = None, groups: bool = True) -> None:
+    `context` gives (uid, gid, pid, umask) of the caller and `caller_groups` its supplementary groups; both
+    default to the high-level API's context (binding.fuse_context); the inode core passes its request's.
+    """
+
+    def __init__(self, enabled: bool | None = None, groups: bool = True, *,
+                 context: Callable[[], tuple[int, int, int, int]] | None = None,
+                 caller_groups: Callable[[], list[int] | None] | None = None) -> None:
+        if context is None or caller_groups is None:
+            from .binding import fuse_caller_groups, fuse_context  # the high-level binding loads mfusepy
+            context = context or fuse_context
+            caller_groups = caller_groups or fuse_caller_groups
+        self._context = context
+        self._caller_groups = caller_groups
         if enabled is None:
             enabled = os.geteuid() == 0 and syscalls.has_thread_credentials()
         self.enabled = enabled
@@ -34,12 +47,12 @@ class CallerCredentials:
         """Switch to the caller; returns True when a switch happened."""
         if not self.enabled:
             return False
-        uid, gid, _pid, _umask = fuse_context()
+        uid, gid, _pid, _umask = self._context()
         if uid == self._uid and gid == self._gid:
             self._switched.on = False
             return False
         if self._with_groups:
-            groups = fuse_caller_groups()
+            groups = self._caller_groups()
             syscalls.setgroups_thread(groups if groups is not None else [gid])
         syscalls.setfsgid(gid)
         syscalls.setfsuid(uid)
@@ -54,3 +67,16 @@ class CallerCredentials:
             if self._with_groups:
                 syscalls.setgroups_thread(self._groups)
             self._switched.on = False
+
+
+def kills_privileges(proc: str, mode: int, as_caller: CallerCredentials) -> bool:
+    """Is this chmod of `proc` the kernel clearing setuid/setgid after a write or truncate by a user who may
+    write to the file but does not own it? FUSE sends that as a chmod (kill_priv), which the caller could not
+    do; the source would clear the bits itself on such a write. True when only those bits go and the caller
+    may write, so the daemon may do it."""
+    cur, new = stat.S_IMODE(os.stat(proc).st_mode), stat.S_IMODE(mode)
+    removed = cur & ~new
+    if new & ~cur or not removed or removed & ~(stat.S_ISUID | stat.S_ISGID):
+        return False
+    with as_caller:
+        return os.access(proc, os.W_OK, effective_ids=True)

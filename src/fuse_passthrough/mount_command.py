@@ -120,6 +120,10 @@ def mount_parser() -> argparse.ArgumentParser:
     p.add_argument("--passthrough", action="store_true",
                    help="kernel passthrough: reads and writes bypass the daemon (needs libfuse >= 3.17 and "
                         "CONFIG_FUSE_PASSTHROUGH; data I/O is then not traced)")
+    p.add_argument("--core", choices=("path", "inode"), default="path",
+                   help="path: libfuse's high-level API (the default); inode: the low-level API with one kernel "
+                        "inode per SOURCE inode (hard links are one inode, READDIRPLUS, no .fuse_hidden files; "
+                        "no fault injection yet)")
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     add_trace_arguments(p)
     add_fault_arguments(p)
@@ -147,6 +151,9 @@ def run_mount(argv: list[str]) -> int:
         args.fault_file = os.path.abspath(args.fault_file)  # a daemon works in "/"
     if args.passthrough:
         check_kernel_passthrough(opts)
+    if args.core == "inode":
+        from .inode_mount import check_inode_options
+        check_inode_options(args, opts.config)
     check_environment()
     filt = build_filter(args)
     src, mnt = check_paths(args.source, args.mountpoint, opts.nonempty, note=note)
@@ -232,6 +239,9 @@ def _check_writable(path: str, what: str) -> None:
 def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt: Any, output: Any,
           on_ready: Any = None) -> int:
     """Mount and serve until unmounted; flush the trace and print the summary. Returns the exit status."""
+    if getattr(args, "core", "path") == "inode":
+        from .inode_mount import serve_inode
+        return serve_inode(args, src, mnt, opts, filt, output, on_ready=on_ready)
     from . import binding
     from .passthrough import Passthrough
     from .tracing import TracingOperations

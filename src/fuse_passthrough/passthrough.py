@@ -18,7 +18,7 @@ import threading
 
 from . import syscalls
 from .binding import HIDDEN_NAME, BackingFiles, Operations, fuse_context, request_id
-from .credentials import CallerCredentials
+from .credentials import CallerCredentials, kills_privileges
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _RESOLVE = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS
@@ -277,16 +277,7 @@ class Passthrough(Operations):  # type: ignore[misc]
         return 0
 
     def _kills_privileges(self, proc: str, mode: int) -> bool:
-        """Is this the kernel clearing setuid/setgid after a write or truncate by a user who may write to the
-        file but does not own it? FUSE sends that as a chmod (kill_priv), which the caller could not do; the
-        source would clear the bits itself on such a write. True when only those bits go and the caller may
-        write, so the daemon may do it."""
-        cur, new = stat.S_IMODE(os.stat(proc).st_mode), stat.S_IMODE(mode)
-        removed = cur & ~new
-        if new & ~cur or not removed or removed & ~(stat.S_ISUID | stat.S_ISGID):
-            return False
-        with self.as_caller:
-            return os.access(proc, os.W_OK, effective_ids=True)
+        return kills_privileges(proc, mode, self.as_caller)
 
     def chown(self, path: str, uid: int, gid: int, fh: int | None = None) -> int:
         self._setattr(path)

@@ -87,6 +87,16 @@ def utimensat(dirfd: int, path: str | None, times: tuple[Timespec, Timespec] | N
     _check(_libc.utimensat(dirfd, path_b, ts, flags), "utimensat", path_b)
 
 
+_libc.fchownat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
+
+
+def fchown_empty_path(fd: int, uid: int, gid: int) -> None:
+    """fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW): chown the object an O_PATH fd refers to
+    (a symlink included); uid or gid -1 leaves it unchanged."""
+    _check(_libc.fchownat(fd, b"", uid & 0xFFFFFFFF, gid & 0xFFFFFFFF, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW),
+           "fchownat")
+
+
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     _check(_libc.fallocate64(fd, mode, offset, length), "fallocate")
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tracing.events import ARG_NAMES
+from ..layers import ARG_NAMES
 
 KEYS = ("op", "path", "comm", "pid", "uid", "errno", "delay", "nth", "every", "after", "times", "probability",
         "seed", "short")

@@ -205,10 +205,10 @@ class DirBuffer:
     """A readdir / readdirplus reply being filled: `add`/`add_plus` return False when the entry did not fit
     (it was not added; a readdirplus handler must then drop the lookup it took for it)."""
 
-    __slots__ = ("req", "size", "buffer", "used", "_base")
+    __slots__ = ("req", "size", "buffer", "used", "entries", "_base")
 
     def __init__(self, req: int, size: int) -> None:
-        self.req, self.size, self.used = req, size, 0
+        self.req, self.size, self.used, self.entries = req, size, 0, 0
         self.buffer = ctypes.create_string_buffer(size)
         self._base = ctypes.addressof(self.buffer)
 
@@ -218,6 +218,7 @@ class DirBuffer:
         if n > self.size - self.used:
             return False
         self.used += n
+        self.entries += 1
         return True
 
     def add_plus(self, name: bytes, entry: abi.fuse_entry_param, next_offset: int) -> bool:
@@ -226,6 +227,7 @@ class DirBuffer:
         if n > self.size - self.used:
             return False
         self.used += n
+        self.entries += 1
         return True
 
 

@@ -12,7 +12,18 @@ import platform
 import stat
 from typing import Any, NamedTuple
 
-from ..layers import ARG_NAMES
+from ..layers import ARG_NAMES as PATH_CORE_ARG_NAMES
+
+# Operations only the inode core has (low-level requests without a high-level equivalent), traced by
+# inode_tracing.py; the others it records under the high-level names and argument orders.
+INODE_ARG_NAMES: dict[str, tuple[str, ...]] = {
+    "lookup": ("path",),
+    "forget": ("path", "nlookup"),
+    "forget_multi": ("count",),
+    "readdirplus": ("path", "fh"),
+    "tmpfile": ("path", "mode", "flags"),
+}
+ARG_NAMES: dict[str, tuple[str, ...]] = {**PATH_CORE_ARG_NAMES, **INODE_ARG_NAMES}
 
 SCHEMA_VERSION = 1
 SCHEMA_FIELDS = ("v", "seq", "ts", "op", "path", "path2", "args", "result", "errno", "duration_ns",
@@ -155,13 +166,13 @@ def decode_result(op: str, result: Any) -> Any:
     """The JSON value of a result; data is reduced to its length in the hot path already."""
     if result is None:
         return None
-    if op == "getattr":
+    if op == "getattr" or op == "lookup":
         return stat_summary(result)
-    if op in ("open", "create", "opendir"):
+    if op in ("open", "create", "opendir", "tmpfile"):
         if isinstance(result, (tuple, list)):  # kernel passthrough: (fh, backing id)
             return {"fh": result[0], "passthrough": result[1]}
         return {"fh": result}
-    if op in ("readdir", "readdir_with_offset"):
+    if op in ("readdir", "readdir_with_offset", "readdirplus"):
         return {"entries": result}
     if op == "getxattr":
         return {"size": result}

@@ -1,0 +1,176 @@
+"""Serving a mount with the inode core (`--core=inode`): the low-level session, its options, the SOURCE
+watcher's invalidations, tracing, and a clean stop.
+
+Mount options map as for the path core: the kernel's (-o allow_other, ro, fsname...) go to the session;
+attr_timeout / entry_timeout / negative_timeout (and timeout=) become the timeouts of every entry and attribute
+reply; direct_io and kernel_cache set the open replies' flags. The path core's libfuse options auto_cache,
+ac_attr_timeout and hard_remove have no meaning here and are refused by `check_inode_options`, as are fault
+rules (the inode core's layers come with the next step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Any
+
+from .inode_ops import InodeOperations
+from .inodes import Node
+from .mount import UsageError
+
+_UNSUPPORTED_CONFIG = ("auto_cache", "ac_attr_timeout", "hard_remove")
+
+
+def check_inode_options(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """What the inode core cannot do yet, refused in one line before mounting."""
+    for key in _UNSUPPORTED_CONFIG:
+        if config.get(key):
+            raise UsageError(f"--core=inode: mount option '{key}' is for the path core's libfuse (not supported "
+                             "by the inode core)", 2)
+    if args.fault or args.fault_file:
+        raise UsageError("--core=inode: fault injection is not supported yet by the inode core", 2)
+    if args.passthrough:
+        from .lowlevel.binding import VERSION
+        if VERSION < (3, 17):
+            raise UsageError(f"--core=inode --passthrough needs libfuse >= 3.17 (this machine has libfuse "
+                             f"{VERSION[0]}.{VERSION[1]}; Debian 13 ships 3.17)")
+
+
+def kernel_options(kernel: dict[str, Any]) -> list[str]:
+    """-o items for the session from MountOptions.kernel (flags as their name, the rest as key=value)."""
+    return [key if value is True else f"{key}={value}" for key, value in kernel.items()]
+
+
+class SourceInvalidations:
+    """Changes made directly in SOURCE, reported by the watcher as mount paths, turned into exact
+    invalidations through the node table: the name (notify_inval_entry on its directory's node) and the object
+    (notify_inval_inode: attributes and data). Sent from the watcher's own thread, never from a request
+    handler, so they may wait for the kernel's locks."""
+
+    def __init__(self, session: Any, ops: InodeOperations) -> None:
+        from .watcher import watch_source
+        self._session = session
+        self._nodes = ops.nodes
+        self.watcher = watch_source(ops.source, self.changed)
+        if self.watcher is not None:
+            ops.on_directory = self.directory
+
+    def directory(self, node: Node) -> None:
+        """The kernel learnt a directory: watch it (by its current path)."""
+        path = self._nodes.path(node.nodeid)
+        if path is not None and self.watcher is not None:
+            self.watcher.watch_dir(path)
+
+    def changed(self, path: str) -> None:
+        parent, node, name = self._nodes.resolve(path)
+        nodes = [node] if node is not None else []
+        if parent is not None and name:
+            try:
+                self._session.notify_inval_entry(parent.nodeid, name)
+            except OSError:  # ENOENT: the kernel has no such entry cached
+                pass
+            # The object now at that name, which may be known by another (a new hard link changes the link
+            # count of the file's other names, and no event names them).
+            try:
+                now = self._nodes.find(os.stat(name, dir_fd=parent.fd, follow_symlinks=False))
+            except OSError:
+                now = None
+            if now is not None and now is not node:
+                nodes.append(now)
+        for n in nodes:
+            try:
+                self._session.notify_inval_inode(n.nodeid, 0, 0)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+
+
+def serve_inode(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, output: Any,
+                on_ready: Any = None) -> int:
+    """Mount `src` at `mnt` with the inode core and serve until unmounted or stopped (SIGINT, SIGTERM, SIGHUP:
+    libfuse's handlers end the loop, and the mount is removed); the exit status."""
+    from .arguments import PROG, note
+    from .lowlevel import binding as ll
+    from .mount import SignalRelay
+
+    config = opts.config
+    ops = InodeOperations(src, attr_timeout=float(config.get("attr_timeout", 1.0)),
+                          entry_timeout=float(config.get("entry_timeout", 1.0)),
+                          negative_timeout=float(config.get("negative_timeout", 0.0)),
+                          kernel_passthrough=args.passthrough, direct_io=bool(config.get("direct_io")),
+                          keep_cache=bool(config.get("kernel_cache")))
+    handlers: Any = ops
+    sink = None
+    if output is not None:
+        from .inode_tracing import InodeTracing
+        from .tracing.sinks import ProcessSink
+        output.close()  # it was opened to fail early; the writer process (re)opens it
+        sink = ProcessSink(args.format, args.output, max_bytes=args.output_max_bytes,
+                           backups=args.output_backups, summary=not args.no_summary,
+                           summary_json=args.summary_json)
+        handlers = InodeTracing(ops, sink, filt, with_cmdline=args.cmdline)
+    try:
+        session = ll.LowLevelSession(handlers, mnt, kernel_options(opts.kernel), debug=args.debug)
+    except ValueError as e:
+        print(f"{PROG}: mounting '{mnt}' failed: {e}", file=sys.stderr)
+        ops.close()
+        if sink is not None:
+            sink.close()
+        return 1
+    cached = ops.attr_timeout > 0 or ops.entry_timeout > 0
+    invalidations: list[SourceInvalidations] = []
+    refused: list[str] = []
+
+    def on_init() -> None:
+        if ops.passthrough_refused:
+            refused.append(ops.passthrough_refused)
+            session.exit()  # the mount is up; stop it at once rather than serve without what was asked for
+            return
+        if ops.passthrough:
+            note("kernel passthrough: reads and writes of files go from the kernel straight to SOURCE; they "
+                 "are not traced (open/create events say which files)")
+        if opts.watch and cached:
+            invalidations.append(SourceInvalidations(session, ops))
+        if on_ready is not None:
+            on_ready()
+
+    def on_destroy() -> None:
+        for inv in invalidations:
+            inv.close()
+
+    ops.on_init = on_init
+    ops.on_destroy = on_destroy
+
+    def on_signal(signum: int) -> None:
+        if sink is not None:
+            sink.request_summary()
+
+    relay = SignalRelay([signal.SIGUSR1], on_signal)
+    status = 0
+    try:
+        try:
+            result = session.run(single_threaded=args.single_threaded)
+        except OSError as e:
+            print(f"{PROG}: mounting '{mnt}' failed: {e.strerror}", file=sys.stderr)
+            result = -1
+        if refused:
+            print(f"{PROG}: {refused[0]}", file=sys.stderr)
+            status = 1
+        elif result < 0:
+            status = 1
+    finally:
+        relay.close()
+        for inv in invalidations:
+            inv.close()
+        if sink is not None and sink.close() != 0:
+            status = 1
+        if handlers is not ops:
+            handlers.close()
+        ops.close()
+    return status

@@ -1,0 +1,486 @@
+"""The inode core: every FUSE low-level operation as a short method over fd-relative syscalls on SOURCE.
+
+Requests name objects by node id (inodes.py): each is an O_PATH fd, so nothing is resolved by path and the last
+component of a name is never followed (O_NOFOLLOW; the kernel resolves symlinks itself). Calls that take only a
+path use the node's /proc/self/fd name. Open files are plain fds (fi.fh), directories too (their listings are
+kept per handle for readdir offsets). Objects are created, and permission-sensitive changes made, with the
+caller's credentials when running as root (credentials.py, given the low-level request's context).
+
+Handlers follow lowlevel/binding.py: they return the reply's value or raise OSError. This module knows nothing
+about tracing (inode_tracing.py wraps it).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import syscalls
+from .credentials import CallerCredentials, kills_privileges
+from .inodes import Node, NodeTable
+from .lowlevel import abi
+from .lowlevel import binding as ll
+
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+# Not passed on: O_DIRECT (data is copied through unaligned Python buffers; the reply sets direct_io instead, so
+# the mount's page cache is bypassed as asked), O_NOFOLLOW (a /proc/self/fd name is a link to follow; create
+# adds it back), and what only the kernel's own open handles. create keeps O_EXCL: a name made in SOURCE since
+# the kernel's lookup must fail it with EEXIST.
+_OPEN_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+_CREATE_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_NOCTTY)
+_ROOT_UID = 0
+
+
+def _type_bits(entry: os.DirEntry[str]) -> int:
+    """st_mode type bits from d_type, without a stat unless the type is uncommon."""
+    if entry.is_dir(follow_symlinks=False):
+        return stat.S_IFDIR
+    if entry.is_file(follow_symlinks=False):
+        return stat.S_IFREG
+    if entry.is_symlink():
+        return stat.S_IFLNK
+    try:
+        return stat.S_IFMT(entry.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return 0
+
+
+def _statvfs(sv: os.statvfs_result) -> abi.statvfs_t:
+    out = ll.StatVfs()
+    out.f_bsize, out.f_frsize, out.f_blocks, out.f_bfree = sv.f_bsize, sv.f_frsize, sv.f_blocks, sv.f_bfree
+    out.f_bavail, out.f_files, out.f_ffree, out.f_favail = sv.f_bavail, sv.f_files, sv.f_ffree, sv.f_favail
+    out.f_fsid, out.f_flag, out.f_namemax = sv.f_fsid, sv.f_flag, sv.f_namemax
+    return out
+
+
+class InodeOperations:
+    """Mirror `source` on the low-level API (a `LowLevelSession`'s operations).
+
+    Timeouts are the kernel's cache lifetimes put in every entry and attribute reply (0: strict). With
+    `kernel_passthrough` (libfuse >= 3.17), regular files are opened with a backing id, one per node, shared by
+    its opens and closed with the last release (as libfuse's passthrough_hp.cc).
+    """
+
+    def __init__(self, source: str, *, attr_timeout: float = 1.0, entry_timeout: float = 1.0,
+                 negative_timeout: float = 0.0, kernel_passthrough: bool = False, direct_io: bool = False,
+                 keep_cache: bool = False, caller_credentials: bool | None = None) -> None:
+        self.source = os.path.realpath(source)
+        self.nodes = NodeTable(os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        self.attr_timeout = attr_timeout
+        self.entry_timeout = entry_timeout
+        self.negative_timeout = negative_timeout
+        self.direct_io = direct_io
+        self.keep_cache = keep_cache
+        self.want_passthrough = kernel_passthrough
+        self.passthrough = False  # the kernel accepted it (init)
+        self.passthrough_refused: str | None = None  # why not, when it was asked for
+        self._backing_lock = threading.Lock()
+        self._request = threading.local()
+        self.as_caller = CallerCredentials(caller_credentials, context=self._caller_context,
+                                           caller_groups=self._caller_groups)
+        self.as_caller_ids = CallerCredentials(caller_credentials, groups=False, context=self._caller_context,
+                                               caller_groups=self._caller_groups)
+        self._listings: dict[int, list[tuple[bytes, int, int]]] = {}  # directory fh -> listing
+        # Called with each directory node the kernel learns (the SOURCE watcher watches it).
+        self.on_directory: Callable[[Node], None] | None = None
+        self.on_init: Callable[[], None] | None = None
+        self.on_destroy: Callable[[], None] | None = None  # before the session goes (the watcher stops)
+
+    # -- the caller ---------------------------------------------------------------------------------------------
+    def _caller_context(self) -> tuple[int, int, int, int]:
+        c = ll.req_ctx(self._request.req)
+        return c.uid, c.gid, c.pid, c.umask
+
+    def _caller_groups(self) -> list[int] | None:
+        return ll.req_groups(self._request.req)
+
+    def _as_caller(self, req: int) -> CallerCredentials:
+        self._request.req = req
+        return self.as_caller
+
+    def _as_caller_ids(self, req: int) -> CallerCredentials:
+        self._request.req = req
+        return self.as_caller_ids
+
+    # -- entries ------------------------------------------------------------------------------------------------
+    def _entry(self, node: Node, st: os.stat_result) -> abi.fuse_entry_param:
+        return ll.entry_param(node.nodeid, ll.stat_from(st), self.attr_timeout, self.entry_timeout,
+                              node.generation)
+
+    def _lookup(self, parent: int, name: bytes) -> abi.fuse_entry_param:
+        """Find `name` in `parent` and count one entry reply for it."""
+        fd = os.open(name, _PATH_FLAGS, dir_fd=self.nodes.get(parent).fd)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        node = self.nodes.enter(parent, name, fd, st)
+        if node.is_dir and node.lookups == 1 and self.on_directory is not None:
+            self.on_directory(node)
+        return self._entry(node, st)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def init(self, conn: Any) -> None:
+        # The kernel applies the caller's umask before sending a mode; ours must not mask it a second time.
+        os.umask(0)
+        if self.want_passthrough:
+            if ll.VERSION < (3, 17) or not conn.capable_ext & ll.FUSE_CAP_PASSTHROUGH:
+                self.passthrough_refused = ("--passthrough: the kernel does not offer FUSE passthrough (needs "
+                                            "Linux >= 6.9 with CONFIG_FUSE_PASSTHROUGH)")
+            else:
+                conn.want_ext |= ll.FUSE_CAP_PASSTHROUGH
+                # The source may itself be on overlayfs or another passthrough FUSE mount.
+                conn.max_backing_stack_depth = ll.FUSE_BACKING_STACKED_OVER
+                self.passthrough = True
+        if self.on_init is not None:
+            self.on_init()
+
+    def destroy(self) -> None:
+        if self.on_destroy is not None:
+            self.on_destroy()
+
+    def close(self) -> None:
+        for fd in self._listings:
+            os.close(fd)
+        self._listings.clear()
+        self.nodes.close()
+        os.close(self.nodes.root.fd)
+
+    # -- names --------------------------------------------------------------------------------------------------
+    def lookup(self, req: int, parent: int, name: bytes) -> abi.fuse_entry_param:
+        try:
+            return self._lookup(parent, name)
+        except FileNotFoundError:
+            if self.negative_timeout > 0:  # a negative entry: the kernel remembers that the name is absent
+                return ll.entry_param(0, ll.Stat(), 0.0, self.negative_timeout)
+            raise
+
+    def forget(self, req: int, ino: int, nlookup: int) -> None:
+        self.nodes.forget(ino, nlookup)
+
+    def forget_multi(self, req: int, forgets: list[tuple[int, int]]) -> None:
+        for ino, nlookup in forgets:
+            self.nodes.forget(ino, nlookup)
+
+    def mknod(self, req: int, parent: int, name: bytes, mode: int, rdev: int) -> abi.fuse_entry_param:
+        pfd = self.nodes.get(parent).fd
+        with self._as_caller(req):
+            os.mknod(name, mode, rdev, dir_fd=pfd)
+        return self._lookup(parent, name)
+
+    def mkdir(self, req: int, parent: int, name: bytes, mode: int) -> abi.fuse_entry_param:
+        pfd = self.nodes.get(parent).fd
+        with self._as_caller(req):
+            os.mkdir(name, mode, dir_fd=pfd)
+        return self._lookup(parent, name)
+
+    def symlink(self, req: int, target: bytes, parent: int, name: bytes) -> abi.fuse_entry_param:
+        pfd = self.nodes.get(parent).fd
+        with self._as_caller(req):
+            os.symlink(target, name, dir_fd=pfd)
+        return self._lookup(parent, name)
+
+    def link(self, req: int, ino: int, newparent: int, newname: bytes) -> abi.fuse_entry_param:
+        node, pfd = self.nodes.get(ino), self.nodes.get(newparent).fd
+        # linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, which the caller's fsuid drops; the /proc name does not.
+        with self._as_caller(req):
+            os.link(node.proc, newname, dst_dir_fd=pfd, follow_symlinks=True)
+        return self._lookup(newparent, newname)
+
+    def unlink(self, req: int, parent: int, name: bytes) -> None:
+        pfd = self.nodes.get(parent).fd
+        with self._as_caller(req):
+            os.unlink(name, dir_fd=pfd)
+        self.nodes.removed(parent, name)
+
+    def rmdir(self, req: int, parent: int, name: bytes) -> None:
+        pfd = self.nodes.get(parent).fd
+        with self._as_caller(req):
+            os.rmdir(name, dir_fd=pfd)
+        self.nodes.removed(parent, name)
+
+    def rename(self, req: int, parent: int, name: bytes, newparent: int, newname: bytes, flags: int) -> None:
+        pfd, npfd = self.nodes.get(parent).fd, self.nodes.get(newparent).fd
+        with self._as_caller(req):
+            syscalls.renameat2(pfd, os.fsdecode(name), npfd, os.fsdecode(newname), flags)
+        self.nodes.renamed(parent, name, newparent, newname, bool(flags & syscalls.RENAME_EXCHANGE))
+
+    def readlink(self, req: int, ino: int) -> bytes:
+        return os.readlink(b"", dir_fd=self.nodes.get(ino).fd)
+
+    # -- attributes ---------------------------------------------------------------------------------------------
+    def getattr(self, req: int, ino: int, fi: Any) -> tuple[abi.stat_t, float]:
+        return ll.stat_from(os.fstat(self.nodes.get(ino).fd)), self.attr_timeout
+
+    def setattr(self, req: int, ino: int, attr: abi.stat_t, to_set: int, fi: Any) -> tuple[abi.stat_t, float]:
+        node = self.nodes.get(ino)
+        fh = fi.fh if fi is not None else None
+        if to_set & abi.FUSE_SET_ATTR_MODE:
+            self._chmod(req, node, attr.st_mode, fh)
+        if to_set & (abi.FUSE_SET_ATTR_UID | abi.FUSE_SET_ATTR_GID):
+            uid = attr.st_uid if to_set & abi.FUSE_SET_ATTR_UID else -1
+            gid = attr.st_gid if to_set & abi.FUSE_SET_ATTR_GID else -1
+            with self._as_caller(req):
+                if fh is not None:
+                    os.fchown(fh, uid, gid)
+                else:
+                    syscalls.fchown_empty_path(node.fd, uid, gid)
+        if to_set & abi.FUSE_SET_ATTR_SIZE:
+            with self._as_caller(req):  # the source clears setuid/setgid as it would for the caller
+                if fh is not None:
+                    os.ftruncate(fh, attr.st_size)
+                else:
+                    os.truncate(node.proc, attr.st_size)
+        times = setattr_times(attr, to_set)
+        if times is not None:
+            with self._as_caller(req):
+                if fh is not None:
+                    syscalls.utimensat(fh, None, times)
+                else:
+                    syscalls.utimensat(syscalls.AT_FDCWD, node.proc, times)
+        return ll.stat_from(os.fstat(node.fd)), self.attr_timeout
+
+    def _chmod(self, req: int, node: Node, mode: int, fh: int | None) -> None:
+        """As the caller; the kernel's setuid/setgid clearing after a write by a non-owner as the daemon
+        (credentials.kills_privileges)."""
+        proc = node.proc if fh is None else f"/proc/self/fd/{fh}"
+        try:
+            with self._as_caller(req):
+                os.chmod(proc, mode)
+        except PermissionError:
+            if not kills_privileges(proc, mode, self.as_caller):
+                raise
+            os.chmod(proc, mode)
+
+    def access(self, req: int, ino: int, mask: int) -> None:
+        node = self.nodes.get(ino)
+        with self._as_caller(req):
+            ok = os.access(node.proc, mask, effective_ids=True)
+        if not ok:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    def statfs(self, req: int, ino: int) -> abi.statvfs_t:
+        return _statvfs(os.fstatvfs(self.nodes.get(ino).fd))
+
+    # -- files --------------------------------------------------------------------------------------------------
+    def open(self, req: int, ino: int, fi: Any) -> None:
+        node = self.nodes.get(ino)
+        with self._as_caller(req):
+            fd = os.open(node.proc, (fi.flags & _OPEN_CLEAR) | os.O_CLOEXEC)
+        self._opened(req, node, fd, fi)
+
+    def create(self, req: int, parent: int, name: bytes, mode: int, fi: Any) -> abi.fuse_entry_param:
+        pfd = self.nodes.get(parent).fd
+        with self._as_caller(req):
+            fd = os.open(name, (fi.flags & _CREATE_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         stat.S_IMODE(mode), dir_fd=pfd)
+        try:
+            return self._new_open_entry(req, parent, name, fd, fi)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def tmpfile(self, req: int, parent: int, mode: int, fi: Any) -> abi.fuse_entry_param:
+        pfd = self.nodes.get(parent).fd
+        with self._as_caller(req):
+            fd = os.open(".", (fi.flags & _OPEN_CLEAR) | os.O_TMPFILE | os.O_CLOEXEC, stat.S_IMODE(mode),
+                         dir_fd=pfd)
+        try:
+            return self._new_open_entry(req, parent, None, fd, fi)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _new_open_entry(self, req: int, parent: int, name: bytes | None, fd: int, fi: Any
+                        ) -> abi.fuse_entry_param:
+        st = os.fstat(fd)
+        node = self.nodes.enter(parent, name, os.open(f"/proc/self/fd/{fd}", os.O_PATH | os.O_CLOEXEC), st)
+        try:
+            self._opened(req, node, fd, fi)
+        except BaseException:
+            self.nodes.forget(node.nodeid, 1)
+            raise
+        return self._entry(node, st)
+
+    def _opened(self, req: int, node: Node, fd: int, fi: Any) -> None:
+        fi.fh = fd
+        backing_id = 0
+        with self._backing_lock:
+            self.nodes.opened(node)
+            if self.passthrough and node.kind == stat.S_IFREG:
+                if not node.backing_id:
+                    try:
+                        # The kernel does the file's I/O with the credentials of the thread that registers it:
+                        # the caller's ids, as for the daemon's own writes.
+                        with self._as_caller_ids(req):
+                            node.backing_id = ll.passthrough_open(req, fd)
+                    except OSError as e:  # this open is then served (and traced) by the daemon
+                        print(f"fuse-passthrough: kernel passthrough refused for a file ({e.strerror})",
+                              file=sys.stderr)
+                backing_id = node.backing_id
+        if backing_id:
+            fi.backing_id = backing_id
+            fi.keep_cache = 0  # the mount's page cache must not shadow the backing file's
+            return
+        if fi.flags & os.O_DIRECT or self.direct_io:
+            fi.direct_io = 1
+        elif self.keep_cache:
+            fi.keep_cache = 1
+
+    def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> bytes:
+        return os.pread(fi.fh, size, off)
+
+    def write(self, req: int, ino: int, data: bytes, off: int, fi: Any) -> int:
+        # As the caller, so the source clears setuid/setgid bits as it would for them (root keeps them).
+        with self._as_caller_ids(req):
+            return os.pwrite(fi.fh, data, off)
+
+    def flush(self, req: int, ino: int, fi: Any) -> None:
+        # What close() of one descriptor does on the source (e.g. NFS reports write errors here).
+        os.close(os.dup(fi.fh))
+
+    def release(self, req: int, ino: int, fi: Any) -> None:
+        os.close(fi.fh)
+        node = self.nodes.get(ino)
+        with self._backing_lock:
+            if self.nodes.released(node) == 0 and node.backing_id:
+                backing_id, node.backing_id = node.backing_id, 0
+                try:
+                    ll.passthrough_close(req, backing_id)
+                except OSError as e:
+                    print(f"fuse-passthrough: closing backing id {backing_id} failed: {e.strerror}",
+                          file=sys.stderr)
+
+    def fsync(self, req: int, ino: int, datasync: int, fi: Any) -> None:
+        (os.fdatasync if datasync else os.fsync)(fi.fh)
+
+    def fallocate(self, req: int, ino: int, mode: int, off: int, length: int, fi: Any) -> None:
+        syscalls.fallocate(fi.fh, mode, off, length)
+
+    def copy_file_range(self, req: int, ino_in: int, off_in: int, fi_in: Any, ino_out: int, off_out: int,
+                        fi_out: Any, length: int, flags: int) -> int:
+        if flags:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return os.copy_file_range(fi_in.fh, fi_out.fh, length, off_in, off_out)
+
+    def lseek(self, req: int, ino: int, off: int, whence: int, fi: Any) -> int:
+        return os.lseek(fi.fh, off, whence)
+
+    # -- directories --------------------------------------------------------------------------------------------
+    def opendir(self, req: int, ino: int, fi: Any) -> None:
+        node = self.nodes.get(ino)
+        with self._as_caller(req):
+            fi.fh = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _listing(self, fh: int, off: int) -> list[tuple[bytes, int, int]]:
+        """(name, d_ino, type bits) of the directory, read again at offset 0 (opendir, rewinddir); offsets
+        are positions in this list (the kernel serialises the readdirs of one handle)."""
+        listing = self._listings.get(fh)
+        if listing is None or off == 0:
+            st = os.fstat(fh)
+            if st.st_nlink == 0:  # removed while open: lists nothing, not even "." and "..", as natively
+                listing = []
+            else:
+                listing = [(b".", st.st_ino, stat.S_IFDIR), (b"..", os.stat("..", dir_fd=fh).st_ino, stat.S_IFDIR)]
+                with os.scandir(fh) as it:  # scandir(fd) rewinds the shared descriptor when closed
+                    listing.extend((os.fsencode(e.name), e.inode(), _type_bits(e)) for e in it)
+            self._listings[fh] = listing
+        return listing
+
+    def readdir(self, req: int, ino: int, size: int, off: int, fi: Any) -> ll.DirBuffer:
+        listing = self._listing(fi.fh, off)
+        buf = ll.DirBuffer(req, size)
+        st = ll.Stat()
+        for i in range(off, len(listing)):
+            st.st_ino, st.st_mode = listing[i][1], listing[i][2]
+            if not buf.add(listing[i][0], st, i + 1):
+                break
+        return buf
+
+    def readdirplus(self, req: int, ino: int, size: int, off: int, fi: Any) -> ll.DirBuffer:
+        listing = self._listing(fi.fh, off)
+        buf = ll.DirBuffer(req, size)
+        for i in range(off, len(listing)):
+            name, d_ino, kind = listing[i]
+            if name == b"." or name == b"..":
+                e = ll.EntryParam()  # node id 0: no entry, no lookup count (the kernel skips these)
+                e.attr.st_ino, e.attr.st_mode = d_ino, kind
+            else:
+                try:
+                    e = self._lookup(ino, name)
+                except OSError:  # gone since the listing
+                    continue
+            if not buf.add_plus(name, e, i + 1):
+                if e.ino:
+                    self.nodes.forget(e.ino, 1)
+                break
+        return buf
+
+    def releasedir(self, req: int, ino: int, fi: Any) -> None:
+        self._listings.pop(fi.fh, None)
+        os.close(fi.fh)
+
+    def fsyncdir(self, req: int, ino: int, datasync: int, fi: Any) -> None:
+        (os.fdatasync if datasync else os.fsync)(fi.fh)
+
+    # -- extended attributes ------------------------------------------------------------------------------------
+    # "trusted." needs CAP_SYS_ADMIN on the source; the daemon has it, the caller may not.
+    def _privileged(self, req: int, name: bytes) -> bool:
+        return name.startswith(b"trusted.") and ll.req_ctx(req).uid != _ROOT_UID
+
+    def _xattr_path(self, node: Node) -> tuple[str, bool]:
+        """A path for the xattr calls, and whether to follow it: a symlink's own attributes through its parent
+        directory and name (the /proc name of an O_PATH symlink fd cannot be used without following it)."""
+        if node.kind != stat.S_IFLNK:
+            return node.proc, True
+        if not node.names:
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        parent, name = node.names[-1]
+        return f"/proc/self/fd/{self.nodes.get(parent).fd}/{os.fsdecode(name)}", False
+
+    def getxattr(self, req: int, ino: int, name: bytes, size: int) -> bytes:
+        if self._privileged(req, name):
+            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))
+        path, follow = self._xattr_path(self.nodes.get(ino))
+        return os.getxattr(path, name, follow_symlinks=follow)
+
+    def listxattr(self, req: int, ino: int, size: int) -> bytes:
+        path, follow = self._xattr_path(self.nodes.get(ino))
+        names = [os.fsencode(n) for n in os.listxattr(path, follow_symlinks=follow)]
+        return b"".join(n + b"\0" for n in names if not self._privileged(req, n))
+
+    def setxattr(self, req: int, ino: int, name: bytes, value: bytes, flags: int) -> None:
+        if self._privileged(req, name):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        path, follow = self._xattr_path(self.nodes.get(ino))
+        with self._as_caller(req):
+            os.setxattr(path, name, value, flags, follow_symlinks=follow)
+
+    def removexattr(self, req: int, ino: int, name: bytes) -> None:
+        if self._privileged(req, name):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        path, follow = self._xattr_path(self.nodes.get(ino))
+        with self._as_caller(req):
+            os.removexattr(path, name, follow_symlinks=follow)
+
+
+def setattr_times(attr: abi.stat_t, to_set: int) -> tuple[syscalls.Timespec, syscalls.Timespec] | None:
+    """utimensat's times for a SETATTR (UTIME_NOW / UTIME_OMIT as the kernel asked), None if none change."""
+    if not to_set & (abi.FUSE_SET_ATTR_ATIME | abi.FUSE_SET_ATTR_MTIME):
+        return None
+    result = []
+    for bit, now, ts in ((abi.FUSE_SET_ATTR_ATIME, abi.FUSE_SET_ATTR_ATIME_NOW, attr.st_atim),
+                         (abi.FUSE_SET_ATTR_MTIME, abi.FUSE_SET_ATTR_MTIME_NOW, attr.st_mtim)):
+        if to_set & now:
+            result.append((0, syscalls.UTIME_NOW))
+        elif to_set & bit:
+            result.append((ts.tv_sec, ts.tv_nsec))
+        else:
+            result.append((0, syscalls.UTIME_OMIT))
+    return result[0], result[1]
