@@ -37,6 +37,7 @@ import orjson
 
 from . import trace_scan
 from .arguments import Parser, int_at_least
+from .findings import Evidence, Finding, Thresholds, find, render_findings
 from .trace_scan import (
     ReportError,
     Totals,
@@ -138,6 +139,8 @@ class Report:
         self.dropped: dict[str, tuple[int, int]] = {}
         self.sample: list[dict[str, Any]] = []  # events for the HTML charts (a bounded sample)
         self.sample_every_error = True  # the sample holds every failed operation
+        self.evidence = Evidence()  # what the findings need beyond the tables
+        self.op_max: dict[str, int] = {}  # the longest duration per operation
 
     @classmethod
     def from_tally(cls, t: Totals) -> Report:
@@ -179,6 +182,7 @@ class Report:
         for (errno, op), n in t.errno_ops.items():
             r.errno_ops.setdefault(errno, _counter())[op] += n
         r.dropped = {table: (calls, entries) for table, (calls, entries) in t.dropped.items() if entries}
+        r.evidence, r.op_max = t.evidence, t.op_max
         if t.sample is not None:
             r.sample = t.sample.events()
             r.sample_every_error = t.sample.every_error
@@ -197,6 +201,8 @@ class Report:
 
     def add(self, event: dict[str, Any]) -> None:
         self.summary.add_event(event)
+        self.evidence.add(trace_scan._from_dict(event))
+        self.op_max[event["op"]] = max(self.op_max.get(event["op"], 0), event["duration_ns"])
         self.events += 1
         start = float(event["ts"])
         end = start + event["duration_ns"] / 1e9
@@ -629,7 +635,8 @@ def _template(name: str) -> str:
     return resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
 
 
-def render_html(report: Report, events: list[dict[str, Any]], files: list[str], top: int = DEFAULT_TOP) -> str:
+def render_html(report: Report, events: list[dict[str, Any]], files: list[str], top: int = DEFAULT_TOP,
+                findings: list[Finding] | None = None) -> str:
     """The HTML page: templates/report.html filled in. `events`: those to chart (report.sample, or all)."""
     d = report.summary.as_dict()
     ops_by_time = list(d["ops"])
@@ -649,6 +656,13 @@ def render_html(report: Report, events: list[dict[str, Any]], files: list[str], 
     p.append("</div>")
     if start:
         p.append(f'<p class="note">first operation started {_e(start)}</p>')
+    if findings:
+        p.append("<h2>Findings</h2><ol class=\"findings\">")
+        for f in findings:
+            p.append(f'<li class="{_e(f.level)}"><b>[{_e(f.level)}] {_e(f.id)}</b>: {_e(display(f.title))} '
+                     f'({f.requests} requests, {_ms(f.time_ns)} ms)<br>why: {_e(f.why)}<br>fix: {_e(f.fix)}'
+                     f'<pre>{_e(json.dumps(f.evidence, indent=1))}</pre></li>')
+        p.append("</ol>")
     if sample:
         legend = "".join(f'<button type="button" data-legend="{_e(op)}"><i style="background:{colors[op]}"></i>'
                          f"{_e(op)}</button>" for op in ops_by_time)
@@ -734,7 +748,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive, default=None, metavar="N",
                    help="processes reading the trace (default: one per CPU for inputs over "
                    f"{PARALLEL_MIN_BYTES >> 20} MiB, else 1)")
+    p.add_argument("--json", action="store_true", help="print the report and its findings as JSON instead of text")
+    p.add_argument("--threshold", action="append", type=threshold, default=[], metavar="NAME=VALUE",
+                   help="change a findings threshold (repeatable; docs/report.md lists them: "
+                   + ", ".join(f"{f}={v}" for f, v in vars(Thresholds()).items()) + ")")
     return p
+
+
+def report_json(report: Report, findings: list[Finding], files: list[str], top: int = DEFAULT_TOP) -> dict[str, Any]:
+    """What `report --json` prints: the report's tables, its notes and its findings."""
+    return {"trace": files, **report.as_dict(top), "notes": report.notes(),
+            "findings": [f.as_dict() for f in findings]}
+
+
+def threshold(text: str) -> str:
+    """A --threshold argument, checked (argparse turns the error into one line, exit status 2)."""
+    try:
+        Thresholds().set(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def thresholds(settings: list[str]) -> Thresholds:
+    th = Thresholds()
+    for text in settings:
+        th.set(text)
+    return th
 
 
 def _write(path: str, text: str) -> None:
@@ -747,21 +787,23 @@ def _write(path: str, text: str) -> None:
 
 def build(files: list[str], keep_events: bool = False, *, sample: bool = False, limit: int = PERFETTO_LIMIT,
           jobs: int = 1, on_progress: Callable[[int], None] | None = None,
-          on_truncated: Callable[[str, int, int], None] | None = None) -> tuple[Report, list[dict[str, Any]]]:
+          on_truncated: Callable[[str, int, int], None] | None = None,
+          tiny_bytes: int = Thresholds.tiny_io_bytes) -> tuple[Report, list[dict[str, Any]]]:
     """Read the trace files into a Report; with keep_events, also their first `limit` events.
 
     sample: keep a bounded sample of the events for the HTML charts in `report.sample`. jobs: worker
     processes (1: read here). on_progress(n): n more bytes of the files read. on_truncated(path, lines,
     partial_bytes): a compressed file ends early; its whole lines were read."""
-    report, kept = _build(files, sample, limit if keep_events else 0, jobs, on_progress, on_truncated)
+    report, kept = _build(files, sample, limit if keep_events else 0, jobs, on_progress, on_truncated, tiny_bytes)
     return report, [_line_event(line) for line in kept]
 
 
 def _build(files: list[str], sample: bool, keep: int, jobs: int, on_progress: Callable[[int], None] | None,
-           on_truncated: Callable[[str, int, int], None] | None) -> tuple[Report, list[bytes]]:
+           on_truncated: Callable[[str, int, int], None] | None,
+           tiny_bytes: int = Thresholds.tiny_io_bytes) -> tuple[Report, list[bytes]]:
     with no_gc():
         tally, kept = scan(files, jobs=jobs, sample=CHART_POINTS if sample else 0, keep=keep,
-                           on_progress=on_progress, on_truncated=on_truncated)
+                           on_progress=on_progress, on_truncated=on_truncated, tiny_bytes=tiny_bytes)
         return Report.from_tally(tally), kept
 
 
@@ -793,7 +835,11 @@ def _progress_bar(total: int, estimate: int) -> Any:
 
 
 def run_report(argv: list[str]) -> int:
+    if argv[:1] == ["diff"]:
+        from .report_diff import run_diff
+        return run_diff(argv[1:])
     args = parser().parse_args(argv)
+    th = thresholds(args.threshold)
     size, estimate = _input_size(args.traces)
     jobs = args.jobs or (default_jobs() if estimate >= PARALLEL_MIN_BYTES else 1)
     bar = _progress_bar(size, estimate)
@@ -810,21 +856,27 @@ def run_report(argv: list[str]) -> int:
     try:
         try:
             report, kept = _build(args.traces, bool(args.html), args.perfetto_limit if args.perfetto else 0, jobs,
-                                  bar.update if bar is not None else None, truncated)
+                                  bar.update if bar is not None else None, truncated, th.tiny_io_bytes)
         finally:
             if bar is not None:
                 bar.close()
+        findings = find(report, th)
         if args.perfetto:
             write_perfetto(kept, args.perfetto)
         if args.html:
-            _write(args.html, render_html(report, report.sample, args.traces, args.top))
-        render_text(report, sys.stdout, args.traces, args.top)
+            _write(args.html, render_html(report, report.sample, args.traces, args.top, findings))
+        told = sys.stderr if args.json else sys.stdout
+        if args.json:
+            sys.stdout.write(json.dumps(report_json(report, findings, args.traces, args.top), indent=1) + "\n")
+        else:
+            render_text(report, sys.stdout, args.traces, args.top)
+            render_findings(findings, sys.stdout)
         if args.perfetto:
             cut = (f" (the first {len(kept)} of {report.events} operations: --perfetto-limit N for more)"
                    if len(kept) < report.events else "")
-            print(f"\nPerfetto trace written to {args.perfetto}{cut}", file=sys.stdout)
+            print(f"\nPerfetto trace written to {args.perfetto}{cut}", file=told)
         if args.html:
-            print(f"\nHTML report written to {args.html}", file=sys.stdout)
+            print(f"\nHTML report written to {args.html}", file=told)
     except ReportError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1

@@ -52,6 +52,7 @@ import msgspec
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402 - after the setting above
 
+from .findings import SLOWEST, WATCHED, Evidence
 from .tracing.compression import CorruptTrace, TraceReader
 from .tracing.events import SCHEMA_VERSION
 
@@ -107,10 +108,18 @@ class _FullEvent(Event, gc=False, kw_only=True):
     result: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _FastEvent(Event, gc=False, kw_only=True):
-    """What the tally needs: args only checked to be an object, result raw (for bytes read and written)."""
+class _Args(_Object, gc=False):
+    """The arguments the findings need (of reads and writes); the others are checked as JSON and skipped."""
 
-    args: _Object = msgspec.field(default_factory=_Object)
+    size: int | None = None
+    offset: int | None = None
+    fh: int | None = None
+
+
+class _FastEvent(Event, gc=False, kw_only=True):
+    """What the tally needs: of the args only size, offset and fh, result raw (for bytes read and written)."""
+
+    args: _Args = msgspec.field(default_factory=_Args)
     result: msgspec.Raw = msgspec.Raw(b"null")
 
 
@@ -391,6 +400,8 @@ class Totals:
         # per table: operations on entries dropped to bound memory, and how many entries were dropped
         self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
         self.sample: Sample | None = None  # the chart sample, when one was asked for
+        self.evidence = Evidence()  # what the findings need beyond these tables
+        self.op_max: dict[str, int] = {}  # the longest duration per operation
 
 
 def _note_dropped(counts: list[int], calls: dict[Any, int], keep: set[Any]) -> None:
@@ -606,7 +617,7 @@ class Tally:
     indexed by those numbers, updated a slice at a time (np.add.at) rather than an event at a time. `totals()`
     gives them by name."""
 
-    def __init__(self, sample: int = 0) -> None:
+    def __init__(self, sample: int = 0, tiny_bytes: int = 1024) -> None:
         self.events = 0
         self.first_ts = math.inf
         self.last_end = -math.inf
@@ -626,6 +637,10 @@ class Tally:
         self.byte_ops = np.zeros(0, dtype=bool)  # per operation number: whether it reads or writes bytes
         self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
         self.sample = Sample(sample) if sample else None
+        self.evidence = Evidence(tiny_bytes=tiny_bytes)
+        self.watched = np.zeros(0, dtype=bool)  # per operation number: whether the evidence looks at it
+        self.op_max = np.zeros(4, dtype=np.int64)  # the longest duration per operation (below 2**63)
+        self.far_max: dict[int, int] = {}  # operation -> the longest duration, of those of 2**63 ns or more
 
     def add(self, events: list[Event], part: Slice) -> None:
         if not events:
@@ -661,6 +676,16 @@ class Tally:
             hist_at = (oi, np.searchsorted(_EDGES, d, side="right"))
         np.add.at(self.hist, hist_at, 1)
         np.add.at(self.op_ns, oi, d)
+        if exact:
+            big = self.far_max
+            for o, x in zip(oi.tolist(), dur, strict=True):
+                if x >= 1 << 63:
+                    big[o] = max(big.get(o, 0), x)
+                elif x > self.op_max[o]:
+                    self.op_max[o] = x
+        else:
+            np.maximum.at(self.op_max, oi, d)
+        self._gather(events, oi, c, None if exact else d)
         self.paths.add(oi, pi, d, failed)
         self.procs.add(oi, ki, d, failed)
         if failed is not None:
@@ -676,6 +701,37 @@ class Tally:
         if self.sample is not None:
             self.sample.add(part, events, c.durations(), list(map(_ERRNO, events)))
         self._bound()
+
+    def _gather(self, events: list[Event], oi: np.ndarray, c: Columns, dur: np.ndarray | None) -> None:
+        """Hand the evidence the events it needs: those of WATCHED operations and failed lookups, those slower
+        than its slowest kept, and those of processes that met an injected fault."""
+        ev = self.evidence
+        names = self.ops.names
+        if len(self.watched) != len(names):
+            self.watched = np.array([name in WATCHED for name in names], dtype=bool)
+        pick = self.watched[oi]
+        if c.failed is not None:
+            missing = [i for i, e in zip(np.flatnonzero(c.failed).tolist(), c.errnos, strict=True) if e == "ENOENT"]
+            if missing:
+                pick[missing] = True
+        watch = ev.watch
+        for i in np.flatnonzero(pick).tolist():
+            watch(events[i])
+        floor = ev.slow_floor()
+        slow = (np.flatnonzero(dur > floor).tolist() if dur is not None
+                else [i for i, x in enumerate(c.durations()) if x > floor])
+        if len(slow) > SLOWEST:
+            slow = heapq.nlargest(SLOWEST, slow, key=lambda i: (events[i].duration_ns, -(events[i].seq or 0)))
+        for i in slow:
+            ev.slow(events[i])
+        if ev.pending:
+            pending = ev.pending
+            follow = [i for i, (pid, inj) in enumerate(zip(map(_PID, events), map(_INJECTED, events), strict=True))
+                      if pid in pending or inj is not None]
+        else:
+            follow = np.flatnonzero(c.injected).tolist() if c.injected is not None else []
+        for i in follow:
+            ev.follow(events[i])
 
     def _columns(self, events: list[Event]) -> Columns:
         """The slice's fields as columns, its operations, paths and processes numbered: compiled where built."""
@@ -726,6 +782,7 @@ class Tally:
             self.op_ns = np.concatenate([self.op_ns, np.zeros(grow, dtype=self.op_ns.dtype)])
             self.op_errors = np.concatenate([self.op_errors, np.zeros(grow, dtype=np.int64)])
             self.hist = np.concatenate([self.hist, np.zeros((grow, _BUCKETS), dtype=np.int64)])
+            self.op_max = np.concatenate([self.op_max, np.zeros(grow, dtype=np.int64)])
 
     def merge(self, other: Tally) -> None:
         """Add the tally of another process (its own numbering), then bound the tables as `add` does."""
@@ -742,7 +799,11 @@ class Tally:
         self.hist[ops] += other.hist[:k]
         self.op_ns[ops] += _like(other.op_ns[:k], self.op_ns)
         self.op_errors[ops] += other.op_errors[:k]
+        self.op_max[ops] = np.maximum(self.op_max[ops], other.op_max[:k])
         to_op = ops.tolist()
+        for o, x in other.far_max.items():
+            self.far_max[to_op[o]] = max(self.far_max.get(to_op[o], 0), x)
+        self.evidence.merge(other.evidence)
         self.far_hist.update({(to_op[o], b): n for (o, b), n in other.far_hist.items()})
         to_path = self.paths.merge(other.paths, ops, nops).tolist()
         self.procs.merge(other.procs, ops, nops)
@@ -783,6 +844,7 @@ class Tally:
             self._prune("processes", self.procs)
         if len(self.error_ops) > TABLE_CAP:
             self._prune_errors()
+        self.evidence.bound()
 
     def _prune(self, table: str, names: _Table) -> None:
         calls, entries, renumber = names.keep(TABLE_CAP)
@@ -805,8 +867,11 @@ class Tally:
         """The tally by name."""
         t = Totals()
         t.events, t.first_ts, t.last_end = self.events, self.first_ts, self.last_end
-        t.sample, t.dropped = self.sample, self.dropped
+        t.sample, t.dropped, t.evidence = self.sample, self.dropped, self.evidence
         ops, paths = self.ops.names, self.paths.names.names
+        t.op_max = {op: int(x) for op, x in zip(ops, self.op_max[:len(ops)].tolist(), strict=True)}
+        for o, x in self.far_max.items():
+            t.op_max[ops[o]] = max(t.op_max[ops[o]], x)
         n = len(ops)
         rows, cols = np.nonzero(self.hist[:n])
         t.hist = Counter({(ops[o], b): k for o, b, k in
@@ -1033,10 +1098,10 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _worker(inbox: Any, ready: Any, results: Any, files: list[str], sample: int, me: int) -> None:
+def _worker(inbox: Any, ready: Any, results: Any, files: list[str], sample: int, me: int, tiny_bytes: int) -> None:
     """Tally the chunks sent to `inbox`, asking for each next one on `ready` (two asked ahead: no wait between)."""
     gc.disable()  # a short-lived process making no reference cycles: collections would only cost time
-    tally = Tally(sample)
+    tally = Tally(sample, tiny_bytes)
     error: tuple[int, str] | None = None
     try:
         ready.put(me)
@@ -1119,7 +1184,7 @@ def _alive(workers: list[Any]) -> None:
         raise ReportError(f"a report worker process died (exit status {dead[0].exitcode})")
 
 
-def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
+def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0, tiny_bytes: int = 1024,
          on_progress: Callable[[int], None] | None = None,
          on_truncated: Callable[[str, int, int], None] | None = None) -> tuple[Totals, list[bytes]]:
     """Tally the files' events (with a chart sample of `sample` events, if > 0), in `jobs` processes.
@@ -1135,7 +1200,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
 
     chunks = read_chunks(files, on_progress, on_truncated)
     if jobs <= 1:
-        tally = Tally(sample)
+        tally = Tally(sample, tiny_bytes)
         with no_gc():
             for chunk in chunks:
                 keep_lines(chunk)
@@ -1148,7 +1213,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0,
     results: Any = ctx.Queue()
     sys.stdout.flush()  # a forked child flushes its copy of unwritten output when it ends
     sys.stderr.flush()
-    workers = [ctx.Process(target=_worker, args=(inboxes[k], ready, results, files, sample, k), daemon=True)
+    workers = [ctx.Process(target=_worker, args=(inboxes[k], ready, results, files, sample, k, tiny_bytes), daemon=True)
                for k in range(jobs)]
     for w in workers:
         w.start()
