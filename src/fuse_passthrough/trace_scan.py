@@ -724,14 +724,15 @@ class Tally:
             slow = heapq.nlargest(SLOWEST, slow, key=lambda i: (events[i].duration_ns, -(events[i].seq or 0)))
         for i in slow:
             ev.slow(events[i])
-        if ev.pending:
-            pending = ev.pending
-            follow = [i for i, (pid, inj) in enumerate(zip(map(_PID, events), map(_INJECTED, events), strict=True))
-                      if pid in pending or inj is not None]
-        else:
-            follow = np.flatnonzero(c.injected).tolist() if c.injected is not None else []
-        for i in follow:
-            ev.follow(events[i])
+        if ev.pending or c.injected is not None:
+            # from the first fault on (or the slice's start, when faults are being followed), every event of a
+            # process being followed; `pending` grows as faults are met
+            pending, follow = ev.pending, ev.follow
+            start = 0 if pending or c.injected is None else int(np.flatnonzero(c.injected)[0])
+            for i in range(start, len(events)):
+                e = events[i]
+                if e.pid in pending or e.injected is not None:
+                    follow(e)
 
     def _columns(self, events: list[Event]) -> Columns:
         """The slice's fields as columns, its operations, paths and processes numbered: compiled where built."""
