@@ -18,6 +18,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from operator import add
 from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
@@ -166,14 +167,16 @@ class Evidence:
                 row[TINY] += 1
                 row[TINY_BYTES] += r or 0
                 row[TINY_NS] += e.duration_ns
-                self._seq("tiny", path, e.seq)
+                if row[TINY] > 1:
+                    self._seq("tiny", path, e.seq)
                 self._proc("tiny", e.pid, e.comm)
         elif op in OPENS:
             row = self._io(path)
             row[OPENS_N] += 1
             row[OPEN_NS] += e.duration_ns
-            self._seq("open", path, e.seq)
-            self._proc("open", e.pid, e.comm)
+            if row[OPENS_N] > 1:  # examples of files opened again only (most paths are opened once)
+                self._seq("open", path, e.seq)
+                self._proc("open", e.pid, e.comm)
             if op == "create":
                 self.created[path] = e.seq if e.seq is not None else -1
         elif op in SYNCS:
@@ -248,6 +251,16 @@ class Evidence:
 
     # ------------------------------------------------------------------------------------------- bounds, merge
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Sent from a worker without the state only the next events need (where each file's last access ended,
+        the files created and not yet deleted): large, and of no use to the merge."""
+        state = dict(self.__dict__)
+        state["last_end"], state["created"] = {}, {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def bound(self) -> None:
         """At most EVIDENCE_CAP entries per table: the busiest half kept."""
         if len(self.io) > EVIDENCE_CAP:
@@ -275,8 +288,9 @@ class Evidence:
             if mine is None:
                 self.io[path] = row
             else:
-                for i in range(_IO_FIELDS):
-                    mine[i] = max(mine[i], row[i]) if i == EXTENT else mine[i] + row[i]
+                extent = max(mine[EXTENT], row[EXTENT])
+                mine[:] = map(add, mine, row)
+                mine[EXTENT] = extent
         for kind, c in other.io_procs.items():
             self.io_procs.setdefault(kind, Counter()).update(c)
         for key, s in other.seqs.items():
@@ -290,8 +304,6 @@ class Evidence:
                     mine_t[k] = [a + b for a, b in zip(mine_t[k], v, strict=True)]
                 else:
                     mine_t[k] = v
-        self.created.update(other.created)
-        self.last_end.update(other.last_end)
         for item in other.slowest:
             if len(self.slowest) < SLOWEST:
                 heapq.heappush(self.slowest, item)
