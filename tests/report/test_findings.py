@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runs import FP, findings, report_json, traced
+from runs import FP, findings, fuse_mounts, report_json, traced
 
 
 def test_a_config_file_read_again_and_again(workdir: Path) -> None:
@@ -216,3 +216,15 @@ def test_text_report_ends_with_the_findings(workdir: Path) -> None:
     first = tail.splitlines()[0]
     assert first.startswith("  1. [warning] fsync-storm: 12 fsync/fdatasync")
     assert "files: path=/journal, syncs=12" in tail and "fix: " in tail
+
+
+def test_trace_prints_the_findings_after_the_summary(workdir: Path) -> None:
+    (workdir / "prog.py").write_text("import os\nfd = os.open('j', os.O_WRONLY | os.O_CREAT, 0o644)\n"
+                                     "for _ in range(15):\n    os.write(fd, b'r')\n    os.fsync(fd)\n")
+    p = subprocess.run(FP + ["trace", "--output", str(workdir / "events.txt"), "--", sys.executable, "-I", "prog.py"],
+                       cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    summary, found = p.stderr.split("\nfindings (most costly first):\n")
+    assert "total" in summary
+    assert found.startswith("  1. [warning] fsync-storm: 15 fsync/fdatasync")
+    assert not fuse_mounts()
