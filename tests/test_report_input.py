@@ -648,3 +648,20 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path, small_chunks:
     monkeypatch.setattr(trace_scan, "_tally_chunk", dies)
     with pytest.raises(trace_scan.ReportError, match=r"a report worker process died \(exit status 3\)"):
         trace_scan.scan([str(f)], jobs=2)
+
+
+def test_compiled_columns_that_cannot_set_up_fall_back_with_one_note(tmp_path: Path) -> None:
+    """A compiled helper that rejects the Event struct (a msgspec layout it does not know): `report` reads in
+    Python, says so once on stderr, and gives the same report."""
+    f = write_as(tmp_path / "t.jsonl", jsonl(odd_events(500, seed=3)))
+    code = ("import sys\nfrom fuse_passthrough import _columns\n"
+            "def setup(t):\n    raise TypeError('field op is not an object slot')\n"
+            "_columns.setup = setup\n"
+            "from fuse_passthrough.report import run_report\nsys.exit(run_report(sys.argv[1:]))\n")
+    fell_back = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True, timeout=60)
+    normal = subprocess.run([sys.executable, "-m", "fuse_passthrough", "report", str(f)], capture_output=True,
+                            text=True, timeout=60)
+    assert fell_back.returncode == normal.returncode == 0, fell_back.stderr
+    assert fell_back.stderr.count("\n") == 1
+    assert "compiled columns cannot be used (field op is not an object slot)" in fell_back.stderr
+    assert normal.stderr == "" and fell_back.stdout == normal.stdout

@@ -840,6 +840,8 @@ def run_report(argv: list[str]) -> int:
         return run_diff(argv[1:])
     args = parser().parse_args(argv)
     th = thresholds(args.threshold)
+    if trace_scan.COMPILED_NOTE:
+        print(f"{PROG}: {trace_scan.COMPILED_NOTE}", file=sys.stderr)
     size, estimate = _input_size(args.traces)
     jobs = args.jobs or (default_jobs() if estimate >= PARALLEL_MIN_BYTES else 1)
     bar = _progress_bar(size, estimate)

@@ -123,8 +123,13 @@ class _FastEvent(Event, gc=False, kw_only=True):
     result: msgspec.Raw = msgspec.Raw(b"null")
 
 
+COMPILED_NOTE: str | None = None  # why the compiled columns are not used, when they were built but cannot be
 if _compiled is not None:
-    _compiled.setup(Event)
+    try:
+        _compiled.setup(Event)
+    except Exception as e:  # a msgspec whose struct layout it does not know, say: the Python path does the same work
+        COMPILED_NOTE = f"note: the compiled columns cannot be used ({e}): reading in Python, about 55 % slower"
+        _compiled = None  # type: ignore[assignment]
 
 _DECODER = msgspec.json.Decoder(_FastEvent)
 _DECODE = _DECODER.decode
