@@ -105,12 +105,11 @@ class Evidence:
         c[(pid, None if pid == 0 else comm)] += n
 
     def _seq(self, kind: str, path: str, seq: int | None) -> None:
-        """An example seq: the first EXAMPLES met (in a worker's order; merged, the smallest)."""
+        """An example seq: the EXAMPLES smallest kept (the same whatever --jobs)."""
         s = self.seqs.get((kind, path))
         if s is None:
             s = self.seqs[(kind, path)] = []
-        if len(s) < EXAMPLES:
-            _examples(s, seq)
+        _examples(s, seq)
 
     def watch(self, e: Any) -> None:
         """One event of a WATCHED operation or a failed lookup (e: trace_scan.Event). Called for about a third of
@@ -167,16 +166,14 @@ class Evidence:
                 row[TINY] += 1
                 row[TINY_BYTES] += r or 0
                 row[TINY_NS] += e.duration_ns
-                if row[TINY] > 1:
-                    self._seq("tiny", path, e.seq)
+                self._seq("tiny", path, e.seq)
                 self._proc("tiny", e.pid, e.comm)
         elif op in OPENS:
             row = self._io(path)
             row[OPENS_N] += 1
             row[OPEN_NS] += e.duration_ns
-            if row[OPENS_N] > 1:  # examples of files opened again only (most paths are opened once)
-                self._seq("open", path, e.seq)
-                self._proc("open", e.pid, e.comm)
+            self._seq("open", path, e.seq)
+            self._proc("open", e.pid, e.comm)
             if op == "create":
                 self.created[path] = e.seq if e.seq is not None else -1
         elif op in SYNCS:

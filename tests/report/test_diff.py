@@ -48,11 +48,14 @@ def test_more_fsyncs_is_the_one_change(runs: dict[str, Path]) -> None:
     p = diff(runs["base"], runs["fsyncs"], "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
+    # The kernel sends some releases on its own, after the program ended: one may reach the trace before the
+    # unmount in one run and not in the other. Apart from those, the one change is the program's fsyncs.
     changed = {r["name"]: r["change"]["requests"] for r in d["operations"]}
-    assert changed == {"fsync": 15}  # 5 -> 20
-    assert {r["name"]: r["change"]["requests"] for r in d["paths"]} == {"/journal": 15}
-    assert {r["name"]: r["change"]["requests"] for r in d["processes"]} == {"python3": 15}
-    assert d["totals"]["after"]["requests"] - d["totals"]["before"]["requests"] == 15
+    assert changed.pop("fsync") == 15 and set(changed) <= {"release"}  # 5 -> 20
+    assert {r["name"]: r["change"]["requests"] for r in d["processes"] if r["name"] != "[kernel]"} == {"python3": 15}
+    paths = {r["name"]: r["change"]["requests"] for r in d["paths"]}
+    assert paths.pop("/journal") in (14, 15, 16) and all(abs(n) == 1 for n in paths.values())
+    assert d["totals"]["after"]["requests"] - d["totals"]["before"]["requests"] - 15 in (-1, 0, 1)
     # and the findings: 20 syncs for 160 KiB is a storm, 5 were not
     assert {"id": "fsync-storm", "level": "warning"}.items() <= d["findings"]["appeared"][0].items()
     assert [f["id"] for f in d["findings"]["appeared"]] == ["fsync-storm"]
@@ -66,7 +69,8 @@ def test_one_more_reread_is_the_one_change(runs: dict[str, Path]) -> None:
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     # one more open, read, flush and release of settings.ini (and the kernel's lookup of it, cached or not)
-    assert {r["name"] for r in d["paths"]} == {"/settings.ini"}
+    paths = {r["name"]: r["change"]["requests"] for r in d["paths"]}
+    assert paths.pop("/settings.ini") >= 4 and all(abs(n) == 1 for n in paths.values())  # (a kernel release)
     ops = {r["name"]: r["change"]["requests"] for r in d["operations"]}
     assert ops["open"] == 1 and ops["read"] == 1
     assert set(ops) <= {"open", "read", "flush", "release", "getattr"}
