@@ -28,6 +28,7 @@ from fuse_passthrough import report as report_mod
 from fuse_passthrough import trace_scan
 from fuse_passthrough.report import build, run_report
 from fuse_passthrough.tracing.compression import Compressor
+from report.reference import reference_report
 from test_report import EVENTS, ev, write_trace
 
 SAMPLE = Path(__file__).parent / "data" / "report-sample.jsonl"
@@ -163,6 +164,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of a few KiB, slices of 7 lines: a small trace spans many (the workers inherit this: fork)."""
     monkeypatch.setattr(trace_scan, "CHUNK", 8 << 10)
     monkeypatch.setattr(trace_scan, "SLICE", 7)
+    monkeypatch.setattr(trace_scan.evidence_columns, "BATCH", 50)  # the findings' evidence: many batches
 
 
 @pytest.mark.parametrize("suffix", ["", ".zst"])
@@ -208,14 +210,6 @@ def odd_events(n: int, seed: int, huge: bool = False) -> list[dict[str, Any]]:
             e["injected"] = "EIO"
         out.append(e)
     return out
-
-
-def reference_report(events: list[dict[str, Any]]) -> report_mod.Report:
-    """The report built one event at a time (Report.add): what the column-wise tally must equal."""
-    r = report_mod.Report()
-    for e in events:
-        r.add(trace_scan.check_event(json.loads(json.dumps(e))))
-    return r
 
 
 @pytest.fixture(params=["compiled", "python"])
@@ -277,6 +271,67 @@ def test_the_tally_equals_the_event_by_event_report(tmp_path: Path, small_chunks
         assert got.as_dict(top=10**6) == expected.as_dict(top=10**6)
         assert {op: vars(s) for op, s in got.summary.ops.items()} == \
             {op: vars(s) for op, s in expected.summary.ops.items()}
+
+
+def evidence_events(n: int, seed: int) -> list[dict[str, Any]]:
+    """Events of every kind the findings look at: reads and writes in and out of sequence (tiny and not, through
+    several file handles and processes), opens, creates, syncs, listings, files created then deleted or renamed,
+    ENOENT failures, injected faults, odd results and arguments."""
+    rng = random.Random(seed)
+    out = []
+    offsets: dict[tuple[str, int], int] = {}
+    for i in range(n):
+        path = rng.choice(["/a", "/b/c", "/d\udcff", "/tmp/x", "/tmp/y", None])
+        pid = rng.choice([0, 7, 8, 2**70])
+        op = rng.choice(["read", "read", "write", "write", "open", "create", "fsync", "fdatasync", "opendir",
+                         "mknod", "unlink", "rename", "getattr", "release"])
+        fh = rng.choice([1, 2, None])
+        args: dict[str, Any] = {}
+        result: Any = 0
+        if op in ("read", "write"):
+            size = rng.choice([1, 100, 1023, 1024, 4096, 65536, "x"])
+            at = offsets.get((str(path), pid), 0) if rng.random() < 0.7 else rng.randrange(10**6)
+            args = {"size": size, "offset": rng.choice([at, at, at, None, "7"]), "fh": fh}
+            result = rng.choice([size if isinstance(size, int) else 5, 0, 17, True, None, {"x": 1}])
+            offsets[(str(path), pid)] = at + (result if type(result) is int else 0)
+        failed = rng.random() < 0.15
+        e = ev(i + 1 if rng.random() < 0.97 else None, i * 1e-4, op, path, pid, rng.choice(["x", "y"]),
+               int(rng.lognormvariate(9, 2)), None if failed else result,
+               rng.choice(["ENOENT", "ENOENT", "EIO"]) if failed else None)
+        e["args"] = args
+        if op == "rename":
+            e["path2"] = rng.choice(["/doc", "/tmp/z", None])
+        if rng.random() < 0.03:
+            e["injected"] = "EIO"
+        out.append(e)
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_tallys_evidence_equals_the_event_by_event_one(tmp_path: Path, small_chunks: None, columns: str,
+                                                           seed: int) -> None:
+    """The findings' evidence gathered with numpy, a batch at a time, equals the reference's, event by event (with
+    one reading process; with several, only what docs/report.md says may differ)."""
+    from fuse_passthrough.findings import Thresholds, find
+    events = evidence_events(4000, seed)
+    f = write_as(tmp_path / "t.jsonl", jsonl(events))
+    expected = reference_report(events)
+    got, _ = build([str(f)], jobs=1)
+    want, have = expected.evidence, got.evidence
+    for name in ("io", "missing", "seqs", "temporary", "saves", "slowest", "faults"):
+        assert getattr(have, name) == getattr(want, name), name
+    assert {k: dict(c) for k, c in have.io_procs.items()} == {k: dict(c) for k, c in want.io_procs.items()}
+    th = Thresholds(reopen_min=2, tiny_io_min=5, random_min=5, relist_min=2)
+    assert [x.as_dict() for x in find(got, th)] == [x.as_dict() for x in find(expected, th)]
+    several, _ = build([str(f)], jobs=3)
+    exact = ("READS_N", "READ_BYTES", "WRITES_N", "WRITTEN", "TINY", "TINY_BYTES", "IO_NS", "OPENS_N", "OPEN_NS",
+             "SYNCS_N", "SYNC_NS", "LISTS_N", "LIST_NS", "TINY_NS", "EXTENT")
+    from fuse_passthrough import evidence_columns as ec
+    for name in exact:
+        row = getattr(ec, name)
+        assert {p: r[row] for p, r in several.evidence.io.items()} == {p: r[row] for p, r in want.io.items()}, name
+    assert several.evidence.missing == want.missing and several.evidence.seqs.keys() >= {
+        k for k in want.seqs if k[0] not in ("temporary", "save")}
 
 
 def test_processes_are_told_apart_by_pid_and_name(tmp_path: Path, small_chunks: None, columns: str) -> None:

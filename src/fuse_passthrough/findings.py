@@ -18,15 +18,35 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from operator import add
 from typing import TYPE_CHECKING, Any, TextIO
 
-import msgspec
+import numpy as np
+
+from . import evidence_columns as ec
+from .evidence_columns import (
+    EVIDENCE_CAP,
+    EXTENT,
+    IO_NS,
+    LIST_NS,
+    LISTS_N,
+    OPEN_NS,
+    OPENS_N,
+    RAND,
+    READ_BYTES,
+    READS_N,
+    SEQ,
+    SYNC_NS,
+    SYNCS_N,
+    TINY,
+    TINY_BYTES,
+    TINY_NS,
+    WRITES_N,
+    WRITTEN,
+)
 
 if TYPE_CHECKING:
     from .report import Report
 
-EVIDENCE_CAP = 100_000  # paths per kind of evidence kept exactly; beyond, the busiest half
 EXAMPLES = 3            # example event seqs per path and kind
 SLOWEST = 20            # the slowest operations kept, for the slow-outliers finding
 FAULTS_KEPT = 1000      # injected faults followed (what the program did next)
@@ -67,24 +87,21 @@ def _examples(seqs: list[int], seq: int | None) -> None:
         seqs.sort()
 
 
-# per-path I/O fields (a list per path: cheaper than an object)
-(READS_N, READ_BYTES, WRITES_N, WRITTEN, SEQ, RAND, TINY, TINY_BYTES, EXTENT, IO_NS, OPENS_N, OPEN_NS, SYNCS_N,
- SYNC_NS, LISTS_N, LIST_NS, TINY_NS) = range(17)
-_IO_FIELDS = 17
-
-
 @dataclass
 class Evidence:
-    """What the findings need from the events, beyond the report's tables; gathered event by event."""
+    """What the findings need beyond the report's tables.
 
-    tiny_bytes: int = 1024  # a read or write asking for fewer bytes is tiny (Thresholds.tiny_io_bytes)
-    io: dict[str, list[int]] = field(default_factory=dict)  # path -> the fields above
+    Per path and process, the counts are rows of the tally's tables (evidence_columns); `from_rows` reads them
+    back by name into `io`, `seqs`, `io_procs` and `missing`. The rest is kept here, event by event, as the tally
+    meets the (few) events concerned: files created then deleted or renamed into place, the slowest operations,
+    injected faults and what followed them."""
+
+    io: dict[str, list[int]] = field(default_factory=dict)  # path -> evidence_columns' rows READS_N..MISSING_NS
     io_procs: dict[str, Counter[tuple[int, str | None]]] = field(default_factory=dict)  # kind -> processes
     seqs: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (kind, path) -> example seqs
-    last_end: dict[tuple[str, int | None, int], int] = field(default_factory=dict)  # (path, fh, pid) -> end
     missing: dict[str, list[int]] = field(default_factory=dict)  # path -> [ENOENT failures, ns]
     created: dict[str, int] = field(default_factory=dict)  # path -> seq of its create (still there)
-    temporary: dict[str, list[int]] = field(default_factory=dict)  # path -> [files created+deleted, bytes]
+    temporary: dict[str, list[int]] = field(default_factory=dict)  # path -> [files created and deleted]
     saves: dict[str, list[int]] = field(default_factory=dict)  # target -> [renames of new files onto it]
     slowest: list[tuple[int, int, str, str | None, int, str | None]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)  # injected faults and what followed
@@ -92,17 +109,11 @@ class Evidence:
 
     # ------------------------------------------------------------------------------------------- gathering
 
-    def _io(self, path: str) -> list[int]:
-        row = self.io.get(path)
-        if row is None:
-            row = self.io[path] = [0] * _IO_FIELDS
-        return row
-
-    def _proc(self, kind: str, pid: int, comm: str | None, n: int = 1) -> None:
+    def _proc(self, kind: str, pid: int, comm: str | None) -> None:
         c = self.io_procs.get(kind)
         if c is None:
             c = self.io_procs[kind] = Counter()
-        c[(pid, None if pid == 0 else comm)] += n
+        c[(pid, None if pid == 0 else comm)] += 1
 
     def _seq(self, kind: str, path: str, seq: int | None) -> None:
         """An example seq: the EXAMPLES smallest kept (the same whatever --jobs)."""
@@ -111,101 +122,23 @@ class Evidence:
             s = self.seqs[(kind, path)] = []
         _examples(s, seq)
 
-    def watch(self, e: Any) -> None:
-        """One event of a WATCHED operation or a failed lookup (e: trace_scan.Event). Called for about a third of
-        a trace's events: written for speed (no helper calls on the path of a read or write)."""
-        path = e.path
-        if path is None:
-            return
-        op = e.op
-        if e.errno is not None:
-            if e.errno == "ENOENT":
-                m = self.missing.get(path)
-                if m is None:
-                    m = self.missing[path] = [0, 0]
-                m[0] += 1
-                m[1] += e.duration_ns
-                self._seq("missing", path, e.seq)
-                self._proc("missing", e.pid, e.comm)
-            return
-        if op in READS or op in WRITES:
-            a = e.args
-            if a.__class__ is dict:  # an event of the reference path
-                size, offset, fh = a.get("size"), a.get("offset"), a.get("fh")
-            else:
-                size, offset, fh = a.size, a.offset, a.fh
-            r = e.result
-            if r.__class__ is not int:
-                try:
-                    r = int(bytes(r)) if isinstance(r, msgspec.Raw) else None
-                except ValueError:
-                    r = None
-            row = self.io.get(path)
-            if row is None:
-                row = self.io[path] = [0] * _IO_FIELDS
-            reading = op in READS
-            if reading:
-                row[READS_N] += 1
-                row[READ_BYTES] += r or 0
-            else:
-                row[WRITES_N] += 1
-                row[WRITTEN] += r or 0
-            row[IO_NS] += e.duration_ns
-            if offset.__class__ is int:
-                key = (path, fh, e.pid)
-                last = self.last_end.get(key)
-                if last == offset or (last is None and offset == 0):
-                    row[SEQ] += 1
-                else:
-                    row[RAND] += 1
-                end = offset + (r if r is not None else size if size.__class__ is int else 0)
-                self.last_end[key] = end
-                if reading and end > row[EXTENT]:
-                    row[EXTENT] = end
-            if size.__class__ is int and size < self.tiny_bytes:
-                row[TINY] += 1
-                row[TINY_BYTES] += r or 0
-                row[TINY_NS] += e.duration_ns
-                self._seq("tiny", path, e.seq)
-                self._proc("tiny", e.pid, e.comm)
-        elif op in OPENS:
-            row = self._io(path)
-            row[OPENS_N] += 1
-            row[OPEN_NS] += e.duration_ns
-            self._seq("open", path, e.seq)
-            self._proc("open", e.pid, e.comm)
-            if op == "create":
-                self.created[path] = e.seq if e.seq is not None else -1
-        elif op in SYNCS:
-            row = self._io(path)
-            row[SYNCS_N] += 1
-            row[SYNC_NS] += e.duration_ns
-            self._seq("sync", path, e.seq)
-            self._proc("sync", e.pid, e.comm)
-        elif op in LISTINGS:
-            row = self._io(path)
-            row[LISTS_N] += 1
-            row[LIST_NS] += e.duration_ns
-            self._seq("list", path, e.seq)
-        elif op == "mknod":
-            self.created[path] = e.seq if e.seq is not None else -1
-        elif op == "unlink":
-            if self.created.pop(path, None) is not None:
-                t = self.temporary.get(path)
-                if t is None:
-                    t = self.temporary[path] = [0, 0]
-                t[0] += 1
-                t[1] += self.io[path][WRITTEN] if path in self.io else 0
-                self._seq("temporary", path, e.seq)
-                self._proc("temporary", e.pid, e.comm)
-        elif op == "rename":
-            if self.created.pop(path, None) is not None and e.path2 is not None:
-                s = self.saves.get(e.path2)
-                if s is None:
-                    s = self.saves[e.path2] = [0]
-                s[0] += 1
-                self._seq("save", e.path2, e.seq)
-                self._proc("save", e.pid, e.comm)
+    def deleted(self, e: Any) -> None:
+        """A file created in the trace, deleted (e: its unlink)."""
+        t = self.temporary.get(e.path)
+        if t is None:
+            t = self.temporary[e.path] = [0]
+        t[0] += 1
+        self._seq("temporary", e.path, e.seq)
+        self._proc("temporary", e.pid, e.comm)
+
+    def saved(self, e: Any) -> None:
+        """A file created in the trace, renamed onto e.path2 (e: the rename)."""
+        s = self.saves.get(e.path2)
+        if s is None:
+            s = self.saves[e.path2] = [0]
+        s[0] += 1
+        self._seq("save", e.path2, e.seq)
+        self._proc("save", e.pid, e.comm)
 
     def slow_floor(self) -> int:
         """The duration an operation must exceed to be among the slowest kept (-1: room left)."""
@@ -237,22 +170,39 @@ class Evidence:
             self.faults.append({"seq": e.seq, "op": e.op, "path": e.path, "injected": e.injected,
                                 "errno": e.errno, "process": process_label(pid, e.comm), "next": None})
 
-    def add(self, e: Any) -> None:
-        """Everything for one event (the event-by-event reference; the tally picks the events out itself)."""
-        if e.op in WATCHED or e.errno == "ENOENT":
-            self.watch(e)
-        if e.duration_ns > self.slow_floor():
-            self.slow(e)
-        if e.injected is not None or e.pid in self.pending:
-            self.follow(e)
+    def from_rows(self, paths: Sequence[Any], path_rows: Any, procs: Sequence[tuple[int, str | None]],
+                  proc_rows: Any) -> None:
+        """The per-path and per-process evidence of the tally's tables (numpy rows, a column per name), by name."""
+        n = len(paths)
+        rows = path_rows[:, :n]
+        io_part = rows[:ec.IO_ROWS]
+        used = np.flatnonzero(io_part.any(axis=0))
+        named = [(paths[i], i) for i in used.tolist() if paths[i] is not None]
+        values = io_part[:, [i for _, i in named]].T.tolist()
+        self.io = {p: v for (p, _), v in zip(named, values, strict=True) if any(v[:ec.MISSING_N])}
+        self.missing = {p: v[ec.MISSING_N:ec.MISSING_NS + 1] for (p, _), v in zip(named, values, strict=True)
+                        if v[ec.MISSING_N]}
+        for k, kind in enumerate(ec.EXAMPLE_KINDS):
+            ex = rows[ec.EX0 + ec.EXAMPLES * k: ec.EX0 + ec.EXAMPLES * (k + 1)]
+            have = np.flatnonzero(ex[0] != ec.NO_SEQ)
+            for i, seqs in zip(have.tolist(), ex[:, have].T.tolist(), strict=True):
+                if paths[i] is not None:
+                    self.seqs[(kind, paths[i])] = [int(x) for x in seqs if x != ec.NO_SEQ]
+        counts = proc_rows[:, :len(procs)]
+        for k, kind in enumerate(ec.PROC_KINDS):
+            at = np.flatnonzero(counts[k])
+            if at.size:
+                c = self.io_procs.setdefault(kind, Counter())
+                for i, x in zip(at.tolist(), counts[k, at].tolist(), strict=True):
+                    pid, comm = procs[i]
+                    c[(pid, None if pid == 0 else comm)] += int(x)
 
     # ------------------------------------------------------------------------------------------- bounds, merge
 
     def __getstate__(self) -> dict[str, Any]:
-        """Sent from a worker without the state only the next events need (where each file's last access ended,
-        the files created and not yet deleted): large, and of no use to the merge."""
+        """Sent from a worker without the files created and not yet deleted: of no use to the merge."""
         state = dict(self.__dict__)
-        state["last_end"], state["created"] = {}, {}
+        state["created"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -260,41 +210,25 @@ class Evidence:
 
     def bound(self) -> None:
         """At most EVIDENCE_CAP entries per table: the busiest half kept."""
-        if len(self.io) > EVIDENCE_CAP:
-            busy = heapq.nlargest(EVIDENCE_CAP // 2, self.io.items(),
-                                  key=lambda kv: kv[1][READS_N] + kv[1][WRITES_N] + kv[1][OPENS_N]
-                                  + kv[1][SYNCS_N] + kv[1][LISTS_N])
-            self.io = dict(busy)
-            self.seqs = {k: v for k, v in self.seqs.items() if k[1] in self.io or k[0] in ("missing", "temporary",
-                                                                                          "save")}
-        if len(self.missing) > EVIDENCE_CAP:
-            self.missing = dict(heapq.nlargest(EVIDENCE_CAP // 2, self.missing.items(), key=lambda kv: kv[1][0]))
-        for name in ("last_end", "created"):
-            table = getattr(self, name)
-            if len(table) > EVIDENCE_CAP:
-                table.clear()  # only what follows is classified: an approximation, documented
+        if len(self.created) > EVIDENCE_CAP:
+            self.created.clear()  # only what follows is matched: an approximation, documented
         for name in ("temporary", "saves"):
             table = getattr(self, name)
             if len(table) > EVIDENCE_CAP:
                 setattr(self, name, dict(heapq.nlargest(EVIDENCE_CAP // 2, table.items(), key=lambda kv: kv[1][0])))
+                kind = "temporary" if name == "temporary" else "save"
+                kept = getattr(self, name)
+                self.seqs = {k: v for k, v in self.seqs.items() if k[0] != kind or k[1] in kept}
 
     def merge(self, other: Evidence) -> None:
         """Add another worker's evidence (each worker's events are in order; between workers, approximately)."""
-        for path, row in other.io.items():
-            mine = self.io.get(path)
-            if mine is None:
-                self.io[path] = row
-            else:
-                extent = max(mine[EXTENT], row[EXTENT])
-                mine[:] = map(add, mine, row)
-                mine[EXTENT] = extent
         for kind, c in other.io_procs.items():
             self.io_procs.setdefault(kind, Counter()).update(c)
         for key, s in other.seqs.items():
             mine_s = self.seqs.setdefault(key, [])
             for seq in s:
                 _examples(mine_s, seq)
-        for table in ("missing", "temporary", "saves"):
+        for table in ("temporary", "saves"):
             mine_t, theirs = getattr(self, table), getattr(other, table)
             for k, v in theirs.items():
                 if k in mine_t:
@@ -533,7 +467,8 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
             "temporary-files", "info", f"{n} file{'s' if n != 1 else ''} created and deleted within the run",
             0, n, "each costs a create, writes and an unlink that leave nothing behind",
             "keep short-lived data in memory or on tmpfs when it need not be on this file system",
-            {"files": [{"path": p, "times": t[0], "bytes_written": t[1], "seqs": seqs("temporary", p)}
+            {"files": [{"path": p, "times": t[0], "bytes_written": ev.io[p][WRITTEN] if p in ev.io else 0,
+                        "seqs": seqs("temporary", p)}
                        for p, t in _top(ev.temporary.items(), lambda t: t[0])],
              "processes": _labels(ev.io_procs.get("temporary"))}))
     if ev.saves:

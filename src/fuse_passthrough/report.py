@@ -199,23 +199,6 @@ class Report:
                 f"{calls} operations on them; the totals count every operation, the {names[table]} tables may "
                 "count low" for table, (calls, _) in self.dropped.items()]
 
-    def add(self, event: dict[str, Any]) -> None:
-        self.summary.add_event(event)
-        self.evidence.add(trace_scan._from_dict(event))
-        self.op_max[event["op"]] = max(self.op_max.get(event["op"], 0), event["duration_ns"])
-        self.events += 1
-        start = float(event["ts"])
-        end = start + event["duration_ns"] / 1e9
-        self.first_ts = start if self.first_ts is None else min(self.first_ts, start)
-        self.last_end = end if self.last_end is None else max(self.last_end, end)
-        if event["path"] is not None:
-            _group(self.paths, event["path"]).add(event)
-        pid = event["pid"]
-        _group(self.processes, (pid, None if pid == 0 else event["comm"])).add(event)
-        if event["errno"] is not None:
-            _group(self.errors, (event["errno"], event["path"])).add(event)
-            self.errno_ops.setdefault(event["errno"], _counter())[event["op"]] += 1
-
     @property
     def total_errors(self) -> int:
         return sum(s.errors for s in self.summary.ops.values())

@@ -52,7 +52,9 @@ import msgspec
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402 - after the setting above
 
-from .findings import SLOWEST, WATCHED, Evidence
+from . import evidence_columns
+from .evidence_columns import KINDS, Queue, Sequential
+from .findings import SLOWEST, Evidence
 from .tracing.compression import CorruptTrace, TraceReader
 from .tracing.events import SCHEMA_VERSION
 
@@ -135,8 +137,9 @@ _DECODER = msgspec.json.Decoder(_FastEvent)
 _DECODE = _DECODER.decode
 _DECODE_FULL = msgspec.json.Decoder(_FullEvent).decode
 # one getter per field taken out as a column: no tuple per event (as one getter of all of them would make)
-_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED = map(attrgetter, (
-    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected"))
+_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED, _SEQ, _ARGS = map(attrgetter, (
+    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected", "seq", "args"))
+_SIZE, _OFFSET, _FH = map(attrgetter, ("size", "offset", "fh"))
 _FAST_ERRORS = (msgspec.MsgspecError, ValueError)
 _OPEN, _CLOSE = ord("{"), ord("}")
 
@@ -484,6 +487,8 @@ def _bucket_edges() -> np.ndarray:
 
 
 _EDGES = _bucket_edges()
+_PATH_BLANK = np.zeros(evidence_columns.PATH_ROWS, dtype=np.int64)
+_PATH_BLANK[evidence_columns.EX0:] = evidence_columns.NO_SEQ
 _BUCKETS = len(_EDGES) + 1
 _EXACT_INT64 = 1 << 62  # time sums stay int64 while every duration seen adds up to less than this
 
@@ -497,11 +502,14 @@ class _Table:
     """Per name (path or process): calls per operation (a matrix: operations x names), time and errors, in numpy
     arrays that grow by doubling."""
 
-    def __init__(self) -> None:
+    def __init__(self, blank: np.ndarray) -> None:
         self.names = _Names()
         self.calls = np.zeros((4, 256), dtype=np.int64)
         self.ns = np.zeros(256, dtype=np.int64)
         self.errors = np.zeros(256, dtype=np.int64)
+        self.blank = blank  # a new name's evidence rows (evidence_columns.PATH_ROWS or PROC_ROWS)
+        self.examples = bool((blank == evidence_columns.NO_SEQ).any())  # rows of example seqs (the paths')
+        self.ev = np.repeat(blank[:, None], 256, axis=1)
 
     def fit(self, ops: int) -> None:
         """Room for `ops` operations and every name numbered so far."""
@@ -515,6 +523,9 @@ class _Table:
             if len(self.ns) < cols:
                 self.ns = np.concatenate([self.ns, np.zeros(cols - len(self.ns), dtype=self.ns.dtype)])
                 self.errors = np.concatenate([self.errors, np.zeros(cols - len(self.errors), dtype=np.int64)])
+            if self.ev.shape[1] < cols:
+                more = np.repeat(self.blank[:, None], cols - self.ev.shape[1], axis=1).astype(self.ev.dtype)
+                self.ev = np.concatenate([self.ev, more], axis=1)
 
     def add(self, oi: np.ndarray, ni: np.ndarray, dur: np.ndarray, failed: np.ndarray | None) -> None:
         np.add.at(self.calls, (oi, ni), 1)
@@ -548,16 +559,21 @@ class _Table:
         errors = np.zeros(size, dtype=np.int64)
         errors[:len(keep)] = self.errors[keep]
         self.errors = errors
+        ev = np.repeat(self.blank[:, None], self.ev.shape[1], axis=1).astype(self.ev.dtype)
+        ev[:, :len(keep)] = self.ev[:, keep]
+        self.ev = ev
         return dropped_calls, n - len(keep), {old: new for new, old in enumerate(keep.tolist())}
 
     def exact(self) -> None:
         """Time sums as Python ints from now on (they might leave int64's range)."""
         if self.ns.dtype != object:
             self.ns = self.ns.astype(object)
+            self.ev = self.ev.astype(object)
 
     def __getstate__(self) -> dict[str, Any]:
         n = len(self.names.names)  # sent without the room to grow
-        return {"names": self.names, "calls": self.calls[:, :n], "ns": self.ns[:n], "errors": self.errors[:n]}
+        return {"names": self.names, "calls": self.calls[:, :n], "ns": self.ns[:n], "errors": self.errors[:n],
+                "blank": self.blank, "examples": self.examples, "ev": self.ev[:, :n]}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -572,6 +588,11 @@ class _Table:
         self.calls[np.ix_(ops, mine)] += other.calls[:len(ops), :n]  # distinct indices: += adds each once
         self.ns[mine] += _like(other.ns[:n], self.ns)
         self.errors[mine] += other.errors[:n]
+        theirs = other.ev[:, :n]
+        if self.ev.dtype == object:
+            theirs = theirs.astype(object)
+        self.ev[:, mine] = evidence_columns.merge_rows(self.ev[:, mine], theirs) if self.examples \
+            else self.ev[:, mine] + theirs
         return mine
 
     def totals(self, ops: list[str]) -> NameTotals:
@@ -627,8 +648,8 @@ class Tally:
         self.first_ts = math.inf
         self.last_end = -math.inf
         self.ops = _Names()
-        self.paths = _Table()
-        self.procs = _Table()
+        self.paths = _Table(_PATH_BLANK)
+        self.procs = _Table(np.zeros(evidence_columns.PROC_ROWS, dtype=np.int64))
         self.hist = np.zeros((4, _BUCKETS), dtype=np.int64)  # operations x latency buckets
         self.far_hist: Counter[tuple[int, int]] = Counter()  # (operation, bucket): latencies of 2**63 ns and more
         self.op_ns = np.zeros(4, dtype=np.int64)
@@ -642,8 +663,13 @@ class Tally:
         self.byte_ops = np.zeros(0, dtype=bool)  # per operation number: whether it reads or writes bytes
         self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
         self.sample = Sample(sample) if sample else None
-        self.evidence = Evidence(tiny_bytes=tiny_bytes)
-        self.watched = np.zeros(0, dtype=bool)  # per operation number: whether the evidence looks at it
+        self.evidence = Evidence()  # what the findings need besides the tables' evidence rows
+        self.tiny_bytes = tiny_bytes
+        self.op_kind = np.zeros(0, dtype=np.int8)  # per operation number: evidence_columns' kind
+        self.queue = Queue()  # picked events, added to the tables' evidence rows a batch at a time
+        self.sequential = Sequential()
+        self.pid_number: dict[Any, int] = {}  # pids numbered (a key of `sequential`)
+        self.proc_pid = np.zeros(0, dtype=np.int64)  # per process number: its pid's number
         self.op_max = np.zeros(4, dtype=np.int64)  # the longest duration per operation (below 2**63)
         self.far_max: dict[int, int] = {}  # operation -> the longest duration, of those of 2**63 ns or more
 
@@ -690,7 +716,8 @@ class Tally:
                     self.op_max[o] = x
         else:
             np.maximum.at(self.op_max, oi, d)
-        self._gather(events, oi, c, None if exact else d)
+        done, got = self._add_bytes(events, oi, failed)
+        self._gather(events, oi, c, None if exact else d, done, got)
         self.paths.add(oi, pi, d, failed)
         self.procs.add(oi, ki, d, failed)
         if failed is not None:
@@ -702,26 +729,48 @@ class Tally:
         if c.injected is not None:
             names = self.ops.names
             self.op_injected.update(names[o] for o in oi[c.injected].tolist())
-        self._add_bytes(events, oi, failed)
         if self.sample is not None:
             self.sample.add(part, events, c.durations(), list(map(_ERRNO, events)))
         self._bound()
 
-    def _gather(self, events: list[Event], oi: np.ndarray, c: Columns, dur: np.ndarray | None) -> None:
-        """Hand the evidence the events it needs: those of WATCHED operations and failed lookups, those slower
-        than its slowest kept, and those of processes that met an injected fault."""
+    def _gather(self, events: list[Event], oi: np.ndarray, c: Columns, dur: np.ndarray | None, done: np.ndarray,
+                got: np.ndarray) -> None:
+        """Queue the columns of the events the evidence needs (evidence_columns: successful reads, writes, opens,
+        syncs, listings with a path; ENOENT failures); match created files with their unlink or rename; keep the
+        slowest and follow the processes that met an injected fault."""
         ev = self.evidence
         names = self.ops.names
-        if len(self.watched) != len(names):
-            self.watched = np.array([name in WATCHED for name in names], dtype=bool)
-        pick = self.watched[oi]
+        if len(self.op_kind) != len(names):
+            self.op_kind = np.array([KINDS.get(name, 0) for name in names], dtype=np.int8)
+        kind = self.op_kind[oi]
+        pi, ki = c.path, c.proc
+        none = self.paths.names.number.get(None)
+        ok = kind > 0
+        if none is not None:
+            ok &= pi != none
         if c.failed is not None:
-            missing = [i for i, e in zip(np.flatnonzero(c.failed).tolist(), c.errnos, strict=True) if e == "ENOENT"]
-            if missing:
-                pick[missing] = True
-        watch = ev.watch
-        for i in np.flatnonzero(pick).tolist():
-            watch(events[i])
+            ok &= ~c.failed
+            at = np.flatnonzero(c.failed)
+            missing = at[np.array(c.errnos, dtype=object) == "ENOENT"]
+            if none is not None and missing.size:
+                missing = missing[pi[missing] != none]
+            if missing.size:
+                kind[missing] = evidence_columns.MISSING
+                ok[missing] = True
+        picked = np.flatnonzero(ok)
+        if picked.size:
+            d = dur if dur is not None else np.array(c.durations(), dtype=object)
+            chosen = list(map(events.__getitem__, picked.tolist()))
+            k = kind[picked]
+            seq = evidence_columns.ints(list(map(_SEQ, chosen)))
+            self.queue.add((pi[picked], ki[picked], k, d[picked], seq),
+                           self._io(chosen, k, picked, pi, ki, d, seq, done, got))
+            rare = np.flatnonzero((k == evidence_columns.CREATE)
+                                  | ((k >= evidence_columns.MKNOD) & (k <= evidence_columns.RENAME)))
+            if rare.size:
+                self._created(list(map(chosen.__getitem__, rare.tolist())), k[rare].tolist())
+            if self.queue.count >= evidence_columns.BATCH:
+                self.flush()
         floor = ev.slow_floor()
         slow = (np.flatnonzero(dur > floor).tolist() if dur is not None
                 else [i for i, x in enumerate(c.durations()) if x > floor])
@@ -738,6 +787,66 @@ class Tally:
                 e = events[i]
                 if e.pid in pending or e.injected is not None:
                     follow(e)
+
+    def _io(self, chosen: list[Event], k: np.ndarray, picked: np.ndarray, pi: np.ndarray, ki: np.ndarray,
+            d: np.ndarray, seq: np.ndarray, done: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """The columns of the picked reads and writes: path, kind, fh, pid, offset, size, result, duration,
+        process, seq."""
+        rw = np.flatnonzero((k == evidence_columns.READ) | (k == evidence_columns.WRITE))
+        if not rw.size:
+            return None
+        io = list(map(chosen.__getitem__, rw.tolist()))
+        args = list(map(_ARGS, io))
+        if set(map(type, args)) == {_Args}:
+            size, offset, fh = map(list, (map(_SIZE, args), map(_OFFSET, args), map(_FH, args)))
+        else:  # events of the reference path: their args a dict
+            size, offset, fh = ([a.get(name) if isinstance(a, dict) else getattr(a, name, None) for a in args]
+                                for name in ("size", "offset", "fh"))
+        procs = ki[picked[rw]]
+        if len(self.proc_pid) < len(self.procs.names.names):
+            number = self.pid_number
+            new = [number.setdefault(pid, len(number)) for pid, _ in self.procs.names.names[len(self.proc_pid):]]
+            self.proc_pid = np.concatenate([self.proc_pid, np.array(new, dtype=np.int64)])
+        at = picked[rw]
+        results = got[np.searchsorted(done, at)]  # the reads and writes picked are among the byte operations done
+        return (pi[at], k[rw], evidence_columns.ints(fh), self.proc_pid[procs], evidence_columns.ints(offset),
+                evidence_columns.ints(size), results, d[at], procs, seq[rw])
+
+    def _created(self, rare: list[Event], kinds: list[int]) -> None:
+        """Files created (create, mknod) then deleted (temporary) or renamed onto another name (atomic saves)."""
+        ev = self.evidence
+        created = ev.created
+        pop = created.pop
+        made = (evidence_columns.CREATE, evidence_columns.MKNOD)
+        matched = []
+        for e, path, kind in zip(rare, map(_PATH, rare), kinds, strict=True):
+            if kind in made:
+                created[path] = -1
+            elif pop(path, None) is not None:
+                matched.append(e)
+        for e in matched:
+            if e.op == "unlink":
+                ev.deleted(e)
+            elif e.path2 is not None:
+                ev.saved(e)
+
+    def flush(self) -> None:
+        """Add the queued events into the tables' evidence rows."""
+        if not self.queue.count:
+            return
+        parts, io = self.queue.take()
+        self.paths.fit(len(self.ops.names))
+        self.procs.fit(len(self.ops.names))
+        evidence_columns.add_batch(self.paths.ev, self.procs.ev, parts, io, self.tiny_bytes, self.sequential)
+        if len(self.sequential.last_end) > evidence_columns.EVIDENCE_CAP:
+            self._forget_ends()
+
+    def _forget_ends(self) -> None:
+        """Where the accesses ended, forgotten: the next access of each file is classified as if it were the
+        first (an approximation, documented)."""
+        self.sequential.last_end.clear()
+        self.pid_number.clear()
+        self.proc_pid = np.zeros(0, dtype=np.int64)
 
     def _columns(self, events: list[Event]) -> Columns:
         """The slice's fields as columns, its operations, paths and processes numbered: compiled where built."""
@@ -778,6 +887,7 @@ class Tally:
     def _exact(self) -> None:
         """Time sums as Python ints from now on."""
         if self.op_ns.dtype != object:
+            self.flush()
             self.paths.exact()
             self.procs.exact()
             self.op_ns = self.op_ns.astype(object)
@@ -792,6 +902,8 @@ class Tally:
 
     def merge(self, other: Tally) -> None:
         """Add the tally of another process (its own numbering), then bound the tables as `add` does."""
+        self.flush()
+        other.flush()
         self.events += other.events
         self.first_ts = min(self.first_ts, other.first_ts)
         self.last_end = max(self.last_end, other.last_end)
@@ -825,25 +937,42 @@ class Tally:
             self.sample.merge(other.sample)
         self._bound()
 
-    def _add_bytes(self, events: list[Event], oi: np.ndarray, failed: np.ndarray | None) -> None:
-        """Bytes read and written: the results of the reads and writes that succeeded, decoded together."""
+    def _add_bytes(self, events: list[Event], oi: np.ndarray, failed: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Bytes read and written: the results of the reads and writes that succeeded, decoded together.
+
+        Returns those events' positions and their results as int64 (evidence_columns.ints: other values none)."""
         if len(self.byte_ops) != len(self.ops.names):
             self.byte_ops = np.array([name in BYTE_OPS for name in self.ops.names], dtype=bool)
-        done = np.flatnonzero(self.byte_ops[oi] if failed is None else self.byte_ops[oi] & ~failed).tolist()
-        if not done:
-            return
+        at = np.flatnonzero(self.byte_ops[oi] if failed is None else self.byte_ops[oi] & ~failed)
+        if not at.size:
+            return at, at
+        done = at.tolist()
         results = [events[i].result for i in done]
-        if all(isinstance(r, msgspec.Raw) for r in results):
+        if set(map(type, results)) == {msgspec.Raw}:
             results = msgspec.json.decode(b"[" + b",".join(results) + b"]")
         else:  # a slice read by the reference path
             results = list(map(_json, results))
-        for i, r in zip(done, results, strict=True):
-            if isinstance(r, int):
-                op = events[i].op
-                (self.op_read if op == "read" else self.op_written)[op] += r
+        got = evidence_columns.ints(results)
+        if set(map(type, results)) == {int} and int(np.abs(got).max()) < 1 << 40:  # no bool, no sum overflow
+            sums = np.zeros(len(self.ops.names), dtype=np.int64)
+            np.add.at(sums, oi[at], got)
+            names = self.ops.names
+            for o, n in zip(np.flatnonzero(sums).tolist(), sums[sums != 0].tolist(), strict=True):
+                op = names[o]
+                (self.op_read if op == "read" else self.op_written)[op] += n
+        else:
+            for i, r in zip(done, results, strict=True):
+                if isinstance(r, int):
+                    op = events[i].op
+                    (self.op_read if op == "read" else self.op_written)[op] += r
+        return at, got
 
     def _bound(self) -> None:
         """At most TABLE_CAP paths, processes and (errno, path) pairs."""
+        if len(self.paths.names.names) > TABLE_CAP or len(self.procs.names.names) > TABLE_CAP:
+            self.flush()  # the queued events' numbers are about to change
+            self._forget_ends()
         if len(self.paths.names.names) > TABLE_CAP:
             self._prune("paths", self.paths)
         if len(self.procs.names.names) > TABLE_CAP:
@@ -871,6 +1000,8 @@ class Tally:
 
     def totals(self) -> Totals:
         """The tally by name."""
+        self.flush()
+        self.evidence.from_rows(self.paths.names.names, self.paths.ev, self.procs.names.names, self.procs.ev)
         t = Totals()
         t.events, t.first_ts, t.last_end = self.events, self.first_ts, self.last_end
         t.sample, t.dropped, t.evidence = self.sample, self.dropped, self.evidence
@@ -1124,6 +1255,7 @@ def _worker(inbox: Any, ready: Any, results: Any, files: list[str], sample: int,
             except ReportError as e:
                 if error is None or chunk.index < error[0]:
                     error = (chunk.index, str(e))
+        tally.flush()
         results.put((tally, error))  # numpy arrays and name lists: quick to send and to merge
     except BaseException as e:  # reported by the parent, which would otherwise wait for this worker forever
         results.put((None, (-1, f"a report worker failed: {e!r}")))
