@@ -239,9 +239,8 @@ def _print_trace(pm: PrivateMount, args: argparse.Namespace, output: Any) -> Non
 
 def _print_findings(trace_path: str) -> None:
     """The findings of `report` (docs/report.md, "Findings"), one line each, after the summary table."""
-    from .findings import find, render_findings
-    from .report import build
-    from .trace_scan import ReportError
+    from .report import ReportError, build
+    from .report.findings import find, render_findings
     try:
         report, _ = build([trace_path])
     except (ReportError, OSError) as e:

@@ -15,22 +15,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .arguments import Parser, int_at_least
+from ..arguments import Parser, int_at_least
+from ..tracing.events import KERNEL_COMM
+from ..tracing.stats import Summary
+from . import DEFAULT_TOP, PARALLEL_MIN_BYTES, _build, _input_size, threshold, thresholds
 from .findings import Finding, Thresholds, find
-from .report import (
-    DEFAULT_TOP,
-    PARALLEL_MIN_BYTES,
-    Report,
-    ReportError,
-    _build,
-    _input_size,
-    display,
-    threshold,
-    thresholds,
-)
-from .trace_scan import default_jobs
-from .tracing.events import KERNEL_COMM
-from .tracing.stats import Summary
+from .model import Report
+from .reading import ReportError
+from .scan import default_jobs
+from .text import display
 
 PROG = "fuse-passthrough report diff"
 FAILED = 3  # exit status when a --fail-on condition holds
@@ -41,7 +34,7 @@ _CONDITION = re.compile(r"^(?P<what>[a-z_][a-z0-9_-]*)(?:\.(?P<measure>[a-z]+))?
 
 
 def _known_ops() -> frozenset[str]:
-    from .layers import ARG_NAMES
+    from ..layers import ARG_NAMES
     return frozenset(ARG_NAMES) | {"fdatasync", "readdir_with_offset"}
 
 

@@ -1,49 +1,17 @@
-"""Reading JSONL traces fast, for `report`: whole lines in large chunks, decoded and tallied a slice at a time.
-
-A slice of lines is decoded by msgspec straight into `Event` structs, their types checked on the way, in one call
-(`decode_lines` on a view of the chunk) when every line is sure to hold exactly one event (each starts with "{"
-and ends with "}", and the call returns one event per line). A slice that does not decode that way goes through
-the reference path instead, line by line: `json.loads`, then `check_event`, which names the file, line and fault
-of a malformed line, and accepts what the fast path is too strict for (a file name with undecodable bytes,
-written as a lone-surrogate escape).
-
-The tally takes a slice's fields out as columns, numbers paths, processes and operations as they first appear (a
-name equal to a recent one is not looked up), and adds the slice into numpy arrays indexed by those numbers
-(np.add.at): calls per operation and path, per operation and process, per operation and latency bucket, and time
-sums. The per-event part (columns, numbering, where lines start) is compiled (`_columns.c`) where the package was
-built with a C compiler, and done in Python (`Tally._python_columns`, numpy) where not. Memory is bounded whatever
-the trace length: per path, process and (errno, path) their totals, pruned to the busiest when there are more than
-`TABLE_CAP`; and, when asked, a sample of at most a few thousand events for the HTML charts (the slowest quarter,
-the errors or a quarter of them spread over the trace, the rest evenly spaced by a stride that doubles as the trace
-grows).
-
-With `jobs` > 1 the chunks go to that many worker processes (fork), each tallying its share: of plain files, one
-contiguous region each (then chunks taken from the others' ends), since paths cluster in time; of compressed
-files or pipes, read here, whichever chunk is next. The workers' tallies (arrays and name lists) are merged at the
-end, name by name. The result does not depend on the number of jobs (unless tables were pruned: then which rows
-survive may).
-"""
+"""The tally: a slice of events at a time into numpy tables numbered by name (docs/report.md, \"Speed and memory\")."""
 
 from __future__ import annotations
 
-import bisect
-import gc
 import heapq
-import json
 import math
-import multiprocessing
 import os
-import queue
-import stat
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from math import log2
 from operator import add, attrgetter, is_not, mod, not_, truediv
-from typing import Annotated, Any, Literal, cast
+from typing import Any
 
 import msgspec
 
@@ -52,258 +20,24 @@ import msgspec
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402 - after the setting above
 
-from . import evidence_columns
-from .evidence_columns import KINDS, Queue, Sequential
+from . import evidence, reading
+from .evidence import KINDS, Queue, Sequential
 from .findings import SLOWEST, Evidence
-from .tracing.compression import CorruptTrace, TraceReader
-from .tracing.events import SCHEMA_VERSION
-
-try:  # the per-event part of the tally, compiled (_columns.c) when the package was built with a C compiler
-    from . import _columns as _compiled
-except ImportError:
-    _compiled = None  # type: ignore[assignment]
-
-CHUNK = 512 << 10     # bytes of whole lines read (and sent to a worker) at a time
-_LINE_ROOM = 16 << 10  # read past a chunk's end, to finish its last line in the same read
-SLICE = 512           # lines decoded and tallied together: their objects stay in the CPU cache
-TABLE_CAP = 100_000   # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
-BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
-
-
-class ReportError(Exception):
-    """A one-line problem with the input or output files (exit status 1)."""
-
-
-class Event(msgspec.Struct, gc=False, kw_only=True):
-    """One trace event (README, "JSONL schema, version 1"): the fields and types a line must have.
-
-    In the order the writer writes them: msgspec matches each key against the field expected next first (11 % fewer
-    instructions decoding than in another order)."""
-
-    v: Literal[1] = 1
-    seq: int | None = None
-    ts: float
-    op: str
-    path: str | None = None
-    path2: str | None = None
-    args: Any = msgspec.Raw(b"{}")
-    result: Any = msgspec.Raw(b"null")
-    errno: str | None = None
-    duration_ns: Annotated[int, msgspec.Meta(ge=0)]
-    pid: int
-    uid: int | None = None
-    gid: int | None = None
-    comm: str | None = None
-    cmdline: list[Any] | None = None
-    injected: str | None = None  # what a fault rule did to the call (README, "Fault injection")
-    delay_ns: int | None = None
-
-
-class _Object(msgspec.Struct, gc=False):
-    """A JSON object whose fields are checked as JSON and skipped."""
-
-
-class _FullEvent(Event, gc=False, kw_only=True):
-    """The same fields, with args and result kept as raw JSON (Raw), decoded when needed."""
-
-    args: msgspec.Raw = msgspec.Raw(b"{}")
-    result: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Args(_Object, gc=False):
-    """The arguments the findings need (of reads and writes); the others are checked as JSON and skipped."""
-
-    size: int | None = None
-    offset: int | None = None
-    fh: int | None = None
-
-
-class _FastEvent(Event, gc=False, kw_only=True):
-    """What the tally needs: of the args only size, offset and fh, result raw (for bytes read and written)."""
-
-    args: _Args = msgspec.field(default_factory=_Args)
-    result: msgspec.Raw = msgspec.Raw(b"null")
-
-
-COMPILED_NOTE: str | None = None  # why the compiled columns are not used, when they were built but cannot be
-if _compiled is not None:
-    try:
-        _compiled.setup(Event)
-    except Exception as e:  # a msgspec whose struct layout it does not know, say: the Python path does the same work
-        COMPILED_NOTE = f"note: the compiled columns cannot be used ({e}): reading in Python, about 55 % slower"
-        _compiled = None  # type: ignore[assignment]
-
-_DECODER = msgspec.json.Decoder(_FastEvent)
-_DECODE = _DECODER.decode
-_DECODE_FULL = msgspec.json.Decoder(_FullEvent).decode
-# one getter per field taken out as a column: no tuple per event (as one getter of all of them would make)
-_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED, _SEQ, _ARGS = map(attrgetter, (
-    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected", "seq", "args"))
-_SIZE, _OFFSET, _FH = map(attrgetter, ("size", "offset", "fh"))
-_FAST_ERRORS = (msgspec.MsgspecError, ValueError)
-_OPEN, _CLOSE = ord("{"), ord("}")
-
-
-# --------------------------------------------------------------------------------------------- reference path
-
-_REQUIRED: dict[str, tuple[type, ...]] = {"op": (str,), "ts": (int, float), "duration_ns": (int,), "pid": (int,)}
-_OPTIONAL: dict[str, tuple[type, ...]] = {
-    "seq": (int,), "path": (str,), "path2": (str,), "errno": (str,), "comm": (str,), "uid": (int,),
-    "gid": (int,), "args": (dict,), "cmdline": (list,), "injected": (str,), "delay_ns": (int,),
-}
-
-
-def check_event(obj: Any) -> dict[str, Any]:
-    """The event with every schema field present, or ValueError saying what is wrong with it."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"not a trace event (a JSON {type(obj).__name__}, expected an object)")
-    v = obj.get("v", SCHEMA_VERSION)
-    if v != SCHEMA_VERSION:
-        raise ValueError(f"unsupported event schema version {v!r} (this report reads version {SCHEMA_VERSION})")
-    for name, types in _REQUIRED.items():
-        if name not in obj:
-            raise ValueError(f"not a trace event (no {name!r} field)")
-        value = obj[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise ValueError(f"bad {name!r} field: {value!r}")
-    if obj["duration_ns"] < 0:
-        raise ValueError(f"bad 'duration_ns' field: {obj['duration_ns']!r}")
-    if not math.isfinite(obj["ts"]):
-        raise ValueError(f"bad 'ts' field: {obj['ts']!r}")
-    for name, types in _OPTIONAL.items():
-        value = obj.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
-            raise ValueError(f"bad {name!r} field: {value!r}")
-    for name in ("seq", "path", "path2", "result", "errno", "comm"):
-        obj.setdefault(name, None)
-    obj.setdefault("args", {})
-    return obj
-
-
-def parse_line(raw: bytes, where: str, last: bool) -> dict[str, Any] | None:
-    """One line through the reference path: the event, None for a blank line, or ReportError."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ReportError(f"{where}: malformed line, not UTF-8 text") from None
-    if not line.strip():
-        return None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        hint = "; the last line is incomplete: is the trace still being written?" if last else ""
-        raise ReportError(f"{where}: malformed line, not JSON "
-                          f"({e.msg.removesuffix(' at')} at column {e.colno}){hint}") from None
-    try:
-        return check_event(obj)
-    except ValueError as e:
-        raise ReportError(f"{where}: malformed line, {e}") from None
-
-
-def _from_dict(d: dict[str, Any]) -> Event:
-    return Event(op=d["op"], ts=float(d["ts"]), duration_ns=d["duration_ns"], pid=d["pid"], seq=d["seq"],
-                 path=d["path"], path2=d["path2"], args=d["args"], result=d["result"], errno=d["errno"],
-                 comm=d["comm"], uid=d.get("uid"), gid=d.get("gid"), cmdline=d.get("cmdline"),
-                 injected=d.get("injected"), delay_ns=d.get("delay_ns"))
-
-
-def _json(value: Any) -> Any:
-    return msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
-
-
-def as_dict(e: Event, line: bytes | None = None) -> dict[str, Any]:
-    """The event as the JSON object it was read from (every schema field; cmdline, injected, delay_ns when
-    present).
-
-    `line`: the line it was decoded from (needed for an event of the fast path, which skipped its args)."""
-    if isinstance(e.args, _Object):
-        assert line is not None
-        e = _DECODE_FULL(line)
-    d = {"v": SCHEMA_VERSION, "seq": e.seq, "ts": e.ts, "op": e.op, "path": e.path, "path2": e.path2,
-         "args": _json(e.args), "result": _json(e.result), "errno": e.errno, "duration_ns": e.duration_ns,
-         "pid": e.pid, "uid": e.uid, "gid": e.gid, "comm": e.comm}
-    if e.cmdline is not None:
-        d["cmdline"] = e.cmdline
-    if e.injected is not None:
-        d["injected"] = e.injected
-    if e.delay_ns is not None:
-        d["delay_ns"] = e.delay_ns
-    return d
-
-
-def full_event(e: Event, line: bytes) -> Event:
-    """The event with its args (skipped on the fast path) as raw JSON, from the line it was decoded from."""
-    return _DECODE_FULL(line) if isinstance(e.args, _Object) else e
-
-
-def decode_lines(lines: list[bytes], where: Callable[[int], str], last_open: bool
-                 ) -> tuple[list[Event], Sequence[int]]:
-    """The events of `lines` and the index of the line each came from; ReportError for a malformed one.
-
-    `last_open`: the last line has no newline (the end of a file that was cut short, or is still written)."""
-    try:
-        fast: list[Event] = list(map(_DECODE, lines))
-        return fast, range(len(fast))
-    except _FAST_ERRORS:
-        pass
-    events: list[Event] = []
-    index: list[int] = []
-    last = len(lines) - 1
-    for i, raw in enumerate(lines):
-        e: Event
-        try:
-            e = _DECODE(raw)
-        except _FAST_ERRORS:
-            d = parse_line(raw, where(i), last_open and i == last)
-            if d is None:
-                continue
-            e = _from_dict(d)
-        events.append(e)
-        index.append(i)
-    return events, index
-
-
-def line_starts(data: bytes | memoryview, last_open: bool) -> np.ndarray | None:
-    """Where each line of `data` starts, and its end (len(data)) last; None unless every line starts with "{" and
-    ends with "}", as the writer's lines do (only then can their events be decoded several lines at a time)."""
-    if _compiled is not None:
-        starts = _compiled.line_starts(data, last_open)
-        return None if starts is None else np.frombuffer(starts, np.intp)
-    return _numpy_line_starts(data, last_open)
-
-
-def _numpy_line_starts(data: bytes | memoryview, last_open: bool) -> np.ndarray | None:
-    """line_starts() with numpy (where the compiled one is not built)."""
-    chars = np.frombuffer(data, np.uint8)
-    if not len(chars):
-        return np.zeros(1, dtype=np.intp)
-    newlines = np.flatnonzero(chars == 10)
-    ends = newlines - 1 if not last_open else np.append(newlines - 1, len(chars) - 1)
-    starts = np.concatenate(([0], newlines + 1, [len(chars)])) if last_open else np.concatenate(([0], newlines + 1))
-    if not (chars[starts[:-1]] == _OPEN).all() or not (chars[ends] == _CLOSE).all():
-        return None
-    return starts
-
-
-def decode_several(lines: bytes | memoryview, count: int) -> list[Event] | None:
-    """The events of `count` lines that line_starts() found each start with "{" and end with "}", decoded in one
-    call (no object per line: about twice as fast as line by line); None unless each line is one well-formed event
-    (then they go through decode_lines, which says which line is not and why)."""
-    try:
-        events = cast(list[Event], _DECODER.decode_lines(lines))
-    except _FAST_ERRORS:
-        return None
-    # decode_lines reads whitespace-separated objects, blank lines skipped. No object goes on past a line's end here
-    # (a JSON object never has "}" then "{" inside it) and no line is blank: every line holds one object or more, so
-    # as many objects as lines means one on each.
-    return events if len(events) == count else None
-
+from .reading import Event, Slice, _Args, _json
 
 # --------------------------------------------------------------------------------------------- tally
 
 def _mix(pos: int) -> int:
     """A position's bits well mixed (Fibonacci hashing): sampling on them spreads over any set of positions."""
     return (pos * 0x9E3779B97F4A7C15 >> 17) & 0xFFFFFFFF
+
+TABLE_CAP = 100_000   # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
+BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
+# one getter per field taken out as a column: no tuple per event (as one getter of all of them would make)
+_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED, _SEQ, _ARGS = map(attrgetter, (
+    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected", "seq", "args"))
+_SIZE, _OFFSET, _FH = map(attrgetter, ("size", "offset", "fh"))
+
 
 
 @dataclass
@@ -350,7 +84,7 @@ class Sample:
             self.errors = {p: e for p, e in self.errors.items() if _mix(p) % self.error_stride == 0}
 
     def _thin(self) -> None:
-        while len(self.spaced) > self.limit:
+        while len(self.spaced) > self.limit // 2:  # with the errors and the slowest: at most `limit` in all
             self.stride *= 2
             self.spaced = {p: e for p, e in self.spaced.items() if p % self.stride == 0}
 
@@ -487,8 +221,8 @@ def _bucket_edges() -> np.ndarray:
 
 
 _EDGES = _bucket_edges()
-_PATH_BLANK = np.zeros(evidence_columns.PATH_ROWS, dtype=np.int64)
-_PATH_BLANK[evidence_columns.EX0:] = evidence_columns.NO_SEQ
+_PATH_BLANK = np.zeros(evidence.PATH_ROWS, dtype=np.int64)
+_PATH_BLANK[evidence.EX0:] = evidence.NO_SEQ
 _BUCKETS = len(_EDGES) + 1
 _EXACT_INT64 = 1 << 62  # time sums stay int64 while every duration seen adds up to less than this
 
@@ -507,8 +241,8 @@ class _Table:
         self.calls = np.zeros((4, 256), dtype=np.int64)
         self.ns = np.zeros(256, dtype=np.int64)
         self.errors = np.zeros(256, dtype=np.int64)
-        self.blank = blank  # a new name's evidence rows (evidence_columns.PATH_ROWS or PROC_ROWS)
-        self.examples = bool((blank == evidence_columns.NO_SEQ).any())  # rows of example seqs (the paths')
+        self.blank = blank  # a new name's evidence rows (evidence.PATH_ROWS or PROC_ROWS)
+        self.examples = bool((blank == evidence.NO_SEQ).any())  # rows of example seqs (the paths')
         self.ev = np.repeat(blank[:, None], 256, axis=1)
 
     def fit(self, ops: int) -> None:
@@ -591,7 +325,7 @@ class _Table:
         theirs = other.ev[:, :n]
         if self.ev.dtype == object:
             theirs = theirs.astype(object)
-        self.ev[:, mine] = evidence_columns.merge_rows(self.ev[:, mine], theirs) if self.examples \
+        self.ev[:, mine] = evidence.merge_rows(self.ev[:, mine], theirs) if self.examples \
             else self.ev[:, mine] + theirs
         return mine
 
@@ -649,7 +383,7 @@ class Tally:
         self.last_end = -math.inf
         self.ops = _Names()
         self.paths = _Table(_PATH_BLANK)
-        self.procs = _Table(np.zeros(evidence_columns.PROC_ROWS, dtype=np.int64))
+        self.procs = _Table(np.zeros(evidence.PROC_ROWS, dtype=np.int64))
         self.hist = np.zeros((4, _BUCKETS), dtype=np.int64)  # operations x latency buckets
         self.far_hist: Counter[tuple[int, int]] = Counter()  # (operation, bucket): latencies of 2**63 ns and more
         self.op_ns = np.zeros(4, dtype=np.int64)
@@ -755,21 +489,21 @@ class Tally:
             if none is not None and missing.size:
                 missing = missing[pi[missing] != none]
             if missing.size:
-                kind[missing] = evidence_columns.MISSING
+                kind[missing] = evidence.MISSING
                 ok[missing] = True
         picked = np.flatnonzero(ok)
         if picked.size:
             d = dur if dur is not None else np.array(c.durations(), dtype=object)
             chosen = list(map(events.__getitem__, picked.tolist()))
             k = kind[picked]
-            seq = evidence_columns.ints(list(map(_SEQ, chosen)))
+            seq = evidence.ints(list(map(_SEQ, chosen)))
             self.queue.add((pi[picked], ki[picked], k, d[picked], seq),
                            self._io(chosen, k, picked, pi, ki, d, seq, done, got))
-            rare = np.flatnonzero((k == evidence_columns.CREATE)
-                                  | ((k >= evidence_columns.MKNOD) & (k <= evidence_columns.RENAME)))
+            rare = np.flatnonzero((k == evidence.CREATE)
+                                  | ((k >= evidence.MKNOD) & (k <= evidence.RENAME)))
             if rare.size:
                 self._created(list(map(chosen.__getitem__, rare.tolist())), k[rare].tolist())
-            if self.queue.count >= evidence_columns.BATCH:
+            if self.queue.count >= evidence.BATCH:
                 self.flush()
         floor = ev.slow_floor()
         slow = (np.flatnonzero(dur > floor).tolist() if dur is not None
@@ -792,7 +526,7 @@ class Tally:
             d: np.ndarray, seq: np.ndarray, done: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, ...] | None:
         """The columns of the picked reads and writes: path, kind, fh, pid, offset, size, result, duration,
         process, seq."""
-        rw = np.flatnonzero((k == evidence_columns.READ) | (k == evidence_columns.WRITE))
+        rw = np.flatnonzero((k == evidence.READ) | (k == evidence.WRITE))
         if not rw.size:
             return None
         io = list(map(chosen.__getitem__, rw.tolist()))
@@ -809,15 +543,15 @@ class Tally:
             self.proc_pid = np.concatenate([self.proc_pid, np.array(new, dtype=np.int64)])
         at = picked[rw]
         results = got[np.searchsorted(done, at)]  # the reads and writes picked are among the byte operations done
-        return (pi[at], k[rw], evidence_columns.ints(fh), self.proc_pid[procs], evidence_columns.ints(offset),
-                evidence_columns.ints(size), results, d[at], procs, seq[rw])
+        return (pi[at], k[rw], evidence.ints(fh), self.proc_pid[procs], evidence.ints(offset),
+                evidence.ints(size), results, d[at], procs, seq[rw])
 
     def _created(self, rare: list[Event], kinds: list[int]) -> None:
         """Files created (create, mknod) then deleted (temporary) or renamed onto another name (atomic saves)."""
         ev = self.evidence
         created = ev.created
         pop = created.pop
-        made = (evidence_columns.CREATE, evidence_columns.MKNOD)
+        made = (evidence.CREATE, evidence.MKNOD)
         matched = []
         for e, path, kind in zip(rare, map(_PATH, rare), kinds, strict=True):
             if kind in made:
@@ -837,8 +571,8 @@ class Tally:
         parts, io = self.queue.take()
         self.paths.fit(len(self.ops.names))
         self.procs.fit(len(self.ops.names))
-        evidence_columns.add_batch(self.paths.ev, self.procs.ev, parts, io, self.tiny_bytes, self.sequential)
-        if len(self.sequential.last_end) > evidence_columns.EVIDENCE_CAP:
+        evidence.add_batch(self.paths.ev, self.procs.ev, parts, io, self.tiny_bytes, self.sequential)
+        if len(self.sequential.last_end) > evidence.EVIDENCE_CAP:
             self._forget_ends()
 
     def _forget_ends(self) -> None:
@@ -850,8 +584,8 @@ class Tally:
 
     def _columns(self, events: list[Event]) -> Columns:
         """The slice's fields as columns, its operations, paths and processes numbered: compiled where built."""
-        if _compiled is not None:
-            got = _compiled.columns(events, self.ops.number, self.ops.names, self.paths.names.number,
+        if reading._compiled is not None:
+            got = reading._compiled.columns(events, self.ops.number, self.ops.names, self.paths.names.number,
                                     self.paths.names.names, self.procs.names.number, self.procs.names.names)
             if got is not None:
                 op, path, proc, dur, ts, failed, errnos, injected = got
@@ -941,7 +675,7 @@ class Tally:
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Bytes read and written: the results of the reads and writes that succeeded, decoded together.
 
-        Returns those events' positions and their results as int64 (evidence_columns.ints: other values none)."""
+        Returns those events' positions and their results as int64 (evidence.ints: other values none)."""
         if len(self.byte_ops) != len(self.ops.names):
             self.byte_ops = np.array([name in BYTE_OPS for name in self.ops.names], dtype=bool)
         at = np.flatnonzero(self.byte_ops[oi] if failed is None else self.byte_ops[oi] & ~failed)
@@ -953,7 +687,7 @@ class Tally:
             results = msgspec.json.decode(b"[" + b",".join(results) + b"]")
         else:  # a slice read by the reference path
             results = list(map(_json, results))
-        got = evidence_columns.ints(results)
+        got = evidence.ints(results)
         if set(map(type, results)) == {int} and int(np.abs(got).max()) < 1 << 40:  # no bool, no sum overflow
             sums = np.zeros(len(self.ops.names), dtype=np.int64)
             np.add.at(sums, oi[at], got)
@@ -1024,408 +758,3 @@ class Tally:
         return t
 
 
-# --------------------------------------------------------------------------------------------- chunks
-
-@dataclass
-class Chunk:
-    """Whole lines of one file: shipped as `data`, or (a plain regular file) the lines that start in the byte
-    range [start, end), for the process tallying them to read itself.
-
-    `index` numbers the chunks over all the files: a line's position in the trace is index << 24 | its number in
-    the chunk (a chunk has fewer than 2**24 lines)."""
-
-    file: int
-    index: int
-    data: bytes | None = None
-    line: int = 0            # the number of the data's first line in its file
-    last_open: bool = False  # the data ends with a line that has no newline (the file's end)
-    start: int = 0
-    end: int = 0
-
-
-def _count_lines(path: str, offset: int) -> int:
-    """Newlines in the file before `offset` (to name a malformed line of a range chunk)."""
-    n = 0
-    with open(path, "rb") as f:
-        while offset > 0:
-            block = f.read(min(CHUNK, offset))
-            if not block:
-                break
-            n += block.count(b"\n")
-            offset -= len(block)
-    return n
-
-
-def _read_range(path: str, start: int, end: int) -> tuple[memoryview, int, bool]:
-    """The lines of the file that start in [start, end): (data, its offset, whether it ends without newline)."""
-    with open(path, "rb") as f:
-        fd = f.fileno()
-        begin = max(start - 1, 0)
-        # one read, with room to finish the last line (the rest is read only for a longer line); the lines are
-        # a view of it, not a copy
-        data = os.pread(fd, end - begin + _LINE_ROOM, begin)
-        first = 0
-        if start > 0:  # a line starts at start if the byte before it is a newline
-            first = data.find(b"\n", 0, end - begin) + 1
-            if not first:
-                return memoryview(b""), end, False
-        if first >= end - begin:  # the first line starts at `end` or later: the next range's
-            return memoryview(b""), begin + first, False
-        cut = data.find(b"\n", max(end - begin - 1, first)) + 1
-        if cut:
-            return memoryview(data)[first:cut], begin + first, False
-        parts = [data[first:]]
-        pos = begin + len(data)
-        while True:  # a last line longer than _LINE_ROOM, or the end of the file
-            more = os.pread(fd, 1 << 16, pos)
-            if not more:
-                return memoryview(b"".join(parts)), begin + first, True
-            cut = more.find(b"\n") + 1
-            parts.append(more[:cut] if cut else more)
-            pos += len(parts[-1])
-            if cut:
-                return memoryview(b"".join(parts)), begin + first, False
-
-
-class Lines:
-    """A chunk's lines, split out of its data when first needed (decoding does not need them)."""
-
-    def __init__(self, data: bytes | memoryview, last_open: bool) -> None:
-        self._data: bytes | memoryview | None = data
-        self._last_open = last_open
-        self._lines: list[bytes] = []
-
-    @property
-    def lines(self) -> list[bytes]:
-        if self._data is not None:
-            self._lines = bytes(self._data).split(b"\n")
-            if not self._last_open:
-                self._lines.pop()  # the empty string after the last newline
-            self._data = None
-        return self._lines
-
-
-@dataclass
-class Slice:
-    """Where a slice's events come from: event i is line index[i] of the chunk, whose first line is at `base`."""
-
-    chunk: Lines
-    index: Sequence[int]
-    base: int
-
-    def positions(self) -> Sequence[int]:
-        index = self.index
-        if isinstance(index, range):
-            return range(index.start + self.base, index.stop + self.base)
-        return [self.base + i for i in index]
-
-    def event(self, events: list[Event], i: int) -> dict[str, Any]:
-        """Event i as its full dict."""
-        return as_dict(events[i], self.chunk.lines[self.index[i]])
-
-
-def chunk_events(chunk: Chunk, files: list[str]) -> Iterator[tuple[list[Event], Slice]]:
-    """The chunk's events a slice at a time, with where they come from; ReportError for a malformed line."""
-    path = files[chunk.file]
-    data: bytes | memoryview
-    if chunk.data is None:
-        data, offset, last_open = _read_range(path, chunk.start, chunk.end)
-        first_line = None
-    else:
-        data, offset, last_open, first_line = chunk.data, 0, chunk.last_open, chunk.line
-    lines = Lines(data, last_open)
-    base = chunk.index << 24
-    starts = line_starts(data, last_open)
-    count = len(starts) - 1 if starts is not None else len(lines.lines)
-    view = memoryview(data)
-    for first in range(0, count, SLICE):
-        last = min(first + SLICE, count)
-        # a slice at a time, decoded just before it is tallied: its objects are still in the CPU cache
-        events = decode_several(view[starts[first]:starts[last]], last - first) if starts is not None else None
-        if events is not None:
-            yield events, Slice(lines, range(first, last), base)
-            continue
-
-        def where(i: int, first: int = first) -> str:
-            number = (first_line if first_line is not None else _count_lines(path, offset) + 1) + first + i
-            return f"{path}:{number}"
-
-        events, index = decode_lines(lines.lines[first:last], where, last_open and last == count)
-        yield events, Slice(lines, range(first + index.start, first + index.stop) if isinstance(index, range)
-                            else [first + i for i in index], base)
-
-
-def _tally_chunk(tally: Tally, chunk: Chunk, files: list[str]) -> None:
-    for events, part in chunk_events(chunk, files):
-        tally.add(events, part)
-
-
-def read_chunks(files: list[str], on_progress: Callable[[int], None] | None = None,
-                on_truncated: Callable[[str, int, int], None] | None = None) -> Iterator[Chunk]:
-    """The files in chunks of about CHUNK bytes, in order; ReportError for a file that cannot be read.
-
-    A plain regular file is cut into byte ranges, read by whoever tallies them; anything else (compressed,
-    a pipe) is read here and its lines shipped."""
-    index = 0
-    for number, path in enumerate(files):
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below
-        except OSError as e:
-            raise ReportError(f"cannot read '{path}': {e.strerror}") from None
-        with f:
-            try:
-                st = os.fstat(f.fileno())
-                reader = TraceReader(f)
-                if reader.codec is None and stat.S_ISREG(st.st_mode):
-                    for start in range(0, st.st_size, CHUNK):
-                        end = min(start + CHUNK, st.st_size)
-                        yield Chunk(number, index, start=start, end=end)
-                        index += 1
-                        if on_progress is not None:
-                            on_progress(end - start)
-                    continue
-                line = 1
-                consumed = 0
-                pending: list[bytes] = []
-                size = 0
-                for block in reader.blocks(CHUNK):
-                    if on_progress is not None and reader.consumed != consumed:
-                        on_progress(reader.consumed - consumed)
-                        consumed = reader.consumed
-                    pending.append(block)
-                    size += len(block)
-                    if size < CHUNK:
-                        continue
-                    data = b"".join(pending)
-                    cut = data.rfind(b"\n") + 1
-                    if not cut:
-                        pending, size = [data], len(data)
-                        continue
-                    rest = data[cut:]
-                    pending, size = ([rest], len(rest)) if rest else ([], 0)
-                    yield Chunk(number, index, data[:cut], line)
-                    index += 1
-                    line += data.count(b"\n", 0, cut)
-            except OSError as e:
-                raise ReportError(f"cannot read '{path}': {e.strerror}") from None
-            except CorruptTrace as e:
-                raise ReportError(f"cannot read '{path}': {e}") from None
-            data = b"".join(pending)
-            if reader.truncated:
-                # A compressed stream cut short: every whole line counts, a part of one cannot be read.
-                cut = data.rfind(b"\n") + 1
-                if on_truncated is not None:
-                    on_truncated(path, line - 1 + data.count(b"\n", 0, cut), len(data) - cut)
-                data = data[:cut]
-            if data:
-                yield Chunk(number, index, data, line, last_open=not data.endswith(b"\n"))
-                index += 1
-
-
-@contextmanager
-def no_gc() -> Iterator[None]:
-    """No garbage collection inside: tallying and building the report make many objects and no reference cycles,
-    and each collection would walk all of them (40 % of building a report's tables from 100,000 paths)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _worker(inbox: Any, ready: Any, results: Any, files: list[str], sample: int, me: int, tiny_bytes: int) -> None:
-    """Tally the chunks sent to `inbox`, asking for each next one on `ready` (two asked ahead: no wait between)."""
-    gc.disable()  # a short-lived process making no reference cycles: collections would only cost time
-    tally = Tally(sample, tiny_bytes)
-    error: tuple[int, str] | None = None
-    try:
-        ready.put(me)
-        ready.put(me)
-        while True:
-            chunk = inbox.get()
-            if chunk is None:
-                break
-            ready.put(me)
-            if error is not None and chunk.index > error[0]:
-                continue
-            try:
-                _tally_chunk(tally, chunk, files)
-            except ReportError as e:
-                if error is None or chunk.index < error[0]:
-                    error = (chunk.index, str(e))
-        tally.flush()
-        results.put((tally, error))  # numpy arrays and name lists: quick to send and to merge
-    except BaseException as e:  # reported by the parent, which would otherwise wait for this worker forever
-        results.put((None, (-1, f"a report worker failed: {e!r}")))
-
-
-def _plain_files(files: list[str]) -> bool:
-    """Whether every file is an uncompressed regular file (cut into byte ranges the workers read themselves)."""
-    for path in files:
-        try:
-            if not stat.S_ISREG(os.stat(path).st_mode):
-                return False  # not opened here: a pipe's writer would lose its reader
-            with open(path, "rb") as f:
-                if TraceReader(f).codec is not None:
-                    return False
-        except OSError:
-            return False  # read_chunks says why
-    return True
-
-
-class _PlainChunks:
-    """The chunks read_chunks() makes of plain files, computed from the files' sizes (not listed: a 1 TB trace is 2
-    million chunks)."""
-
-    def __init__(self, files: list[str]) -> None:
-        self.sizes = [os.stat(path).st_size for path in files]
-        self.first = [0]  # the index of each file's first chunk, then the number of chunks
-        for size in self.sizes:
-            self.first.append(self.first[-1] + -(-size // CHUNK))
-
-    def __len__(self) -> int:
-        return self.first[-1]
-
-    def __getitem__(self, index: int) -> Chunk:
-        file = bisect.bisect_right(self.first, index) - 1
-        start = (index - self.first[file]) * CHUNK
-        return Chunk(file, index, start=start, end=min(start + CHUNK, self.sizes[file]))
-
-
-class _Regions:
-    """Chunks 0..count-1 (of plain files), one contiguous region per worker: a worker tallies its own region from
-    the front, then takes chunks from the back of the region with most left. Paths cluster in time (a test suite
-    works in one directory, then the next), so a worker sees about 1/jobs of them: its tables stay smaller and
-    in the CPU cache more (11-13 % less CPU than taking chunks in turn, measured on a 3.3 GB trace)."""
-
-    def __init__(self, count: int, chunk: Callable[[int], Chunk], jobs: int) -> None:
-        self.chunk = chunk
-        self.regions = [[k * count // jobs, (k + 1) * count // jobs] for k in range(jobs)]  # [next, end)
-
-    def next(self, worker: int) -> Chunk | None:
-        own = self.regions[worker]
-        if own[0] < own[1]:
-            own[0] += 1
-            return self.chunk(own[0] - 1)
-        fullest = max(self.regions, key=lambda region: region[1] - region[0])  # a tie: the first
-        if fullest[0] < fullest[1]:
-            fullest[1] -= 1
-            return self.chunk(fullest[1])
-        return None
-
-
-def _alive(workers: list[Any]) -> None:
-    dead = [w for w in workers if w.exitcode not in (None, 0)]
-    if dead:
-        raise ReportError(f"a report worker process died (exit status {dead[0].exitcode})")
-
-
-def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0, tiny_bytes: int = 1024,
-         on_progress: Callable[[int], None] | None = None,
-         on_truncated: Callable[[str, int, int], None] | None = None) -> tuple[Totals, list[bytes]]:
-    """Tally the files' events (with a chart sample of `sample` events, if > 0), in `jobs` processes.
-
-    Also returns the first `keep` non-blank lines as they are (for an export of the first events)."""
-    kept: list[bytes] = []
-
-    def keep_lines(chunk: Chunk) -> None:
-        if len(kept) < keep:
-            data = chunk.data if chunk.data is not None else _read_range(files[chunk.file], chunk.start, chunk.end)[0]
-            kept.extend(line for line in bytes(data).split(b"\n") if line.strip())
-            del kept[keep:]
-
-    chunks = read_chunks(files, on_progress, on_truncated)
-    if jobs <= 1:
-        tally = Tally(sample, tiny_bytes)
-        with no_gc():
-            for chunk in chunks:
-                keep_lines(chunk)
-                _tally_chunk(tally, chunk, files)
-            return tally.totals(), kept
-
-    ctx = multiprocessing.get_context("fork")
-    inboxes: list[Any] = [ctx.Queue() for _ in range(jobs)]
-    ready: Any = ctx.Queue()  # the number of a worker that wants another chunk
-    results: Any = ctx.Queue()
-    sys.stdout.flush()  # a forked child flushes its copy of unwritten output when it ends
-    sys.stderr.flush()
-    workers = [ctx.Process(target=_worker, args=(inboxes[k], ready, results, files, sample, k, tiny_bytes), daemon=True)
-               for k in range(jobs)]
-    for w in workers:
-        w.start()
-
-    def wanting() -> int:
-        while True:
-            try:
-                return int(ready.get(timeout=0.5))
-            except queue.Empty:
-                _alive(workers)
-
-    failure: tuple[int, str] | None = None
-    try:
-        finished: set[int] = set()  # workers sent None (one may still have asked for more: not asked again)
-        if _plain_files(files):
-            plain = _PlainChunks(files)
-            regions = _Regions(len(plain), plain.__getitem__, jobs)
-            first = 0  # the first lines, kept here (for --perfetto) a chunk per chunk handed out: the workers go on
-            while len(finished) < jobs:
-                worker = wanting()
-                if worker in finished:
-                    continue
-                task = regions.next(worker)
-                inboxes[worker].put(task)
-                if task is None:
-                    finished.add(worker)
-                elif on_progress is not None:
-                    on_progress(task.end - task.start)
-                if len(kept) < keep and first < len(plain):
-                    keep_lines(plain[first])
-                    first += 1
-            while len(kept) < keep and first < len(plain):
-                keep_lines(plain[first])
-                first += 1
-        else:
-            try:
-                for chunk in chunks:  # read here, in order, each to whichever worker wants one
-                    keep_lines(chunk)
-                    inboxes[wanting()].put(chunk)
-            except ReportError as e:  # reading: reported unless a worker found a malformed line before it
-                failure = (sys.maxsize, str(e))
-            while len(finished) < jobs:
-                worker = wanting()
-                if worker not in finished:
-                    inboxes[worker].put(None)
-                    finished.add(worker)
-        merged: Tally | None = None
-        for _ in workers:
-            while True:
-                try:
-                    part, error = results.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    _alive(workers)
-            if part is not None:
-                if merged is None:
-                    merged = part  # the first worker's tally: the others are merged into it
-                else:
-                    merged.merge(part)
-            if error is not None and (failure is None or error[0] < failure[0]):
-                failure = error
-        for w in workers:
-            w.join()
-    finally:
-        for w in workers:
-            if w.is_alive():
-                w.terminate()
-                w.join()
-    if failure is not None:
-        raise ReportError(failure[1])
-    assert merged is not None  # every worker sent its tally, or a failure
-    return merged.totals(), kept
-
-
-def default_jobs() -> int:
-    """Worker processes for a large trace: one per usable CPU (at most 8)."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))

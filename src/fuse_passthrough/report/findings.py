@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from . import evidence_columns as ec
-from .evidence_columns import (
+from . import evidence as ec
+from .evidence import (
     EVIDENCE_CAP,
+    EXAMPLES,
     EXTENT,
     IO_NS,
     LIST_NS,
@@ -43,11 +44,11 @@ from .evidence_columns import (
     WRITES_N,
     WRITTEN,
 )
+from .model import process_label
 
 if TYPE_CHECKING:
-    from .report import Report
+    from .model import Report
 
-EXAMPLES = 3            # example event seqs per path and kind
 SLOWEST = 20            # the slowest operations kept, for the slow-outliers finding
 FAULTS_KEPT = 1000      # injected faults followed (what the program did next)
 KERNEL_COMM = "[kernel]"
@@ -68,10 +69,6 @@ CLEANUP_OPS = frozenset({"release", "releasedir", "flush"})
 BENIGN_ERRORS = {("getxattr", "ENODATA"), ("getxattr", "EOPNOTSUPP"), ("listxattr", "EOPNOTSUPP"),
                  ("getxattr", "ENOTSUP"), ("listxattr", "ENOTSUP")}
 
-
-def process_label(pid: int, comm: str | None) -> str:
-    """'comm[pid]', or '[kernel]' for requests the kernel issued on its own (pid 0)."""
-    return KERNEL_COMM if pid == 0 else f"{comm or '?'}[{pid}]"
 
 
 def _examples(seqs: list[int], seq: int | None) -> None:
@@ -312,7 +309,7 @@ def _labels(counter: Counter[tuple[int, str | None]] | None, n: int = 3) -> list
             sorted(counter.items(), key=lambda kv: (-kv[1], process_label(*kv[0])))[:n]]
 
 
-def _top(items: Iterable[tuple[str, Any]], key: Any, n: int = 5) -> list[tuple[str, Any]]:
+def _top_by(items: Iterable[tuple[str, Any]], key: Any, n: int = 5) -> list[tuple[str, Any]]:
     return heapq.nsmallest(n, items, key=lambda kv: (-key(kv[1]), kv[0]))
 
 
@@ -374,7 +371,7 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
         per_mib = syncs / max(written / (1 << 20), 1e-9)
         per_s = syncs / span if span > 0 else 0.0
         storm = syncs >= th.fsync_min and (per_mib >= th.fsync_per_mib or per_s >= th.fsync_per_s)
-        top = _top(((p, r) for p, r in ev.io.items() if r[SYNCS_N]), lambda r: r[SYNCS_N])
+        top = _top_by(((p, r) for p, r in ev.io.items() if r[SYNCS_N]), lambda r: r[SYNCS_N])
         out.append(Finding(
             "fsync-storm" if storm else "fsync", "warning" if storm else "info",
             f"{syncs} fsync/fdatasync: {per_mib:.1f} per MiB written, {per_s:.1f} per second",
@@ -395,8 +392,8 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
             d, name = os.path.split(path)
             by_name.setdefault(name, set()).add(d)
             by_dir.setdefault(d, set()).add(name)
-        names = _top(((k, v) for k, v in by_name.items() if len(v) >= th.search_min), len)
-        dirs = _top(((k, v) for k, v in by_dir.items() if len(v) >= th.search_min), len)
+        names = _top_by(((k, v) for k, v in by_name.items() if len(v) >= th.search_min), len)
+        dirs = _top_by(((k, v) for k, v in by_dir.items() if len(v) >= th.search_min), len)
         storm = n >= th.missing_min and n >= th.missing_share * max(total_requests, 1)
         out.append(Finding(
             "missing-paths", "warning" if storm else "info",
@@ -411,7 +408,7 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
              "same_directory_probed": [{"directory": k, "names": len(v), "examples": sorted(v)[:3]}
                                        for k, v in dirs],
              "paths": [{"path": p, "lookups": m[0], "seqs": seqs("missing", p)}
-                       for p, m in _top(ev.missing.items(), lambda m: m[0])],
+                       for p, m in _top_by(ev.missing.items(), lambda m: m[0])],
              "processes": _labels(ev.io_procs.get("missing"))}))
 
     # metadata against data
@@ -469,7 +466,7 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
             "keep short-lived data in memory or on tmpfs when it need not be on this file system",
             {"files": [{"path": p, "times": t[0], "bytes_written": ev.io[p][WRITTEN] if p in ev.io else 0,
                         "seqs": seqs("temporary", p)}
-                       for p, t in _top(ev.temporary.items(), lambda t: t[0])],
+                       for p, t in _top_by(ev.temporary.items(), lambda t: t[0])],
              "processes": _labels(ev.io_procs.get("temporary"))}))
     if ev.saves:
         n = sum(s[0] for s in ev.saves.values())
@@ -478,7 +475,7 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
             0, n, "write-then-rename is the safe way to replace a file; noted so it is not mistaken for churn",
             "nothing, unless the same file is saved far more often than it changes",
             {"targets": [{"path": p, "renames": s[0], "seqs": seqs("save", p)}
-                         for p, s in _top(ev.saves.items(), lambda s: s[0])],
+                         for p, s in _top_by(ev.saves.items(), lambda s: s[0])],
              "processes": _labels(ev.io_procs.get("save"))}))
 
     # slow outliers
@@ -557,7 +554,7 @@ def _display(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_display(x) for x in v) + "]"
     if isinstance(v, str):
-        from .report import display
+        from .text import display
         return display(v)
     return str(v)
 
