@@ -232,5 +232,22 @@ def _print_trace(pm: PrivateMount, args: argparse.Namespace, output: Any) -> Non
     if not args.no_summary:
         sys.stderr.write("\n")
         summary.render(sys.stderr)
+        _print_findings(pm.trace_path)
     if args.summary_json:
         summary.write_json(args.summary_json)
+
+
+def _print_findings(trace_path: str) -> None:
+    """The findings of `report` (docs/report.md, "Findings"), one line each, after the summary table."""
+    from .report import ReportError, build
+    from .report.findings import find, render_findings
+    try:
+        report, _ = build([trace_path])
+    except (ReportError, OSError) as e:
+        print(f"{PROG} trace: no findings: {e}", file=sys.stderr)
+        return
+    found = find(report)
+    render_findings(found, sys.stderr, verbose=False)
+    if found:
+        sys.stderr.write("  (evidence and fixes: save the trace with --format jsonl --output FILE, then "
+                         f"`{PROG} report FILE`)\n")

@@ -433,7 +433,7 @@ def test_html_screenshot_is_not_blank(html_page: Path, tmp_path: Path) -> None:
 
 def test_real_sample_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """tests/data/report-sample.jsonl: a trace recorded from a real mount (the one docs/report.md shows)."""
-    sample = Path(__file__).parent / "data" / "report-sample.jsonl"
+    sample = Path(__file__).parent.parent / "data" / "report-sample.jsonl"
     events = [json.loads(line) for line in sample.read_text().splitlines()]
     pj, page = tmp_path / "s.json", tmp_path / "s.html"
     rc, out, err = run([str(sample), "--top", "100", "--perfetto", str(pj), "--html", str(page)], capsys)

@@ -23,14 +23,14 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from fuse_passthrough import report as report_mod
-from fuse_passthrough import trace_scan
-from fuse_passthrough.report import build, run_report
-from fuse_passthrough.tracing.compression import Compressor
+from reference import reference_report
 from test_report import EVENTS, ev, write_trace
 
-SAMPLE = Path(__file__).parent / "data" / "report-sample.jsonl"
+from fuse_passthrough import report as report_mod
+from fuse_passthrough.report import build, reading, run_report, scan, tally
+from fuse_passthrough.tracing.compression import Compressor
+
+SAMPLE = Path(__file__).parent.parent / "data" / "report-sample.jsonl"
 
 
 def jsonl(events: list[dict[str, Any]]) -> bytes:
@@ -161,8 +161,9 @@ def test_corrupt_compressed_data_is_an_error(tmp_path: Path, capsys: pytest.Capt
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of a few KiB, slices of 7 lines: a small trace spans many (the workers inherit this: fork)."""
-    monkeypatch.setattr(trace_scan, "CHUNK", 8 << 10)
-    monkeypatch.setattr(trace_scan, "SLICE", 7)
+    monkeypatch.setattr(reading, "CHUNK", 8 << 10)
+    monkeypatch.setattr(reading, "SLICE", 7)
+    monkeypatch.setattr(tally.evidence, "BATCH", 50)  # the findings' evidence: many batches
 
 
 @pytest.mark.parametrize("suffix", ["", ".zst"])
@@ -182,8 +183,8 @@ def test_latency_buckets_are_the_summarys_at_every_edge() -> None:
     import numpy as np
 
     from fuse_passthrough.tracing.stats import _bucket
-    near = sorted({max(0, e + k) for e in trace_scan._EDGES.tolist() for k in (-1, 0, 1)} | {0, 1, 2**63 - 1})
-    got = np.searchsorted(trace_scan._EDGES, np.array(near, dtype=np.int64), side="right").tolist()
+    near = sorted({max(0, e + k) for e in tally._EDGES.tolist() for k in (-1, 0, 1)} | {0, 1, 2**63 - 1})
+    got = np.searchsorted(tally._EDGES, np.array(near, dtype=np.int64), side="right").tolist()
     assert got == [_bucket(ns) for ns in near]
 
 
@@ -210,25 +211,17 @@ def odd_events(n: int, seed: int, huge: bool = False) -> list[dict[str, Any]]:
     return out
 
 
-def reference_report(events: list[dict[str, Any]]) -> report_mod.Report:
-    """The report built one event at a time (Report.add): what the column-wise tally must equal."""
-    r = report_mod.Report()
-    for e in events:
-        r.add(trace_scan.check_event(json.loads(json.dumps(e))))
-    return r
-
-
 @pytest.fixture(params=["compiled", "python"])
 def columns(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Tally with the compiled columns (_columns.c), then with their Python twin (the workers inherit it: fork)."""
     if request.param == "python":
-        monkeypatch.setattr(trace_scan, "_compiled", None)
+        monkeypatch.setattr(reading, "_compiled", None)
     return str(request.param)
 
 
 def test_the_compiled_columns_are_built() -> None:
     """make test (and make run) install a C compiler and Python's headers: the build must not have skipped it."""
-    assert trace_scan._compiled is not None
+    assert reading._compiled is not None
 
 
 @pytest.mark.parametrize("huge", [False, True])
@@ -240,12 +233,12 @@ def test_compiled_columns_equal_the_python_ones(huge: bool) -> None:
     for e in events[::7]:
         e["pid"] = random.Random(e["seq"]).choice([2**63 + 5, -1, 1 << 22])  # beyond what an array could index
     lines = jsonl(events).splitlines()
-    compiled, python = trace_scan.Tally(), trace_scan.Tally()
+    compiled, python = tally.Tally(), tally.Tally()
     handed_back = 0
     for first in range(0, len(lines), 50):
-        events_, _ = trace_scan.decode_lines(lines[first:first + 50], str, False)
+        events_, _ = reading.decode_lines(lines[first:first + 50], str, False)
         if huge and first == 0:  # the reference path's events too (another struct type, its own field values)
-            events_ = [trace_scan._from_dict(trace_scan.check_event(json.loads(raw))) for raw in lines[:50]]
+            events_ = [reading._from_dict(reading.check_event(json.loads(raw))) for raw in lines[:50]]
         got = compiled._columns(events_)
         want = python._python_columns(events_)
         if any(e.duration_ns >= 2**63 for e in events_):
@@ -279,6 +272,67 @@ def test_the_tally_equals_the_event_by_event_report(tmp_path: Path, small_chunks
             {op: vars(s) for op, s in expected.summary.ops.items()}
 
 
+def evidence_events(n: int, seed: int) -> list[dict[str, Any]]:
+    """Events of every kind the findings look at: reads and writes in and out of sequence (tiny and not, through
+    several file handles and processes), opens, creates, syncs, listings, files created then deleted or renamed,
+    ENOENT failures, injected faults, odd results and arguments."""
+    rng = random.Random(seed)
+    out = []
+    offsets: dict[tuple[str, int], int] = {}
+    for i in range(n):
+        path = rng.choice(["/a", "/b/c", "/d\udcff", "/tmp/x", "/tmp/y", None])
+        pid = rng.choice([0, 7, 8, 2**70])
+        op = rng.choice(["read", "read", "write", "write", "open", "create", "fsync", "fdatasync", "opendir",
+                         "mknod", "unlink", "rename", "getattr", "release"])
+        fh = rng.choice([1, 2, None])
+        args: dict[str, Any] = {}
+        result: Any = 0
+        if op in ("read", "write"):
+            size = rng.choice([1, 100, 1023, 1024, 4096, 65536, "x"])
+            at = offsets.get((str(path), pid), 0) if rng.random() < 0.7 else rng.randrange(10**6)
+            args = {"size": size, "offset": rng.choice([at, at, at, None, "7"]), "fh": fh}
+            result = rng.choice([size if isinstance(size, int) else 5, 0, 17, True, None, {"x": 1}])
+            offsets[(str(path), pid)] = at + (result if type(result) is int else 0)
+        failed = rng.random() < 0.15
+        e = ev(i + 1 if rng.random() < 0.97 else None, i * 1e-4, op, path, pid, rng.choice(["x", "y"]),
+               int(rng.lognormvariate(9, 2)), None if failed else result,
+               rng.choice(["ENOENT", "ENOENT", "EIO"]) if failed else None)
+        e["args"] = args
+        if op == "rename":
+            e["path2"] = rng.choice(["/doc", "/tmp/z", None])
+        if rng.random() < 0.03:
+            e["injected"] = "EIO"
+        out.append(e)
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_tallys_evidence_equals_the_event_by_event_one(tmp_path: Path, small_chunks: None, columns: str,
+                                                           seed: int) -> None:
+    """The findings' evidence gathered with numpy, a batch at a time, equals the reference's, event by event (with
+    one reading process; with several, only what docs/report.md says may differ)."""
+    from fuse_passthrough.report.findings import Thresholds, find
+    events = evidence_events(4000, seed)
+    f = write_as(tmp_path / "t.jsonl", jsonl(events))
+    expected = reference_report(events)
+    got, _ = build([str(f)], jobs=1)
+    want, have = expected.evidence, got.evidence
+    for name in ("io", "missing", "seqs", "temporary", "saves", "slowest", "faults"):
+        assert getattr(have, name) == getattr(want, name), name
+    assert {k: dict(c) for k, c in have.io_procs.items()} == {k: dict(c) for k, c in want.io_procs.items()}
+    th = Thresholds(reopen_min=2, tiny_io_min=5, random_min=5, relist_min=2)
+    assert [x.as_dict() for x in find(got, th)] == [x.as_dict() for x in find(expected, th)]
+    several, _ = build([str(f)], jobs=3)
+    exact = ("READS_N", "READ_BYTES", "WRITES_N", "WRITTEN", "TINY", "TINY_BYTES", "IO_NS", "OPENS_N", "OPEN_NS",
+             "SYNCS_N", "SYNC_NS", "LISTS_N", "LIST_NS", "TINY_NS", "EXTENT")
+    from fuse_passthrough.report import evidence as ec
+    for name in exact:
+        row = getattr(ec, name)
+        assert {p: r[row] for p, r in several.evidence.io.items()} == {p: r[row] for p, r in want.io.items()}, name
+    assert several.evidence.missing == want.missing and several.evidence.seqs.keys() >= {
+        k for k in want.seqs if k[0] not in ("temporary", "save")}
+
+
 def test_processes_are_told_apart_by_pid_and_name(tmp_path: Path, small_chunks: None, columns: str) -> None:
     """A process is a (pid, comm): a pid under another name (after exec, within a slice too) is another process;
     pids of any size (negative, Linux's limit and beyond, beyond int64) are counted all the same."""
@@ -300,15 +354,15 @@ def test_processes_are_told_apart_by_pid_and_name(tmp_path: Path, small_chunks: 
 def test_busy_processes_stay_exact_when_others_are_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            columns: str) -> None:
     """Dropping processes renumbers the rest: those seen again afterwards are still counted as themselves."""
-    monkeypatch.setattr(trace_scan, "TABLE_CAP", 40)
+    monkeypatch.setattr(tally, "TABLE_CAP", 40)
     events = []
     for i in range(3000):  # 5 busy processes (every 3rd event), which exec halfway; 2000 others, once each
         name = "busy" if i < 1500 else "execd"
         pid, comm = (10 + i % 5, name) if i % 3 == 0 else (1000 + i, "once")
         events.append(ev(i + 1, i * 1e-5, "getattr", "/p", pid, comm, 100))
     f = write_as(tmp_path / "t.jsonl", jsonl(events))
-    for jobs, chunk in ((3, 8 << 10), (1, trace_scan.CHUNK)):
-        monkeypatch.setattr(trace_scan, "CHUNK", chunk)
+    for jobs, chunk in ((3, 8 << 10), (1, reading.CHUNK)):
+        monkeypatch.setattr(reading, "CHUNK", chunk)
         report, _ = build([str(f)], jobs=jobs)
         assert report.dropped["processes"][1] > 0
         top = report.top_processes("calls", 10)
@@ -326,18 +380,18 @@ def line_by_line(path: Path, data: bytes) -> list[dict[str, Any]] | str:
     out = []
     for number, raw in enumerate(lines, 1):
         try:
-            d = trace_scan.parse_line(raw, f"{path}:{number}", last_open and number == len(lines))
-        except trace_scan.ReportError as e:
+            d = reading.parse_line(raw, f"{path}:{number}", last_open and number == len(lines))
+        except reading.ReportError as e:
             return str(e)
         if d is not None:
-            out.append(trace_scan.as_dict(trace_scan._from_dict(d)))
+            out.append(reading.as_dict(reading._from_dict(d)))
     return out
 
 
 def read_all(path: Path) -> list[dict[str, Any]] | str:
     try:
         return list(report_mod.read_events(str(path)))
-    except trace_scan.ReportError as e:
+    except reading.ReportError as e:
         return str(e)
 
 
@@ -377,8 +431,8 @@ def test_whole_chunk_decoding_reads_as_line_by_line(tmp_path_factory: pytest.Tem
     data += b"\n" if end_newline else b""
     f = write_as(tmp_path_factory.mktemp("t") / ("t.jsonl.zst" if compressed else "t.jsonl"), data)
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(trace_scan, "CHUNK", chunk)
-        m.setattr(trace_scan, "SLICE", 5)
+        m.setattr(reading, "CHUNK", chunk)
+        m.setattr(reading, "SLICE", 5)
         assert read_all(f) == line_by_line(f, data)
 
 
@@ -390,8 +444,8 @@ def test_compiled_line_starts_equal_numpys(lines: list[bytes], last_open: bool) 
     data = b"\n".join(lines)
     if not last_open or data.endswith(b"\n"):  # as chunks come: ending with a newline unless their last line is open
         data, last_open = data + b"\n", False
-    got = trace_scan._compiled.line_starts(memoryview(b"@" + data)[1:], last_open)  # a view, not at its start
-    want = trace_scan._numpy_line_starts(data, last_open)
+    got = reading._compiled.line_starts(memoryview(b"@" + data)[1:], last_open)  # a view, not at its start
+    want = reading._numpy_line_starts(data, last_open)
     assert (got is None and want is None) or np.frombuffer(got, np.intp).tolist() == want.tolist()
 
 
@@ -400,7 +454,7 @@ def test_byte_ranges_cover_every_line_once(tmp_path: Path, monkeypatch: pytest.M
                                            end_newline: bool) -> None:
     """However the ranges fall (on a newline, just after one, inside a line longer than the read-ahead), the
     lines of all ranges are the file's lines, each once, in order."""
-    monkeypatch.setattr(trace_scan, "_LINE_ROOM", 5)
+    monkeypatch.setattr(reading, "_LINE_ROOM", 5)
     rng = random.Random(5)
     lines = [b"x" * rng.choice([0, 1, 2, 3, 7, 12, 40]) for _ in range(60)]
     data = b"\n".join(lines) + (b"\n" if end_newline else b"")
@@ -409,7 +463,7 @@ def test_byte_ranges_cover_every_line_once(tmp_path: Path, monkeypatch: pytest.M
     for chunk in (1, 2, 3, 4, 5, 8, 13, 64, len(data)):
         got = []
         for start in range(0, len(data), chunk):
-            part, offset, last_open = trace_scan._read_range(str(f), start, min(start + chunk, len(data)))
+            part, offset, last_open = reading._read_range(str(f), start, min(start + chunk, len(data)))
             assert data[offset:offset + len(part)] == part
             assert last_open == (bool(part) and not end_newline and offset + len(part) == len(data))
             got.append(part)
@@ -449,15 +503,15 @@ def test_a_missing_second_file_after_a_good_one(tmp_path: Path, capsys: pytest.C
 
 def test_tables_are_bounded_and_keep_the_busiest(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trace_scan, "TABLE_CAP", 40)
+    monkeypatch.setattr(tally, "TABLE_CAP", 40)
     busy = [f"/busy{i}" for i in range(5)]
     events = []
     for i in range(3000):  # 5 busy paths (every 3rd event), then 2000 paths seen once each
         path = busy[i % 5] if i % 3 == 0 else f"/once/{i}"
         events.append(ev(i + 1, i * 1e-5, "getattr", path, 100 + i % 90, "p", 1000 + i % 7))
     f = write_as(tmp_path / "t.jsonl", jsonl(events))
-    for jobs, chunk in ((3, 8 << 10), (1, trace_scan.CHUNK)):  # workers' tables bounded, and once merged
-        monkeypatch.setattr(trace_scan, "CHUNK", chunk)
+    for jobs, chunk in ((3, 8 << 10), (1, reading.CHUNK)):  # workers' tables bounded, and once merged
+        monkeypatch.setattr(reading, "CHUNK", chunk)
         report, _ = build([str(f)], jobs=jobs)
         assert report.events == report.summary.total_calls == 3000  # totals stay exact
         assert len(report.paths) <= 40 and len(report.processes) <= 90
@@ -474,7 +528,7 @@ def test_tables_are_bounded_and_keep_the_busiest(tmp_path: Path, capsys: pytest.
 
 def test_errors_by_errno_stay_exact_when_pairs_are_dropped(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trace_scan, "TABLE_CAP", 40)
+    monkeypatch.setattr(tally, "TABLE_CAP", 40)
     events = [ev(i + 1, i * 1e-5, "getattr" if i % 4 else "open", f"/gone/{i}", 100, "p", 1000,
                  errno="EIO" if i % 10 == 0 else "ENOENT") for i in range(3000)]
     f = write_as(tmp_path / "t.jsonl", jsonl(events))
@@ -598,7 +652,7 @@ def test_a_named_pipe_with_workers_is_opened_once(tmp_path: Path, monkeypatch: p
     writer.start()
     try:
         monkeypatch.setattr(builtins, "open", counting_open)
-        totals, _ = trace_scan.scan([str(fifo)], jobs=2)
+        totals, _ = scan.scan([str(fifo)], jobs=2)
         monkeypatch.undo()
     finally:
         if writer.is_alive():  # the scan failed before opening the FIFO: let the writer go
@@ -612,8 +666,8 @@ def test_a_named_pipe_with_workers_is_opened_once(tmp_path: Path, monkeypatch: p
 def test_regions_hand_out_every_chunk_once_own_region_first() -> None:
     """Plain files are split into one contiguous region per worker: a worker takes its own region from the front,
     then the back of the region with most left; every chunk is handed out exactly once, then None."""
-    chunks = [trace_scan.Chunk(0, i, start=i, end=i + 1) for i in range(10)]
-    regions = trace_scan._Regions(len(chunks), chunks.__getitem__, 3)
+    chunks = [reading.Chunk(0, i, start=i, end=i + 1) for i in range(10)]
+    regions = scan._Regions(len(chunks), chunks.__getitem__, 3)
     got: dict[int, list[int]] = {0: [], 1: [], 2: []}
     order = [0, 0, 0, 0, 0, 1, 0, 2, 0, 1, 1, 2, 2, 0]  # worker 0 is fast, finishes its region, then steals
     for worker in order:
@@ -632,8 +686,8 @@ def test_plain_chunks_are_the_ones_read_chunks_makes(tmp_path: Path, small_chunk
     for i, size in enumerate(sizes):
         (tmp_path / f"{i}.jsonl").write_bytes(b"x" * size)
         files.append(str(tmp_path / f"{i}.jsonl"))
-    plain = trace_scan._PlainChunks(files)
-    assert [plain[i] for i in range(len(plain))] == list(trace_scan.read_chunks(files))
+    plain = scan._PlainChunks(files)
+    assert [plain[i] for i in range(len(plain))] == list(reading.read_chunks(files))
 
 
 @pytest.mark.parametrize("suffix", ["", ".zst"])
@@ -645,6 +699,23 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path, small_chunks:
         if chunk.index == 0:
             os._exit(3)
 
-    monkeypatch.setattr(trace_scan, "_tally_chunk", dies)
-    with pytest.raises(trace_scan.ReportError, match=r"a report worker process died \(exit status 3\)"):
-        trace_scan.scan([str(f)], jobs=2)
+    monkeypatch.setattr(scan, "_tally_chunk", dies)
+    with pytest.raises(reading.ReportError, match=r"a report worker process died \(exit status 3\)"):
+        scan.scan([str(f)], jobs=2)
+
+
+def test_compiled_columns_that_cannot_set_up_fall_back_with_one_note(tmp_path: Path) -> None:
+    """A compiled helper that rejects the Event struct (a msgspec layout it does not know): `report` reads in
+    Python, says so once on stderr, and gives the same report."""
+    f = write_as(tmp_path / "t.jsonl", jsonl(odd_events(500, seed=3)))
+    code = ("import sys\nfrom fuse_passthrough import _columns\n"
+            "def setup(t):\n    raise TypeError('field op is not an object slot')\n"
+            "_columns.setup = setup\n"
+            "from fuse_passthrough.report import run_report\nsys.exit(run_report(sys.argv[1:]))\n")
+    fell_back = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True, timeout=60)
+    normal = subprocess.run([sys.executable, "-m", "fuse_passthrough", "report", str(f)], capture_output=True,
+                            text=True, timeout=60)
+    assert fell_back.returncode == normal.returncode == 0, fell_back.stderr
+    assert fell_back.stderr.count("\n") == 1
+    assert "compiled columns cannot be used (field op is not an object slot)" in fell_back.stderr
+    assert normal.stderr == "" and fell_back.stdout == normal.stdout

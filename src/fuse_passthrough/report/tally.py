@@ -1,0 +1,760 @@
+"""The tally: a slice of events at a time into numpy tables numbered by name (docs/report.md, \"Speed and memory\")."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import compress, repeat
+from math import log2
+from operator import add, attrgetter, is_not, mod, not_, truediv
+from typing import Any
+
+import msgspec
+
+# No BLAS is used here, and OpenBLAS's threads, started when numpy is imported, spin a while on every CPU
+# (0.1 s of CPU time, more than reading a 20 MB trace takes)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402 - after the setting above
+
+from . import evidence, reading
+from .evidence import KINDS, Queue, Sequential
+from .findings import SLOWEST, Evidence
+from .reading import Event, Slice, _Args, _json
+
+# --------------------------------------------------------------------------------------------- tally
+
+def _mix(pos: int) -> int:
+    """A position's bits well mixed (Fibonacci hashing): sampling on them spreads over any set of positions."""
+    return (pos * 0x9E3779B97F4A7C15 >> 17) & 0xFFFFFFFF
+
+TABLE_CAP = 100_000   # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
+BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
+# one getter per field taken out as a column: no tuple per event (as one getter of all of them would make)
+_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED, _SEQ, _ARGS = map(attrgetter, (
+    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected", "seq", "args"))
+_SIZE, _OFFSET, _FH = map(attrgetter, ("size", "offset", "fh"))
+
+
+
+@dataclass
+class Sample:
+    """A bounded sample of events for the charts: the slowest quarter, errors (all of them, or a quarter spread
+    evenly over the trace), and every `stride`-th event. The same whatever the order slices come in."""
+
+    limit: int
+    errors: dict[int, dict[str, Any]] = field(default_factory=dict)
+    error_stride: int = 1  # the errors kept: those whose _mix(position) is a multiple of this
+    slowest: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)  # heap of (ns, -pos, event)
+    spaced: dict[int, dict[str, Any]] = field(default_factory=dict)
+    stride: int = 1
+
+    @property
+    def every_error(self) -> bool:
+        return self.error_stride == 1
+
+    def add(self, part: Slice, events: list[Event], dur: Sequence[int], errno: Sequence[str | None]) -> None:
+        quarter = self.limit // 4
+        pos = part.positions()
+
+        def as_dict(i: int) -> dict[str, Any]:
+            return part.event(events, i)
+
+        for i in compress(range(len(events)), map(is_not, errno, repeat(None))):
+            if _mix(pos[i]) % self.error_stride == 0:
+                self.errors[pos[i]] = as_dict(i)
+                self._thin_errors(quarter)
+        slowest = self.slowest
+        floor = slowest[0][0] if len(slowest) >= quarter else -1
+        for i in compress(range(len(events)), map(int.__gt__, dur, repeat(floor))):
+            if len(slowest) < quarter:
+                heapq.heappush(slowest, (dur[i], -pos[i], as_dict(i)))
+            elif (dur[i], -pos[i]) > slowest[0][:2]:
+                heapq.heapreplace(slowest, (dur[i], -pos[i], as_dict(i)))
+        for i in compress(range(len(pos)), map(not_, map(mod, pos, repeat(self.stride)))):
+            self.spaced[pos[i]] = as_dict(i)
+        self._thin()
+
+    def _thin_errors(self, quarter: int) -> None:
+        while len(self.errors) > quarter:
+            self.error_stride *= 2
+            self.errors = {p: e for p, e in self.errors.items() if _mix(p) % self.error_stride == 0}
+
+    def _thin(self) -> None:
+        while len(self.spaced) > self.limit // 2:  # with the errors and the slowest: at most `limit` in all
+            self.stride *= 2
+            self.spaced = {p: e for p, e in self.spaced.items() if p % self.stride == 0}
+
+    def merge(self, other: Sample) -> None:
+        quarter = self.limit // 4
+        self.error_stride = max(self.error_stride, other.error_stride)
+        self.errors = {p: e for p, e in (self.errors | other.errors).items() if _mix(p) % self.error_stride == 0}
+        self._thin_errors(quarter)
+        self.slowest = heapq.nlargest(quarter, self.slowest + other.slowest, key=lambda x: x[:2])
+        heapq.heapify(self.slowest)
+        self.stride = max(self.stride, other.stride)
+        self.spaced = {p: e for p, e in (self.spaced | other.spaced).items() if p % self.stride == 0}
+        self._thin()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The sampled events, each once, in trace order."""
+        chosen = dict(self.errors)
+        chosen.update((-neg, e) for _, neg, e in self.slowest)
+        chosen.update(self.spaced)
+        return [chosen[p] for p in sorted(chosen)]
+
+
+@dataclass
+class NameTotals:
+    """Per name (a path, or a process as (pid, comm)): its calls, time, errors and calls per operation."""
+
+    names: list[Any] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+    ns: list[int] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
+    ops: list[dict[str, int]] = field(default_factory=list)
+
+    def rows(self) -> Iterator[tuple[Any, int, int, int, dict[str, int]]]:
+        """(name, calls, ns, errors, calls per operation), a name at a time."""
+        return zip(self.names, self.calls, self.ns, self.errors, self.ops, strict=True)
+
+
+class Totals:
+    """What the report needs from the events, keyed by name: the result of a Tally."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.first_ts = math.inf
+        self.last_end = -math.inf
+        self.hist: Counter[tuple[str, int]] = Counter()   # (op, latency bucket) -> calls
+        self.op_ns: dict[str, int] = {}
+        self.op_errors: Counter[str] = Counter()
+        self.op_read: Counter[str] = Counter()
+        self.op_written: Counter[str] = Counter()
+        self.op_injected: Counter[str] = Counter()  # calls a fault rule acted on
+        self.paths = NameTotals()  # per path (None: operations without one)
+        self.procs = NameTotals()  # per (pid, comm)
+        self.error_ops: Counter[tuple[str, str | None, str]] = Counter()  # (errno, path, op) -> count
+        self.errno_ops: Counter[tuple[str, str]] = Counter()  # (errno, op) -> count: never pruned
+        # per table: operations on entries dropped to bound memory, and how many entries were dropped
+        self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
+        self.sample: Sample | None = None  # the chart sample, when one was asked for
+        self.evidence = Evidence()  # what the findings need beyond these tables
+        self.op_max: dict[str, int] = {}  # the longest duration per operation
+
+
+def _note_dropped(counts: list[int], calls: dict[Any, int], keep: set[Any]) -> None:
+    dropped = [k for k in calls if k not in keep]
+    counts[0] += sum(calls[k] for k in dropped)
+    counts[1] += len(dropped)
+
+
+class _Names:
+    """Names (paths, processes, operations) numbered in order of appearance."""
+
+    def __init__(self) -> None:
+        self.number: dict[Any, int] = {}
+        self.names: list[Any] = []
+
+    def numbers(self, keys: Sequence[Any]) -> np.ndarray:
+        """The keys' numbers (intp), numbering those not seen before."""
+        # -1 for a name not seen before, found in the array (a None would cost a comparison per key in Python)
+        ids = np.fromiter(map(self.number.get, keys, repeat(-1)), np.intp, len(keys))
+        new = np.flatnonzero(ids < 0)
+        if new.size:
+            number = self.number
+            for i in new.tolist():
+                k = keys[i]
+                n = number.get(k)
+                if n is None:
+                    n = number[k] = len(self.names)
+                    self.names.append(k)
+                ids[i] = n
+        return ids
+
+    def __getstate__(self) -> list[Any]:
+        return self.names  # sent from a worker: the numbers are the positions
+
+    def __setstate__(self, names: list[Any]) -> None:
+        self.names = names
+        self.number = {name: i for i, name in enumerate(names)}
+
+    def keep(self, keep: Sequence[int]) -> None:
+        """Forget the names not in `keep` (ascending numbers); the kept ones are numbered 0, 1, ... in that order."""
+        self.names = [self.names[i] for i in keep]
+        self.number = {name: i for i, name in enumerate(self.names)}
+
+
+def _run_starts(n: int, *columns: np.ndarray) -> np.ndarray:
+    """Where the runs of equal rows of these columns (object arrays of n values) start: 0, then every position
+    whose row differs from the previous one."""
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    change[1:] = columns[0][1:] != columns[0][:-1]
+    for column in columns[1:]:
+        change[1:] |= column[1:] != column[:-1]
+    return np.flatnonzero(change)
+
+
+def _bucket_edges() -> np.ndarray:
+    """EDGES[b - 1]: the least ns in latency bucket b or above, by stats._bucket's own formula
+    (int(log2(ns) * 16)), so that searchsorted gives exactly its bucket to every ns below 2**63."""
+    def bucket(ns: int) -> int:
+        return 0 if ns <= 1 else int(log2(ns) * 16)
+    edges = []
+    for b in range(1, bucket(2**63 - 1) + 1):
+        near = 2 ** (b / 16)  # the edge is about here: searched for in a narrow window, by the formula itself
+        lo, hi = max(2, int(near * (1 - 1e-9))), min(int(near * (1 + 1e-9)) + 2, 2**63 - 1)
+        if bucket(hi) < b or (lo > 2 and bucket(lo - 1) >= b):  # not in the window after all: search it all
+            lo, hi = 2, 2**63 - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if bucket(mid) >= b:
+                hi = mid
+            else:
+                lo = mid + 1
+        edges.append(lo)
+    return np.array(edges, dtype=np.int64)
+
+
+_EDGES = _bucket_edges()
+_PATH_BLANK = np.zeros(evidence.PATH_ROWS, dtype=np.int64)
+_PATH_BLANK[evidence.EX0:] = evidence.NO_SEQ
+_BUCKETS = len(_EDGES) + 1
+_EXACT_INT64 = 1 << 62  # time sums stay int64 while every duration seen adds up to less than this
+
+
+def _like(sums: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Time sums to add to `target`: Python ints if it holds Python ints (int64 scalars could overflow there)."""
+    return sums.astype(object) if target.dtype == object else sums
+
+
+class _Table:
+    """Per name (path or process): calls per operation (a matrix: operations x names), time and errors, in numpy
+    arrays that grow by doubling."""
+
+    def __init__(self, blank: np.ndarray) -> None:
+        self.names = _Names()
+        self.calls = np.zeros((4, 256), dtype=np.int64)
+        self.ns = np.zeros(256, dtype=np.int64)
+        self.errors = np.zeros(256, dtype=np.int64)
+        self.blank = blank  # a new name's evidence rows (evidence.PATH_ROWS or PROC_ROWS)
+        self.examples = bool((blank == evidence.NO_SEQ).any())  # rows of example seqs (the paths')
+        self.ev = np.repeat(blank[:, None], 256, axis=1)
+
+    def fit(self, ops: int) -> None:
+        """Room for `ops` operations and every name numbered so far."""
+        rows, cols = self.calls.shape
+        need = len(self.names.names)
+        if ops > rows or need > cols:
+            cols = max(cols, 2 * need) if need > cols else cols
+            calls = np.zeros((max(rows, 2 * ops), cols), dtype=np.int64)
+            calls[:rows, :self.calls.shape[1]] = self.calls
+            self.calls = calls
+            if len(self.ns) < cols:
+                self.ns = np.concatenate([self.ns, np.zeros(cols - len(self.ns), dtype=self.ns.dtype)])
+                self.errors = np.concatenate([self.errors, np.zeros(cols - len(self.errors), dtype=np.int64)])
+            if self.ev.shape[1] < cols:
+                more = np.repeat(self.blank[:, None], cols - self.ev.shape[1], axis=1).astype(self.ev.dtype)
+                self.ev = np.concatenate([self.ev, more], axis=1)
+
+    def add(self, oi: np.ndarray, ni: np.ndarray, dur: np.ndarray, failed: np.ndarray | None) -> None:
+        np.add.at(self.calls, (oi, ni), 1)
+        np.add.at(self.ns, ni, dur)
+        if failed is not None:
+            np.add.at(self.errors, ni[failed], 1)
+
+    def calls_per_name(self) -> np.ndarray:
+        return self.calls[:, :len(self.names.names)].sum(axis=0)
+
+    def keep(self, cap: int) -> tuple[int, int, dict[int, int]]:
+        """Keep the busiest quarter by operations and the busiest quarter by time (at most half the cap).
+
+        Returns (operations on the names dropped, names dropped, old number -> new number)."""
+        n = len(self.names.names)
+        calls = self.calls_per_name()
+        ns = self.ns[:n]
+        order = np.lexsort((np.arange(n), -calls))[:cap // 4]  # ties: the first seen
+        by_time = sorted(range(n), key=lambda i: -ns[i])[:cap // 4] if ns.dtype == object else \
+            np.lexsort((np.arange(n), -ns))[:cap // 4]
+        keep = np.union1d(order, np.asarray(by_time, dtype=np.int64))
+        dropped_calls = int(calls.sum() - calls[keep].sum())
+        self.names.keep(keep.tolist())
+        size = self.calls.shape[1]
+        calls_kept = np.zeros_like(self.calls)
+        calls_kept[:, :len(keep)] = self.calls[:, keep]
+        self.calls = calls_kept
+        ns_kept = np.zeros(size, dtype=self.ns.dtype)
+        ns_kept[:len(keep)] = self.ns[keep]
+        self.ns = ns_kept
+        errors = np.zeros(size, dtype=np.int64)
+        errors[:len(keep)] = self.errors[keep]
+        self.errors = errors
+        ev = np.repeat(self.blank[:, None], self.ev.shape[1], axis=1).astype(self.ev.dtype)
+        ev[:, :len(keep)] = self.ev[:, keep]
+        self.ev = ev
+        return dropped_calls, n - len(keep), {old: new for new, old in enumerate(keep.tolist())}
+
+    def exact(self) -> None:
+        """Time sums as Python ints from now on (they might leave int64's range)."""
+        if self.ns.dtype != object:
+            self.ns = self.ns.astype(object)
+            self.ev = self.ev.astype(object)
+
+    def __getstate__(self) -> dict[str, Any]:
+        n = len(self.names.names)  # sent without the room to grow
+        return {"names": self.names, "calls": self.calls[:, :n], "ns": self.ns[:n], "errors": self.errors[:n],
+                "blank": self.blank, "examples": self.examples, "ev": self.ev[:, :n]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def merge(self, other: _Table, ops: np.ndarray, nops: int) -> np.ndarray:
+        """Add another tally's table; `ops` maps its operation numbers to ours. Returns its name -> our name."""
+        n = len(other.names.names)
+        mine = self.names.numbers(other.names.names)
+        self.fit(nops)
+        if self.ns.dtype != other.ns.dtype:
+            self.exact()
+        self.calls[np.ix_(ops, mine)] += other.calls[:len(ops), :n]  # distinct indices: += adds each once
+        self.ns[mine] += _like(other.ns[:n], self.ns)
+        self.errors[mine] += other.errors[:n]
+        theirs = other.ev[:, :n]
+        if self.ev.dtype == object:
+            theirs = theirs.astype(object)
+        self.ev[:, mine] = evidence.merge_rows(self.ev[:, mine], theirs) if self.examples \
+            else self.ev[:, mine] + theirs
+        return mine
+
+    def totals(self, ops: list[str]) -> NameTotals:
+        """The table by name."""
+        n = len(self.names.names)
+        calls = self.calls[:len(ops), :n].T  # names x operations
+        names, ops_ = np.nonzero(calls)      # by name, then operation
+        per_name: list[dict[str, int]] = [{} for _ in range(n)]
+        for name, op, count in zip(names.tolist(), ops_.tolist(), calls[names, ops_].tolist(), strict=True):
+            per_name[name][ops[op]] = count
+        return NameTotals(list(self.names.names), calls.sum(axis=1).tolist(), self.ns[:n].tolist(),
+                          self.errors[:n].tolist(), per_name)
+
+
+@dataclass
+class Columns:
+    """A slice's events as columns (Tally._columns): the numbers of their operations, paths and processes, their
+    durations (an int64 array, or a list when some do not fit), start times, which failed (None: none) and their
+    errnos, which a fault rule acted on (None: none)."""
+
+    op: np.ndarray
+    path: np.ndarray
+    proc: np.ndarray
+    duration: np.ndarray | list[int]
+    ts: np.ndarray
+    failed: np.ndarray | None
+    errnos: list[str]
+    injected: np.ndarray | None
+
+    def durations(self) -> list[int]:
+        return self.duration if isinstance(self.duration, list) else self.duration.tolist()
+
+    def duration_array(self) -> np.ndarray:
+        """The durations as int64 (each fits: their sum, with every other seen, is below _EXACT_INT64)."""
+        return np.array(self.duration, dtype=np.int64) if isinstance(self.duration, list) else self.duration
+
+    def duration_sum(self) -> int:
+        d = self.duration
+        if isinstance(d, list):
+            return sum(d)
+        return int(d.sum()) if int(d.max()) < 1 << 53 else sum(d.tolist())  # < 2**53 each: no int64 overflow
+
+
+class Tally:
+    """The events' totals, accumulated a slice at a time in a worker (or the report's process).
+
+    Paths, processes and operations are numbered as they appear; counts and time sums are kept in numpy arrays
+    indexed by those numbers, updated a slice at a time (np.add.at) rather than an event at a time. `totals()`
+    gives them by name."""
+
+    def __init__(self, sample: int = 0, tiny_bytes: int = 1024) -> None:
+        self.events = 0
+        self.first_ts = math.inf
+        self.last_end = -math.inf
+        self.ops = _Names()
+        self.paths = _Table(_PATH_BLANK)
+        self.procs = _Table(np.zeros(evidence.PROC_ROWS, dtype=np.int64))
+        self.hist = np.zeros((4, _BUCKETS), dtype=np.int64)  # operations x latency buckets
+        self.far_hist: Counter[tuple[int, int]] = Counter()  # (operation, bucket): latencies of 2**63 ns and more
+        self.op_ns = np.zeros(4, dtype=np.int64)
+        self.op_errors = np.zeros(4, dtype=np.int64)
+        self.seen_ns = 0  # every duration added up: while below _EXACT_INT64, no int64 sum can overflow
+        self.error_ops: Counter[tuple[str, int, int]] = Counter()  # (errno, path, op)
+        self.errno_ops: Counter[tuple[str, int]] = Counter()  # (errno, op): exact, whatever is pruned
+        self.op_read: Counter[str] = Counter()
+        self.op_written: Counter[str] = Counter()
+        self.op_injected: Counter[str] = Counter()
+        self.byte_ops = np.zeros(0, dtype=bool)  # per operation number: whether it reads or writes bytes
+        self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
+        self.sample = Sample(sample) if sample else None
+        self.evidence = Evidence()  # what the findings need besides the tables' evidence rows
+        self.tiny_bytes = tiny_bytes
+        self.op_kind = np.zeros(0, dtype=np.int8)  # per operation number: evidence_columns' kind
+        self.queue = Queue()  # picked events, added to the tables' evidence rows a batch at a time
+        self.sequential = Sequential()
+        self.pid_number: dict[Any, int] = {}  # pids numbered (a key of `sequential`)
+        self.proc_pid = np.zeros(0, dtype=np.int64)  # per process number: its pid's number
+        self.op_max = np.zeros(4, dtype=np.int64)  # the longest duration per operation (below 2**63)
+        self.far_max: dict[int, int] = {}  # operation -> the longest duration, of those of 2**63 ns or more
+
+    def add(self, events: list[Event], part: Slice) -> None:
+        if not events:
+            return
+        n = len(events)
+        c = self._columns(events)
+        oi, pi, ki, ts, failed = c.op, c.path, c.proc, c.ts, c.failed
+        self.events += n
+        self.seen_ns += c.duration_sum()
+        exact = self.seen_ns >= _EXACT_INT64
+        if exact:
+            self._exact()
+        self.first_ts = min(self.first_ts, float(ts.min()))
+        ops = len(self.ops.names)
+        self._fit_ops(ops)
+        self.paths.fit(ops)
+        self.procs.fit(ops)
+        if exact:
+            dur = c.durations()
+            d = np.array(dur, dtype=object)
+            self.last_end = max(self.last_end, max(map(add, ts.tolist(), map(truediv, dur, repeat(1e9)))))
+            every = [0 if n <= 1 else int(log2(n) * 16) for n in dur]
+            self.far_hist.update((o, b) for o, b in zip(oi.tolist(), every, strict=True) if b >= _BUCKETS)
+            near = np.array(every, dtype=object) < _BUCKETS
+            hist_at = (oi[near], np.array(every, dtype=object)[near].astype(np.intp))
+        else:
+            d = c.duration_array()
+            if int(d.max()) < 1 << 53:  # d / 1e9 as Python computes it: the int is exactly a double
+                self.last_end = max(self.last_end, float((ts + d / 1e9).max()))
+            else:
+                self.last_end = max(self.last_end,
+                                    max(map(add, ts.tolist(), map(truediv, c.durations(), repeat(1e9)))))
+            hist_at = (oi, np.searchsorted(_EDGES, d, side="right"))
+        np.add.at(self.hist, hist_at, 1)
+        np.add.at(self.op_ns, oi, d)
+        if exact:
+            big = self.far_max
+            for o, x in zip(oi.tolist(), dur, strict=True):
+                if x >= 1 << 63:
+                    big[o] = max(big.get(o, 0), x)
+                elif x > self.op_max[o]:
+                    self.op_max[o] = x
+        else:
+            np.maximum.at(self.op_max, oi, d)
+        done, got = self._add_bytes(events, oi, failed)
+        self._gather(events, oi, c, None if exact else d, done, got)
+        self.paths.add(oi, pi, d, failed)
+        self.procs.add(oi, ki, d, failed)
+        if failed is not None:
+            at = np.flatnonzero(failed)
+            failed_ops = oi[at]
+            np.add.at(self.op_errors, failed_ops, 1)
+            self.error_ops.update(zip(c.errnos, pi[at].tolist(), failed_ops.tolist(), strict=True))
+            self.errno_ops.update(zip(c.errnos, failed_ops.tolist(), strict=True))
+        if c.injected is not None:
+            names = self.ops.names
+            self.op_injected.update(names[o] for o in oi[c.injected].tolist())
+        if self.sample is not None:
+            self.sample.add(part, events, c.durations(), list(map(_ERRNO, events)))
+        self._bound()
+
+    def _gather(self, events: list[Event], oi: np.ndarray, c: Columns, dur: np.ndarray | None, done: np.ndarray,
+                got: np.ndarray) -> None:
+        """Queue the columns of the events the evidence needs (evidence_columns: successful reads, writes, opens,
+        syncs, listings with a path; ENOENT failures); match created files with their unlink or rename; keep the
+        slowest and follow the processes that met an injected fault."""
+        ev = self.evidence
+        names = self.ops.names
+        if len(self.op_kind) != len(names):
+            self.op_kind = np.array([KINDS.get(name, 0) for name in names], dtype=np.int8)
+        kind = self.op_kind[oi]
+        pi, ki = c.path, c.proc
+        none = self.paths.names.number.get(None)
+        ok = kind > 0
+        if none is not None:
+            ok &= pi != none
+        if c.failed is not None:
+            ok &= ~c.failed
+            at = np.flatnonzero(c.failed)
+            missing = at[np.array(c.errnos, dtype=object) == "ENOENT"]
+            if none is not None and missing.size:
+                missing = missing[pi[missing] != none]
+            if missing.size:
+                kind[missing] = evidence.MISSING
+                ok[missing] = True
+        picked = np.flatnonzero(ok)
+        if picked.size:
+            d = dur if dur is not None else np.array(c.durations(), dtype=object)
+            chosen = list(map(events.__getitem__, picked.tolist()))
+            k = kind[picked]
+            seq = evidence.ints(list(map(_SEQ, chosen)))
+            self.queue.add((pi[picked], ki[picked], k, d[picked], seq),
+                           self._io(chosen, k, picked, pi, ki, d, seq, done, got))
+            rare = np.flatnonzero((k == evidence.CREATE)
+                                  | ((k >= evidence.MKNOD) & (k <= evidence.RENAME)))
+            if rare.size:
+                self._created(list(map(chosen.__getitem__, rare.tolist())), k[rare].tolist())
+            if self.queue.count >= evidence.BATCH:
+                self.flush()
+        floor = ev.slow_floor()
+        slow = (np.flatnonzero(dur > floor).tolist() if dur is not None
+                else [i for i, x in enumerate(c.durations()) if x > floor])
+        if len(slow) > SLOWEST:
+            slow = heapq.nlargest(SLOWEST, slow, key=lambda i: (events[i].duration_ns, -(events[i].seq or 0)))
+        for i in slow:
+            ev.slow(events[i])
+        if ev.pending or c.injected is not None:
+            # from the first fault on (or the slice's start, when faults are being followed), every event of a
+            # process being followed; `pending` grows as faults are met
+            pending, follow = ev.pending, ev.follow
+            start = 0 if pending or c.injected is None else int(np.flatnonzero(c.injected)[0])
+            for i in range(start, len(events)):
+                e = events[i]
+                if e.pid in pending or e.injected is not None:
+                    follow(e)
+
+    def _io(self, chosen: list[Event], k: np.ndarray, picked: np.ndarray, pi: np.ndarray, ki: np.ndarray,
+            d: np.ndarray, seq: np.ndarray, done: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """The columns of the picked reads and writes: path, kind, fh, pid, offset, size, result, duration,
+        process, seq."""
+        rw = np.flatnonzero((k == evidence.READ) | (k == evidence.WRITE))
+        if not rw.size:
+            return None
+        io = list(map(chosen.__getitem__, rw.tolist()))
+        args = list(map(_ARGS, io))
+        if set(map(type, args)) == {_Args}:
+            size, offset, fh = map(list, (map(_SIZE, args), map(_OFFSET, args), map(_FH, args)))
+        else:  # events of the reference path: their args a dict
+            size, offset, fh = ([a.get(name) if isinstance(a, dict) else getattr(a, name, None) for a in args]
+                                for name in ("size", "offset", "fh"))
+        procs = ki[picked[rw]]
+        if len(self.proc_pid) < len(self.procs.names.names):
+            number = self.pid_number
+            new = [number.setdefault(pid, len(number)) for pid, _ in self.procs.names.names[len(self.proc_pid):]]
+            self.proc_pid = np.concatenate([self.proc_pid, np.array(new, dtype=np.int64)])
+        at = picked[rw]
+        results = got[np.searchsorted(done, at)]  # the reads and writes picked are among the byte operations done
+        return (pi[at], k[rw], evidence.ints(fh), self.proc_pid[procs], evidence.ints(offset),
+                evidence.ints(size), results, d[at], procs, seq[rw])
+
+    def _created(self, rare: list[Event], kinds: list[int]) -> None:
+        """Files created (create, mknod) then deleted (temporary) or renamed onto another name (atomic saves)."""
+        ev = self.evidence
+        created = ev.created
+        pop = created.pop
+        made = (evidence.CREATE, evidence.MKNOD)
+        matched = []
+        for e, path, kind in zip(rare, map(_PATH, rare), kinds, strict=True):
+            if kind in made:
+                created[path] = -1
+            elif pop(path, None) is not None:
+                matched.append(e)
+        for e in matched:
+            if e.op == "unlink":
+                ev.deleted(e)
+            elif e.path2 is not None:
+                ev.saved(e)
+
+    def flush(self) -> None:
+        """Add the queued events into the tables' evidence rows."""
+        if not self.queue.count:
+            return
+        parts, io = self.queue.take()
+        self.paths.fit(len(self.ops.names))
+        self.procs.fit(len(self.ops.names))
+        evidence.add_batch(self.paths.ev, self.procs.ev, parts, io, self.tiny_bytes, self.sequential)
+        if len(self.sequential.last_end) > evidence.EVIDENCE_CAP:
+            self._forget_ends()
+
+    def _forget_ends(self) -> None:
+        """Where the accesses ended, forgotten: the next access of each file is classified as if it were the
+        first (an approximation, documented)."""
+        self.sequential.last_end.clear()
+        self.pid_number.clear()
+        self.proc_pid = np.zeros(0, dtype=np.int64)
+
+    def _columns(self, events: list[Event]) -> Columns:
+        """The slice's fields as columns, its operations, paths and processes numbered: compiled where built."""
+        if reading._compiled is not None:
+            got = reading._compiled.columns(events, self.ops.number, self.ops.names, self.paths.names.number,
+                                    self.paths.names.names, self.procs.names.number, self.procs.names.names)
+            if got is not None:
+                op, path, proc, dur, ts, failed, errnos, injected = got
+                return Columns(np.frombuffer(op, np.intp), np.frombuffer(path, np.intp),
+                               np.frombuffer(proc, np.intp), np.frombuffer(dur, np.int64),
+                               np.frombuffer(ts, np.float64),
+                               None if failed is None else np.frombuffer(failed, np.bool_), errnos,
+                               None if injected is None else np.frombuffer(injected, np.bool_))
+        return self._python_columns(events)
+
+    def _python_columns(self, events: list[Event]) -> Columns:
+        """_columns() in Python (any event: also durations beyond int64)."""
+        n = len(events)
+        dur = list(map(_DURATION, events))
+        errno = list(map(_ERRNO, events))
+        ts = np.fromiter(map(_TS, events), np.float64, n)
+        oi = self.ops.numbers(list(map(_OP, events)))
+        # Events come in runs (one process statting one path): each run's path and process are looked up once
+        # (looking up a long path among many costs several cache misses; comparing it with the previous one, none)
+        paths = np.array(list(map(_PATH, events)), dtype=object)
+        runs = _run_starts(n, paths)
+        pi = np.repeat(self.paths.names.numbers(paths[runs].tolist()), np.diff(runs, append=n))
+        pid = np.array(list(map(_PID, events)), dtype=object)
+        comm = np.array(list(map(_COMM, events)), dtype=object)
+        runs = _run_starts(n, pid, comm)
+        procs = list(zip(pid[runs].tolist(), comm[runs].tolist(), strict=True))
+        ki = np.repeat(self.procs.names.numbers(procs), np.diff(runs, append=n))
+        failed = np.fromiter(map(is_not, errno, repeat(None)), bool, n)
+        injected = np.fromiter(map(is_not, map(_INJECTED, events), repeat(None)), bool, n)
+        return Columns(oi, pi, ki, dur, ts, failed if failed.any() else None,
+                       [e for e in errno if e is not None], injected if injected.any() else None)
+
+    def _exact(self) -> None:
+        """Time sums as Python ints from now on."""
+        if self.op_ns.dtype != object:
+            self.flush()
+            self.paths.exact()
+            self.procs.exact()
+            self.op_ns = self.op_ns.astype(object)
+
+    def _fit_ops(self, ops: int) -> None:
+        if ops > len(self.op_ns):
+            grow = 2 * ops - len(self.op_ns)
+            self.op_ns = np.concatenate([self.op_ns, np.zeros(grow, dtype=self.op_ns.dtype)])
+            self.op_errors = np.concatenate([self.op_errors, np.zeros(grow, dtype=np.int64)])
+            self.hist = np.concatenate([self.hist, np.zeros((grow, _BUCKETS), dtype=np.int64)])
+            self.op_max = np.concatenate([self.op_max, np.zeros(grow, dtype=np.int64)])
+
+    def merge(self, other: Tally) -> None:
+        """Add the tally of another process (its own numbering), then bound the tables as `add` does."""
+        self.flush()
+        other.flush()
+        self.events += other.events
+        self.first_ts = min(self.first_ts, other.first_ts)
+        self.last_end = max(self.last_end, other.last_end)
+        self.seen_ns += other.seen_ns
+        if self.seen_ns >= _EXACT_INT64:
+            self._exact()
+        k = len(other.ops.names)
+        ops = self.ops.numbers(other.ops.names)
+        nops = len(self.ops.names)
+        self._fit_ops(nops)
+        self.hist[ops] += other.hist[:k]
+        self.op_ns[ops] += _like(other.op_ns[:k], self.op_ns)
+        self.op_errors[ops] += other.op_errors[:k]
+        self.op_max[ops] = np.maximum(self.op_max[ops], other.op_max[:k])
+        to_op = ops.tolist()
+        for o, x in other.far_max.items():
+            self.far_max[to_op[o]] = max(self.far_max.get(to_op[o], 0), x)
+        self.evidence.merge(other.evidence)
+        self.far_hist.update({(to_op[o], b): n for (o, b), n in other.far_hist.items()})
+        to_path = self.paths.merge(other.paths, ops, nops).tolist()
+        self.procs.merge(other.procs, ops, nops)
+        self.error_ops.update({(e, to_path[p], to_op[o]): n for (e, p, o), n in other.error_ops.items()})
+        self.errno_ops.update({(e, to_op[o]): n for (e, o), n in other.errno_ops.items()})
+        for mine, theirs in ((self.op_read, other.op_read), (self.op_written, other.op_written),
+                             (self.op_injected, other.op_injected)):
+            mine.update(theirs)
+        for table, (calls, entries) in other.dropped.items():
+            self.dropped[table][0] += calls
+            self.dropped[table][1] += entries
+        if self.sample is not None and other.sample is not None:
+            self.sample.merge(other.sample)
+        self._bound()
+
+    def _add_bytes(self, events: list[Event], oi: np.ndarray, failed: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Bytes read and written: the results of the reads and writes that succeeded, decoded together.
+
+        Returns those events' positions and their results as int64 (evidence.ints: other values none)."""
+        if len(self.byte_ops) != len(self.ops.names):
+            self.byte_ops = np.array([name in BYTE_OPS for name in self.ops.names], dtype=bool)
+        at = np.flatnonzero(self.byte_ops[oi] if failed is None else self.byte_ops[oi] & ~failed)
+        if not at.size:
+            return at, at
+        done = at.tolist()
+        results = [events[i].result for i in done]
+        if set(map(type, results)) == {msgspec.Raw}:
+            results = msgspec.json.decode(b"[" + b",".join(results) + b"]")
+        else:  # a slice read by the reference path
+            results = list(map(_json, results))
+        got = evidence.ints(results)
+        if set(map(type, results)) == {int} and int(np.abs(got).max()) < 1 << 40:  # no bool, no sum overflow
+            sums = np.zeros(len(self.ops.names), dtype=np.int64)
+            np.add.at(sums, oi[at], got)
+            names = self.ops.names
+            for o, n in zip(np.flatnonzero(sums).tolist(), sums[sums != 0].tolist(), strict=True):
+                op = names[o]
+                (self.op_read if op == "read" else self.op_written)[op] += n
+        else:
+            for i, r in zip(done, results, strict=True):
+                if isinstance(r, int):
+                    op = events[i].op
+                    (self.op_read if op == "read" else self.op_written)[op] += r
+        return at, got
+
+    def _bound(self) -> None:
+        """At most TABLE_CAP paths, processes and (errno, path) pairs."""
+        if len(self.paths.names.names) > TABLE_CAP or len(self.procs.names.names) > TABLE_CAP:
+            self.flush()  # the queued events' numbers are about to change
+            self._forget_ends()
+        if len(self.paths.names.names) > TABLE_CAP:
+            self._prune("paths", self.paths)
+        if len(self.procs.names.names) > TABLE_CAP:
+            self._prune("processes", self.procs)
+        if len(self.error_ops) > TABLE_CAP:
+            self._prune_errors()
+        self.evidence.bound()
+
+    def _prune(self, table: str, names: _Table) -> None:
+        calls, entries, renumber = names.keep(TABLE_CAP)
+        self.dropped[table][0] += calls
+        self.dropped[table][1] += entries
+        if table == "paths":
+            self.error_ops = Counter({(e, renumber[p], o): n for (e, p, o), n in self.error_ops.items()
+                                      if p in renumber})
+
+    def _prune_errors(self) -> None:
+        counts: Counter[tuple[str, int]] = Counter()
+        for (e, p, _), n in self.error_ops.items():
+            counts[(e, p)] += n
+        if len(counts) > TABLE_CAP:
+            keep = {k for k, _ in counts.most_common(TABLE_CAP // 2)}
+            _note_dropped(self.dropped["errors"], counts, keep)
+            self.error_ops = Counter({k: n for k, n in self.error_ops.items() if k[:2] in keep})
+
+    def totals(self) -> Totals:
+        """The tally by name."""
+        self.flush()
+        self.evidence.from_rows(self.paths.names.names, self.paths.ev, self.procs.names.names, self.procs.ev)
+        t = Totals()
+        t.events, t.first_ts, t.last_end = self.events, self.first_ts, self.last_end
+        t.sample, t.dropped, t.evidence = self.sample, self.dropped, self.evidence
+        ops, paths = self.ops.names, self.paths.names.names
+        t.op_max = {op: int(x) for op, x in zip(ops, self.op_max[:len(ops)].tolist(), strict=True)}
+        for o, x in self.far_max.items():
+            t.op_max[ops[o]] = max(t.op_max[ops[o]], x)
+        n = len(ops)
+        rows, cols = np.nonzero(self.hist[:n])
+        t.hist = Counter({(ops[o], b): k for o, b, k in
+                          zip(rows.tolist(), cols.tolist(), self.hist[rows, cols].tolist(), strict=True)})
+        t.hist.update({(ops[o], b): k for (o, b), k in self.far_hist.items()})
+        t.op_ns = dict(zip(ops, self.op_ns[:n].tolist(), strict=True))
+        t.op_errors = Counter(dict(zip(ops, self.op_errors[:n].tolist(), strict=True)))
+        t.op_read, t.op_written, t.op_injected = self.op_read, self.op_written, self.op_injected
+        t.paths = self.paths.totals(ops)
+        t.procs = self.procs.totals(ops)
+        t.error_ops = Counter({(e, paths[p], ops[o]): n for (e, p, o), n in self.error_ops.items()})
+        t.errno_ops = Counter({(e, ops[o]): n for (e, o), n in self.errno_ops.items()})
+        return t
+
+
