@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .errors import UsageError
 from .faults.rules import KEYS as FAULT_KEYS
-from .mount import UsageError
 
 PROG = "fuse-passthrough"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .arguments import PROG
-from .mount import UsageError
+from .errors import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,14 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class UsageError(Exception):
-    """A user mistake: printed as one line, exit status 2 (usage) or 1 (environment)."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
-
+from .errors import UsageError as UsageError  # re-exported: inode_mount.py imports it from here
 
 # -o options passed to the kernel / fusermount3 as they are: the FUSE ones, and the generic mount flags that every
 # libfuse from 3.14 on passes on (3.16 dropped `atime`, 3.14 lacks the other atime variants).

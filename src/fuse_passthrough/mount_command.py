@@ -21,6 +21,7 @@ from .arguments import (
     note,
     open_output,
 )
+from .errors import UsageError
 from .mount import (
     ALL_OPTIONS,
     STOP_SIGNALS,
@@ -28,7 +29,6 @@ from .mount import (
     MountOptions,
     SessionStopper,
     SignalRelay,
-    UsageError,
     check_environment,
     check_paths,
     keep_signal_handlers,

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import PROG, Parser, add_fault_arguments, add_trace_arguments, fault_file_rules
-from .mount import UsageError, check_environment, is_mountpoint, unmount
+from .errors import UsageError
+from .mount import check_environment, is_mountpoint, unmount
 from .tracing import Summary
 from .tracing.formats import format_jsonl, format_text
 
