@@ -15,39 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UsageError as UsageError  # re-exported: inode_mount.py imports it from here
-
-# -o options passed to the kernel / fusermount3 as they are: the FUSE ones, and the generic mount flags that every
-# libfuse from 3.14 on passes on (3.16 dropped `atime`, 3.14 lacks the other atime variants).
-_FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "rw", "auto_unmount", "dev", "nodev",
-                 "suid", "nosuid", "exec", "noexec", "noatime", "sync", "async", "dirsync"}
-_STRING_OPTIONS = {"fsname", "subtype", "context", "fscontext", "defcontext", "rootcontext"}
-_INT_OPTIONS = {"max_read", "blksize"}
-# Accepted and dropped, so that fstab lines, mount(8) and systemd work: options for mount(8) itself (mount.fuse3
-# strips most of them, but they may also be given to us directly), and the atime variants, which mean nothing
-# here (a file's atime is SOURCE's, kept by SOURCE's filesystem) and which libfuse cannot all pass on. Also
-# dropped: x-* and X-* (userspace annotations such as x-systemd.automount) and comment=...
-_IGNORED_FLAGS = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser", "users", "owner", "group",
-                  "atime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime",
-                  "lazytime", "nolazytime"}
-_IGNORED_PREFIXES = ("x-", "X-", "comment=")
-# -o options that set libfuse's high-level struct fuse_config.
-_CONFIG_FLOATS = {"attr_timeout", "entry_timeout", "negative_timeout", "ac_attr_timeout"}
-# Cache timeouts of a default mount (seconds): the kernel keeps attributes and names this long; changes made
-# through the mount are invalidated at once (coherence.py), changes made directly in SOURCE show within it.
-DEFAULT_TIMEOUT = 1.0
-_CONFIG_FLAGS = {"kernel_cache", "auto_cache", "direct_io", "hard_remove"}
-# Our own -o options.
-_OWN_FLAGS = {"no_default_permissions", "nonempty", "passthrough", "nowatch"}
-_OWN_FLOATS = {"timeout"}  # timeout=N: attr_timeout and entry_timeout; timeout=0: strict (negative too)
-# Tracing and fault rules as -o options (for fstab and mount(8), where there are no --flags): the --option
-# each one sets.
-TRACE_OPTIONS = {"trace": "output", "trace_format": "format", "trace_max_bytes": "output_max_bytes",
-                 "trace_backups": "output_backups", "notrace": "no_trace", "fault_file": "fault_file"}
-# log=FILE: where a background daemon writes its messages (see mount_command._background).
-_OWN_STRINGS = {"log"}
-
-ALL_OPTIONS = sorted(_FLAG_OPTIONS | _STRING_OPTIONS | _INT_OPTIONS | _CONFIG_FLOATS | _CONFIG_FLAGS | _OWN_FLAGS
-                     | _OWN_FLOATS | set(TRACE_OPTIONS) | _OWN_STRINGS)
+from .options import CONFIG, KERNEL, OPTIONS, TRACE, lookup, split_options
+from .options import TRACE_OPTIONS as TRACE_OPTIONS
 
 
 @dataclass
@@ -59,7 +28,7 @@ class MountOptions:
     nonempty: bool = False
     kernel_passthrough: bool = False  # -o passthrough, the same as --passthrough
     watch: bool = True  # cached mounts watch SOURCE for changes made there directly (-o nowatch: not)
-    trace: dict[str, Any] = field(default_factory=dict)  # trace=... etc. by the --option's dest (TRACE_OPTIONS)
+    trace: dict[str, Any] = field(default_factory=dict)  # trace=... etc. by the --option's dest (options.TRACE)
     log: str | None = None  # -o log=FILE
 
     @property
@@ -69,96 +38,51 @@ class MountOptions:
 
     @classmethod
     def parse(cls, specs: Iterable[str], source: str, subtype: str = "passthrough") -> MountOptions:
+        """Read -o items by the option table (options.py); an unknown or malformed one is a UsageError."""
         m = cls()
         default_permissions = True
         # Cached by default, exact for changes through the mount (README "Caching and coherence"); no negative
         # entries, so a name created directly in SOURCE is seen at once.
-        m.config.update(attr_timeout=DEFAULT_TIMEOUT, entry_timeout=DEFAULT_TIMEOUT, negative_timeout=0.0,
-                        use_ino=1)
+        m.config.update({o.name: o.default for o in OPTIONS if o.goes == CONFIG and o.default is not None})
+        m.config["use_ino"] = 1
         m.kernel["fsname"] = source
         m.kernel["subtype"] = subtype
         for spec in specs:
-            for item in _split_options(spec):
-                key, eq, value = item.partition("=")
-                if key in _IGNORED_FLAGS and not eq or item.startswith(_IGNORED_PREFIXES):
+            for item in split_options(spec):
+                option = lookup(item)
+                if option is None:  # accepted and ignored
                     continue
-                if key in TRACE_OPTIONS or key in _OWN_STRINGS:
-                    m._parse_own(key, eq, value)
-                elif key in _FLAG_OPTIONS or key in _CONFIG_FLAGS or key in _OWN_FLAGS:
-                    if eq:
-                        raise UsageError(f"mount option '{key}' takes no value", 2)
-                    if key == "no_default_permissions":
-                        default_permissions = False
-                    elif key == "nonempty":
-                        m.nonempty = True
-                    elif key == "passthrough":
-                        m.kernel_passthrough = True
-                    elif key == "nowatch":
-                        m.watch = False
-                    elif key in _CONFIG_FLAGS:
-                        m.config[key] = 1
-                    else:
-                        m.kernel[key] = True
-                elif key in _STRING_OPTIONS:
-                    if not value:
-                        raise UsageError(f"mount option '{key}' needs a value ({key}=...)", 2)
-                    m.kernel[key] = value
-                elif key in _INT_OPTIONS:
-                    if not value.isdigit() or int(value) <= 0:
-                        raise UsageError(f"mount option '{key}' needs a positive integer, got '{value}'", 2)
-                    m.kernel[key] = int(value)
-                elif key in _CONFIG_FLOATS or key in _OWN_FLOATS:
-                    try:
-                        seconds = float(value)
-                    except ValueError:
-                        seconds = -1.0
-                    if not eq or not seconds >= 0:
-                        raise UsageError(f"mount option '{key}' needs a number of seconds >= 0, got '{value}'", 2)
-                    if key == "timeout":
-                        m.config.update(attr_timeout=seconds, entry_timeout=seconds)
-                        if seconds == 0:
-                            m.config["negative_timeout"] = 0.0
-                        continue
-                    m.config[key] = seconds
+                key, eq, value = item.partition("=")
+                v = option.kind.read(key, eq, value)
+                if option.goes == KERNEL:
+                    m.kernel[key] = v
+                elif option.goes == CONFIG:
+                    m.config[key] = 1 if v is True else v
                     if key == "ac_attr_timeout":
                         m.config["ac_attr_timeout_set"] = 1
-                else:
-                    raise UsageError(f"unknown mount option '{key}' (known: {', '.join(ALL_OPTIONS)})", 2)
+                elif option.goes == TRACE:
+                    m.trace[option.dest] = v
+                elif key == "timeout":  # attr_timeout and entry_timeout; timeout=0: strict (negative too)
+                    m.config.update(attr_timeout=v, entry_timeout=v)
+                    if v == 0:
+                        m.config["negative_timeout"] = 0.0
+                elif key == "no_default_permissions":
+                    default_permissions = False
+                elif key == "nonempty":
+                    m.nonempty = True
+                elif key == "passthrough":
+                    m.kernel_passthrough = True
+                elif key == "nowatch":
+                    m.watch = False
+                elif key == "log":
+                    m.log = v
+                else:  # a DAEMON option of the table that nothing here reads
+                    raise AssertionError(f"mount option {key!r} is not handled")
         if default_permissions:
             m.kernel["default_permissions"] = True
         if "fsname" in m.kernel:  # libfuse splits -o on unescaped commas
             m.kernel["fsname"] = m.kernel["fsname"].replace("\\", "\\\\").replace(",", "\\,")
         return m
-
-    def _parse_own(self, key: str, eq: str, value: str) -> None:
-        """The tracing options, fault_file=FILE and log=FILE."""
-        if key == "notrace":
-            if eq:
-                raise UsageError("mount option 'notrace' takes no value", 2)
-            self.trace["no_trace"] = True
-            return
-        if not value:
-            raise UsageError(f"mount option '{key}' needs a value ({key}=...)", 2)
-        if key == "log":
-            self.log = value
-        elif key in ("trace", "fault_file"):
-            self.trace[TRACE_OPTIONS[key]] = value
-        elif key == "trace_format":
-            if value not in ("text", "jsonl"):
-                raise UsageError(f"mount option 'trace_format' must be text or jsonl, got '{value}'", 2)
-            self.trace["format"] = value
-        else:
-            import argparse
-
-            from .arguments import byte_size, nonneg_int
-            try:
-                self.trace[TRACE_OPTIONS[key]] = (byte_size if key == "trace_max_bytes" else nonneg_int)(value)
-            except argparse.ArgumentTypeError as e:
-                raise UsageError(f"mount option '{key}': {e}", 2) from None
-
-
-def _split_options(spec: str) -> list[str]:
-    return [s for s in spec.split(",") if s]
 
 
 # -- checks ------------------------------------------------------------------------------------------------

@@ -10,12 +10,9 @@ import sys
 import tempfile
 from typing import Any
 
-from . import __version__
 from .arguments import (
     PROG,
     Parser,
-    add_fault_arguments,
-    add_trace_arguments,
     build_filter,
     fault_file_rules,
     note,
@@ -23,9 +20,7 @@ from .arguments import (
 )
 from .errors import UsageError
 from .mount import (
-    ALL_OPTIONS,
     STOP_SIGNALS,
-    TRACE_OPTIONS,
     MountOptions,
     SessionStopper,
     SignalRelay,
@@ -34,6 +29,7 @@ from .mount import (
     keep_signal_handlers,
 )
 from .mount_helper import SUBTYPE, SyslogForwarder, drop_privileges_mountpoint, is_helper_form
+from .options import TRACE_OPTIONS, add_arguments, mount_options_help
 
 MOUNT_DESCRIPTION = f"""\
 Mirror SOURCE at MOUNTPOINT with FUSE, passing every operation through to SOURCE unchanged, and record each
@@ -50,41 +46,7 @@ other commands:
   {PROG} report TRACE.jsonl [--perfetto OUT] [--html OUT]   summarise a saved JSONL trace
 """
 
-MOUNT_EPILOG = f"""\
-mount options (-o, comma separated, repeatable):
-  allow_other            let other users use the mount (root, or user_allow_other in /etc/fuse.conf)
-  default_permissions    the kernel checks SOURCE's permissions for every caller (on unless
-                         no_default_permissions is given)
-  ro                     read-only mount
-  fsname=NAME, subtype=NAME   what mount(8) shows (default: SOURCE, type fuse.passthrough; mounted by
-                         mount(8) or fstab: fuse.fuse-passthrough)
-  timeout=S              how long the kernel caches attributes and names (attr_timeout and entry_timeout);
-                         default 1. Changes made through the mount are invalidated at once, hard links
-                         included; changes made directly in SOURCE show within S seconds (sooner with the
-                         SOURCE watcher). Cached lookups and stats never reach the daemon, so the trace
-                         shows what the kernel asked, not every syscall.
-  timeout=0              strict mode: no caching; every lookup and stat reaches the daemon and the trace,
-                         and changes made directly in SOURCE are seen at once (slower: one request per
-                         path component of every syscall)
-  nowatch                do not watch SOURCE (inotify) for changes made there directly; they are then
-                         seen within the timeout instead of ~0.1 s
-  attr_timeout=S, entry_timeout=S, negative_timeout=S
-                         the kernel's cache lifetimes one by one (negative_timeout defaults to 0)
-  kernel_cache, auto_cache, direct_io, hard_remove   libfuse high-level options
-  nonempty               allow a non-empty MOUNTPOINT (its files are hidden while mounted)
-  passthrough            the same as --passthrough
-  trace=FILE, trace_format=text|jsonl, trace_max_bytes=N, trace_backups=N, notrace
-                         the same as --output, --format, --output-max-bytes, --output-backups, --no-trace
-                         (for fstab and mount(8), which have no --options)
-  fault_file=FILE        the same as --fault-file FILE (fault rules, re-read when FILE changes)
-  log=FILE               where a background daemon's messages go (default: with -b, a file in $TMPDIR;
-                         mounted by mount(8) or fstab, syslog)
-  also: {', '.join(o for o in ALL_OPTIONS if o not in ('allow_other', 'default_permissions', 'ro', 'fsname',
-        'subtype', 'timeout', 'nowatch', 'attr_timeout', 'entry_timeout', 'negative_timeout', 'kernel_cache', 'auto_cache',
-        'direct_io', 'hard_remove', 'nonempty', 'passthrough', 'trace', 'trace_format', 'trace_max_bytes',
-        'trace_backups', 'notrace', 'log', 'fault_file'))}
-  accepted and ignored, for fstab, mount(8) and systemd: defaults, auto, noauto, nofail, _netdev, user, users,
-                         owner, group, x-*, X-*, comment=..., and the atime variants other than noatime
+MOUNT_EPILOG = mount_options_help() + f"""\
 
 mount(8) and fstab (see README):
   mount -t fuse.fuse-passthrough SOURCE MOUNTPOINT -o trace=/var/log/t.jsonl,trace_format=jsonl
@@ -110,23 +72,7 @@ def mount_parser() -> argparse.ArgumentParser:
                 epilog=MOUNT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="the directory to mirror")
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory to mount it on")
-    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-                   help="mount options, see below")
-    p.add_argument("-b", "--background", action="store_true",
-                   help="return once the mount is usable; the filesystem keeps running in the background")
-    p.add_argument("-s", "--single-threaded", action="store_true",
-                   help="serve one request at a time (faster for a single client; see README)")
-    p.add_argument("-d", "--debug", action="store_true", help="also print libfuse's own request log")
-    p.add_argument("--passthrough", action="store_true",
-                   help="kernel passthrough: reads and writes bypass the daemon (needs libfuse >= 3.17 and "
-                        "CONFIG_FUSE_PASSTHROUGH; data I/O is then not traced)")
-    p.add_argument("--core", choices=("path", "inode"), default="path",
-                   help="path: libfuse's high-level API (the default); inode: the low-level API with one kernel "
-                        "inode per SOURCE inode (hard links are one inode, READDIRPLUS, no .fuse_hidden files; "
-                        "no fault injection yet)")
-    p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
-    add_trace_arguments(p)
-    add_fault_arguments(p)
+    add_arguments(p, "mount")
     return p
 
 

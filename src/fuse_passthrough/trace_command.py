@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .arguments import PROG, Parser, add_fault_arguments, add_trace_arguments, fault_file_rules
+from .arguments import PROG, Parser, fault_file_rules
 from .errors import UsageError
 from .mount import check_environment, is_mountpoint, unmount
+from .options import add_arguments
 from .tracing import Summary
 from .tracing.formats import format_jsonl, format_text
 
@@ -102,11 +103,7 @@ class PrivateMount:
 def trace_parser() -> argparse.ArgumentParser:
     p = Parser(prog=f"{PROG} trace", usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
                 description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 1)[1])
-    p.add_argument("--source", default=".", metavar="DIR", help="directory to mount (default: current)")
-    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-                   help="mount options, as for the mount (e.g. -o timeout=0: strict mode, every lookup traced)")
-    add_trace_arguments(p)
-    add_fault_arguments(p)
+    add_arguments(p, "trace")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     return p
 
