@@ -1,0 +1,186 @@
+"""The option table (options.py): it generates the parsers, --help and the -o parsing; every -o option is
+accepted or refused as the table says, in both forms (command line, mount(8)/fstab helper form)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fuse_passthrough import options as table
+from fuse_passthrough.errors import UsageError
+from fuse_passthrough.mount import MountOptions
+from fuse_passthrough.mount_command import mount_parser
+from fuse_passthrough.trace_command import trace_parser
+from helpers import is_mounted
+
+PROG = [sys.executable, "-m", "fuse_passthrough"]
+PARSERS = {"mount": mount_parser, "trace": trace_parser}
+# A valid value for each kind of -o value.
+GOOD = {"seconds": "2.5", "positive": "4096", "count": "3", "size": "64M", "text": "x", "choice": "jsonl"}
+BAD = {"seconds": "soon", "positive": "0", "count": "-1", "size": "lots", "choice": "xml"}
+
+
+def mount_options() -> list[table.Option]:
+    return [o for o in table.OPTIONS if o.mount and o.goes != table.IGNORED]
+
+
+def help_text(command: str) -> str:
+    return PARSERS[command]().format_help()
+
+
+@pytest.mark.parametrize("command", table.COMMANDS)
+def test_the_table_generates_the_parser(command: str) -> None:
+    parser = PARSERS[command]()
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    expected = {o.name: o for o in table.OPTIONS if o.flags and command in o.commands}
+    assert set(actions) == set(expected)
+    for name, o in expected.items():
+        a = actions[name]
+        assert tuple(a.option_strings) == o.flags
+        if o.name != "version":
+            assert a.default == o.default, name
+        if o.help is None:
+            assert a.help == argparse.SUPPRESS
+        assert (a.choices or None) == (o.kind.choices or None), name
+
+
+@pytest.mark.parametrize("command", table.COMMANDS)
+def test_every_flag_of_the_table_is_in_help(command: str) -> None:
+    text = help_text(command)
+    for o in table.OPTIONS:
+        if o.flags and command in o.commands and o.help is not None:
+            for flag in o.flags:
+                assert flag in text, flag
+        elif o.flags and command == "trace":  # the mount's own flags (the mount's help names trace's)
+            assert f"\n  {o.flags[0]}" not in text, o.flags
+
+
+def test_every_mount_option_of_the_table_is_in_help() -> None:
+    text = help_text("mount")
+    listing = text[text.index("mount options (-o"):text.index("mount(8) and fstab")]
+    for o in table.OPTIONS:
+        if o.mount and o.help is not None:
+            assert o.mount.rstrip("=") in listing, o.mount
+    assert "x-*" in listing and "comment=..." in listing
+
+
+def test_trace_help_names_trace_only_options() -> None:
+    text = help_text("trace")
+    assert "--source" in text and "-o OPT[,OPT...]" in text and "\n  -b, --background" not in text
+
+
+@pytest.mark.parametrize("option", mount_options(), ids=lambda o: o.mount)
+def test_each_mount_option_is_accepted_or_refused_as_documented(option: table.Option) -> None:
+    name = option.mount
+    assert name is not None
+    kind = option.kind.name
+    if option.kind is table.SWITCH:
+        MountOptions.parse([name], "/src")
+        with pytest.raises(UsageError, match=f"'{name}' takes no value") as e:
+            MountOptions.parse([f"{name}=1"], "/src")
+        assert e.value.status == 2
+        return
+    MountOptions.parse([f"{name}={GOOD[kind]}"], "/src")
+    with pytest.raises(UsageError) as e:
+        MountOptions.parse([f"{name}="], "/src")
+    assert e.value.status == 2 and f"'{name}'" in str(e.value)
+    if kind in BAD:
+        with pytest.raises(UsageError) as e:
+            MountOptions.parse([f"{name}={BAD[kind]}"], "/src")
+        assert e.value.status == 2 and f"'{name}'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_mount_options_go_where_the_table_says() -> None:
+    m = MountOptions.parse(["allow_other,max_read=4096,kernel_cache,attr_timeout=3,trace=t.jsonl,"
+                            "trace_format=jsonl,trace_max_bytes=1k,notrace,nonempty,nowatch"], "/src")
+    assert m.kernel["allow_other"] is True and m.kernel["max_read"] == 4096
+    assert m.config["kernel_cache"] == 1 and m.config["attr_timeout"] == 3.0
+    assert m.trace == {"output": "t.jsonl", "format": "jsonl", "output_max_bytes": 1024, "no_trace": True}
+    assert m.nonempty and not m.watch
+    assert table.TRACE_OPTIONS == {"trace_format": "format", "trace": "output", "trace_max_bytes": "output_max_bytes",
+                                   "trace_backups": "output_backups", "notrace": "no_trace",
+                                   "fault_file": "fault_file"}
+
+
+def test_defaults_come_from_the_table() -> None:
+    m = MountOptions.parse([], "/src")
+    for o in table.OPTIONS:
+        if o.goes == table.CONFIG and o.default is not None:
+            assert m.config[o.name] == o.default
+    assert m.kernel["default_permissions"] is True and not m.strict
+
+
+def test_ignored_options_change_nothing() -> None:
+    ignored = [o.mount for o in table.OPTIONS if o.goes == table.IGNORED and not o.prefix]
+    items = [*ignored, "x-systemd.automount", "X-mount.mkdir", "comment=systemd.automount"]
+    assert MountOptions.parse([",".join(items)], "/src") == MountOptions.parse([], "/src")
+    for name in ignored:  # mount(8) passes them bare: with a value they are unknown
+        with pytest.raises(UsageError, match=f"unknown mount option '{name}'"):
+            MountOptions.parse([f"{name}=1"], "/src")
+
+
+def test_unknown_option_lists_the_known_ones() -> None:
+    with pytest.raises(UsageError) as e:
+        MountOptions.parse(["ro,bogus"], "/src")
+    assert e.value.status == 2
+    assert str(e.value) == f"unknown mount option 'bogus' (known: {', '.join(table.KNOWN)})"
+    assert "nofail" not in table.KNOWN and "trace" in table.KNOWN
+
+
+def test_helper_form_accepts_what_mount_and_fstab_pass() -> None:
+    assert {"dev", "nodev", "suid", "nosuid", "rw", "nofail", "_netdev", "noauto", "user", "defaults",
+            "trace", "log", "allow_other"} <= table.HELPER_OPTIONS
+    assert table.IGNORED_PREFIXES == ("x-", "X-", "comment=")
+
+
+def test_options_not_for_the_inode_core_are_the_ones_it_refuses() -> None:
+    from fuse_passthrough.inode_mount import _UNSUPPORTED_CONFIG
+    assert {o.mount for o in table.OPTIONS if o.mount and o.goes == table.CONFIG
+            and "inode" not in o.cores} == set(_UNSUPPORTED_CONFIG)
+
+
+@pytest.mark.parametrize("argv", [["-o", "ro,bogus", "src", "mnt"], ["src", "mnt", "-o", "rw,nodev,nosuid,bogus"]],
+                         ids=["command-line", "helper-form"])
+def test_unknown_option_is_one_line_exit_2_nothing_mounted(workdir: Path, argv: list[str]) -> None:
+    (workdir / "src").mkdir()
+    (workdir / "mnt").mkdir()
+    r = subprocess.run(PROG + argv, cwd=workdir, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"fuse-passthrough: unknown mount option 'bogus' (known: "
+                                     f"{', '.join(table.KNOWN)})"]
+    assert not is_mounted(workdir / "mnt")
+
+
+def test_helper_form_mounts_with_fstab_only_options(workdir: Path) -> None:
+    """What mount.fuse3 runs for an fstab line with mount(8)'s options: mounted, then unmounted cleanly."""
+    src, mnt, log = workdir / "src", workdir / "mnt", workdir / "daemon.log"
+    src.mkdir()
+    mnt.mkdir()
+    (src / "f").write_text("hello")
+    opts = f"rw,nodev,nosuid,nofail,_netdev,noauto,defaults,x-systemd.automount,comment=x,relatime,log={log}"
+    r = subprocess.run(PROG + [str(src), str(mnt), "-o", opts], capture_output=True, text=True, timeout=30)
+    pid = None
+    try:
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == ""
+        assert (mnt / "f").read_text() == "hello"
+        words = log.read_text().split("(pid ")
+        pid = int(words[1].split(")")[0])
+    finally:
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-u", str(mnt)], timeout=30)
+        if pid is not None:
+            deadline = time.monotonic() + 20
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, 9)
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], timeout=30)
+    assert not is_mounted(mnt)
