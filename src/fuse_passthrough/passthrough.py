@@ -181,16 +181,11 @@ class Passthrough(Operations):  # type: ignore[misc]
         d, name = self._at(old)
         try:
             st = os.stat(name, dir_fd=d, follow_symlinks=False)
-            if (st.st_dev, st.st_ino) != hidden[1]:
-                return False
-            d2, name2 = self._at(new)
-            try:
-                with self.as_caller:
-                    os.link(name, name2, src_dir_fd=d, dst_dir_fd=d2, follow_symlinks=False)
-            finally:
-                self._done(d2)
         finally:
             self._done(d)
+        if (st.st_dev, st.st_ino) != hidden[1]:
+            return False
+        self.link(new, old)
         return True
 
     def _hidden_inside(self, path: str) -> bool:
