@@ -122,8 +122,7 @@ def mount_parser() -> argparse.ArgumentParser:
                         "CONFIG_FUSE_PASSTHROUGH; data I/O is then not traced)")
     p.add_argument("--core", choices=("path", "inode"), default="path",
                    help="path: libfuse's high-level API (the default); inode: the low-level API with one kernel "
-                        "inode per SOURCE inode (hard links are one inode, READDIRPLUS, no .fuse_hidden files; "
-                        "no fault injection yet)")
+                        "inode per SOURCE inode (hard links are one inode, READDIRPLUS, no .fuse_hidden files)")
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     add_trace_arguments(p)
     add_fault_arguments(p)
@@ -199,14 +198,16 @@ def check_faults(args: argparse.Namespace) -> None:
                          "writes passed-through files without asking the daemon)", 2)
 
 
-def fault_layer(args: argparse.Namespace, ops: Any) -> tuple[Any, Any]:
-    """`ops` wrapped in the fault-injection layer when rules are given, and the rules file's watcher."""
+def fault_layer(args: argparse.Namespace, ops: Any, make: Any = None) -> tuple[Any, Any]:
+    """`ops` wrapped in the fault-injection layer when rules are given, and the rules file's watcher.
+    `make(ops, rules, reloadable)` builds the layer (default: the path core's FaultInjectingOperations)."""
     if not args.fault and not args.fault_file:
         return ops, None
     from .faults import FaultInjectingOperations, RuleFileWatcher
     cli_rules = list(args.fault)
     file_rules = fault_file_rules(args)
-    layer = FaultInjectingOperations(ops, cli_rules + file_rules, reloadable=bool(args.fault_file))
+    make = make or (lambda inner, rules, reloadable: FaultInjectingOperations(inner, rules, reloadable=reloadable))
+    layer = make(ops, cli_rules + file_rules, bool(args.fault_file))
     for rule in layer.rules:
         note(f"fault rule: {rule.text}")
     if not args.fault_file:

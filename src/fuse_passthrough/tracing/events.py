@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from ..layers import ARG_NAMES as PATH_CORE_ARG_NAMES
 
 # Operations only the inode core has (low-level requests without a high-level equivalent), traced by
-# inode_tracing.py; the others it records under the high-level names and argument orders.
+# tracing/chain_layer.py; the others it records under the high-level names and argument orders.
 INODE_ARG_NAMES: dict[str, tuple[str, ...]] = {
     "lookup": ("path",),
     "forget": ("path", "nlookup"),
