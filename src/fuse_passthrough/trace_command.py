@@ -104,6 +104,8 @@ def trace_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=".", metavar="DIR", help="directory to mount (default: current)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="mount options, as for the mount (e.g. -o timeout=0: strict mode, every lookup traced)")
+    p.add_argument("--core", choices=("path", "inode"), default="path",
+                   help="which core serves the mount, as for the mount (default: path)")
     add_trace_arguments(p)
     add_fault_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
@@ -128,6 +130,8 @@ def _daemon_filter_args(args: argparse.Namespace) -> list[str]:
         out.append("--errors-only")
     if args.cmdline:
         out.append("--cmdline")
+    if args.core != "path":
+        out += ["--core", args.core]
     for o in args.options:
         out += ["-o", o]
     for rule in args.fault:
