@@ -61,10 +61,6 @@ class PathSource(Protocol):
     def path(self, ino: int, name: bytes | None = None) -> str | None: ...
 
 
-def _kernel_caller(req: int) -> tuple[int, int, int, int]:
-    return (0, 0, 0, 0)
-
-
 def request_caller(req: int) -> tuple[int, int, int, int]:
     """(uid, gid, pid, umask) of the process behind a low-level request."""
     if not req:
@@ -135,7 +131,7 @@ class Call:
     def caller(self) -> tuple[int, int, int, int]:
         """(uid, gid, pid, umask); read from the request on first use (valid while the request is served)."""
         if self._caller is None:
-            self._caller = self._context(self.req)
+            self._caller = self._context(self.req) if self.req else (0, 0, 0, 0)  # init, destroy: the kernel
         return self._caller
 
     @property
