@@ -153,3 +153,5 @@ def run_as(uid: int, gid: int, cmd: list[str], groups: list[int] | None = None, 
 # FPT_MOUNT_ARGS="--core=inode": the inode core (low-level API), where some of the path core's known differences
 # from native behaviour are gone.
 INODE_CORE = "--core=inode" in MODE_ARGS
+# The same core for the `trace -- CMD` and `demo` commands, which mount by themselves.
+CORE_ARGS = ["--core", "inode"] if INODE_CORE else []

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from helpers import Mount, is_mounted, reap
+from helpers import MODE_ARGS, Mount, is_mounted, reap
 
 PROG = [sys.executable, "-m", "fuse_passthrough"]
 PR_SET_CHILD_SUBREAPER = 36
@@ -132,7 +132,7 @@ def background(workdir: Path, *args: str) -> Iterator[Background]:
     assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     try:
         try:
-            bg.result = subprocess.run(PROG + ["-b", *args], cwd=workdir, capture_output=True, text=True,
+            bg.result = subprocess.run(PROG + ["-b", *MODE_ARGS, *args], cwd=workdir, capture_output=True, text=True,
                                        timeout=60, env=dict(os.environ, TMPDIR=str(tmp)))
             found = re.search(r"\(pid (\d+)\)", bg.result.stderr)
             bg.pid = int(found.group(1)) if found else None

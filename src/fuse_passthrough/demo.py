@@ -70,6 +70,9 @@ def explain(event: dict[str, Any], seen_before: dict[str, int]) -> str | None:
     if op == "getattr" and err == "ENOENT":
         return ("getattr -> ENOENT: the kernel looks a name up before creating it (libfuse turns LOOKUP into "
                 "getattr on the path); 'does not exist' is the answer that allows the create.")
+    if op == "lookup" and err == "ENOENT":
+        return ("lookup -> ENOENT: the kernel looks a name up before creating it; 'does not exist' is the "
+                "answer that allows the create.")
     if op == "getattr":
         return ("getattr: the kernel revalidates what it knows of a path before using it; in strict mode "
                 "(attribute and entry timeouts of 0, the left column) it asks every time it needs them; a "
@@ -91,6 +94,12 @@ def explain(event: dict[str, Any], seen_before: dict[str, int]) -> str | None:
 
 
 _GENERIC = {
+    "lookup": "lookup: the kernel asks for a name in a directory and learns its inode (the inode core; the "
+              "path core's libfuse shows it as getattr of the path).",
+    "forget": "forget: the kernel dropped an inode from its cache; the daemon may drop its node too.",
+    "forget_multi": "forget_multi: several forgets in one request (BATCH_FORGET).",
+    "readdirplus": "readdirplus: the names with their attributes, each one a lookup too (the inode core).",
+    "tmpfile": "tmpfile: open(O_TMPFILE), an unnamed file in a directory.",
     "init": "init: the kernel and libfuse agree on the protocol and capabilities when the mount is made.",
     "create": "create: open(O_CREAT) on a name that does not exist — create and open in one request.",
     "write": "write: the data (only its length is recorded, never the bytes), at an offset, to a handle.",
@@ -137,7 +146,10 @@ def _line(event: dict[str, Any] | None) -> str:
 def run_demo(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", action="store_true", help="keep the sample source directory and print its path")
+    p.add_argument("--core", choices=("path", "inode"), default="path",
+                   help="which core serves the mounts (default: path)")
     args = p.parse_args(argv)
+    core = ["--core", args.core] if args.core != "path" else []
     check_environment()
     base = tempfile.mkdtemp(prefix="fuse-passthrough-demo-")
     src = os.path.join(base, "source")
@@ -149,8 +161,8 @@ def run_demo(argv: list[str]) -> int:
     shutil.copytree(src, cached_src)
     out = sys.stdout
     runs = []
-    for label, source, daemon_args in (("strict mode, -o timeout=0", src, ["-o", "timeout=0"]),
-                                       ("default mount, cached", cached_src, [])):
+    for label, source, daemon_args in (("strict mode, -o timeout=0", src, [*core, "-o", "timeout=0"]),
+                                       ("default mount, cached", cached_src, core)):
         pm = PrivateMount(source, daemon_args)
         try:
             out.write(f"Sample source: {source}\nMounting it at {pm.mountpoint} ({label}) ...\n")

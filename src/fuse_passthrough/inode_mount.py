@@ -1,11 +1,12 @@
 """Serving a mount with the inode core (`--core=inode`): the low-level session, its options, the SOURCE
-watcher's invalidations, tracing, and a clean stop.
+watcher's invalidations, the layers (tracing, fault injection), and a clean stop.
 
 Mount options map as for the path core: the kernel's (-o allow_other, ro, fsname...) go to the session;
 attr_timeout / entry_timeout / negative_timeout (and timeout=) become the timeouts of every entry and attribute
 reply; direct_io and kernel_cache set the open replies' flags. The path core's libfuse options auto_cache,
-ac_attr_timeout and hard_remove have no meaning here and are refused by `check_inode_options`, as are fault
-rules (the inode core's layers come with the next step).
+ac_attr_timeout and hard_remove have no meaning here and are refused by `check_inode_options`. Tracing and
+fault injection are layers of a `LayerChain` around the operations (chain.py): tracing outermost, so the trace
+shows what the fault layer did.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import sys
 from typing import Any
 
+from .chain import LayerChain
 from .inode_ops import InodeOperations
 from .inodes import Node
 from .mount import UsageError
@@ -29,8 +31,6 @@ def check_inode_options(args: argparse.Namespace, config: dict[str, Any]) -> Non
         if config.get(key):
             raise UsageError(f"--core=inode: mount option '{key}' is for the path core's libfuse (not supported "
                              "by the inode core)", 2)
-    if args.fault or args.fault_file:
-        raise UsageError("--core=inode: fault injection is not supported yet by the inode core", 2)
     if args.passthrough:
         from .lowlevel.binding import VERSION
         if VERSION < (3, 17):
@@ -105,21 +105,30 @@ def serve_inode(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: A
                           negative_timeout=float(config.get("negative_timeout", 0.0)),
                           kernel_passthrough=args.passthrough, direct_io=bool(config.get("direct_io")),
                           keep_cache=bool(config.get("kernel_cache")))
-    handlers: Any = ops
+    layers: list[Any] = []
     sink = None
     if output is not None:
-        from .inode_tracing import InodeTracing
+        from .tracing.chain_layer import TracingLayer
         from .tracing.sinks import ProcessSink
         output.close()  # it was opened to fail early; the writer process (re)opens it
         sink = ProcessSink(args.format, args.output, max_bytes=args.output_max_bytes,
                            backups=args.output_backups, summary=not args.no_summary,
                            summary_json=args.summary_json)
-        handlers = InodeTracing(ops, sink, filt, with_cmdline=args.cmdline)
+        layers.append(TracingLayer(sink, filt, with_cmdline=args.cmdline))
+    from .faults.chain_layer import FaultLayer
+    from .mount_command import fault_layer
+    faults, rules_watcher = fault_layer(args, None, lambda inner, rules, reloadable: FaultLayer(
+        rules, reloadable=reloadable))
+    if faults is not None:
+        layers.append(faults)  # inside the tracing layer: the trace shows what it injected
+    handlers: Any = LayerChain(ops, layers) if layers else ops
     try:
         session = ll.LowLevelSession(handlers, mnt, kernel_options(opts.kernel), debug=args.debug)
     except ValueError as e:
         print(f"{PROG}: mounting '{mnt}' failed: {e}", file=sys.stderr)
         ops.close()
+        if rules_watcher is not None:
+            rules_watcher.close()
         if sink is not None:
             sink.close()
         return 1
@@ -166,6 +175,8 @@ def serve_inode(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: A
             status = 1
     finally:
         relay.close()
+        if rules_watcher is not None:
+            rules_watcher.close()
         for inv in invalidations:
             inv.close()
         if sink is not None and sink.close() != 0:

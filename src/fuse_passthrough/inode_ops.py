@@ -7,7 +7,7 @@ kept per handle for readdir offsets). Objects are created, and permission-sensit
 caller's credentials when running as root (credentials.py, given the low-level request's context).
 
 Handlers follow lowlevel/binding.py: they return the reply's value or raise OSError. This module knows nothing
-about tracing (inode_tracing.py wraps it).
+about tracing or faults (layers wrap it: chain.py).
 """
 
 from __future__ import annotations

@@ -145,14 +145,16 @@ def check_faults(args: argparse.Namespace) -> None:
                          "writes passed-through files without asking the daemon)", 2)
 
 
-def fault_layer(args: argparse.Namespace, ops: Any) -> tuple[Any, Any]:
-    """`ops` wrapped in the fault-injection layer when rules are given, and the rules file's watcher."""
+def fault_layer(args: argparse.Namespace, ops: Any, make: Any = None) -> tuple[Any, Any]:
+    """`ops` wrapped in the fault-injection layer when rules are given, and the rules file's watcher.
+    `make(ops, rules, reloadable)` builds the layer (default: the path core's FaultInjectingOperations)."""
     if not args.fault and not args.fault_file:
         return ops, None
     from .faults import FaultInjectingOperations, RuleFileWatcher
     cli_rules = list(args.fault)
     file_rules = fault_file_rules(args)
-    layer = FaultInjectingOperations(ops, cli_rules + file_rules, reloadable=bool(args.fault_file))
+    make = make or (lambda inner, rules, reloadable: FaultInjectingOperations(inner, rules, reloadable=reloadable))
+    layer = make(ops, cli_rules + file_rules, bool(args.fault_file))
     for rule in layer.rules:
         note(f"fault rule: {rule.text}")
     if not args.fault_file:

@@ -167,8 +167,8 @@ OPTIONS: tuple[Option, ...] = (
            "and CONFIG_FUSE_PASSTHROUGH; data I/O is then not traced)", default=False, flags=("--passthrough",),
            mount="passthrough", commands=("mount",)),
     Option("core", CORE, "path: libfuse's high-level API (the default); inode: the low-level API with one kernel "
-           "inode per SOURCE inode (hard links are one inode, READDIRPLUS, no .fuse_hidden files; no fault "
-           "injection yet)", default="path", flags=("--core",), commands=("mount",)),
+           "inode per SOURCE inode (hard links are one inode, READDIRPLUS, no .fuse_hidden files)", default="path",
+           flags=("--core",), commands=_BOTH),
     Option("version", SWITCH, "show program's version number and exit", flags=("-V", "--version"),
            commands=("mount",)),
     # -- tracing (also -o, for fstab and mount(8), which have no --options) -------------------------------------
@@ -212,10 +212,10 @@ OPTIONS: tuple[Option, ...] = (
     # -- fault injection -------------------------------------------------------------------------------------
     Option("fault", FAULT, "inject a fault into matching calls, e.g. 'op=write,path=*.db,errno=ENOSPC' or "
            "'op=read,delay=50ms,probability=0.1,seed=7'; keys: " + ", ".join(FAULT_KEYS) + "; repeatable",
-           default=[], flags=("--fault",), commands=_BOTH, group="faults", repeat=True, cores=("path",)),
+           default=[], flags=("--fault",), commands=_BOTH, group="faults", repeat=True),
     Option("fault_file", TEXT, "rules from FILE, one per line ('#' comments); read again whenever FILE changes, "
            "on the live mount", flags=("--fault-file",), mount="fault_file", goes=TRACE, commands=_BOTH,
-           group="faults", cores=("path",)),
+           group="faults"),
     # -- -o only: for the kernel ------------------------------------------------------------------------------
     Option("allow_other", SWITCH, "let other users use the mount (root, or user_allow_other in /etc/fuse.conf)",
            mount="allow_other", goes=KERNEL),

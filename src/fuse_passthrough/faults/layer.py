@@ -82,36 +82,7 @@ class FaultInjectingOperations:
 
     def _decide(self, op: str, args: tuple[Any, ...], rules: tuple[FaultRule, ...]
                 ) -> tuple[int, int, int | None] | None:
-        """(errno, delay_ns, short) from every rule that fires on this call, or None.
-
-        Every matching rule counts the call (so each rule's nth/every/after see the same calls whatever the
-        others do); delays add up; the first rule with an errno or short decides the outcome.
-        """
-        caller: tuple[int, int, str | None] | None = None
-        err = delay_ns = 0
-        short: int | None = None
-        fired = False
-        for rule in rules:
-            if not rule.matches_path(op, args):
-                continue
-            if rule.needs_caller:
-                if caller is None:
-                    ctx = self._context()
-                    pid = ctx[2]
-                    comm = self._names.lookup(pid, time.perf_counter_ns())[0] if rule.comms else None
-                    caller = (pid, ctx[0], comm)
-                elif rule.comms and caller[2] is None:
-                    caller = (caller[0], caller[1], self._names.lookup(caller[0], time.perf_counter_ns())[0])
-                if not rule.matches_caller(*caller):
-                    continue
-            if not rule.fires():
-                continue
-            fired = True
-            delay_ns += rule.delay_ns
-            if not err and short is None:
-                err = rule.errno
-                short = rule.short
-        return (err, delay_ns, short) if fired else None
+        return decide(rules, lambda rule: rule.matches_path(op, args), self._context, self._names)
 
     def direct_io_for(self, path: str) -> bool:
         """Whether files opened at `path` need direct I/O (the binding asks at open): a short read through the
@@ -122,6 +93,42 @@ class FaultInjectingOperations:
     def close(self) -> None:
         """Release this layer's own resources (not the inner object's)."""
         self._names.close()
+
+
+def decide(rules: Iterable[FaultRule], path_matches: Callable[[FaultRule], bool],
+           context: Callable[[], tuple[int, ...]], names: ProcessNames) -> tuple[int, int, int | None] | None:
+    """(errno, delay_ns, short) from every rule that fires on a call, or None (shared by both cores' layers).
+
+    `path_matches(rule)` says whether the call's paths match the rule's path=; `context()` gives (uid, gid, pid,
+    ...) of the caller, asked only when a rule names one. Every matching rule counts the call (so each rule's
+    nth/every/after see the same calls whatever the others do); delays add up; the first rule with an errno or
+    short decides the outcome.
+    """
+    caller: tuple[int, int, str | None] | None = None
+    err = delay_ns = 0
+    short: int | None = None
+    fired = False
+    for rule in rules:
+        if not path_matches(rule):
+            continue
+        if rule.needs_caller:
+            if caller is None:
+                ctx = context()
+                pid = ctx[2]
+                comm = names.lookup(pid, time.perf_counter_ns())[0] if rule.comms else None
+                caller = (pid, ctx[0], comm)
+            elif rule.comms and caller[2] is None:
+                caller = (caller[0], caller[1], names.lookup(caller[0], time.perf_counter_ns())[0])
+            if not rule.matches_caller(*caller):
+                continue
+        if not rule.fires():
+            continue
+        fired = True
+        delay_ns += rule.delay_ns
+        if not err and short is None:
+            err = rule.errno
+            short = rule.short
+    return (err, delay_ns, short) if fired else None
 
 
 def action_note(err: int, delay_ns: int, short: int | None) -> dict[str, int]:

@@ -22,6 +22,11 @@ from typing import Any
 
 from ..layers import ARG_NAMES
 
+# Operations only the inode core has (a rule naming one never fires on the path core); as tracing/events.py's
+# INODE_ARG_NAMES, repeated here so that parsing rules loads no FUSE library.
+INODE_OPS = frozenset({"lookup", "forget", "forget_multi", "readdirplus", "tmpfile"})
+RULE_OPS = frozenset(ARG_NAMES) | INODE_OPS
+
 KEYS = ("op", "path", "comm", "pid", "uid", "errno", "delay", "nth", "every", "after", "times", "probability",
         "seed", "short")
 # Where an operation's paths are among its arguments (path, and path2 such as a rename's new name).
@@ -30,7 +35,7 @@ PATH_POSITIONS = {op: tuple(i for i, name in enumerate(names) if name in ("path"
 SHORT_OPS = frozenset({"read", "write"})
 # Errors the kernel ignores, or calls with no caller to return them to: an injected errno would only leak what
 # the call holds (release closes the source's file). Delays are allowed.
-NO_ERRNO_OPS = frozenset({"release", "releasedir", "init", "destroy"})
+NO_ERRNO_OPS = frozenset({"release", "releasedir", "init", "destroy", "forget", "forget_multi"})
 _DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s)$")
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
@@ -121,6 +126,13 @@ class FaultRule:
                 return True
         return False
 
+    def matches_paths(self, path: str | None, path2: str | None) -> bool:
+        """path= against a call's two paths (the inode core's calls carry them; None: unknown)."""
+        match = self._path_match
+        if match is None:
+            return True
+        return (path is not None and match(path) is not None) or (path2 is not None and match(path2) is not None)
+
     def matches_caller(self, pid: int, uid: int, comm: str | None) -> bool:
         if self.pids and pid not in self.pids:
             return False
@@ -170,9 +182,9 @@ def parse_rule(text: str) -> FaultRule:
     if "op" not in values:
         raise RuleError("op=... is required (e.g. op=write or op=read|write)")
     ops = frozenset(_alternatives(values["op"]))
-    unknown = sorted(ops - ARG_NAMES.keys())
+    unknown = sorted(ops - RULE_OPS)
     if unknown:
-        raise RuleError(f"unknown op {', '.join(unknown)} (known: {', '.join(sorted(ARG_NAMES))})")
+        raise RuleError(f"unknown op {', '.join(unknown)} (known: {', '.join(sorted(RULE_OPS))})")
     kw: dict[str, Any] = {}
     if "path" in values:
         kw["path"] = values["path"]

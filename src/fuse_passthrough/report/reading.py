@@ -19,7 +19,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402 - after the setting above
 
 from ..tracing.compression import CorruptTrace, TraceReader
-from ..tracing.events import SCHEMA_VERSION
+from ..tracing.events import SCHEMA_VERSION, SUPPORTED_VERSIONS
 
 try:  # the per-event part of the tally, compiled (_columns.c) when the package was built with a C compiler
     from .. import _columns as _compiled
@@ -36,12 +36,13 @@ class ReportError(Exception):
 
 
 class Event(msgspec.Struct, gc=False, kw_only=True):
-    """One trace event (README, "JSONL schema, version 1"): the fields and types a line must have.
+    """One trace event (README, "JSONL schema, version 2"; version 1 is read as well): the fields and types a
+    line must have.
 
     In the order the writer writes them: msgspec matches each key against the field expected next first (11 % fewer
     instructions decoding than in another order)."""
 
-    v: Literal[1] = 1
+    v: Literal[1, 2] = 1  # SUPPORTED_VERSIONS; a line without "v" reads as version 1, as before
     seq: int | None = None
     ts: float
     op: str
@@ -115,8 +116,9 @@ def check_event(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"not a trace event (a JSON {type(obj).__name__}, expected an object)")
     v = obj.get("v", SCHEMA_VERSION)
-    if v != SCHEMA_VERSION:
-        raise ValueError(f"unsupported event schema version {v!r} (this report reads version {SCHEMA_VERSION})")
+    if v not in SUPPORTED_VERSIONS:
+        raise ValueError(f"unsupported event schema version {v!r} (this report reads versions "
+                         f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})")
     for name, types in _REQUIRED.items():
         if name not in obj:
             raise ValueError(f"not a trace event (no {name!r} field)")
@@ -176,7 +178,7 @@ def as_dict(e: Event, line: bytes | None = None) -> dict[str, Any]:
     if isinstance(e.args, _Object):
         assert line is not None
         e = _DECODE_FULL(line)
-    d = {"v": SCHEMA_VERSION, "seq": e.seq, "ts": e.ts, "op": e.op, "path": e.path, "path2": e.path2,
+    d = {"v": e.v, "seq": e.seq, "ts": e.ts, "op": e.op, "path": e.path, "path2": e.path2,
          "args": _json(e.args), "result": _json(e.result), "errno": e.errno, "duration_ns": e.duration_ns,
          "pid": e.pid, "uid": e.uid, "gid": e.gid, "comm": e.comm}
     if e.cmdline is not None:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from ..layers import ARG_NAMES as PATH_CORE_ARG_NAMES
 
 # Operations only the inode core has (low-level requests without a high-level equivalent), traced by
-# inode_tracing.py; the others it records under the high-level names and argument orders.
+# tracing/chain_layer.py; the others it records under the high-level names and argument orders.
 INODE_ARG_NAMES: dict[str, tuple[str, ...]] = {
     "lookup": ("path",),
     "forget": ("path", "nlookup"),
@@ -25,7 +25,10 @@ INODE_ARG_NAMES: dict[str, tuple[str, ...]] = {
 }
 ARG_NAMES: dict[str, tuple[str, ...]] = {**PATH_CORE_ARG_NAMES, **INODE_ARG_NAMES}
 
-SCHEMA_VERSION = 1
+# 2: the inode core's own operations (lookup, forget, forget_multi, readdirplus, tmpfile; INODE_ARG_NAMES) may
+# appear; the fields and the other operations are as in 1, which readers still accept (SUPPORTED_VERSIONS).
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({1, 2})
 SCHEMA_FIELDS = ("v", "seq", "ts", "op", "path", "path2", "args", "result", "errno", "duration_ns",
                  "pid", "uid", "gid", "comm")
 KERNEL_COMM = "[kernel]"  # pid 0: the kernel asked on its own behalf (writeback, release after exit...)

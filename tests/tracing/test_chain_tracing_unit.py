@@ -1,0 +1,136 @@
+"""The inode core's tracing layer (tracing/chain_layer.py): events in the path core's notation from Call objects,
+paths read before the call, one event per attribute kind of a SETATTR, what a fault layer did, and filters."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import pytest
+
+from fuse_passthrough.chain import Call, LayerChain, Next
+from fuse_passthrough.lowlevel import abi
+from fuse_passthrough.tracing import to_event
+from fuse_passthrough.tracing.chain_layer import TracingLayer
+from fuse_passthrough.tracing.events import RawEvent
+from fuse_passthrough.tracing.filters import EventFilter
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, ...]] = []
+
+    def put(self, raw: tuple[Any, ...]) -> None:
+        self.items.append(raw)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [to_event(RawEvent(*raw)) for raw in self.items]
+
+
+class Nodes:
+    def __init__(self) -> None:
+        self.names: dict[int, str] = {1: "/", 2: "/bar"}
+
+    def path(self, ino: int, name: bytes | None = None) -> str | None:
+        base = self.names.get(ino)
+        if base is None or name is None:
+            return base
+        return base.rstrip("/") + "/" + name.decode()
+
+
+class FileInfo:
+    def __init__(self, flags: int = 0, fh: int = 0) -> None:
+        self.flags, self.fh, self.backing_id, self.direct_io, self.keep_cache = flags, fh, 0, 0, 0
+
+
+class Entry:
+    def __init__(self, ino: int) -> None:
+        self.ino = ino
+        self.attr = abi.stat_t()
+        self.attr.st_mode, self.attr.st_ino = 0o100644, ino
+
+
+class Ops:
+    def __init__(self) -> None:
+        self.nodes = Nodes()
+
+    def lookup(self, req: int, parent: int, name: bytes) -> Entry:
+        if name == b"nope":
+            raise OSError(errno.ENOENT, "no")
+        return Entry(2)
+
+    def create(self, req: int, parent: int, name: bytes, mode: int, fi: Any) -> Entry:
+        fi.fh = 13
+        self.nodes.names[2] = "/bar"
+        return Entry(2)
+
+    def unlink(self, req: int, parent: int, name: bytes) -> None:
+        self.nodes.names.pop(2, None)  # the name is gone after the call
+
+    def setattr(self, req: int, ino: int, attr: Any, to_set: int, fi: Any) -> tuple[Any, float]:
+        return attr, 1.0
+
+    def write(self, req: int, ino: int, data: bytes, off: int, fi: Any) -> int:
+        return len(data)
+
+
+def context(req: int) -> tuple[int, int, int, int]:
+    return (1000, 100, 0, 0o22)  # pid 0 reads no /proc
+
+
+def chain(*layers: Any, event_filter: EventFilter | None = None) -> tuple[LayerChain, ListSink]:
+    sink = ListSink()
+    return LayerChain(Ops(), [TracingLayer(sink, event_filter), *layers], context=context), sink
+
+
+def test_events_keep_the_seed_notation() -> None:
+    c, sink = chain()
+    c.create(5, 1, b"bar", 0o100644, FileInfo(0o1101, 0))
+    c.write(5, 2, b"abcd", 0, FileInfo(fh=13))
+    with pytest.raises(FileNotFoundError):
+        c.lookup(5, 1, b"nope")
+    create, write, lookup = sink.events()
+    assert create["op"] == "create" and create["path"] == "/bar"
+    assert create["args"]["mode"] == "0o100644" and create["args"]["flags"].startswith("O_WRONLY|O_CREAT|O_TRUNC")
+    assert create["result"] == {"fh": 13} and create["uid"] == 1000 and create["gid"] == 100
+    assert write["args"]["size"] == 4 and write["result"] == 4
+    assert lookup["op"] == "lookup" and lookup["path"] == "/nope" and lookup["errno"] == "ENOENT"
+
+
+def test_the_path_is_read_before_the_call() -> None:
+    c, sink = chain()
+    c.unlink(5, 1, b"bar")
+    assert sink.events()[0]["path"] == "/bar"
+
+
+def test_a_setattr_is_one_event_per_attribute_kind() -> None:
+    c, sink = chain()
+    attr = abi.stat_t()
+    attr.st_mode, attr.st_size = 0o100600, 7
+    c.setattr(5, 2, attr, abi.FUSE_SET_ATTR_MODE | abi.FUSE_SET_ATTR_SIZE, None)
+    assert [(e["op"], e["path"]) for e in sink.events()] == [("chmod", "/bar"), ("truncate", "/bar")]
+    assert sink.events()[1]["args"]["length"] == 7
+
+
+def test_what_an_inner_layer_injected_is_in_the_event() -> None:
+    class Inject:
+        def handle(self, call: Call, next: Next) -> Any:
+            call.injected = {"errno": errno.EIO}
+            raise OSError(errno.EIO, "injected")
+
+    c, sink = chain(Inject())
+    with pytest.raises(OSError):
+        c.write(5, 2, b"x", 0, FileInfo(fh=13))
+    (event,) = sink.events()
+    assert event["errno"] == "EIO" and event["injected"] == "EIO"
+
+
+def test_op_filters_leave_unwanted_handlers_unwrapped() -> None:
+    sink = ListSink()
+    layer = TracingLayer(sink, EventFilter(exclude_ops={"write", "lookup"}))
+    ops = Ops()
+    c = LayerChain(ops, [layer], context=context)
+    assert c.write == ops.write and c.lookup == ops.lookup and c.create != ops.create
+    assert layer.wants("setattr")
+    assert not TracingLayer(sink, EventFilter(ops={"read"})).wants("setattr")
+    assert TracingLayer(sink, EventFilter(ops={"chmod"})).wants("setattr")
