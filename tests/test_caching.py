@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -97,6 +98,15 @@ def test_changes_made_in_source_show_within_the_bound(workdir: Path, mode: str) 
         waits.append(within(bound, lambda: sorted(os.listdir(mnt / "sub")) == ["x", "y"]))
         waits.append(within(bound, lambda: stat.S_IMODE(os.stat(mnt / "sub" / "x").st_mode) == 0o640))
         waits.append(within(bound, same(mnt / "sub", src / "sub")))
+        # a whole tree removed (rm -r): the changes inside directories that are gone by the time they are read
+        fd = os.open(mnt / "sub" / "x", os.O_RDONLY)  # an open file keeps its inode known to the mount
+        try:
+            shutil.rmtree(src / "sub")
+            waits.append(within(bound, lambda: outcome(os.stat, mnt / "sub" / "x") == ("err", "ENOENT")))
+            waits.append(within(bound, lambda: outcome(os.stat, mnt / "sub") == ("err", "ENOENT")))
+            assert os.pread(fd, 10, 0) == b"1"
+        finally:
+            os.close(fd)
         assert m.unmount() == 0
     if mode == "strict":
         assert max(waits) < 0.05, waits  # seen at the first look

@@ -141,6 +141,19 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
 _libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
 _libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int),
+                                    ctypes.c_int]
+_MAX_HANDLE_SZ = 128
+
+
+def _handle_of(path: str) -> bytes | None:
+    """The file handle (struct file_handle, as fanotify reports it) of the directory at `path`."""
+    buf = ctypes.create_string_buffer(8 + _MAX_HANDLE_SZ)
+    struct.pack_into("=I", buf, 0, _MAX_HANDLE_SZ)
+    mount_id = ctypes.c_int()
+    if _libc.name_to_handle_at(_AT_FDCWD, os.fsencode(path), buf, ctypes.byref(mount_id), 0) != 0:
+        return None
+    return buf.raw[:8 + struct.unpack_from("=I", buf, 0)[0]]
 
 
 def _check(result: int) -> int:
@@ -160,6 +173,9 @@ class FanotifyWatcher:
         self._fd = _check(_libc.fanotify_init(_FAN_CLASS_NOTIF | _FAN_CLOEXEC | _FAN_NONBLOCK | _FAN_REPORT_DFID_NAME,
                                               os.O_RDONLY | os.O_CLOEXEC))
         self._marked: set[str] = set()
+        # file handle -> mount path of each marked directory when marked: where a directory removed since is
+        # reported (its changes just before, e.g. rm -r, can no longer be found by its handle)
+        self._marked_handles: dict[bytes, str] = {}
         self._failed = False
         self._lock = threading.Lock()
         try:
@@ -176,9 +192,13 @@ class FanotifyWatcher:
         self._thread.start()
 
     def _mark(self, path: str) -> None:
+        where = self.source + (path if path != "/" else "")
         _check(_libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_DONT_FOLLOW | _FAN_MARK_ONLYDIR, _FAN_MASK,
-                                   _AT_FDCWD, os.fsencode(self.source + (path if path != "/" else ""))))
+                                   _AT_FDCWD, os.fsencode(where)))
         self._marked.add(path)
+        handle = _handle_of(where)
+        if handle is not None:
+            self._marked_handles[handle] = path
 
     def watch_dir(self, path: str) -> None:
         """The kernel now knows the directory at mount path `path`: mark it (once; the mark follows the
@@ -190,6 +210,7 @@ class FanotifyWatcher:
                 return
             if len(self._marked) > 65536:  # paths of moved or removed directories: re-marking is harmless
                 self._marked.clear()
+                self._marked_handles.clear()
             try:
                 self._mark(path)
             except OSError as e:
@@ -218,6 +239,8 @@ class FanotifyWatcher:
                 path = where[len(self.source):]
         except OSError:
             pass
+        if path is None:  # removed: its last known place (its events came just before it went)
+            path = self._marked_handles.get(handle)
         self._dirs[handle] = path
         return path
 
