@@ -34,6 +34,8 @@ _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
 _CREATE_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_NOCTTY)
 _ROOT_UID = 0
+# The kernel's open flag of an open for execve/uselib (include/linux/fs.h __FMODE_EXEC; FUSE passes f_flags on).
+_FMODE_EXEC = 0x20
 
 
 def _type_bits(entry: os.DirEntry[str]) -> int:
@@ -271,8 +273,19 @@ class InodeOperations:
     # -- files --------------------------------------------------------------------------------------------------
     def open(self, req: int, ino: int, fi: Any) -> None:
         node = self.nodes.get(ino)
-        with self._as_caller(req):
-            fd = os.open(node.proc, (fi.flags & _OPEN_CLEAR) | os.O_CLOEXEC)
+        flags = (fi.flags & _OPEN_CLEAR) | os.O_CLOEXEC
+        try:
+            with self._as_caller(req):
+                fd = os.open(node.proc, flags)
+        except PermissionError:
+            # An open for exec (execve, uselib) needs execute permission only, which the kernel (and here the
+            # caller's fsuid) has checked; reading an execute-only file for it is then the daemon's to do.
+            if not (fi.flags & _FMODE_EXEC and fi.flags & os.O_ACCMODE == os.O_RDONLY):
+                raise
+            with self._as_caller(req):
+                if not os.access(node.proc, os.X_OK, effective_ids=True):
+                    raise
+            fd = os.open(node.proc, flags)
         self._opened(req, node, fd, fi)
 
     def create(self, req: int, parent: int, name: bytes, mode: int, fi: Any) -> abi.fuse_entry_param:
