@@ -104,7 +104,9 @@ def serve_inode(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: A
                           entry_timeout=float(config.get("entry_timeout", 1.0)),
                           negative_timeout=float(config.get("negative_timeout", 0.0)),
                           kernel_passthrough=args.passthrough, direct_io=bool(config.get("direct_io")),
-                          keep_cache=bool(config.get("kernel_cache")))
+                          keep_cache=bool(config.get("kernel_cache")),
+                          # FUSE_CAP_POSIX_ACL turns default_permissions on: not under no_default_permissions
+                          posix_acl="default_permissions" in opts.kernel)
     handlers: Any = ops
     sink = None
     if output is not None:

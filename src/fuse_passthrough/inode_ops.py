@@ -60,6 +60,27 @@ def _statvfs(sv: os.statvfs_result) -> abi.statvfs_t:
     return out
 
 
+class _CallerUmask:
+    """The caller's credentials and, when `umask` >= 0, its umask in this thread (which has its own)."""
+
+    __slots__ = ("creds", "umask")
+
+    def __init__(self, creds: CallerCredentials, umask: int) -> None:
+        self.creds, self.umask = creds, umask
+
+    def __enter__(self) -> None:
+        if self.umask >= 0:
+            os.umask(self.umask)
+        self.creds.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.creds.__exit__(None, None, None)
+        finally:
+            if self.umask >= 0:
+                os.umask(0)
+
+
 class InodeOperations:
     """Mirror `source` on the low-level API (a `LowLevelSession`'s operations).
 
@@ -70,7 +91,7 @@ class InodeOperations:
 
     def __init__(self, source: str, *, attr_timeout: float = 1.0, entry_timeout: float = 1.0,
                  negative_timeout: float = 0.0, kernel_passthrough: bool = False, direct_io: bool = False,
-                 keep_cache: bool = False, caller_credentials: bool | None = None) -> None:
+                 keep_cache: bool = False, caller_credentials: bool | None = None, posix_acl: bool = True) -> None:
         self.source = os.path.realpath(source)
         self.nodes = NodeTable(os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
         self.attr_timeout = attr_timeout
@@ -81,6 +102,10 @@ class InodeOperations:
         self.want_passthrough = kernel_passthrough
         self.passthrough = False  # the kernel accepted it (init)
         self.passthrough_refused: str | None = None  # why not, when it was asked for
+        self.want_posix_acl = posix_acl  # ask for FUSE_CAP_POSIX_ACL (it forces default_permissions)
+        self.posix_acl = False
+        self.dont_mask = False  # FUSE_CAP_DONT_MASK: the caller's umask is ours to apply (per worker thread)
+        self._thread_fs = threading.local()
         self._backing_lock = threading.Lock()
         self._request = threading.local()
         self.as_caller = CallerCredentials(caller_credentials, context=self._caller_context,
@@ -129,8 +154,28 @@ class InodeOperations:
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def init(self, conn: Any) -> None:
-        # The kernel applies the caller's umask before sending a mode; ours must not mask it a second time.
+        # Without FUSE_CAP_DONT_MASK the kernel applies the caller's umask before sending a mode; ours must not
+        # mask it a second time. With it, each worker thread has a umask of its own (unshare(CLONE_FS)), set to
+        # the caller's around each create, so SOURCE's filesystem applies it only where the parent has no
+        # default ACL, as natively.
         os.umask(0)
+        capable = conn.capable_ext if ll.VERSION >= (3, 17) else conn.capable
+        want = 0
+        if capable & abi.FUSE_CAP_DONT_MASK:
+            try:
+                self._own_fs()
+                want |= abi.FUSE_CAP_DONT_MASK
+                self.dont_mask = True
+            except OSError as e:
+                print(f"fuse-passthrough: no per-thread umask ({e.strerror}): the kernel applies the umask, also "
+                      "under default ACLs", file=sys.stderr)
+        if self.want_posix_acl and capable & abi.FUSE_CAP_POSIX_ACL:
+            want |= abi.FUSE_CAP_POSIX_ACL  # the kernel enforces and caches ACLs (it reads them as xattrs)
+            self.posix_acl = True
+        if ll.VERSION >= (3, 17):  # setting both want and want_ext is an error there
+            conn.want_ext |= want
+        else:
+            conn.want |= want
         if self.want_passthrough:
             if ll.VERSION < (3, 17) or not conn.capable_ext & ll.FUSE_CAP_PASSTHROUGH:
                 self.passthrough_refused = ("--passthrough: the kernel does not offer FUSE passthrough (needs "
@@ -142,6 +187,22 @@ class InodeOperations:
                 self.passthrough = True
         if self.on_init is not None:
             self.on_init()
+
+    def _own_fs(self) -> None:
+        """Give the calling worker thread its own umask (once), 0 between requests."""
+        if not getattr(self._thread_fs, "own", False):
+            syscalls.unshare(syscalls.CLONE_FS)
+            os.umask(0)
+            self._thread_fs.own = True
+
+    def _creating(self, req: int) -> _CallerUmask:
+        """Context of a create, mkdir, mknod or tmpfile: the caller's credentials, and with DONT_MASK its
+        umask."""
+        self._request.req = req
+        if not self.dont_mask:
+            return _CallerUmask(self.as_caller, -1)
+        self._own_fs()
+        return _CallerUmask(self.as_caller, ll.req_ctx(req).umask)
 
     def destroy(self) -> None:
         if self.on_destroy is not None:
@@ -172,13 +233,13 @@ class InodeOperations:
 
     def mknod(self, req: int, parent: int, name: bytes, mode: int, rdev: int) -> abi.fuse_entry_param:
         pfd = self.nodes.get(parent).fd
-        with self._as_caller(req):
+        with self._creating(req):
             os.mknod(name, mode, rdev, dir_fd=pfd)
         return self._lookup(parent, name)
 
     def mkdir(self, req: int, parent: int, name: bytes, mode: int) -> abi.fuse_entry_param:
         pfd = self.nodes.get(parent).fd
-        with self._as_caller(req):
+        with self._creating(req):
             os.mkdir(name, mode, dir_fd=pfd)
         return self._lookup(parent, name)
 
@@ -290,7 +351,7 @@ class InodeOperations:
 
     def create(self, req: int, parent: int, name: bytes, mode: int, fi: Any) -> abi.fuse_entry_param:
         pfd = self.nodes.get(parent).fd
-        with self._as_caller(req):
+        with self._creating(req):
             fd = os.open(name, (fi.flags & _CREATE_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          stat.S_IMODE(mode), dir_fd=pfd)
         try:
@@ -301,7 +362,7 @@ class InodeOperations:
 
     def tmpfile(self, req: int, parent: int, mode: int, fi: Any) -> abi.fuse_entry_param:
         pfd = self.nodes.get(parent).fd
-        with self._as_caller(req):
+        with self._creating(req):
             fd = os.open(".", (fi.flags & _OPEN_CLEAR) | os.O_TMPFILE | os.O_CLOEXEC, stat.S_IMODE(mode),
                          dir_fd=pfd)
         try:
@@ -350,8 +411,9 @@ class InodeOperations:
         return os.pread(fi.fh, size, off)
 
     def write(self, req: int, ino: int, data: bytes, off: int, fi: Any) -> int:
-        # As the caller, so the source clears setuid/setgid bits as it would for them (root keeps them).
-        with self._as_caller_ids(req):
+        # As the caller, so the source clears setuid/setgid bits as it would for them (root keeps them); with
+        # its groups, as a setgid bit without group-execute is kept for members of the file's group only.
+        with self._as_caller(req):
             return os.pwrite(fi.fh, data, off)
 
     def flush(self, req: int, ino: int, fi: Any) -> None:
