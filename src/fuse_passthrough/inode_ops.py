@@ -13,6 +13,7 @@ about tracing (inode_tracing.py wraps it).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import sys
@@ -60,6 +61,14 @@ def _statvfs(sv: os.statvfs_result) -> abi.statvfs_t:
     return out
 
 
+def _set_noatime(fd: int) -> None:
+    """O_NOATIME on an fd opened as the caller: set as the daemon (owner or CAP_FOWNER), where it may."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NOATIME)
+    except OSError:  # EPERM: a daemon not running as root, on a file it does not own
+        pass
+
+
 class _CallerUmask:
     """The caller's credentials and, when `umask` >= 0, its umask in this thread (which has its own)."""
 
@@ -91,7 +100,8 @@ class InodeOperations:
 
     def __init__(self, source: str, *, attr_timeout: float = 1.0, entry_timeout: float = 1.0,
                  negative_timeout: float = 0.0, kernel_passthrough: bool = False, direct_io: bool = False,
-                 keep_cache: bool = False, caller_credentials: bool | None = None, posix_acl: bool = True) -> None:
+                 keep_cache: bool = False, caller_credentials: bool | None = None, posix_acl: bool = True,
+                 noatime: bool = False, nodiratime: bool = False) -> None:
         self.source = os.path.realpath(source)
         self.nodes = NodeTable(os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
         self.attr_timeout = attr_timeout
@@ -106,6 +116,10 @@ class InodeOperations:
         self.posix_acl = False
         self.dont_mask = False  # FUSE_CAP_DONT_MASK: the caller's umask is ours to apply (per worker thread)
         self._thread_fs = threading.local()
+        # -o noatime / nodiratime: our opens of SOURCE do not update atimes (O_NOATIME, set as the daemon). The
+        # kernel never updates a FUSE inode's atime itself (S_NOATIME): SOURCE's reads are the only ones.
+        self.noatime = noatime
+        self.nodiratime = noatime or nodiratime
         self._backing_lock = threading.Lock()
         self._request = threading.local()
         self.as_caller = CallerCredentials(caller_credentials, context=self._caller_context,
@@ -384,6 +398,8 @@ class InodeOperations:
 
     def _opened(self, req: int, node: Node, fd: int, fi: Any) -> None:
         fi.fh = fd
+        if self.noatime:
+            _set_noatime(fd)
         backing_id = 0
         with self._backing_lock:
             self.nodes.opened(node)
@@ -452,6 +468,8 @@ class InodeOperations:
         node = self.nodes.get(ino)
         with self._as_caller(req):
             fi.fh = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if self.nodiratime:
+            _set_noatime(fi.fh)
 
     def _listing(self, fh: int, off: int) -> list[tuple[bytes, int, int]]:
         """(name, d_ino, type bits) of the directory, read again at offset 0 (opendir, rewinddir); offsets
