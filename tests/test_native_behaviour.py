@@ -358,3 +358,32 @@ def test_atime_options(workdir: Path, users: dict[str, int], option: str, uid: i
     finally:
         for b in reversed(binds):
             subprocess.run(["umount", str(b)], capture_output=True)
+
+
+# 5. mmap of a file opened with O_DIRECT.
+def test_mmap_of_o_direct_file(env: tuple[Path, Mount]) -> None:
+    from fuse_passthrough.lowlevel import binding
+    if INODE_CORE and binding.VERSION < (3, 17):
+        pytest.skip("needs libfuse >= 3.17 (FUSE_CAP_DIRECT_IO_ALLOW_MMAP) and Linux >= 6.6; this libfuse is "
+                    f"{binding.VERSION[0]}.{binding.VERSION[1]}")
+    if not INODE_CORE:
+        pytest.xfail("path core: O_DIRECT opens use direct_io, and libfuse's high-level API does not ask for "
+                     "FUSE_CAP_DIRECT_IO_ALLOW_MMAP")
+    for b in both(env):
+        (b / "f").write_bytes(b"a" * 8192)
+        os.chmod(b / "f", 0o666)
+    same(env, STRANGER, """
+        fd = os.open(p("f"), os.O_RDWR | os.O_DIRECT)
+        def mapped():
+            m = mmap.mmap(fd, 8192)
+            try:
+                first = m[:4].decode()
+                m[0:4] = b"bbbb"
+                m.flush()
+                return first
+            finally:
+                m.close()
+        do("mmap", mapped)
+        do("read-back", lambda: open(p("f"), "rb").read(4).decode())
+        os.close(fd)
+    """)

@@ -186,6 +186,8 @@ class InodeOperations:
         if self.want_posix_acl and capable & abi.FUSE_CAP_POSIX_ACL:
             want |= abi.FUSE_CAP_POSIX_ACL  # the kernel enforces and caches ACLs (it reads them as xattrs)
             self.posix_acl = True
+        if capable & abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP:  # libfuse >= 3.17 (3.14 never offers it)
+            want |= abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP  # files opened with direct_io may still be mmapped
         if ll.VERSION >= (3, 17):  # setting both want and want_ext is an error there
             conn.want_ext |= want
         else:
