@@ -27,8 +27,8 @@ TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/
 # The inode core (--core=inode, the low-level API): the POSIX, multi-user and caching tests, tracing and fault
 # injection (its layer chain) once more, on the system's libfuse and on 3.17, then on 3.17 with kernel passthrough.
 TESTS_INODE_CORE := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
-	tests/test_multiuser.py tests/test_caching.py tests/tracing tests/faults tests/test_faults.py \
-	tests/test_trace_command.py tests/test_lifecycle.py
+	tests/test_multiuser.py tests/test_caching.py tests/test_native_behaviour.py tests/tracing tests/faults \
+	tests/test_faults.py tests/test_trace_command.py tests/test_lifecycle.py
 TESTS_INODE_CORE_PASSTHROUGH := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
 	tests/test_multiuser.py
 

@@ -43,6 +43,21 @@ def kernel_options(kernel: dict[str, Any]) -> list[str]:
     return [key if value is True else f"{key}={value}" for key, value in kernel.items()]
 
 
+def atime_options(given: list[str]) -> dict[str, bool]:
+    """noatime / nodiratime for InodeOperations from the atime options in the order given (the last of
+    atime/noatime/relatime/strictatime wins, as for mount(8)). relatime and strictatime are SOURCE's own: the
+    daemon's reads update atimes as SOURCE's mount says (docs/posix.md)."""
+    noatime = nodiratime = False
+    for o in given:
+        if o == "noatime":
+            noatime = True
+        elif o in ("atime", "relatime", "norelatime", "strictatime", "nostrictatime"):
+            noatime = False
+        elif o in ("nodiratime", "diratime"):
+            nodiratime = o == "nodiratime"
+    return {"noatime": noatime, "nodiratime": nodiratime}
+
+
 class SourceInvalidations:
     """Changes made directly in SOURCE, reported by the watcher as mount paths, turned into exact
     invalidations through the node table: the name (notify_inval_entry on its directory's node) and the object
@@ -104,7 +119,9 @@ def serve_inode(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: A
                           entry_timeout=float(config.get("entry_timeout", 1.0)),
                           negative_timeout=float(config.get("negative_timeout", 0.0)),
                           kernel_passthrough=args.passthrough, direct_io=bool(config.get("direct_io")),
-                          keep_cache=bool(config.get("kernel_cache")))
+                          keep_cache=bool(config.get("kernel_cache")),
+                          # FUSE_CAP_POSIX_ACL turns default_permissions on: not under no_default_permissions
+                          posix_acl="default_permissions" in opts.kernel, **atime_options(opts.atime))
     layers: list[Any] = []
     sink = None
     if output is not None:

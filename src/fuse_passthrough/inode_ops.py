@@ -13,6 +13,7 @@ about tracing or faults (layers wrap it: chain.py).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import sys
@@ -34,6 +35,8 @@ _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
 _CREATE_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_NOCTTY)
 _ROOT_UID = 0
+# The kernel's open flag of an open for execve/uselib (include/linux/fs.h __FMODE_EXEC; FUSE passes f_flags on).
+_FMODE_EXEC = 0x20
 
 
 def _type_bits(entry: os.DirEntry[str]) -> int:
@@ -58,6 +61,35 @@ def _statvfs(sv: os.statvfs_result) -> abi.statvfs_t:
     return out
 
 
+def _set_noatime(fd: int) -> None:
+    """O_NOATIME on an fd opened as the caller: set as the daemon (owner or CAP_FOWNER), where it may."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NOATIME)
+    except OSError:  # EPERM: a daemon not running as root, on a file it does not own
+        pass
+
+
+class _CallerUmask:
+    """The caller's credentials and, when `umask` >= 0, its umask in this thread (which has its own)."""
+
+    __slots__ = ("creds", "umask")
+
+    def __init__(self, creds: CallerCredentials, umask: int) -> None:
+        self.creds, self.umask = creds, umask
+
+    def __enter__(self) -> None:
+        if self.umask >= 0:
+            os.umask(self.umask)
+        self.creds.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.creds.__exit__(None, None, None)
+        finally:
+            if self.umask >= 0:
+                os.umask(0)
+
+
 class InodeOperations:
     """Mirror `source` on the low-level API (a `LowLevelSession`'s operations).
 
@@ -68,7 +100,8 @@ class InodeOperations:
 
     def __init__(self, source: str, *, attr_timeout: float = 1.0, entry_timeout: float = 1.0,
                  negative_timeout: float = 0.0, kernel_passthrough: bool = False, direct_io: bool = False,
-                 keep_cache: bool = False, caller_credentials: bool | None = None) -> None:
+                 keep_cache: bool = False, caller_credentials: bool | None = None, posix_acl: bool = True,
+                 noatime: bool = False, nodiratime: bool = False) -> None:
         self.source = os.path.realpath(source)
         self.nodes = NodeTable(os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
         self.attr_timeout = attr_timeout
@@ -79,6 +112,14 @@ class InodeOperations:
         self.want_passthrough = kernel_passthrough
         self.passthrough = False  # the kernel accepted it (init)
         self.passthrough_refused: str | None = None  # why not, when it was asked for
+        self.want_posix_acl = posix_acl  # ask for FUSE_CAP_POSIX_ACL (it forces default_permissions)
+        self.posix_acl = False
+        self.dont_mask = False  # FUSE_CAP_DONT_MASK: the caller's umask is ours to apply (per worker thread)
+        self._thread_fs = threading.local()
+        # -o noatime / nodiratime: our opens of SOURCE do not update atimes (O_NOATIME, set as the daemon). The
+        # kernel never updates a FUSE inode's atime itself (S_NOATIME): SOURCE's reads are the only ones.
+        self.noatime = noatime
+        self.nodiratime = noatime or nodiratime
         self._backing_lock = threading.Lock()
         self._request = threading.local()
         self.as_caller = CallerCredentials(caller_credentials, context=self._caller_context,
@@ -127,8 +168,30 @@ class InodeOperations:
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def init(self, conn: Any) -> None:
-        # The kernel applies the caller's umask before sending a mode; ours must not mask it a second time.
+        # Without FUSE_CAP_DONT_MASK the kernel applies the caller's umask before sending a mode; ours must not
+        # mask it a second time. With it, each worker thread has a umask of its own (unshare(CLONE_FS)), set to
+        # the caller's around each create, so SOURCE's filesystem applies it only where the parent has no
+        # default ACL, as natively.
         os.umask(0)
+        capable = conn.capable_ext if ll.VERSION >= (3, 17) else conn.capable
+        want = 0
+        if capable & abi.FUSE_CAP_DONT_MASK:
+            try:
+                self._own_fs()
+                want |= abi.FUSE_CAP_DONT_MASK
+                self.dont_mask = True
+            except OSError as e:
+                print(f"fuse-passthrough: no per-thread umask ({e.strerror}): the kernel applies the umask, also "
+                      "under default ACLs", file=sys.stderr)
+        if self.want_posix_acl and capable & abi.FUSE_CAP_POSIX_ACL:
+            want |= abi.FUSE_CAP_POSIX_ACL  # the kernel enforces and caches ACLs (it reads them as xattrs)
+            self.posix_acl = True
+        if capable & abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP:  # libfuse >= 3.17 (3.14 never offers it)
+            want |= abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP  # files opened with direct_io may still be mmapped
+        if ll.VERSION >= (3, 17):  # setting both want and want_ext is an error there
+            conn.want_ext |= want
+        else:
+            conn.want |= want
         if self.want_passthrough:
             if ll.VERSION < (3, 17) or not conn.capable_ext & ll.FUSE_CAP_PASSTHROUGH:
                 self.passthrough_refused = ("--passthrough: the kernel does not offer FUSE passthrough (needs "
@@ -140,6 +203,22 @@ class InodeOperations:
                 self.passthrough = True
         if self.on_init is not None:
             self.on_init()
+
+    def _own_fs(self) -> None:
+        """Give the calling worker thread its own umask (once), 0 between requests."""
+        if not getattr(self._thread_fs, "own", False):
+            syscalls.unshare(syscalls.CLONE_FS)
+            os.umask(0)
+            self._thread_fs.own = True
+
+    def _creating(self, req: int) -> _CallerUmask:
+        """Context of a create, mkdir, mknod or tmpfile: the caller's credentials, and with DONT_MASK its
+        umask."""
+        self._request.req = req
+        if not self.dont_mask:
+            return _CallerUmask(self.as_caller, -1)
+        self._own_fs()
+        return _CallerUmask(self.as_caller, ll.req_ctx(req).umask)
 
     def destroy(self) -> None:
         if self.on_destroy is not None:
@@ -170,13 +249,13 @@ class InodeOperations:
 
     def mknod(self, req: int, parent: int, name: bytes, mode: int, rdev: int) -> abi.fuse_entry_param:
         pfd = self.nodes.get(parent).fd
-        with self._as_caller(req):
+        with self._creating(req):
             os.mknod(name, mode, rdev, dir_fd=pfd)
         return self._lookup(parent, name)
 
     def mkdir(self, req: int, parent: int, name: bytes, mode: int) -> abi.fuse_entry_param:
         pfd = self.nodes.get(parent).fd
-        with self._as_caller(req):
+        with self._creating(req):
             os.mkdir(name, mode, dir_fd=pfd)
         return self._lookup(parent, name)
 
@@ -271,13 +350,24 @@ class InodeOperations:
     # -- files --------------------------------------------------------------------------------------------------
     def open(self, req: int, ino: int, fi: Any) -> None:
         node = self.nodes.get(ino)
-        with self._as_caller(req):
-            fd = os.open(node.proc, (fi.flags & _OPEN_CLEAR) | os.O_CLOEXEC)
+        flags = (fi.flags & _OPEN_CLEAR) | os.O_CLOEXEC
+        try:
+            with self._as_caller(req):
+                fd = os.open(node.proc, flags)
+        except PermissionError:
+            # An open for exec (execve, uselib) needs execute permission only, which the kernel (and here the
+            # caller's fsuid) has checked; reading an execute-only file for it is then the daemon's to do.
+            if not (fi.flags & _FMODE_EXEC and fi.flags & os.O_ACCMODE == os.O_RDONLY):
+                raise
+            with self._as_caller(req):
+                if not os.access(node.proc, os.X_OK, effective_ids=True):
+                    raise
+            fd = os.open(node.proc, flags)
         self._opened(req, node, fd, fi)
 
     def create(self, req: int, parent: int, name: bytes, mode: int, fi: Any) -> abi.fuse_entry_param:
         pfd = self.nodes.get(parent).fd
-        with self._as_caller(req):
+        with self._creating(req):
             fd = os.open(name, (fi.flags & _CREATE_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          stat.S_IMODE(mode), dir_fd=pfd)
         try:
@@ -288,7 +378,7 @@ class InodeOperations:
 
     def tmpfile(self, req: int, parent: int, mode: int, fi: Any) -> abi.fuse_entry_param:
         pfd = self.nodes.get(parent).fd
-        with self._as_caller(req):
+        with self._creating(req):
             fd = os.open(".", (fi.flags & _OPEN_CLEAR) | os.O_TMPFILE | os.O_CLOEXEC, stat.S_IMODE(mode),
                          dir_fd=pfd)
         try:
@@ -310,6 +400,8 @@ class InodeOperations:
 
     def _opened(self, req: int, node: Node, fd: int, fi: Any) -> None:
         fi.fh = fd
+        if self.noatime:
+            _set_noatime(fd)
         backing_id = 0
         with self._backing_lock:
             self.nodes.opened(node)
@@ -337,8 +429,11 @@ class InodeOperations:
         return os.pread(fi.fh, size, off)
 
     def write(self, req: int, ino: int, data: bytes, off: int, fi: Any) -> int:
-        # As the caller, so the source clears setuid/setgid bits as it would for them (root keeps them).
-        with self._as_caller_ids(req):
+        # As the caller, so the source clears setuid/setgid bits as it would for them (root keeps them). Its
+        # supplementary groups (read from /proc, so only where they matter): a setgid bit without group-execute
+        # is kept for members of the file's group only.
+        sgid_only = os.fstat(fi.fh).st_mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID
+        with self._as_caller(req) if sgid_only else self._as_caller_ids(req):
             return os.pwrite(fi.fh, data, off)
 
     def flush(self, req: int, ino: int, fi: Any) -> None:
@@ -377,6 +472,8 @@ class InodeOperations:
         node = self.nodes.get(ino)
         with self._as_caller(req):
             fi.fh = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if self.nodiratime:
+            _set_noatime(fi.fh)
 
     def _listing(self, fh: int, off: int) -> list[tuple[bytes, int, int]]:
         """(name, d_ino, type bits) of the directory, read again at offset 0 (opendir, rewinddir); offsets

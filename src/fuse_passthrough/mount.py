@@ -18,6 +18,9 @@ from .errors import UsageError as UsageError  # re-exported: inode_mount.py impo
 from .options import CONFIG, KERNEL, OPTIONS, TRACE, lookup, split_options
 from .options import TRACE_OPTIONS as TRACE_OPTIONS
 
+ATIME_OPTIONS = frozenset({"atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime",
+                           "nostrictatime"})
+
 
 @dataclass
 class MountOptions:
@@ -30,6 +33,9 @@ class MountOptions:
     watch: bool = True  # cached mounts watch SOURCE for changes made there directly (-o nowatch: not)
     trace: dict[str, Any] = field(default_factory=dict)  # trace=... etc. by the --option's dest (options.TRACE)
     log: str | None = None  # -o log=FILE
+    # The atime options in the order given (noatime, nodiratime, relatime, strictatime, ...): the inode core
+    # applies them to its opens of SOURCE; the path core ignores them.
+    atime: list[str] = field(default_factory=list)
 
     @property
     def strict(self) -> bool:
@@ -49,6 +55,8 @@ class MountOptions:
         m.kernel["subtype"] = subtype
         for spec in specs:
             for item in split_options(spec):
+                if item in ATIME_OPTIONS:
+                    m.atime.append(item)
                 option = lookup(item)
                 if option is None:  # accepted and ignored
                     continue

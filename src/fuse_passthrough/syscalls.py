@@ -131,3 +131,12 @@ def setgroups_thread(groups: list[int]) -> None:
 
 def has_thread_credentials() -> bool:
     return {"setfsuid", "setfsgid", "setgroups"} <= _NR.keys()
+
+
+CLONE_FS = 0x200
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) for the calling thread (os.unshare is Python >= 3.12). CLONE_FS gives the thread its own
+    umask, cwd and root."""
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
