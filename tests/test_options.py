@@ -184,3 +184,12 @@ def test_helper_form_mounts_with_fstab_only_options(workdir: Path) -> None:
         if is_mounted(mnt):
             subprocess.run(["fusermount3", "-uz", str(mnt)], timeout=30)
     assert not is_mounted(mnt)
+
+
+def test_atime_options_are_kept_in_order_for_the_daemon() -> None:
+    """The atime variants are rows of the table the daemon reads (the inode core applies them to its opens of
+    SOURCE); noatime also goes to the kernel."""
+    m = MountOptions.parse(["relatime,nodiratime", "noatime"], "/src")
+    assert m.atime == ["relatime", "nodiratime", "noatime"]
+    assert m.kernel.get("noatime") is True and "relatime" not in m.kernel
+    assert {"relatime", "nodiratime", "strictatime"} <= table.HELPER_OPTIONS

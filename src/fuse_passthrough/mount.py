@@ -19,7 +19,7 @@ from .options import CONFIG, KERNEL, OPTIONS, TRACE, lookup, split_options
 from .options import TRACE_OPTIONS as TRACE_OPTIONS
 
 ATIME_OPTIONS = frozenset({"atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime",
-                           "nostrictatime"})
+                           "nostrictatime"})  # rows of the option table, kept in order in MountOptions.atime
 
 
 @dataclass
@@ -84,6 +84,8 @@ class MountOptions:
                     m.watch = False
                 elif key == "log":
                     m.log = v
+                elif key in ATIME_OPTIONS:
+                    pass  # kept in m.atime above
                 else:  # a DAEMON option of the table that nothing here reads
                     raise AssertionError(f"mount option {key!r} is not handled")
         if default_permissions:

@@ -234,8 +234,13 @@ OPTIONS: tuple[Option, ...] = (
            goes=KERNEL),
     *(Option(n, SWITCH, _GENERIC, mount=n, goes=KERNEL)
       for n in ("dev", "nodev", "suid", "nosuid", "exec", "noexec", "sync", "async", "dirsync")),
-    Option("noatime", SWITCH, "the kernel does not update atimes (other atime variants: see below)",
-           mount="noatime", goes=KERNEL),
+    Option("noatime", SWITCH, "no atime updates: passed to the kernel, and the inode core opens SOURCE's files "
+           "with O_NOATIME (the path core leaves atimes to SOURCE)", mount="noatime", goes=KERNEL),
+    Option("nodiratime", SWITCH, "no atime updates of directories (the inode core: O_NOATIME on SOURCE's "
+           "directories)", mount="nodiratime", goes=DAEMON),
+    *(Option(n, SWITCH, "atime variants: SOURCE's filesystem keeps its files' atimes as it is mounted",
+             mount=n, goes=DAEMON)
+      for n in ("atime", "diratime", "relatime", "norelatime", "strictatime", "nostrictatime")),
     *(Option(n, NAME, "SELinux contexts, passed to the kernel", mount=n, goes=KERNEL)
       for n in ("context", "fscontext", "defcontext", "rootcontext")),
     Option("max_read", POSITIVE, "the largest read request the kernel sends, in bytes", mount="max_read",
@@ -270,10 +275,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("log", TEXT, "where a background daemon's messages go (default: with -b, a file in $TMPDIR; mounted "
            "by mount(8) or fstab, syslog)", mount="log", background_only=True),
     # -- -o only: accepted and ignored, for mount(8), fstab and systemd ---------------------------------------
-    # (mount.fuse3 strips most of them, but they may also be given to us directly). The atime variants mean
-    # nothing here: a file's atime is SOURCE's, kept by SOURCE's filesystem, and libfuse cannot pass them all on.
+    # (mount.fuse3 strips most of them, but they may also be given to us directly).
     *_ignored("defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser", "users", "owner", "group",
-              "atime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime",
               "lazytime", "nolazytime"),
     *_ignored("x-", "X-", "comment=", prefix=True),  # userspace annotations such as x-systemd.automount
 )
