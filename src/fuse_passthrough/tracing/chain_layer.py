@@ -69,6 +69,13 @@ def _sname(name: bytes) -> str:
     return os.fsdecode(name)
 
 
+def _mode(c: Call, mode: int) -> int:
+    """A new object's mode as the caller's umask makes it: the seed's notation, and what the kernel sends when it
+    applies the umask itself (the inode core asks for the mode unmasked, FUSE_CAP_DONT_MASK, so that a default ACL
+    can take the umask's place)."""
+    return mode & ~(c.caller[3] & 0o777)
+
+
 # handler -> (its events' (op, args), given the call before it runs; its result in trace terms, given the call
 # after it ran). `a` is call.args (after req).
 DESCRIBE: dict[str, tuple[Callable[[Call], Calls], Callable[[Call], Any]]] = {
@@ -80,16 +87,16 @@ DESCRIBE: dict[str, tuple[Callable[[Call], Calls], Callable[[Call], Any]]] = {
     "getattr": (lambda c: [("getattr", (c.path, _fh(c.args[1])))], lambda c: _stat_tuple(c.result[0])),
     "setattr": (_setattr_calls, lambda c: 0),
     "readlink": (lambda c: [("readlink", (c.path,))], lambda c: os.fsdecode(c.result)),
-    "mknod": (lambda c: [("mknod", (c.path, c.args[2], c.args[3]))], lambda c: 0),
-    "mkdir": (lambda c: [("mkdir", (c.path, c.args[2]))], lambda c: 0),
+    "mknod": (lambda c: [("mknod", (c.path, _mode(c, c.args[2]), c.args[3]))], lambda c: 0),
+    "mkdir": (lambda c: [("mkdir", (c.path, _mode(c, c.args[2])))], lambda c: 0),
     "symlink": (lambda c: [("symlink", (c.path, os.fsdecode(c.args[0])))], lambda c: 0),
     "link": (lambda c: [("link", (c.path2, c.path))], lambda c: 0),
     "unlink": (lambda c: [("unlink", (c.path,))], lambda c: 0),
     "rmdir": (lambda c: [("rmdir", (c.path,))], lambda c: 0),
     "rename": (lambda c: [("rename", (c.path, c.path2, c.args[4]))], lambda c: 0),
     "open": (lambda c: [("open", (c.path, c.args[1].flags))], _opened),
-    "create": (lambda c: [("create", (c.path, c.args[2], c.args[3].flags))], _opened),
-    "tmpfile": (lambda c: [("tmpfile", (c.path, c.args[1], c.args[2].flags))], _opened),
+    "create": (lambda c: [("create", (c.path, _mode(c, c.args[2]), c.args[3].flags))], _opened),
+    "tmpfile": (lambda c: [("tmpfile", (c.path, _mode(c, c.args[1]), c.args[2].flags))], _opened),
     "read": (lambda c: [("read", (c.path, c.args[1], c.args[2], c.args[3].fh))], lambda c: len(c.result)),
     "write": (lambda c: [("write", (c.path, len(c.args[1]), c.args[2], c.args[3].fh))], lambda c: c.result),
     "flush": (lambda c: [("flush", (c.path, c.args[1].fh))], lambda c: 0),
