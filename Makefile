@@ -8,7 +8,7 @@ RUN_PKGS := fuse3 libfuse3-dev python3-venv attr gcc python3-dev
 TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium pkg-config curl
 BENCH_PKGS := $(TEST_PKGS) bindfs loggedfs gcc pkg-config git
 
-.PHONY: run test test-libfuse-3.17 test-inode-core libfuse-3.17 bench bench-smoke soak lint install-launcher \
+.PHONY: run test test-libfuse-3.17 test-path-core libfuse-3.17 bench bench-smoke soak lint install-launcher \
 	system-run system-test \
 	system-bench clean
 
@@ -16,21 +16,20 @@ BENCH_PKGS := $(TEST_PKGS) bindfs loggedfs gcc pkg-config git
 # Debian 13's source into .cache (tools/build-libfuse.sh) and loaded with FUSE_LIBRARY_PATH.
 NEW_LIBFUSE := $(CURDIR)/.cache/libfuse-3.17/lib/libfuse3.so.4
 LIBFUSE_ENV = $(if $(shell pkg-config --atleast-version=3.17 fuse3 2>/dev/null && echo y),,FUSE_LIBRARY_PATH=$(NEW_LIBFUSE))
-# Run again on libfuse 3.17: the binding, and the passthrough tests, and the low-level binding (whose mount test
-# also runs both versions in one run); then the POSIX tests through a --passthrough mount, where the kernel does
-# the reads and writes.
+# Run again on libfuse 3.17: the binding, the passthrough tests, the POSIX, caching and native-behaviour tests,
+# tracing and fault injection (the low-level binding's mount test also runs both versions in one run); then the
+# POSIX tests through a --passthrough mount, where the kernel does the reads and writes.
 TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_lifecycle.py tests/tracing \
-	tests/test_native_sequences.py tests/test_mount_helper.py tests/lowlevel
+	tests/test_native_sequences.py tests/test_mount_helper.py tests/lowlevel tests/test_differential.py \
+	tests/test_multiuser.py tests/test_caching.py tests/test_native_behaviour.py tests/faults tests/test_faults.py \
+	tests/test_trace_command.py
 TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
-	tests/test_native_sequences.py \
-	tests/test_stress_ng.py
-# The inode core (--core=inode, the low-level API): the POSIX, multi-user and caching tests, tracing and fault
-# injection (its layer chain) once more, on the system's libfuse and on 3.17, then on 3.17 with kernel passthrough.
-TESTS_INODE_CORE := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
+	tests/test_native_sequences.py tests/test_stress_ng.py
+# The path core (--core=path, libfuse's high-level API), until it is retired: the POSIX, multi-user and caching
+# tests, tracing and fault injection, on the system's libfuse.
+TESTS_PATH_CORE := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
 	tests/test_multiuser.py tests/test_caching.py tests/test_native_behaviour.py tests/tracing tests/faults \
 	tests/test_faults.py tests/test_trace_command.py tests/test_lifecycle.py
-TESTS_INODE_CORE_PASSTHROUGH := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
-	tests/test_multiuser.py
 
 run: system-run $(STAMP) install-launcher
 	$(VENV)/bin/fuse-passthrough demo
@@ -40,17 +39,14 @@ test: system-test $(STAMP) libfuse-3.17 install-launcher
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 	$(MAKE) --no-print-directory test-libfuse-3.17
-	$(MAKE) --no-print-directory test-inode-core
+	$(MAKE) --no-print-directory test-path-core
 
 test-libfuse-3.17: system-test $(STAMP) libfuse-3.17
 	$(LIBFUSE_ENV) $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_ON_3_17)
 	$(LIBFUSE_ENV) FPT_MOUNT_ARGS=--passthrough $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_IN_PASSTHROUGH_MODE)
 
-test-inode-core: system-test $(STAMP) libfuse-3.17
-	FPT_MOUNT_ARGS=--core=inode $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_INODE_CORE)
-	$(LIBFUSE_ENV) FPT_MOUNT_ARGS=--core=inode $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_INODE_CORE)
-	$(LIBFUSE_ENV) FPT_MOUNT_ARGS="--core=inode --passthrough" $(VENV)/bin/pytest -p no:cacheprovider \
-		$(TESTS_INODE_CORE_PASSTHROUGH)
+test-path-core: system-test $(STAMP)
+	FPT_MOUNT_ARGS=--core=path $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_PATH_CORE)
 
 libfuse-3.17: system-test $(STAMP)
 	@pkg-config --atleast-version=3.17 fuse3 || tools/build-libfuse.sh .cache/libfuse-3.17

@@ -150,8 +150,16 @@ def run_as(uid: int, gid: int, cmd: list[str], groups: list[int] | None = None, 
     return subprocess.run(cmd, preexec_fn=as_user(uid, gid, groups), **kw)
 
 
-# FPT_MOUNT_ARGS="--core=inode": the inode core (low-level API), where some of the path core's known differences
-# from native behaviour are gone.
-INODE_CORE = "--core=inode" in MODE_ARGS
+# The inode core (low-level API) is the default; FPT_MOUNT_ARGS="--core=path" runs the tests on the path core
+# (libfuse's high-level API), with its known differences from native behaviour.
+INODE_CORE = "--core=path" not in MODE_ARGS
 # The same core for the `trace -- CMD` and `demo` commands, which mount by themselves.
-CORE_ARGS = ["--core", "inode"] if INODE_CORE else []
+CORE_ARGS = [] if INODE_CORE else ["--core", "path"]
+
+
+def wait_for(cond: Any, timeout: float = 10, what: str = "") -> None:
+    """Poll `cond` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from helpers import MODE_ARGS, Mount, is_mounted, reap
+from helpers import MODE_ARGS, Mount, is_mounted, reap, wait_for
 
 PROG = [sys.executable, "-m", "fuse_passthrough"]
 PR_SET_CHILD_SUBREAPER = 36
@@ -39,13 +39,6 @@ def exercise(mnt: Path) -> None:
     (mnt / "f").write_bytes(b"hello")
     assert (mnt / "f").read_bytes() == b"hello"
     assert os.listdir(mnt) == ["f"]
-
-
-def wait_for(cond: Any, timeout: float = 10, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("threads", ["mt", "st"])

@@ -146,10 +146,10 @@ def _line(event: dict[str, Any] | None) -> str:
 def run_demo(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", action="store_true", help="keep the sample source directory and print its path")
-    p.add_argument("--core", choices=("path", "inode"), default="path",
-                   help="which core serves the mounts (default: path)")
+    p.add_argument("--core", choices=("path", "inode"), default="inode",
+                   help="which core serves the mounts (default: inode)")
     args = p.parse_args(argv)
-    core = ["--core", args.core] if args.core != "path" else []
+    core = ["--core", args.core]
     check_environment()
     base = tempfile.mkdtemp(prefix="fuse-passthrough-demo-")
     src = os.path.join(base, "source")

@@ -187,7 +187,7 @@ def _check_writable(path: str, what: str) -> None:
 def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt: Any, output: Any,
           on_ready: Any = None) -> int:
     """Mount and serve until unmounted; flush the trace and print the summary. Returns the exit status."""
-    if getattr(args, "core", "path") == "inode":
+    if getattr(args, "core", "inode") == "inode":
         from .inode_mount import serve_inode
         return serve_inode(args, src, mnt, opts, filt, output, on_ready=on_ready)
     from . import binding

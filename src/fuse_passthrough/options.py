@@ -166,8 +166,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("passthrough", SWITCH, "kernel passthrough: reads and writes bypass the daemon (needs libfuse >= 3.17 "
            "and CONFIG_FUSE_PASSTHROUGH; data I/O is then not traced)", default=False, flags=("--passthrough",),
            mount="passthrough", commands=("mount",)),
-    Option("core", CORE, "path: libfuse's high-level API (the default); inode: the low-level API with one kernel "
-           "inode per SOURCE inode (hard links are one inode, READDIRPLUS, no .fuse_hidden files)", default="path",
+    Option("core", CORE, "inode (the default): the low-level API with one kernel "
+           "inode per SOURCE inode (hard links are one inode, READDIRPLUS, no .fuse_hidden files); path: libfuse's high-level API", default="inode",
            flags=("--core",), commands=_BOTH),
     Option("version", SWITCH, "show program's version number and exit", flags=("-V", "--version"),
            commands=("mount",)),

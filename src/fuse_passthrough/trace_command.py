@@ -132,8 +132,7 @@ def _daemon_filter_args(args: argparse.Namespace) -> list[str]:
         out += ["--fault", rule.text]
     if args.fault_file:
         out += ["--fault-file", os.path.abspath(args.fault_file)]
-    if args.core != "path":
-        out += ["--core", args.core]
+    out += ["--core", args.core]
     return out
 
 
