@@ -8,7 +8,7 @@ RUN_PKGS := fuse3 libfuse3-dev python3-venv attr gcc python3-dev
 TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium pkg-config curl
 BENCH_PKGS := $(TEST_PKGS) bindfs loggedfs gcc pkg-config git
 
-.PHONY: run test test-libfuse-3.17 test-path-core libfuse-3.17 bench bench-smoke soak lint install-launcher \
+.PHONY: run test test-libfuse-3.17 libfuse-3.17 bench bench-smoke soak lint install-launcher \
 	system-run system-test \
 	system-bench clean
 
@@ -25,12 +25,6 @@ TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_l
 	tests/test_trace_command.py
 TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
 	tests/test_native_sequences.py tests/test_stress_ng.py
-# The path core (--core=path, libfuse's high-level API), until it is retired: the POSIX, multi-user and caching
-# tests, tracing and fault injection, on the system's libfuse.
-TESTS_PATH_CORE := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
-	tests/test_multiuser.py tests/test_caching.py tests/test_native_behaviour.py tests/tracing tests/faults \
-	tests/test_faults.py tests/test_trace_command.py tests/test_lifecycle.py
-
 run: system-run $(STAMP) install-launcher
 	$(VENV)/bin/fuse-passthrough demo
 
@@ -39,14 +33,10 @@ test: system-test $(STAMP) libfuse-3.17 install-launcher
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 	$(MAKE) --no-print-directory test-libfuse-3.17
-	$(MAKE) --no-print-directory test-path-core
 
 test-libfuse-3.17: system-test $(STAMP) libfuse-3.17
 	$(LIBFUSE_ENV) $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_ON_3_17)
 	$(LIBFUSE_ENV) FPT_MOUNT_ARGS=--passthrough $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_IN_PASSTHROUGH_MODE)
-
-test-path-core: system-test $(STAMP)
-	FPT_MOUNT_ARGS=--core=path $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_PATH_CORE)
 
 libfuse-3.17: system-test $(STAMP)
 	@pkg-config --atleast-version=3.17 fuse3 || tools/build-libfuse.sh .cache/libfuse-3.17

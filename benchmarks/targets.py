@@ -160,12 +160,6 @@ def all_targets() -> dict[str, Target]:
                trace=True),
         Target("ours_trace_nowatch", "fuse-passthrough traced -o nowatch (cache, no SOURCE watcher)", "ours",
                ["-o", "nowatch"], trace=True),
-        # the inode core (low-level API, --core=inode)
-        Target("ours_inode_notrace", "fuse-passthrough --core=inode --no-trace", "ours",
-               ["--core=inode", "--no-trace"]),
-        Target("ours_inode_trace", "fuse-passthrough --core=inode, traced", "ours", ["--core=inode"], trace=True),
-        Target("ours_inode_notrace_strict", "fuse-passthrough --core=inode --no-trace -o timeout=0", "ours",
-               ["--core=inode", "--no-trace", "-o", "timeout=0"]),
         # fault rules that match every call's op but never its path: the cost of matching, nothing injected
         Target("ours_trace_faults", "fuse-passthrough traced, fault rules matched on every call", "ours",
                ["--fault", f"op={'|'.join(FAULT_BENCH_OPS)},path=/no-such-dir/*,delay=1ms"], trace=True),
@@ -224,7 +218,7 @@ def check_targets(targets: list[Target], bindir: Path) -> None:
             if shutil.which(t.kind) is None:
                 t.status = f"missing: {t.kind} not installed (apt-get install {t.kind}; `make bench` does)"
         elif t.kind == "ours":
-            r = subprocess.run([sys.executable, "-c", "import fuse_passthrough.binding"], env=ours_env(t),
+            r = subprocess.run([sys.executable, "-c", "import fuse_passthrough.lowlevel.binding"], env=ours_env(t),
                                capture_output=True, text=True)
             if r.returncode != 0:
                 last = (r.stderr.strip().splitlines() or ["?"])[-1]

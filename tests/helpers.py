@@ -150,11 +150,6 @@ def run_as(uid: int, gid: int, cmd: list[str], groups: list[int] | None = None, 
     return subprocess.run(cmd, preexec_fn=as_user(uid, gid, groups), **kw)
 
 
-# The inode core (low-level API) is the default; FPT_MOUNT_ARGS="--core=path" runs the tests on the path core
-# (libfuse's high-level API), with its known differences from native behaviour.
-INODE_CORE = "--core=path" not in MODE_ARGS
-# The same core for the `trace -- CMD` and `demo` commands, which mount by themselves.
-CORE_ARGS = [] if INODE_CORE else ["--core", "path"]
 
 
 def wait_for(cond: Any, timeout: float = 10, what: str = "") -> None:

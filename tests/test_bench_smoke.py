@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fuse_passthrough.binding import FUSE_VERSION
+from fuse_passthrough.lowlevel.binding import VERSION as FUSE_VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks" / "bench.py"

@@ -1,4 +1,4 @@
-"""The inode core's layer chain (chain.py): one Call per request, through the layers in order, with lazy paths and
+"""The layer chain (chain.py): one Call per request, through the layers in order, with lazy paths and
 caller, the outcome on the call, and no cost for operations no layer wants."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from helpers import INODE_CORE, Mount, is_mounted
+from helpers import Mount, is_mounted
 
 
 @contextmanager
@@ -141,12 +141,10 @@ def test_source_deleted_while_mounted(workdir: Path) -> None:
         fd = os.open(m.mnt / "sub" / "f", os.O_RDONLY)
         try:
             shutil.rmtree(m.src)
-            if INODE_CORE:
-                # A name deleted in SOURCE is dropped from the kernel's cache by the watcher, within its bound
-                # (~0.1 s); the path core finds the path gone at once because it resolves it on every getattr.
-                deadline = time.monotonic() + WATCHER_BOUND
-                while os.path.exists(m.mnt / "sub" / "f") and time.monotonic() < deadline:
-                    time.sleep(0.01)
+            # A name deleted in SOURCE is dropped from the kernel's cache by the watcher, within its bound.
+            deadline = time.monotonic() + WATCHER_BOUND
+            while os.path.exists(m.mnt / "sub" / "f") and time.monotonic() < deadline:
+                time.sleep(0.01)
             mnt = str(m.mnt)
             result = in_child(f"""
                 m = {mnt!r}

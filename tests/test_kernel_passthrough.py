@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fuse_passthrough.binding import FUSE_VERSION
-from helpers import INODE_CORE, Mount, is_mounted, run_as, wait_for
+from fuse_passthrough.lowlevel.binding import VERSION as FUSE_VERSION
+from helpers import Mount, is_mounted, run_as, wait_for
 
 PROG = [sys.executable, "-m", "fuse_passthrough"]
 NEW_ENOUGH = FUSE_VERSION >= (3, 17)
@@ -106,9 +106,8 @@ def test_text_trace_marks_passed_through_opens(workdir: Path) -> None:
 @needs_3_17
 @pytest.mark.parametrize("mode", ["strict", "cached"])
 def test_concurrent_opens_hard_links_and_mmap(workdir: Path, mode: str) -> None:
-    """Strict mode: the opens of a hard-linked file share one backing id. Cached (default): a file with several
-    names is served by the daemon, so the invalidations that keep its other names' cached attributes exact
-    happen (the kernel would do its reads and writes unseen)."""
+    """A hard-linked file is one kernel inode: its opens by either name share one backing id, cached (default)
+    or strict, and every name sees the same bytes and attributes."""
     args = ["-o", "timeout=0"] if mode == "strict" else []
     with Mount(workdir / "src", workdir / "mnt", "--passthrough", *args) as m:
         f = m.mnt / "f"
@@ -116,7 +115,7 @@ def test_concurrent_opens_hard_links_and_mmap(workdir: Path, mode: str) -> None:
         os.link(f, m.mnt / "g")
         r = os.open(f, os.O_RDONLY)
         w = os.open(f, os.O_WRONLY)
-        g = os.open(m.mnt / "g", os.O_RDWR)  # another name, another FUSE inode, the same backing file
+        g = os.open(m.mnt / "g", os.O_RDWR)  # another name, the same inode and backing file
         try:
             os.pwrite(w, b"written by w", 100)
             assert os.pread(r, 12, 100) == b"written by w"
@@ -139,21 +138,11 @@ def test_concurrent_opens_hard_links_and_mmap(workdir: Path, mode: str) -> None:
         assert f.read_bytes() == b"0" * 50
         assert m.unmount() == 0
     opens = [e for e in m.events() if e["op"] == "open"]
-    if INODE_CORE:
-        # One kernel inode for both names: an open's path is one of its names (the one the kernel entered
-        # last), and every open is passed through, cached or strict; the three open at once share the node's
-        # one backing id.
-        assert len(opens) == 4 and {e["path"] for e in opens} <= {"/f", "/g"}, opens
-        assert all("passthrough" in e["result"] for e in opens), opens
-        assert len({e["result"]["passthrough"] for e in opens[:3]}) == 1, opens
-        return
-    assert [e["path"] for e in opens] == ["/f", "/f", "/g", "/f"]
-    if mode == "strict":
-        # The three handles open at once share one backing id: the kernel requires one backing file per inode.
-        assert len({e["result"]["passthrough"] for e in opens[:3]}) == 1, opens
-    else:
-        assert not any("passthrough" in e["result"] for e in opens), opens
-        assert any(e["op"] == "write" for e in m.events())  # served, and traced, by the daemon
+    # One kernel inode for both names: an open's path is one of its names (the one the kernel entered last), and
+    # every open is passed through, cached or strict; the three open at once share the node's one backing id.
+    assert len(opens) == 4 and {e["path"] for e in opens} <= {"/f", "/g"}, opens
+    assert all("passthrough" in e["result"] for e in opens), opens
+    assert len({e["result"]["passthrough"] for e in opens[:3]}) == 1, opens
 
 
 @needs_3_17
@@ -264,21 +253,15 @@ def test_open_file_outlives_a_killed_daemon(workdir: Path) -> None:
 
 @needs_3_17
 def test_replaced_behind_the_back_while_open(workdir: Path) -> None:
-    """The inode core: the new file behind a name is another kernel inode with its own backing file, as
-    natively; the open one reads on. (The path core has one FUSE inode per name and one backing file per FUSE
-    inode, so there the new file cannot be passed through while the old one is open: EIO, docs/posix.md.)"""
+    """The new file behind a name is another kernel inode with its own backing file, as natively; the open one
+    reads on."""
     with Mount(workdir / "src", workdir / "mnt", "--passthrough") as m:
         (m.mnt / "f").write_text("old")
         fd = os.open(m.mnt / "f", os.O_RDONLY)
         try:
             (m.src / "f.new").write_text("new")
             os.rename(m.src / "f.new", m.src / "f")
-            if INODE_CORE:
-                wait_for(lambda: (m.mnt / "f").read_text() == "new", 5, "the new file (SOURCE watcher)")
-            else:
-                with pytest.raises(OSError) as exc:
-                    (m.mnt / "f").read_text()
-                assert exc.value.errno == errno.EIO
+            wait_for(lambda: (m.mnt / "f").read_text() == "new", 5, "the new file (SOURCE watcher)")
             assert os.pread(fd, 10, 0) == b"old"
         finally:
             os.close(fd)
@@ -292,8 +275,7 @@ def test_kernel_without_passthrough_is_one_line_and_no_mount(workdir: Path, back
     """This kernel offers passthrough; a kernel that does not is simulated by asking for a capability bit of 0."""
     (workdir / "src").mkdir()
     (workdir / "mnt").mkdir()
-    code = ("import sys; import fuse_passthrough.binding as b; b.FUSE_CAP_PASSTHROUGH = 0; "
-            "import fuse_passthrough.lowlevel.binding as ll; ll.FUSE_CAP_PASSTHROUGH = 0; "
+    code = ("import sys; import fuse_passthrough.lowlevel.binding as ll; ll.FUSE_CAP_PASSTHROUGH = 0; "
             "from fuse_passthrough.cli import main; sys.exit(main(sys.argv[1:]))")
     args = ["-b"] if background else []
     r = subprocess.run([sys.executable, "-c", code, *args, "--no-trace", "--passthrough", str(workdir / "src"),

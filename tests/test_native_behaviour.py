@@ -2,8 +2,7 @@
 in a native directory (ext4 under /tmp) and through an `allow_other,default_permissions` mount, as root and as
 ordinary users, with equal outcomes required.
 
-Run on the inode core (`FPT_MOUNT_ARGS=--core=inode`); on the path core (the default) the items it cannot do
-are xfail(strict) with the reason (docs/posix.md, "Native behaviour").
+What each needs from the kernel and libfuse: docs/posix.md, "Native behaviour".
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from helpers import INODE_CORE, Mount, run_as
+from helpers import Mount, run_as
 
 PY = "/usr/bin/python3"  # readable by every uid
 
@@ -30,11 +29,6 @@ PY = "/usr/bin/python3"  # readable by every uid
 USERS = {"fpt-owner": 2101, "fpt-member": 2102, "fpt-other": 2103}
 GROUP_NAME, GROUP = "fpt-group", 2100
 OWNER, MEMBER, STRANGER = USERS["fpt-owner"], USERS["fpt-member"], USERS["fpt-other"]
-
-
-def path_core_cannot(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(not INODE_CORE, strict=True, raises=AssertionError,
-                             reason=f"path core: {reason}")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +140,6 @@ def read_acl(path: Path, name: str) -> list[tuple[int, int, int]] | str:
 
 # ------------------------------------------------------------------------------------------------------------
 # 8. An fd on a directory replaced by rename keeps working.
-@path_core_cannot("a directory handle is reached by path; the replaced directory has none (ESTALE)")
 def test_fd_on_directory_replaced_by_rename(env: tuple[Path, Mount]) -> None:
     for b in both(env):
         os.mkdir(b / "a")
@@ -170,9 +163,7 @@ SETID_MODES = [0o6777, 0o6766, 0o6676, 0o6666, 0o4777, 0o2777, 0o2767]
 
 
 @pytest.mark.parametrize("direct", [False, True], ids=["buffered", "o_direct"])
-@pytest.mark.parametrize("uid", [0, pytest.param(MEMBER, marks=path_core_cannot(
-    "writes run with the caller's fsuid/fsgid only: a setgid bit without group-execute is dropped for members of "
-    "the file's group too")), STRANGER], ids=["root", "member", "other"])
+@pytest.mark.parametrize("uid", [0, MEMBER, STRANGER], ids=["root", "member", "other"])
 def test_write_by_non_owner_clears_setid(env: tuple[Path, Mount], uid: int, direct: bool) -> None:
     for b in both(env):
         for m in SETID_MODES:
@@ -211,8 +202,6 @@ def test_write_by_non_owner_clears_setid(env: tuple[Path, Mount], uid: int, dire
 @pytest.mark.parametrize("uid", [0, MEMBER, STRANGER], ids=["root", "member", "other"])
 @pytest.mark.parametrize("umask", [0o022, 0o010, 0o000])
 def test_create_in_setgid_directory(env: tuple[Path, Mount], uid: int, umask: int, acl_on_dir: bool) -> None:
-    if acl_on_dir and not INODE_CORE:
-        pytest.xfail("path core: the kernel applies the umask even under a default ACL (no FUSE_CAP_DONT_MASK)")
     for b in both(env):
         os.mkdir(b / "sgid")
         os.chown(b / "sgid", 0, GROUP)
@@ -238,8 +227,6 @@ def test_create_in_setgid_directory(env: tuple[Path, Mount], uid: int, umask: in
 @pytest.mark.parametrize("uid", [0, MEMBER], ids=["root", "user"])
 @pytest.mark.parametrize("umask", [0o077, 0o022])
 def test_default_acl_replaces_umask(env: tuple[Path, Mount], uid: int, umask: int) -> None:
-    if not INODE_CORE:
-        pytest.xfail("path core: the kernel applies the umask even under a default ACL (no FUSE_CAP_DONT_MASK)")
     default = acl((ACL_USER_OBJ, 4, None), (ACL_USER, 6, OWNER), (ACL_GROUP_OBJ, 7, None), (ACL_MASK, 7, None),
                   (ACL_OTHER, 5, None))
     for b in both(env):
@@ -264,7 +251,6 @@ def test_default_acl_replaces_umask(env: tuple[Path, Mount], uid: int, umask: in
     assert stat.S_IMODE(os.stat(mnt / "acl" / "f").st_mode) == 0o464
 
 
-@path_core_cannot("libfuse's high-level API does not ask for FUSE_CAP_POSIX_ACL: the kernel ignores ACLs")
 def test_access_acl_grants_and_denies_as_natively(env: tuple[Path, Mount]) -> None:
     for b in both(env):
         f = b / "f"
@@ -283,14 +269,8 @@ def test_access_acl_grants_and_denies_as_natively(env: tuple[Path, Mount]) -> No
 
 
 # 1. Execute-only files owned by another user.
-_EXEC_ONLY = path_core_cannot("the daemon opens the file as the caller for reading, which an execute-only file "
-                              "refuses")
-
-
 @pytest.mark.parametrize("mode,uid", [
-    pytest.param(0o100, OWNER, marks=_EXEC_ONLY), pytest.param(0o010, MEMBER, marks=_EXEC_ONLY),
-    pytest.param(0o001, STRANGER, marks=_EXEC_ONLY), (0o001, MEMBER), pytest.param(0o111, STRANGER, marks=_EXEC_ONLY),
-    (0o100, STRANGER)])
+    (0o100, OWNER), (0o010, MEMBER), (0o001, STRANGER), (0o001, MEMBER), (0o111, STRANGER), (0o100, STRANGER)])
 def test_execute_only_file(env: tuple[Path, Mount], mode: int, uid: int) -> None:
     for b in both(env):
         shutil.copy("/usr/bin/true", b / "prog")
@@ -312,8 +292,6 @@ def test_execute_only_file(env: tuple[Path, Mount], mode: int, uid: int) -> None
 def test_atime_options(workdir: Path, users: dict[str, int], option: str, uid: int) -> None:
     """The native directory and SOURCE are bind mounts: the native one with `option`, SOURCE with it where
     it is SOURCE's own to apply (relatime, strictatime: docs/posix.md)."""
-    if option in ("noatime", "nodiratime") and not INODE_CORE:
-        pytest.xfail("path core: the atime options are accepted and ignored (SOURCE's reads update atimes)")
     nat, natb, src, srcb = (workdir / n for n in ("native", "native.b", "src", "src.b"))
     binds = []
     try:
@@ -363,12 +341,9 @@ def test_atime_options(workdir: Path, users: dict[str, int], option: str, uid: i
 # 5. mmap of a file opened with O_DIRECT.
 def test_mmap_of_o_direct_file(env: tuple[Path, Mount]) -> None:
     from fuse_passthrough.lowlevel import binding
-    if INODE_CORE and binding.VERSION < (3, 17):
+    if binding.VERSION < (3, 17):
         pytest.skip("needs libfuse >= 3.17 (FUSE_CAP_DIRECT_IO_ALLOW_MMAP) and Linux >= 6.6; this libfuse is "
                     f"{binding.VERSION[0]}.{binding.VERSION[1]}")
-    if not INODE_CORE:
-        pytest.xfail("path core: O_DIRECT opens use direct_io, and libfuse's high-level API does not ask for "
-                     "FUSE_CAP_DIRECT_IO_ALLOW_MMAP")
     for b in both(env):
         (b / "f").write_bytes(b"a" * 8192)
         os.chmod(b / "f", 0o666)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from helpers import INODE_CORE, Mount, run_as
+from helpers import Mount, run_as
 from posixcmp import (
     AT_SYMLINK_NOFOLLOW,
     FALLOC_FL_KEEP_SIZE,
@@ -599,10 +599,6 @@ def test_readdir_names_inodes_types(env: Env) -> None:
     assert sorted(os.listdir(env.mnt / "d")) == sorted(os.listdir(env.src / "d"))
 
 
-@pytest.mark.xfail(not INODE_CORE, strict=True, raises=AssertionError, reason=(
-    "libfuse's high-level API finds objects by path: a directory removed while open has none, so fstat "
-    "(fdopendir) and getdents of it fail with ESTALE; files are kept reachable instead (see docs/posix.md); "
-    "the inode core keeps every object by an fd"))
 def test_readdir_of_removed_open_directory(env: Env) -> None:
     def op(b: Path) -> list[Any]:
         os.mkdir(b / "d")
@@ -1193,18 +1189,15 @@ def test_unlinked_open_file_survives_directory_rename(env: Env) -> None:
 
 
 def test_rmdir_while_unlinked_file_in_it_is_open(env: Env) -> None:
-    """Known difference of the path core (docs/posix.md): the directory cannot go while such a file is open
-    (ENOTEMPTY, as with libfuse's own hiding), and can be removed after the close. The inode core removes it at
-    once, as natively. Either way the file keeps working."""
+    """The directory goes at once, as natively (no hidden file keeps it non-empty), and the file keeps
+    working."""
     os.mkdir(env.mnt / "d")
     fd = os.open(env.mnt / "d" / "f", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         os.unlink(env.mnt / "d" / "f")
-        assert outcome(os.rmdir, env.mnt / "d") == (("ok", None) if INODE_CORE else ("err", "ENOTEMPTY"))
+        assert outcome(os.rmdir, env.mnt / "d") == ("ok", None)
         os.fchown(fd, 5, 6)
         assert (os.fstat(fd).st_uid, os.fstat(fd).st_nlink) == (5, 0)
     finally:
         os.close(fd)
-    if not INODE_CORE:
-        os.rmdir(env.mnt / "d")
     assert os.listdir(env.src) == []

@@ -139,10 +139,15 @@ def test_helper_form_accepts_what_mount_and_fstab_pass() -> None:
     assert table.IGNORED_PREFIXES == ("x-", "X-", "comment=")
 
 
-def test_options_not_for_the_inode_core_are_the_ones_it_refuses() -> None:
-    from fuse_passthrough.inode_mount import _UNSUPPORTED_CONFIG
-    assert {o.mount for o in table.OPTIONS if o.mount and o.goes == table.CONFIG
-            and "inode" not in o.cores} == set(_UNSUPPORTED_CONFIG)
+def test_every_cache_option_is_read_by_the_daemon() -> None:
+    """The cache rows are the keys inode_mount.serve reads from MountOptions.config (no row is dropped unread)."""
+    import inspect
+
+    from fuse_passthrough import inode_mount
+    served = inspect.getsource(inode_mount.serve)
+    cache = {o.mount for o in table.OPTIONS if o.mount and o.goes == table.CONFIG}
+    assert cache == {"attr_timeout", "entry_timeout", "negative_timeout", "kernel_cache", "direct_io"}
+    assert all(f'"{key}"' in served for key in cache)
 
 
 @pytest.mark.parametrize("argv", [["-o", "ro,bogus", "src", "mnt"], ["src", "mnt", "-o", "rw,nodev,nosuid,bogus"]],
@@ -187,8 +192,8 @@ def test_helper_form_mounts_with_fstab_only_options(workdir: Path) -> None:
 
 
 def test_atime_options_are_kept_in_order_for_the_daemon() -> None:
-    """The atime variants are rows of the table the daemon reads (the inode core applies them to its opens of
-    SOURCE); noatime also goes to the kernel."""
+    """The atime variants are rows of the table the daemon reads (it applies them to its opens of SOURCE);
+    noatime also goes to the kernel."""
     m = MountOptions.parse(["relatime,nodiratime", "noatime"], "/src")
     assert m.atime == ["relatime", "nodiratime", "noatime"]
     assert m.kernel.get("noatime") is True and "relatime" not in m.kernel

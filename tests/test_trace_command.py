@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import CORE_ARGS
-
 FP = [sys.executable, "-m", "fuse_passthrough"]
 
 
@@ -23,7 +21,7 @@ def fuse_mounts() -> list[str]:
 
 def test_trace_shows_the_commands_operations(workdir: Path) -> None:
     out = workdir / "t.jsonl"
-    p = subprocess.run(FP + ["trace", *CORE_ARGS, "--format", "jsonl", "--output", str(out), "--",
+    p = subprocess.run(FP + ["trace", "--format", "jsonl", "--output", str(out), "--",
                              "sh", "-c", "echo foo > bar; cat bar"], cwd=workdir, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "foo\n"
@@ -49,7 +47,7 @@ def test_trace_excludes_other_processes_on_the_same_mount(workdir: Path) -> None
     intruder = subprocess.Popen(["sh", "-c", script])
     try:
         out = workdir / "t.jsonl"
-        p = subprocess.run(FP + ["trace", *CORE_ARGS, "--format", "jsonl", "--output", str(out), "--",
+        p = subprocess.run(FP + ["trace", "--format", "jsonl", "--output", str(out), "--",
                                  "sh", "-c", "sleep 0.3; touch x; sleep 0.3"], cwd=workdir,
                            capture_output=True, text=True)
     finally:
@@ -61,15 +59,15 @@ def test_trace_excludes_other_processes_on_the_same_mount(workdir: Path) -> None
 
 
 def test_exit_status_is_passed_through_and_nothing_stays_mounted(workdir: Path) -> None:
-    p = subprocess.run(FP + ["trace", *CORE_ARGS, "--", "sh", "-c", "exit 7"], cwd=workdir, capture_output=True)
+    p = subprocess.run(FP + ["trace", "--", "sh", "-c", "exit 7"], cwd=workdir, capture_output=True)
     assert p.returncode == 7
-    p = subprocess.run(FP + ["trace", *CORE_ARGS, "--", "no-such-command-xyz"], cwd=workdir, capture_output=True, text=True)
+    p = subprocess.run(FP + ["trace", "--", "no-such-command-xyz"], cwd=workdir, capture_output=True, text=True)
     assert p.returncode == 127 and "no-such-command-xyz" in p.stderr
     assert not fuse_mounts()
 
 
 def test_sigint_ends_cmd_and_cleans_up(workdir: Path) -> None:
-    p = subprocess.Popen(FP + ["trace", *CORE_ARGS, "--", "sleep", "30"], cwd=workdir, stderr=subprocess.PIPE,
+    p = subprocess.Popen(FP + ["trace", "--", "sleep", "30"], cwd=workdir, stderr=subprocess.PIPE,
                          start_new_session=True)
     deadline = time.monotonic() + 20
     while not fuse_mounts() and time.monotonic() < deadline:
@@ -83,7 +81,7 @@ def test_sigint_ends_cmd_and_cleans_up(workdir: Path) -> None:
 
 def test_cwd_is_the_mirror_of_where_the_user_stood(workdir: Path) -> None:
     (workdir / "sub").mkdir()
-    p = subprocess.run(FP + ["trace", *CORE_ARGS, "--source", str(workdir), "--no-summary", "--", "sh", "-c",
+    p = subprocess.run(FP + ["trace", "--source", str(workdir), "--no-summary", "--", "sh", "-c",
                              "touch here; pwd"], cwd=workdir / "sub", capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert (workdir / "sub" / "here").exists()
@@ -96,7 +94,7 @@ def test_trace_strict_mode_records_every_lookup(workdir: Path) -> None:
     counts = []
     for opts in (["-o", "timeout=0"], []):
         out = workdir / f"t{len(counts)}.jsonl"
-        p = subprocess.run(FP + ["trace", *CORE_ARGS, "--source", str(workdir), *opts, "--format", "jsonl", "--output",
+        p = subprocess.run(FP + ["trace", "--source", str(workdir), *opts, "--format", "jsonl", "--output",
                                  str(out), "--", sys.executable, "-c",
                                  "import os\nfor _ in range(20): os.stat('f')"],
                            cwd=workdir, capture_output=True, text=True, timeout=60)
@@ -108,7 +106,7 @@ def test_trace_strict_mode_records_every_lookup(workdir: Path) -> None:
 
 
 def test_demo_runs_every_walk(workdir: Path) -> None:
-    p = subprocess.run(FP + ["demo", *CORE_ARGS], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(FP + ["demo"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     from fuse_passthrough.demo import WALKS
     for walk in WALKS:

@@ -21,17 +21,13 @@ from . import syscalls
 class CallerCredentials:
     """Context manager: the current FUSE caller's fsuid/fsgid/groups for the calling thread.
 
-    `context` gives (uid, gid, pid, umask) of the caller and `caller_groups` its supplementary groups; both
-    default to the high-level API's context (binding.fuse_context); the inode core passes its request's.
+    `context` gives (uid, gid, pid, umask) of the caller and `caller_groups` its supplementary groups (those of
+    the request the thread serves).
     """
 
     def __init__(self, enabled: bool | None = None, groups: bool = True, *,
-                 context: Callable[[], tuple[int, int, int, int]] | None = None,
-                 caller_groups: Callable[[], list[int] | None] | None = None) -> None:
-        if context is None or caller_groups is None:
-            from .binding import fuse_caller_groups, fuse_context  # the high-level binding loads mfusepy
-            context = context or fuse_context
-            caller_groups = caller_groups or fuse_caller_groups
+                 context: Callable[[], tuple[int, int, int, int]],
+                 caller_groups: Callable[[], list[int] | None]) -> None:
         self._context = context
         self._caller_groups = caller_groups
         if enabled is None:

@@ -1,12 +1,10 @@
-"""Serving a mount with the inode core (`--core=inode`): the low-level session, its options, the SOURCE
-watcher's invalidations, the layers (tracing, fault injection), and a clean stop.
+"""Serving a mount: the low-level session, its options, the SOURCE watcher's invalidations, the layers
+(tracing, fault injection), and a clean stop.
 
-Mount options map as for the path core: the kernel's (-o allow_other, ro, fsname...) go to the session;
-attr_timeout / entry_timeout / negative_timeout (and timeout=) become the timeouts of every entry and attribute
-reply; direct_io and kernel_cache set the open replies' flags. The path core's libfuse options auto_cache,
-ac_attr_timeout and hard_remove have no meaning here and are refused by `check_inode_options`. Tracing and
-fault injection are layers of a `LayerChain` around the operations (chain.py): tracing outermost, so the trace
-shows what the fault layer did.
+The kernel's mount options (-o allow_other, ro, fsname...) go to the session; attr_timeout / entry_timeout /
+negative_timeout (and timeout=) become the timeouts of every entry and attribute reply; direct_io and
+kernel_cache set the open replies' flags. Tracing and fault injection are layers of a `LayerChain` around the
+operations (chain.py): tracing outermost, so the trace shows what the fault layer did.
 """
 
 from __future__ import annotations
@@ -20,22 +18,6 @@ from typing import Any
 from .chain import LayerChain
 from .inode_ops import InodeOperations
 from .inodes import Node
-from .mount import UsageError
-
-_UNSUPPORTED_CONFIG = ("auto_cache", "ac_attr_timeout", "hard_remove")
-
-
-def check_inode_options(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """What the inode core cannot do yet, refused in one line before mounting."""
-    for key in _UNSUPPORTED_CONFIG:
-        if config.get(key):
-            raise UsageError(f"--core=inode: mount option '{key}' is for the path core's libfuse (not supported "
-                             "by the inode core)", 2)
-    if args.passthrough:
-        from .lowlevel.binding import VERSION
-        if VERSION < (3, 17):
-            raise UsageError(f"--core=inode --passthrough needs libfuse >= 3.17 (this machine has libfuse "
-                             f"{VERSION[0]}.{VERSION[1]}; Debian 13 ships 3.17)")
 
 
 def kernel_options(kernel: dict[str, Any]) -> list[str]:
@@ -106,9 +88,34 @@ class SourceInvalidations:
             self.watcher = None
 
 
-def serve_inode(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, output: Any,
-                on_ready: Any = None) -> int:
-    """Mount `src` at `mnt` with the inode core and serve until unmounted or stopped (SIGINT, SIGTERM, SIGHUP:
+def fault_layer(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The fault-injection layer when rules are given (else None), and the rules file's watcher (else None)."""
+    if not args.fault and not args.fault_file:
+        return None, None
+    from .arguments import fault_file_rules, note
+    from .faults import FaultLayer, RuleFileWatcher
+    cli_rules = list(args.fault)
+    layer = FaultLayer(cli_rules + fault_file_rules(args), reloadable=bool(args.fault_file))
+    for rule in layer.rules:
+        note(f"fault rule: {rule.text}")
+    if not args.fault_file:
+        return layer, None
+
+    def reloaded(rules: list[Any]) -> None:
+        if args.passthrough and any(rule.ops & {"read", "write"} for rule in rules):
+            note(f"{args.fault_file}: read/write rules do not apply to files opened in kernel passthrough")
+        layer.set_rules(cli_rules + rules)
+        note(f"fault rules reloaded from {args.fault_file}: {len(rules)} rule(s)"
+             + "".join(f"\n  {rule.text}" for rule in rules))
+
+    watcher = RuleFileWatcher(args.fault_file, reloaded,
+                              lambda message: note(f"fault rules not reloaded: {message}"))
+    return layer, watcher
+
+
+def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, output: Any,
+          on_ready: Any = None) -> int:
+    """Mount `src` at `mnt` and serve until unmounted or stopped (SIGINT, SIGTERM, SIGHUP:
     libfuse's handlers end the loop, and the mount is removed); the exit status."""
     from .arguments import PROG, note
     from .lowlevel import binding as ll
@@ -125,17 +132,14 @@ def serve_inode(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: A
     layers: list[Any] = []
     sink = None
     if output is not None:
-        from .tracing.chain_layer import TracingLayer
+        from .tracing.layer import TracingLayer
         from .tracing.sinks import ProcessSink
         output.close()  # it was opened to fail early; the writer process (re)opens it
         sink = ProcessSink(args.format, args.output, max_bytes=args.output_max_bytes,
                            backups=args.output_backups, summary=not args.no_summary,
                            summary_json=args.summary_json)
         layers.append(TracingLayer(sink, filt, with_cmdline=args.cmdline))
-    from .faults.chain_layer import FaultLayer
-    from .mount_command import fault_layer
-    faults, rules_watcher = fault_layer(args, None, lambda inner, rules, reloadable: FaultLayer(
-        rules, reloadable=reloadable))
+    faults, rules_watcher = fault_layer(args)
     if faults is not None:
         layers.append(faults)  # inside the tracing layer: the trace shows what it injected
     handlers: Any = LayerChain(ops, layers) if layers else ops

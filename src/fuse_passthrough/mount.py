@@ -1,4 +1,4 @@
-"""Mount lifecycle: option parsing, checks that turn every misuse into one clear line, serving, clean exit."""
+"""Mount lifecycle: option parsing, checks that turn every misuse into one clear line, signals while serving."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,15 +25,15 @@ ATIME_OPTIONS = frozenset({"atime", "noatime", "diratime", "nodiratime", "relati
 class MountOptions:
     """Everything -o can say, split by where it goes."""
 
-    kernel: dict[str, Any] = field(default_factory=dict)   # to fuse_main as -o
-    config: dict[str, Any] = field(default_factory=dict)   # to struct fuse_config in init
+    kernel: dict[str, Any] = field(default_factory=dict)   # to the session's -o (the kernel, fusermount3)
+    config: dict[str, Any] = field(default_factory=dict)   # the daemon's cache settings (inode_mount.serve)
     nonempty: bool = False
     kernel_passthrough: bool = False  # -o passthrough, the same as --passthrough
     watch: bool = True  # cached mounts watch SOURCE for changes made there directly (-o nowatch: not)
     trace: dict[str, Any] = field(default_factory=dict)  # trace=... etc. by the --option's dest (options.TRACE)
     log: str | None = None  # -o log=FILE
-    # The atime options in the order given (noatime, nodiratime, relatime, strictatime, ...): the inode core
-    # applies them to its opens of SOURCE; the path core ignores them.
+    # The atime options in the order given (noatime, nodiratime, relatime, strictatime, ...), applied to the
+    # daemon's opens of SOURCE.
     atime: list[str] = field(default_factory=list)
 
     @property
@@ -50,7 +49,6 @@ class MountOptions:
         # Cached by default, exact for changes through the mount (README "Caching and coherence"); no negative
         # entries, so a name created directly in SOURCE is seen at once.
         m.config.update({o.name: o.default for o in OPTIONS if o.goes == CONFIG and o.default is not None})
-        m.config["use_ino"] = 1
         m.kernel["fsname"] = source
         m.kernel["subtype"] = subtype
         for spec in specs:
@@ -66,8 +64,6 @@ class MountOptions:
                     m.kernel[key] = v
                 elif option.goes == CONFIG:
                     m.config[key] = 1 if v is True else v
-                    if key == "ac_attr_timeout":
-                        m.config["ac_attr_timeout_set"] = 1
                 elif option.goes == TRACE:
                     m.trace[option.dest] = v
                 elif key == "timeout":  # attr_timeout and entry_timeout; timeout=0: strict (negative too)
@@ -219,64 +215,3 @@ class SignalRelay:
     def close(self) -> None:
         signal.set_wakeup_fd(self._old_fd)
         os.close(self._w)  # the relay thread sees EOF and ends; the no-op handlers stay (no late deaths)
-
-
-# -- a clean stop on SIGINT, SIGTERM and SIGHUP ----------------------------------------------------------------
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class SessionStopper:
-    """End the FUSE loop on a stop signal so that libfuse returns success, not an error.
-
-    libfuse's own handlers record the signal as the session's error, so fuse_main fails (status 8) and a
-    Ctrl-C would look like a crash. Instead these signals reach Python (`SignalRelay`, with libfuse told to
-    leave them alone by `keep_signal_handlers`) and `request` does what libfuse's handler does minus the error:
-    it flags the session as exited and interrupts the main thread's wait. libfuse then unmounts (lazily, as it
-    does on a signal), calls destroy, and returns 0. A signal that arrives before the session serves its
-    first request (INIT) is kept and acted on as soon as `attach` runs in init.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._fuse: int | None = None
-        self._main = threading.main_thread().ident
-        self.signum: int | None = None
-
-    def attach(self) -> None:
-        """Call from the init callback (a FUSE thread): remember the session, stop at once if asked to."""
-        from . import binding
-        with self._lock:
-            self._fuse = binding._get_context().contents.fuse
-            pending = self.signum
-        if pending is not None:
-            self._exit(pending)
-
-    def request(self, signum: int) -> None:
-        with self._lock:
-            if self.signum is not None:
-                return
-            self.signum = signum
-            ready = self._fuse is not None
-        if ready:
-            self._exit(signum)
-
-    def _exit(self, signum: int) -> None:
-        import ctypes
-
-        from . import binding
-        binding._libfuse.fuse_exit(ctypes.c_void_p(self._fuse))
-        if self._main is not None:  # wake fuse_main's wait (sem_wait or read returns EINTR)
-            signal.pthread_kill(self._main, signum)
-
-
-@contextmanager
-def keep_signal_handlers() -> Iterator[None]:
-    """Stop mfusepy from resetting SIGINT to SIG_DFL around fuse_main: libfuse installs its handlers only for
-    signals at SIG_DFL, and ours (`SessionStopper`) must stay in place."""
-    import mfusepy
-    original = mfusepy.signal
-    mfusepy.signal = lambda signum, handler: signal.getsignal(signum)
-    try:
-        yield
-    finally:
-        mfusepy.signal = original

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
 from typing import Any
@@ -19,15 +18,8 @@ from .arguments import (
     open_output,
 )
 from .errors import UsageError
-from .mount import (
-    STOP_SIGNALS,
-    MountOptions,
-    SessionStopper,
-    SignalRelay,
-    check_environment,
-    check_paths,
-    keep_signal_handlers,
-)
+from .inode_mount import serve
+from .mount import MountOptions, check_environment, check_paths
 from .mount_helper import SUBTYPE, SyslogForwarder, drop_privileges_mountpoint, is_helper_form
 from .options import TRACE_OPTIONS, add_arguments, mount_options_help
 
@@ -97,9 +89,6 @@ def run_mount(argv: list[str]) -> int:
         args.fault_file = os.path.abspath(args.fault_file)  # a daemon works in "/"
     if args.passthrough:
         check_kernel_passthrough(opts)
-    if args.core == "inode":
-        from .inode_mount import check_inode_options
-        check_inode_options(args, opts.config)
     check_environment()
     filt = build_filter(args)
     src, mnt = check_paths(args.source, args.mountpoint, opts.nonempty, note=note)
@@ -126,10 +115,10 @@ def _apply_trace_options(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def check_kernel_passthrough(opts: MountOptions) -> None:
     """What can be known before mounting; whether the kernel offers passthrough is checked at init."""
-    from .binding import FUSE_VERSION, kernel_passthrough_supported
-    if not kernel_passthrough_supported():
+    from .lowlevel.binding import VERSION
+    if VERSION < (3, 17):
         raise UsageError(f"--passthrough needs libfuse >= 3.17 (this machine has libfuse "
-                         f"{FUSE_VERSION[0]}.{FUSE_VERSION[1]}; Debian 13 ships 3.17)")
+                         f"{VERSION[0]}.{VERSION[1]}; Debian 13 ships 3.17)")
     if os.geteuid() != 0:
         raise UsageError("--passthrough needs root: the kernel lets only CAP_SYS_ADMIN register backing files")
     if opts.config.get("direct_io"):
@@ -145,33 +134,6 @@ def check_faults(args: argparse.Namespace) -> None:
                          "writes passed-through files without asking the daemon)", 2)
 
 
-def fault_layer(args: argparse.Namespace, ops: Any, make: Any = None) -> tuple[Any, Any]:
-    """`ops` wrapped in the fault-injection layer when rules are given, and the rules file's watcher.
-    `make(ops, rules, reloadable)` builds the layer (default: the path core's FaultInjectingOperations)."""
-    if not args.fault and not args.fault_file:
-        return ops, None
-    from .faults import FaultInjectingOperations, RuleFileWatcher
-    cli_rules = list(args.fault)
-    file_rules = fault_file_rules(args)
-    make = make or (lambda inner, rules, reloadable: FaultInjectingOperations(inner, rules, reloadable=reloadable))
-    layer = make(ops, cli_rules + file_rules, bool(args.fault_file))
-    for rule in layer.rules:
-        note(f"fault rule: {rule.text}")
-    if not args.fault_file:
-        return layer, None
-
-    def reloaded(rules: list[Any]) -> None:
-        if args.passthrough and any(rule.ops & {"read", "write"} for rule in rules):
-            note(f"{args.fault_file}: read/write rules do not apply to files opened in kernel passthrough")
-        layer.set_rules(cli_rules + rules)
-        note(f"fault rules reloaded from {args.fault_file}: {len(rules)} rule(s)"
-             + "".join(f"\n  {rule.text}" for rule in rules))
-
-    watcher = RuleFileWatcher(args.fault_file, reloaded,
-                              lambda message: note(f"fault rules not reloaded: {message}"))
-    return layer, watcher
-
-
 def _check_writable(path: str, what: str) -> None:
     """Fail now, not after hours of serving, when a file written at exit cannot be written."""
     parent = os.path.dirname(os.path.abspath(path))
@@ -182,69 +144,6 @@ def _check_writable(path: str, what: str) -> None:
     target = path if os.path.exists(path) else parent
     if not os.access(target, os.W_OK):
         raise UsageError(f"cannot write {what} file '{path}': permission denied")
-
-
-def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt: Any, output: Any,
-          on_ready: Any = None) -> int:
-    """Mount and serve until unmounted; flush the trace and print the summary. Returns the exit status."""
-    if getattr(args, "core", "inode") == "inode":
-        from .inode_mount import serve_inode
-        return serve_inode(args, src, mnt, opts, filt, output, on_ready=on_ready)
-    from . import binding
-    from .passthrough import Passthrough
-    from .tracing import TracingOperations
-    from .tracing.sinks import ProcessSink
-
-    ops: Any = Passthrough(src, kernel_passthrough=args.passthrough)
-    ops, rules_watcher = fault_layer(args, ops)
-    sink = None
-    if output is not None:
-        output.close()  # it was opened to fail early; the writer process (re)opens it
-        sink = ProcessSink(args.format, args.output, max_bytes=args.output_max_bytes,
-                           backups=args.output_backups, summary=not args.no_summary,
-                           summary_json=args.summary_json)
-        ops = TracingOperations(ops, sink, filt, with_cmdline=args.cmdline)
-
-    stopper = SessionStopper()
-
-    def on_signal(signum: int) -> None:
-        if signum != signal.SIGUSR1:
-            stopper.request(signum)  # SIGINT, SIGTERM, SIGHUP: unmount and exit 0
-        elif sink is not None:
-            sink.request_summary()
-
-    def on_init() -> None:
-        stopper.attach()
-        if args.passthrough:  # the kernel has accepted it
-            note("kernel passthrough: reads and writes of files go from the kernel straight to SOURCE; they "
-                  "are not traced (open/create events say which files)")
-        if on_ready is not None:
-            on_ready()
-
-    relay = SignalRelay([signal.SIGUSR1, *STOP_SIGNALS], on_signal)
-    status = 0
-    try:
-        with keep_signal_handlers():
-            binding.mount(ops, mnt, threads=not args.single_threaded, debug=args.debug, options=opts.kernel,
-                          config=opts.config, on_init=on_init, watch=src if opts.watch else None)
-    except binding.KernelPassthroughUnavailable:
-        status = 1  # said at init, in one line
-    except RuntimeError:
-        print(f"{PROG}: mounting '{mnt}' failed (see the message above)", file=sys.stderr)
-        status = 1
-    finally:
-        relay.close()
-        if rules_watcher is not None:
-            rules_watcher.close()
-        if sink is not None and sink.close() != 0:  # the writer prints the summary and writes its JSON
-            status = 1
-        layer = ops
-        while layer is not None:  # the layers (tracing, faults) and the passthrough below them
-            close = getattr(layer, "close", None)
-            if close is not None:
-                close()
-            layer = getattr(layer, "inner", None)
-    return status
 
 
 _READY = b"\0fuse-passthrough-ready\n"

@@ -2,9 +2,9 @@
 
 Each `Option` says its name, its type (a `Kind`: how a value is read, on the command line and after `-o`), its
 default, its help, and where it applies: which commands take the flag, whether mount(8)/fstab may pass it (the
-helper form, mount_helper.py), which core supports it, and who consumes it (`goes`): the kernel (handed to
-libfuse's -o, which passes it on through fusermount3), libfuse's struct fuse_config, the tracing options of the
-daemon, the daemon itself, or nobody (accepted and ignored for mount(8), fstab and systemd).
+helper form, mount_helper.py), and who consumes it (`goes`): the kernel (handed to libfuse's -o, which passes it
+on through fusermount3), the daemon's cache settings, the tracing options of the daemon, the daemon itself, or
+nobody (accepted and ignored for mount(8), fstab and systemd).
 
 From this table come the argparse parsers (`add_arguments`), the -o list of --help (`mount_options_help`), the
 -o parsing and its one-line errors (`lookup`, `Kind.read`, used by mount.MountOptions) and the set of options a
@@ -26,13 +26,12 @@ from .faults.rules import KEYS as FAULT_KEYS
 
 # Where an -o option goes (Option.goes).
 KERNEL = "kernel"    # to libfuse's -o as it is: the kernel (and fusermount3) consume it
-CONFIG = "libfuse"   # libfuse's high-level struct fuse_config (set in init)
+CONFIG = "cache"     # the daemon's cache settings: timeouts and open flags of its replies (MountOptions.config)
 TRACE = "trace"      # the same as a tracing --option (MountOptions.trace, by the flag's dest)
 DAEMON = "daemon"    # this program's own
 IGNORED = "ignored"  # accepted and dropped: meant for mount(8), fstab or systemd
 
 COMMANDS = ("mount", "trace")
-CORES = ("path", "inode")
 # argparse groups of the flags, in the order --help shows them (None: the default "options" group).
 GROUPS = {
     "tracing": "tracing",
@@ -97,7 +96,6 @@ POSITIVE = Kind("positive", "N")            # an integer > 0
 COUNT = Kind("count", "N", nonneg_int)      # an integer >= 0
 SIZE = Kind("size", "N", byte_size)         # bytes, with k, M, G suffixes
 FORMAT = Kind("choice", choices=("text", "jsonl"))
-CORE = Kind("choice", choices=CORES)
 OPS = Kind("list", "OP,...", comma_list)
 FAULT = Kind("fault", "RULE", fault_rule)
 PID = Kind("count", "PID", nonneg_int)
@@ -121,7 +119,6 @@ class Option:
     mount: str | None = None
     goes: str = DAEMON
     commands: tuple[str, ...] = ()       # the commands whose parser takes the flag
-    cores: tuple[str, ...] = CORES
     helper: bool = True                  # the -o form is accepted in mount(8)/fstab's helper form
     background_only: bool = False        # the -o form needs a background daemon (-b, mount(8), fstab)
     group: str | None = None
@@ -166,9 +163,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("passthrough", SWITCH, "kernel passthrough: reads and writes bypass the daemon (needs libfuse >= 3.17 "
            "and CONFIG_FUSE_PASSTHROUGH; data I/O is then not traced)", default=False, flags=("--passthrough",),
            mount="passthrough", commands=("mount",)),
-    Option("core", CORE, "inode (the default): the low-level API with one kernel "
-           "inode per SOURCE inode (hard links are one inode, READDIRPLUS, no .fuse_hidden files); path: libfuse's high-level API", default="inode",
-           flags=("--core",), commands=_BOTH),
     Option("version", SWITCH, "show program's version number and exit", flags=("-V", "--version"),
            commands=("mount",)),
     # -- tracing (also -o, for fstab and mount(8), which have no --options) -------------------------------------
@@ -234,10 +228,10 @@ OPTIONS: tuple[Option, ...] = (
            goes=KERNEL),
     *(Option(n, SWITCH, _GENERIC, mount=n, goes=KERNEL)
       for n in ("dev", "nodev", "suid", "nosuid", "exec", "noexec", "sync", "async", "dirsync")),
-    Option("noatime", SWITCH, "no atime updates: passed to the kernel, and the inode core opens SOURCE's files "
-           "with O_NOATIME (the path core leaves atimes to SOURCE)", mount="noatime", goes=KERNEL),
-    Option("nodiratime", SWITCH, "no atime updates of directories (the inode core: O_NOATIME on SOURCE's "
-           "directories)", mount="nodiratime", goes=DAEMON),
+    Option("noatime", SWITCH, "no atime updates: passed to the kernel, and SOURCE's files are opened with "
+           "O_NOATIME", mount="noatime", goes=KERNEL),
+    Option("nodiratime", SWITCH, "no atime updates of directories (O_NOATIME on SOURCE's directories)",
+           mount="nodiratime", goes=DAEMON),
     *(Option(n, SWITCH, "atime variants: SOURCE's filesystem keeps its files' atimes as it is mounted",
              mount=n, goes=DAEMON)
       for n in ("atime", "diratime", "relatime", "norelatime", "strictatime", "nostrictatime")),
@@ -259,16 +253,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("attr_timeout", SECONDS, _KERNEL_CACHE, default=DEFAULT_TIMEOUT, mount="attr_timeout", goes=CONFIG),
     Option("entry_timeout", SECONDS, _KERNEL_CACHE, default=DEFAULT_TIMEOUT, mount="entry_timeout", goes=CONFIG),
     Option("negative_timeout", SECONDS, _KERNEL_CACHE, default=0.0, mount="negative_timeout", goes=CONFIG),
-    Option("ac_attr_timeout", SECONDS, "with auto_cache: how often libfuse checks a file's mtime for changes",
-           mount="ac_attr_timeout", goes=CONFIG, cores=("path",)),
     Option("kernel_cache", SWITCH, "keep file data cached in the kernel across opens", mount="kernel_cache",
            goes=CONFIG),
-    Option("auto_cache", SWITCH, "keep file data cached while the file's mtime and size are unchanged",
-           mount="auto_cache", goes=CONFIG, cores=("path",)),
     Option("direct_io", SWITCH, "bypass the page cache: every read and write reaches the daemon",
            mount="direct_io", goes=CONFIG),
-    Option("hard_remove", SWITCH, "remove an open file at once (no .fuse_hidden files)", mount="hard_remove",
-           goes=CONFIG, cores=("path",)),
     # -- -o only: the daemon's own ----------------------------------------------------------------------------
     Option("nonempty", SWITCH, "allow a non-empty MOUNTPOINT (its files are hidden while mounted)",
            mount="nonempty"),
@@ -360,9 +348,6 @@ def mount_options_help(width: int = 110) -> str:
         text = f"{o.flag} {value}".rstrip() if o.flags else o.help
         if o.background_only:
             text += "; only with -b, mount(8) or fstab"
-        missing = [c for c in CORES if c not in o.cores]
-        if missing:
-            text += f" (not with --core={','.join(missing)})"
         entries = same if o.flags else own
         if entries and entries[-1][1] == text:
             entries[-1][0].append(shown)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import os
 import platform
 
@@ -33,17 +32,10 @@ FALLOC_FL_ZERO_RANGE = 0x10
 FALLOC_FL_INSERT_RANGE = 0x20
 FALLOC_FL_UNSHARE_RANGE = 0x40
 
-# openat2(2) resolve flags
-RESOLVE_NO_XDEV = 0x01
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_BENEATH = 0x08
-
-# Raw syscall numbers: setgroups must be per-thread (glibc's wrapper changes every thread), openat2 has no
-# glibc wrapper on Debian 12.
+# Raw syscall numbers: setgroups must be per-thread (glibc's wrapper changes every thread).
 _SYSCALLS = {
-    "x86_64": {"setgroups": 116, "openat2": 437, "setfsuid": 122, "setfsgid": 123},
-    "aarch64": {"setgroups": 159, "openat2": 437, "setfsuid": 151, "setfsgid": 152},
+    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123},
+    "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152},
 }
 _NR = _SYSCALLS.get(platform.machine(), {})
 
@@ -57,10 +49,6 @@ class _Timespec(ctypes.Structure):
 
 
 _libc.utimensat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Timespec), ctypes.c_int]
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
 def _check(result: int, what: str, path: bytes | None = None) -> int:
@@ -99,19 +87,6 @@ def fchown_empty_path(fd: int, uid: int, gid: int) -> None:
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     _check(_libc.fallocate64(fd, mode, offset, length), "fallocate")
-
-
-def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    nr = _NR.get("openat2")
-    if nr is None:
-        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS), "openat2")
-    how = _OpenHow(flags, mode, resolve)
-    path_b = os.fsencode(path)
-    return _check(
-        _libc.syscall(ctypes.c_long(nr), ctypes.c_int(dirfd), ctypes.c_char_p(path_b), ctypes.byref(how),
-                      ctypes.c_size_t(ctypes.sizeof(how))),
-        "openat2", path_b,
-    )
 
 
 def setfsuid(uid: int) -> int:

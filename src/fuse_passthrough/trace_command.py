@@ -132,7 +132,6 @@ def _daemon_filter_args(args: argparse.Namespace) -> list[str]:
         out += ["--fault", rule.text]
     if args.fault_file:
         out += ["--fault-file", os.path.abspath(args.fault_file)]
-    out += ["--core", args.core]
     return out
 
 

@@ -6,7 +6,7 @@ As root, `FanotifyWatcher` marks the directories the kernel has cached with fano
 (Linux >= 5.9): each event names the process that made it, so the daemon's own changes (which the kernel already
 knows) are skipped. (A mark on the whole filesystem would need no mark per directory, but would make the daemon
 read every change on that filesystem, SOURCE or not.) Otherwise `SourceWatcher` uses inotify on the
-directories the kernel has cached (the binding reports each directory it sees, so the watch set grows with what
+directories the kernel has cached (each directory the kernel learns is reported, so the watch set grows with what
 the mount has used, never with the size of SOURCE) and runs in a thread of its own. inotify cannot tell who made
 a change, so the mount's own changes are invalidated too: harmless, one more lookup for the next access (telling
 them apart by path and time would drop a change made in SOURCE right after one made through the mount). When

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CORE_ARGS, Mount, run_as
+from helpers import Mount, run_as
 
 PROG = [sys.executable, "-m", "fuse_passthrough"]
 
@@ -258,7 +258,7 @@ def test_trace_command_shows_injections_and_counts_them(workdir: Path) -> None:
     script = ("import os\nfd = os.open('f', os.O_CREAT | os.O_WRONLY)\nos.write(fd, b'x')\n"
               "for i in range(3):\n    try:\n        os.fsync(fd)\n    except OSError as e:\n"
               "        print('fsync', i, e.strerror)\n")
-    r = subprocess.run(PROG + ["trace", *CORE_ARGS, "--fault", "op=fsync,errno=EIO,nth=2", "--", sys.executable, "-c", script],
+    r = subprocess.run(PROG + ["trace", "--fault", "op=fsync,errno=EIO,nth=2", "--", sys.executable, "-c", script],
                        cwd=workdir / "src", capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "fsync 1 Input/output error"
@@ -279,7 +279,7 @@ def test_trace_command_shows_injections_and_counts_them(workdir: Path) -> None:
 def test_trace_refuses_bad_rules_before_running_anything(workdir: Path, args: list[str], words: list[str]
                                                           ) -> None:
     (workdir / "bad.rules").write_text("op=write,errno=EIO\nop=write,errno=EIO,sometimes=1\n")
-    r = subprocess.run(PROG + ["trace", *CORE_ARGS, *args, "--", "touch", "ran"], cwd=workdir, capture_output=True, text=True,
+    r = subprocess.run(PROG + ["trace", *args, "--", "touch", "ran"], cwd=workdir, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert r.stderr.startswith("fuse-passthrough") and all(w in r.stderr for w in words), r.stderr

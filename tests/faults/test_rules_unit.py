@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from fuse_passthrough.faults import FaultInjectingOperations, RuleError, parse_rule, parse_rules_file
+from fuse_passthrough.faults import RuleError, parse_rule, parse_rules_file
 
 
 def fired(rule_text: str, calls: int) -> list[int]:
@@ -96,55 +96,3 @@ def test_rules_file_lines_comments_and_errors() -> None:
     assert [r.text for r in rules] == ["op=read,delay=1ms", "op=write,errno=ENOSPC"]
     with pytest.raises(RuleError, match=r"^r.txt:3: unknown key 'x'"):
         parse_rules_file("op=read,delay=1ms\n# ok\nop=write,x=1\n", "r.txt")
-
-
-class Recorder:
-    """An inner filesystem that records what reached it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[object, ...]] = []
-
-    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-        self.calls.append(("write", path, data))
-        return len(data)
-
-    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        self.calls.append(("read", path, size))
-        return b"x" * size
-
-    def rename(self, old: str, new: str, flags: int) -> None:
-        self.calls.append(("rename", old, new))
-
-
-def test_layer_errno_short_path_and_caller() -> None:
-    inner = Recorder()
-    caller = [(0, 0, 100)]
-    ops = FaultInjectingOperations(inner, [parse_rule("op=write,path=/d/*.db,errno=ENOSPC"),
-                                           parse_rule("op=read,short=2,uid=1000"),
-                                           parse_rule("op=rename,path=/b,errno=EXDEV,pid=42")],
-                                   context=lambda: caller[0])
-    with pytest.raises(OSError) as e:
-        ops.write("/d/x.db", b"data", 0, 1)
-    assert e.value.errno == errno.ENOSPC and inner.calls == []  # nothing reached the filesystem
-    assert ops.write("/d/x.txt", b"data", 0, 1) == 4
-    assert ops.read("/f", 10, 0, 1) == b"x" * 10  # uid 0: not this rule's
-    caller[0] = (1000, 1000, 100)
-    assert ops.read("/f", 10, 0, 1) == b"xx"
-    ops.rename("/a", "/b", 0)  # pid 100, not 42
-    caller[0] = (0, 0, 42)
-    with pytest.raises(OSError):
-        ops.rename("/a", "/b", 0)  # path2 matches too
-    assert inner.calls == [("write", "/d/x.txt", b"data"), ("read", "/f", 10), ("read", "/f", 2),
-                           ("rename", "/a", "/b")]
-    assert ops.direct_io_for("/f") and not Recorder.__dict__.get("direct_io_for")
-
-
-def test_layer_exposes_exactly_what_the_inner_object_implements() -> None:
-    ops = FaultInjectingOperations(Recorder(), [parse_rule("op=write,errno=EIO")])
-    assert callable(ops.read) and callable(ops.rename) and not hasattr(ops, "mkdir")
-    assert ops.read.__self__ is not ops  # not wrapped: no rule names it, so it costs nothing  # type: ignore[attr-defined]
-    reloadable = FaultInjectingOperations(Recorder(), [], reloadable=True)
-    assert reloadable.read("/f", 3, 0, 1) == b"xxx"
-    reloadable.set_rules([parse_rule("op=read,errno=EIO")])
-    with pytest.raises(OSError):
-        reloadable.read("/f", 3, 0, 1)

@@ -36,7 +36,7 @@ def test_error_event_has_errno_name_and_no_result() -> None:
 def test_rename_and_link_paths() -> None:
     ev = to_event(raw("rename", ("/a", "/b", 1)))
     assert (ev["path"], ev["path2"], ev["args"]) == ("/a", "/b", {"flags": "RENAME_NOREPLACE"})
-    ev = to_event(raw("link", ("/new", "/existing")))  # mfusepy order: new name first
+    ev = to_event(raw("link", ("/new", "/existing")))  # the recorded order (ARG_NAMES): new name first
     assert (ev["path"], ev["path2"]) == ("/existing", "/new")
     ev = to_event(raw("symlink", ("/l", "target")))
     assert (ev["path"], ev["path2"]) == ("/l", "target")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import INODE_CORE, Mount, run_as
+from helpers import Mount, run_as
 
 FIELD_TYPES = {"v": int, "seq": int, "ts": float, "op": str, "path": (str, type(None)),
                "path2": (str, type(None)), "args": dict, "errno": (str, type(None)), "duration_ns": int,
@@ -52,9 +52,8 @@ def test_echo_and_cat_give_the_expected_sequences(mount: Mount) -> None:
     assert reads[0]["result"] == 4 and reads[0]["args"]["offset"] == 0
     assert any(e["op"] == "release" and e["path"] == "/bar" and e["seq"] > reads[0]["seq"] for e in events)
 
-    # A failed LOOKUP: libfuse's high-level API turns it into getattr of the path; the inode core records the lookup.
-    lookup_op = "lookup" if INODE_CORE else "getattr"
-    enoent = [e for e in events if e["path"] == "/nope" and e["op"] == lookup_op]
+    # A failed LOOKUP.
+    enoent = [e for e in events if e["path"] == "/nope" and e["op"] == "lookup"]
     assert enoent and all(e["errno"] == "ENOENT" and e["result"] is None for e in enoent)
     assert enoent[0]["comm"] == "stat"
 

@@ -1,8 +1,8 @@
-"""Fault and latency injection by rule, as a layer around any Operations object (see layer.py, rules.py)."""
+"""Fault and latency injection by rule, as a layer of the chain (chain.py; see layer.py, rules.py)."""
 
-from .layer import FaultInjectingOperations
+from .layer import FaultLayer
 from .rulefile import RuleFileWatcher, read_rules
 from .rules import FaultRule, RuleError, parse_rule, parse_rules_file
 
-__all__ = ["FaultInjectingOperations", "FaultRule", "RuleError", "RuleFileWatcher", "parse_rule",
+__all__ = ["FaultLayer", "FaultRule", "RuleError", "RuleFileWatcher", "parse_rule",
            "parse_rules_file", "read_rules"]

@@ -1,12 +1,14 @@
-"""The fault-injection layer: wraps any mfusepy Operations object and makes calls fail, stall or come up short.
+"""The fault-injection layer: rules (rules.py) applied to the chain's `Call` objects (chain.py), making calls
+fail, stall or come up short.
 
-    from fuse_passthrough.faults import FaultInjectingOperations, parse_rule
-    ops = FaultInjectingOperations(MyFilesystem(), [parse_rule("op=fsync,errno=EIO,nth=2")])
-    ops = TracingOperations(ops, sink)   # outside it, so the trace shows what was injected
+    chain = LayerChain(InodeOperations(src), [TracingLayer(sink), FaultLayer([parse_rule("op=fsync,errno=EIO")])])
 
-An injected errno is raised *instead of* calling the inner operation, so nothing reaches the filesystem below; a
-delay is slept before the inner call; `short` hands the inner read/write a smaller size. Each injection leaves a
-call note (layers.py) that the tracing layer puts into the event.
+A rule's `op=` names the operations as traces do (chain.event_ops: a SETATTR that changes the mode is `chmod`;
+`lookup`, `readdirplus`, `tmpfile` are the low-level requests' own); `path=` matches the call's paths from the node
+table (`call.path`, `call.path2`, computed only when a rule has a path). An injected errno is raised instead of
+calling the operation; a delay is slept before it; `short` hands read/write a smaller size. What was done is set
+on the call (`injected`, `delay_ns`, `short`), where an outer tracing layer finds it. Files a short-read rule
+matches are opened with direct_io: a short read through the page cache would be taken for the end of the file.
 """
 
 from __future__ import annotations
@@ -17,34 +19,27 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..binding import fuse_context
-from ..layers import copy_settings, implemented_ops, leave_note
-from ..tracing.layer import ProcessNames
+from ..chain import HANDLERS, Call, Next, event_ops
+from ..tracing.processes import ProcessNames
 from .rules import FaultRule
 
+_SETATTR_OPS = ("chmod", "chown", "truncate", "utimens", "getattr")
+_OPENS = frozenset({"open", "create"})
 
-class FaultInjectingOperations:
-    """Forwards to `inner`, applying `rules` to matching calls.
 
-    With `reloadable=False`, only operations named by a rule are wrapped: the others cost nothing. With
-    `reloadable=True` every operation is wrapped (one dict lookup when no rule names it), so `set_rules` may
-    bring rules for any operation later.
-    `context` returns (uid, gid, pid, ...) of the caller; it defaults to the FUSE context.
-    """
+class FaultLayer:
+    """Apply `rules` to matching calls. With `reloadable=False` only the operations named by a rule (and open /
+    create for short reads' direct_io) pass through this layer; with `reloadable=True` every one does (one dict
+    lookup when no rule names it), so `set_rules` may bring rules for any operation later."""
 
-    def __init__(self, inner: Any, rules: Iterable[FaultRule] = (), *, reloadable: bool = False,
-                 context: Callable[[], tuple[int, ...]] = fuse_context) -> None:
-        self.inner = inner
-        self._context = context
+    def __init__(self, rules: Iterable[FaultRule] = (), *, reloadable: bool = False) -> None:
         self._names = ProcessNames()
-        self._by_op: dict[str, tuple[FaultRule, ...]] = {}
         self._lock = threading.Lock()
+        self._by_op: dict[str, tuple[FaultRule, ...]] = {}
+        self._short_reads: tuple[FaultRule, ...] = ()
         self.rules: tuple[FaultRule, ...] = ()
+        self.reloadable = reloadable
         self.set_rules(rules)
-        copy_settings(inner, self)
-        wanted = None if reloadable else set(self._by_op)
-        for op, fn in implemented_ops(inner):
-            setattr(self, op, self._wrap(op, fn) if wanted is None or op in wanted else fn)
 
     def set_rules(self, rules: Iterable[FaultRule]) -> None:
         """Replace the rules; calls that start afterwards use the new ones (counters start again at 0)."""
@@ -56,48 +51,68 @@ class FaultInjectingOperations:
         with self._lock:
             self.rules = new
             self._by_op = {op: tuple(rs) for op, rs in by_op.items()}  # swapped whole: readers take no lock
+            self._short_reads = tuple(r for r in by_op.get("read", ()) if r.short is not None)
 
-    def _wrap(self, op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        decide = self._decide
+    def wants(self, op: str) -> bool:
+        if self.reloadable:
+            return op in HANDLERS
+        if op in _OPENS and self._short_reads:
+            return True
+        names = _SETATTR_OPS if op == "setattr" else (op,)
+        return any(name in self._by_op for name in names)
 
-        def injecting(*args: Any) -> Any:
-            rules = self._by_op.get(op)
-            if not rules:
-                return fn(*args)
-            action = decide(op, args, rules)
-            if action is None:
-                return fn(*args)
-            err, delay_ns, short = action
-            leave_note(action_note(err, delay_ns, short))
-            if delay_ns:
-                time.sleep(delay_ns / 1e9)
-            if err:
-                raise OSError(err, os.strerror(err))
-            if short is not None:
-                args = _shortened(op, args, short)
-            return fn(*args)
+    def _rules_for(self, call: Call) -> tuple[FaultRule, ...]:
+        if call.op != "setattr":
+            return self._by_op.get(call.op, ())
+        by_op = self._by_op
+        found: dict[int, FaultRule] = {}
+        for op in event_ops(call):
+            for rule in by_op.get(op, ()):
+                found.setdefault(id(rule), rule)
+        return tuple(found.values())
 
-        injecting.__name__ = op
-        return injecting
+    def handle(self, call: Call, next: Next) -> Any:
+        rules = self._rules_for(call)
+        if not rules:
+            return self._after_open(call, next(call)) if call.op in _OPENS and self._short_reads else next(call)
+        action = decide(rules, lambda rule: rule.matches_paths(call.path, call.path2), lambda: call.caller,
+                        self._names)
+        if action is None:
+            return self._after_open(call, next(call)) if call.op in _OPENS and self._short_reads else next(call)
+        err, delay_ns, short = action
+        call.injected = action_note(err, delay_ns, short)
+        call.delay_ns = delay_ns
+        if delay_ns:
+            time.sleep(delay_ns / 1e9)
+        if err:
+            raise OSError(err, os.strerror(err))
+        if short is not None:
+            call.short = short
+            a = call.args
+            if call.op == "read":  # (ino, size, off, fi)
+                call.args = (a[0], min(a[1], short), *a[2:])
+            elif call.op == "write":  # (ino, data, off, fi)
+                call.args = (a[0], a[1][:short], *a[2:])
+        result = next(call)
+        return self._after_open(call, result) if call.op in _OPENS and self._short_reads else result
 
-    def _decide(self, op: str, args: tuple[Any, ...], rules: tuple[FaultRule, ...]
-                ) -> tuple[int, int, int | None] | None:
-        return decide(rules, lambda rule: rule.matches_path(op, args), self._context, self._names)
-
-    def direct_io_for(self, path: str) -> bool:
-        """Whether files opened at `path` need direct I/O (the binding asks at open): a short read through the
-        page cache would be taken for the end of the file, and the file would look truncated."""
-        return any(rule.short is not None and rule.matches_path("read", (path,))
-                   for rule in self._by_op.get("read", ()))
+    def _after_open(self, call: Call, result: Any) -> Any:
+        """A file a short-read rule matches is served with direct_io (not with a backing id: reads of a
+        passed-through file never reach the daemon, and --passthrough refuses read/write rules)."""
+        fi = call.fi
+        if fi is not None and not call.backing_id and any(r.matches_paths(call.path, None)
+                                                          for r in self._short_reads):
+            fi.direct_io = 1
+            fi.keep_cache = 0
+        return result
 
     def close(self) -> None:
-        """Release this layer's own resources (not the inner object's)."""
         self._names.close()
 
 
 def decide(rules: Iterable[FaultRule], path_matches: Callable[[FaultRule], bool],
            context: Callable[[], tuple[int, ...]], names: ProcessNames) -> tuple[int, int, int | None] | None:
-    """(errno, delay_ns, short) from every rule that fires on a call, or None (shared by both cores' layers).
+    """(errno, delay_ns, short) from every rule that fires on a call, or None.
 
     `path_matches(rule)` says whether the call's paths match the rule's path=; `context()` gives (uid, gid, pid,
     ...) of the caller, asked only when a rule names one. Every matching rule counts the call (so each rule's
@@ -140,10 +155,3 @@ def action_note(err: int, delay_ns: int, short: int | None) -> dict[str, int]:
     if delay_ns:
         note["delay_ns"] = delay_ns
     return note
-
-
-def _shortened(op: str, args: tuple[Any, ...], short: int) -> tuple[Any, ...]:
-    """read(path, size, offset, fh) / write(path, data, offset, fh) with at most `short` bytes."""
-    if op == "read":
-        return (args[0], min(args[1], short), *args[2:])
-    return (args[0], args[1][:short], *args[2:])

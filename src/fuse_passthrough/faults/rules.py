@@ -20,12 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..layers import ARG_NAMES
+from ..tracing.events import ARG_NAMES
 
-# Operations only the inode core has (a rule naming one never fires on the path core); as tracing/events.py's
-# INODE_ARG_NAMES, repeated here so that parsing rules loads no FUSE library.
-INODE_OPS = frozenset({"lookup", "forget", "forget_multi", "readdirplus", "tmpfile"})
-RULE_OPS = frozenset(ARG_NAMES) | INODE_OPS
+RULE_OPS = frozenset(ARG_NAMES)
 
 KEYS = ("op", "path", "comm", "pid", "uid", "errno", "delay", "nth", "every", "after", "times", "probability",
         "seed", "short")

@@ -34,7 +34,7 @@ _CONDITION = re.compile(r"^(?P<what>[a-z_][a-z0-9_-]*)(?:\.(?P<measure>[a-z]+))?
 
 
 def _known_ops() -> frozenset[str]:
-    from ..layers import ARG_NAMES
+    from ..tracing.events import ARG_NAMES
     return frozenset(ARG_NAMES) | {"fdatasync", "readdir_with_offset"}
 
 

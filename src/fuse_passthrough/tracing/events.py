@@ -12,21 +12,61 @@ import platform
 import stat
 from typing import Any, NamedTuple
 
-from ..layers import ARG_NAMES as PATH_CORE_ARG_NAMES
-
-# Operations only the inode core has (low-level requests without a high-level equivalent), traced by
-# tracing/chain_layer.py; the others it records under the high-level names and argument orders.
-INODE_ARG_NAMES: dict[str, tuple[str, ...]] = {
+# Argument names per traced operation, in the order events record them (the notation of libfuse's high-level
+# API, which the seed used: "size" stands for write's and setxattr's data, which a trace reduces to its length).
+# "path"/"path2" become top-level fields of trace events.
+CALL_ARG_NAMES: dict[str, tuple[str, ...]] = {
+    "getattr": ("path", "fh"),
+    "readlink": ("path",),
+    "mknod": ("path", "mode", "dev"),
+    "mkdir": ("path", "mode"),
+    "unlink": ("path",),
+    "rmdir": ("path",),
+    "symlink": ("path", "path2"),          # path = the new link, path2 = its target text
+    "rename": ("path", "path2", "flags"),
+    "link": ("path2", "path"),             # path = existing file, path2 = the new name
+    "chmod": ("path", "mode", "fh"),
+    "chown": ("path", "uid", "gid", "fh"),
+    "truncate": ("path", "length", "fh"),
+    "open": ("path", "flags"),
+    "create": ("path", "mode", "flags"),
+    "read": ("path", "size", "offset", "fh"),
+    "write": ("path", "size", "offset", "fh"),
+    "statfs": ("path",),
+    "flush": ("path", "fh"),
+    "release": ("path", "fh"),
+    "fsync": ("path", "datasync", "fh"),
+    "setxattr": ("path", "name", "size", "flags", "position"),
+    "getxattr": ("path", "name", "position"),
+    "listxattr": ("path",),
+    "removexattr": ("path", "name"),
+    "opendir": ("path",),
+    "readdir": ("path", "fh"),
+    "readdir_with_offset": ("path", "offset", "fh"),
+    "releasedir": ("path", "fh"),
+    "fsyncdir": ("path", "datasync", "fh"),
+    "init": ("path",),
+    "destroy": ("path",),
+    "access": ("path", "mask"),
+    "utimens": ("path", "times", "fh"),
+    "fallocate": ("path", "mode", "offset", "length", "fh"),
+    "copy_file_range": ("path", "fh_in", "offset_in", "path2", "fh_out", "offset_out", "size", "flags"),
+    "lseek": ("path", "fh", "offset", "whence"),
+    "flock": ("path", "fh", "operation"),
+    "lock": ("path", "fh", "cmd", "lock"),
+}
+# Low-level requests without a high-level equivalent (schema version 2).
+LOWLEVEL_ARG_NAMES: dict[str, tuple[str, ...]] = {
     "lookup": ("path",),
     "forget": ("path", "nlookup"),
     "forget_multi": ("count",),
     "readdirplus": ("path", "fh"),
     "tmpfile": ("path", "mode", "flags"),
 }
-ARG_NAMES: dict[str, tuple[str, ...]] = {**PATH_CORE_ARG_NAMES, **INODE_ARG_NAMES}
+ARG_NAMES: dict[str, tuple[str, ...]] = {**CALL_ARG_NAMES, **LOWLEVEL_ARG_NAMES}
 
-# 2: the inode core's own operations (lookup, forget, forget_multi, readdirplus, tmpfile; INODE_ARG_NAMES) may
-# appear; the fields and the other operations are as in 1, which readers still accept (SUPPORTED_VERSIONS).
+# 2: the low-level requests' own operations (lookup, forget, forget_multi, readdirplus, tmpfile;
+# LOWLEVEL_ARG_NAMES) may appear; the fields and the other operations are as in 1, which readers still accept (SUPPORTED_VERSIONS).
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = frozenset({1, 2})
 SCHEMA_FIELDS = ("v", "seq", "ts", "op", "path", "path2", "args", "result", "errno", "duration_ns",

@@ -1,206 +1,168 @@
-"""The tracing layer: wraps any mfusepy Operations object and records one event per operation.
+"""The tracing layer: one event per call (per attribute kind for SETATTR) from the chain's `Call` objects
+(chain.py) into a sink (sinks.py: the writer process or thread formats, counts and writes).
 
-The wrapper does the least possible on the filesystem's hot path: two clock reads, the FUSE context, a cached
-process name, the cheap filters, and one queue put of a `RawEvent` whose data buffers are already reduced to
-their lengths. Decoding, formatting, statistics and I/O happen in the sink's writer thread.
+Events use libfuse's high-level names and argument order (the seed's notation: create('/bar', 0o100644,
+...)); a SETATTR is recorded as chmod / chown / truncate / utimens, one event per kind of attribute it changes;
+LOOKUP, FORGET, BATCH_FORGET (forget_multi), READDIRPLUS and TMPFILE have events of their own
+(tracing/events.py LOWLEVEL_ARG_NAMES; the mapping is documented in README "Trace events"). Paths come from the node
+table, read before the call (an unlink or rename changes them). What a fault layer inside this one did is in
+`call.injected`, and goes into the event.
 
-    from fuse_passthrough.tracing import TracingOperations, TraceSink
-    ops = TracingOperations(MyFilesystem(), TraceSink(sys.stderr, fmt="text"))
-    mfusepy.FUSE(ops, mountpoint, foreground=True)
+    chain = LayerChain(InodeOperations(src), [TracingLayer(TraceSink(...)), FaultLayer(rules)])
 """
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from ..binding import fuse_context
-from ..layers import WRAPPABLE_OPS, clear_note, copy_settings, implemented_ops, take_note
-from .events import DATA_ARGS, KERNEL_COMM
+from ..chain import Call, Next, event_ops
+from ..inode_ops import setattr_times
+from ..lowlevel import abi
 from .filters import EventFilter
+from .processes import ProcessNames
+from .sinks import EventSink
+
+Calls = list[tuple[str, tuple[Any, ...]]]  # (traced op, its arguments) for one call
 
 
-class EventSink(Protocol):
-    def put(self, raw: tuple[Any, ...]) -> None:
-        """Receive one event as a tuple in RawEvent's field order."""
+def _stat_tuple(st: abi.stat_t) -> tuple[int, ...]:
+    return (st.st_mode, st.st_size, st.st_ino, st.st_nlink, st.st_uid, st.st_gid)
 
 
-class ProcessNames:
-    """pid -> comm (and optionally cmdline) from /proc; None when the process is gone.
-
-    Each pid's /proc/PID/comm stays open, so a read is a single pread, and a reused pid makes the old descriptor
-    fail (ESRCH) and be reopened. Reads are cached: a syscall on the hot path releases the GIL, which costs far
-    more than the read itself when several requests are in flight. The name is read at every event while the
-    process is young (the first YOUNG_NS after its first event: where fork is followed by exec, which renames
-    it), then at most once per TTL_NS.
-    """
-
-    YOUNG_NS = 50_000_000
-    TTL_NS = 1_000_000_000
-    MAX_OPEN = 512
-
-    def __init__(self, with_cmdline: bool = False) -> None:
-        self.with_cmdline = with_cmdline
-        # pid -> (first seen, last read, comm, cmdline), times in perf_counter ns
-        self._cache: dict[int, tuple[int, int, str | None, list[str] | None]] = {}
-        self._fds: dict[tuple[int, str], int] = {}
-        # One lock for the descriptor table: a descriptor closed by one thread while another reads it could be
-        # reused by a file opened meanwhile, and its contents would be read as a process name.
-        self._lock = threading.Lock()
-
-    def _read(self, pid: int, what: str, size: int) -> bytes | None:
-        with self._lock:
-            return self._read_locked(pid, what, size)
-
-    def _read_locked(self, pid: int, what: str, size: int) -> bytes | None:
-        key = (pid, what)
-        for _attempt in range(2):
-            fd = self._fds.get(key)
-            if fd is None:
-                try:
-                    fd = os.open(f"/proc/{pid}/{what}", os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
-                    return None
-                if len(self._fds) >= self.MAX_OPEN:
-                    self._evict()
-                self._fds[key] = fd
-            try:
-                data = os.pread(fd, size, 0)
-            except OSError:
-                data = b""
-            if data:
-                return data
-            self._forget(key, fd)  # the process is gone, or the pid now belongs to another one
-        return None
-
-    def _forget(self, key: tuple[int, str], fd: int) -> None:
-        if self._fds.get(key) == fd:
-            del self._fds[key]
-            os.close(fd)
-
-    def _evict(self) -> None:
-        for key in list(self._fds)[: self.MAX_OPEN // 2]:
-            fd = self._fds.pop(key, None)
-            if fd is not None:
-                os.close(fd)
-
-    def lookup(self, pid: int, now_ns: int) -> tuple[str | None, list[str] | None]:
-        if pid == 0:
-            return KERNEL_COMM, None
-        hit = self._cache.get(pid)
-        if hit is not None and now_ns - hit[0] > self.YOUNG_NS and now_ns - hit[1] < self.TTL_NS:
-            return hit[2], hit[3]
-        comm, cmdline = self._read_names(pid)
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[pid] = (hit[0] if hit is not None else now_ns, now_ns, comm, cmdline)
-        return comm, cmdline
-
-    def _read_names(self, pid: int) -> tuple[str | None, list[str] | None]:
-        raw = self._read(pid, "comm", 64)
-        if raw is None:
-            return None, None
-        comm = raw.rstrip(b"\n").decode("utf-8", "replace")
-        cmdline = None
-        if self.with_cmdline:
-            data = self._read(pid, "cmdline", 65536)
-            if data is not None:
-                cmdline = [a.decode("utf-8", "replace") for a in data.split(b"\0")[:-1]]
-        return comm, cmdline
-
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+def _fh(fi: Any) -> int | None:
+    return None if fi is None else int(fi.fh)
 
 
-def _data_free(op: str, result: Any) -> Any:
-    """Reduce a result to what may be recorded (lengths for data, counts for listings) in plain types."""
-    if op == "getattr" and isinstance(result, os.stat_result):
-        return (result.st_mode, result.st_size, result.st_ino, result.st_nlink, result.st_uid, result.st_gid)
-    if op == "read" or op == "getxattr":
-        return len(result)
-    if op == "readdir" or op == "readdir_with_offset":
-        return len(result) if result is not None else 0
-    return result
+def _u32(value: int) -> int:
+    return -1 if value == 0xFFFFFFFF else value
 
 
-# Every callback mfusepy may look up: those with decoded arguments (ARG_NAMES) and the rare rest (ioctl, poll,
-# bmap, read_buf...), traced with positional arguments so wrapping hides nothing.
-TRACEABLE_OPS = WRAPPABLE_OPS
+def _opened(c: Call) -> Any:
+    fh = int(c.fi.fh)
+    backing_id = c.backing_id
+    return (fh, backing_id) if backing_id else fh
 
 
-class TracingOperations:
-    """An Operations object that forwards to `inner` and hands one RawEvent per call to `sink`.
+def _setattr_calls(c: Call) -> Calls:
+    ino, attr, to_set, fi = c.args
+    p, fh = c.path, _fh(fi)
+    calls: Calls = []
+    for op in event_ops(c):
+        if op == "chmod":
+            calls.append(("chmod", (p, attr.st_mode, fh)))
+        elif op == "chown":
+            calls.append(("chown", (p, _u32(attr.st_uid) if to_set & abi.FUSE_SET_ATTR_UID else -1,
+                                    _u32(attr.st_gid) if to_set & abi.FUSE_SET_ATTR_GID else -1, fh)))
+        elif op == "truncate":
+            calls.append(("truncate", (p, attr.st_size, fh)))
+        elif op == "utimens":
+            calls.append(("utimens", (p, setattr_times(attr, to_set), fh)))
+        else:
+            calls.append(("getattr", (p, fh)))  # e.g. only ctime: the reply is the attributes
+    return calls
 
-    Exactly the operations `inner` implements are exposed (and its use_ns/flag_* settings), so libfuse sees
-    the same filesystem.
-    `context` returns (uid, gid, pid, ...) of the caller; it defaults to the FUSE context.
-    """
 
-    def __init__(self, inner: Any, sink: EventSink, event_filter: EventFilter | None = None, *,
-                 with_cmdline: bool = False, context: Callable[[], tuple[int, ...]] = fuse_context) -> None:
-        self.inner = inner
+def _sname(name: bytes) -> str:
+    return os.fsdecode(name)
+
+
+def _mode(c: Call, mode: int) -> int:
+    """A new object's mode as the caller's umask makes it: the seed's notation, and what the kernel sends when it
+    applies the umask itself (the inode core asks for the mode unmasked, FUSE_CAP_DONT_MASK, so that a default ACL
+    can take the umask's place)."""
+    return mode & ~(c.caller[3] & 0o777)
+
+
+# handler -> (its events' (op, args), given the call before it runs; its result in trace terms, given the call
+# after it ran). `a` is call.args (after req).
+DESCRIBE: dict[str, tuple[Callable[[Call], Calls], Callable[[Call], Any]]] = {
+    "init": (lambda c: [("init", ("/",))], lambda c: 0),
+    "destroy": (lambda c: [("destroy", ("/",))], lambda c: 0),
+    "lookup": (lambda c: [("lookup", (c.path,))], lambda c: _stat_tuple(c.result.attr) if c.result.ino else None),
+    "forget": (lambda c: [("forget", (c.path, c.args[1]))], lambda c: None),
+    "forget_multi": (lambda c: [("forget_multi", (len(c.args[0]),))], lambda c: None),
+    "getattr": (lambda c: [("getattr", (c.path, _fh(c.args[1])))], lambda c: _stat_tuple(c.result[0])),
+    "setattr": (_setattr_calls, lambda c: 0),
+    "readlink": (lambda c: [("readlink", (c.path,))], lambda c: os.fsdecode(c.result)),
+    "mknod": (lambda c: [("mknod", (c.path, _mode(c, c.args[2]), c.args[3]))], lambda c: 0),
+    "mkdir": (lambda c: [("mkdir", (c.path, _mode(c, c.args[2])))], lambda c: 0),
+    "symlink": (lambda c: [("symlink", (c.path, os.fsdecode(c.args[0])))], lambda c: 0),
+    "link": (lambda c: [("link", (c.path2, c.path))], lambda c: 0),
+    "unlink": (lambda c: [("unlink", (c.path,))], lambda c: 0),
+    "rmdir": (lambda c: [("rmdir", (c.path,))], lambda c: 0),
+    "rename": (lambda c: [("rename", (c.path, c.path2, c.args[4]))], lambda c: 0),
+    "open": (lambda c: [("open", (c.path, c.args[1].flags))], _opened),
+    "create": (lambda c: [("create", (c.path, _mode(c, c.args[2]), c.args[3].flags))], _opened),
+    "tmpfile": (lambda c: [("tmpfile", (c.path, _mode(c, c.args[1]), c.args[2].flags))], _opened),
+    "read": (lambda c: [("read", (c.path, c.args[1], c.args[2], c.args[3].fh))], lambda c: len(c.result)),
+    "write": (lambda c: [("write", (c.path, len(c.args[1]), c.args[2], c.args[3].fh))], lambda c: c.result),
+    "flush": (lambda c: [("flush", (c.path, c.args[1].fh))], lambda c: 0),
+    "release": (lambda c: [("release", (c.path, c.args[1].fh))], lambda c: 0),
+    "fsync": (lambda c: [("fsync", (c.path, c.args[1], c.args[2].fh))], lambda c: 0),
+    "opendir": (lambda c: [("opendir", (c.path,))], lambda c: int(c.args[1].fh)),
+    "readdir": (lambda c: [("readdir", (c.path, c.args[3].fh))], lambda c: c.result.entries),
+    "readdirplus": (lambda c: [("readdirplus", (c.path, c.args[3].fh))], lambda c: c.result.entries),
+    "releasedir": (lambda c: [("releasedir", (c.path, c.args[1].fh))], lambda c: 0),
+    "fsyncdir": (lambda c: [("fsyncdir", (c.path, c.args[1], c.args[2].fh))], lambda c: 0),
+    "statfs": (lambda c: [("statfs", (c.path,))],
+               lambda c: {k: getattr(c.result, k) for k in ("f_bsize", "f_blocks", "f_bfree", "f_files", "f_ffree")}),
+    "access": (lambda c: [("access", (c.path, c.args[1]))], lambda c: 0),
+    "setxattr": (lambda c: [("setxattr", (c.path, _sname(c.args[1]), len(c.args[2]), c.args[3], 0))], lambda c: 0),
+    "getxattr": (lambda c: [("getxattr", (c.path, _sname(c.args[1]), 0))], lambda c: len(c.result)),
+    "listxattr": (lambda c: [("listxattr", (c.path,))],
+                  lambda c: [os.fsdecode(n) for n in c.result.split(b"\0") if n]),
+    "removexattr": (lambda c: [("removexattr", (c.path, _sname(c.args[1])))], lambda c: 0),
+    "fallocate": (lambda c: [("fallocate", (c.path, *c.args[1:4], c.args[4].fh))], lambda c: 0),
+    "copy_file_range": (lambda c: [("copy_file_range", (c.path, c.args[2].fh, c.args[1], c.path2, c.args[5].fh,
+                                                        c.args[4], c.args[6], c.args[7]))], lambda c: c.result),
+    "lseek": (lambda c: [("lseek", (c.path, c.args[3].fh, c.args[1], c.args[2]))], lambda c: c.result),
+}
+# Which traced operations each handler can record (for --ops / --exclude-ops: a handler none of whose events
+# is wanted is not wrapped at all).
+EVENT_OPS: dict[str, tuple[str, ...]] = {op: (op,) for op in DESCRIBE}
+EVENT_OPS["setattr"] = ("chmod", "chown", "truncate", "utimens", "getattr")
+
+
+class TracingLayer:
+    """Hand one RawEvent tuple per traced call to `sink` (filtered by `event_filter`)."""
+
+    def __init__(self, sink: EventSink, event_filter: EventFilter | None = None, *,
+                 with_cmdline: bool = False) -> None:
         self.sink = sink
         self.filter = event_filter or EventFilter()
         self.names = ProcessNames(with_cmdline)
-        self._context = context
         self._seq = itertools.count(1)
-        copy_settings(inner, self)
-        # Kernel passthrough (binding.BackingFiles): the binding finds it here; opens it covers are marked.
-        self.backing_files = getattr(inner, "backing_files", None)
-        for op, fn in implemented_ops(inner):
-            setattr(self, op, self._wrap(op, fn))
 
-    def close(self) -> None:
-        """Release this layer's own resources (not the inner object's)."""
-        self.names.close()
+    def wants(self, op: str) -> bool:
+        return op in DESCRIBE and any(self.filter.accepts_op(o) for o in EVENT_OPS[op])
 
-    def _wrap(self, op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        record = self._record
-        if not self.filter.accepts_op(op):
-            return fn  # excluded by --ops/--exclude-ops: no cost at all
+    def handle(self, call: Call, next: Next) -> Any:
+        calls_of, result_of = DESCRIBE[call.op]
+        t0 = time.perf_counter_ns()
+        calls = calls_of(call)  # before the call: an unlink or rename changes the names
+        try:
+            result = next(call)
+        except BaseException as e:
+            self._record(call, calls, None, call.fail(e), t0)
+            raise
+        self._record(call, calls, result_of(call), 0, t0)
+        return result
 
-        def traced(*args: Any) -> Any:
-            clear_note()  # a note left by a call that never reached this layer is not this call's
-            t0 = time.perf_counter_ns()
-            try:
-                result = fn(*args)
-            except OSError as e:
-                record(op, args, None, e.errno if isinstance(e.errno, int) and e.errno > 0 else errno.EIO, t0)
-                raise
-            except Exception:
-                record(op, args, None, errno.EIO, t0)
-                raise
-            record(op, args, result, 0, t0)
-            return result
-
-        traced.__name__ = op
-        return traced
-
-    def _record(self, op: str, args: tuple[Any, ...], result: Any, err: int, t0: int) -> None:
+    def _record(self, call: Call, calls: Calls, result: Any, err: int, t0: int) -> None:
         t1 = time.perf_counter_ns()
-        ctx = self._context()
-        uid, gid, pid = ctx[0], ctx[1], ctx[2]
+        uid, gid, pid, _umask = call.caller
         comm, cmdline = self.names.lookup(pid, t1)
         f = self.filter
-        if f.active and not f.accepts(op, args, err, pid, uid, comm, result):
-            return
-        data_pos = DATA_ARGS.get(op)
-        if data_pos is not None:
-            args = args[:data_pos] + (len(args[data_pos]),) + args[data_pos + 1:]
-        if not err:
-            result = _data_free(op, result)
-            if self.backing_files is not None and (op == "open" or op == "create"):
-                backing_id = self.backing_files.id_of(result)
-                if backing_id:
-                    result = (result, backing_id)  # its reads and writes will not reach the daemon
-        # A plain tuple in RawEvent's field order: cheap to build and to marshal to a writer process.
-        self.sink.put((next(self._seq), time.time() - (t1 - t0) / 1e9, op, args, result, err, t1 - t0, pid, uid,
-                       gid, comm, cmdline, take_note()))
+        injected = call.injected
+        for op, args in calls:
+            if not f.accepts_op(op) or f.active and not f.accepts(op, args, err, pid, uid, comm, result):
+                continue
+            self.sink.put((next(self._seq), time.time() - (t1 - t0) / 1e9, op, args, result, err, t1 - t0, pid,
+                           uid, gid, comm, cmdline, injected))
+
+    def close(self) -> None:
+        self.names.close()

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from .compression import RESERVE, Compressor, bound, codec_for
 from .events import RawEvent, to_event
@@ -28,6 +28,11 @@ from .stats import Summary
 
 _STOP = object()
 _BATCH = 2048
+
+
+class EventSink(Protocol):
+    def put(self, raw: tuple[Any, ...]) -> None:
+        """Receive one event as a tuple in RawEvent's field order."""
 
 
 class RotatingFile:

@@ -1,4 +1,4 @@
-"""The inode core's fault layer (faults/chain_layer.py): the same rules as the path core's, on Call objects."""
+"""The fault layer (faults/layer.py): rules applied to the chain's Call objects."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from fuse_passthrough.chain import LayerChain
 from fuse_passthrough.faults import parse_rule
-from fuse_passthrough.faults.chain_layer import FaultLayer
+from fuse_passthrough.faults.layer import FaultLayer
 from fuse_passthrough.lowlevel import abi
 
 

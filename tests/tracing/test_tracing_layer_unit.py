@@ -1,5 +1,5 @@
-"""The inode core's tracing layer (tracing/chain_layer.py): events in the path core's notation from Call objects,
-paths read before the call, one event per attribute kind of a SETATTR, what a fault layer did, and filters."""
+"""The tracing layer (tracing/layer.py): events in the seed's notation from Call objects, paths read before the
+call, one event per attribute kind of a SETATTR, what a fault layer did, and filters."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from fuse_passthrough.chain import Call, LayerChain, Next
 from fuse_passthrough.lowlevel import abi
 from fuse_passthrough.tracing import to_event
-from fuse_passthrough.tracing.chain_layer import TracingLayer
 from fuse_passthrough.tracing.events import RawEvent
 from fuse_passthrough.tracing.filters import EventFilter
+from fuse_passthrough.tracing.layer import TracingLayer
 
 
 class ListSink:

@@ -1,0 +1,98 @@
+"""Process names for events: pid -> comm (and optionally cmdline) from /proc, cached."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from .events import KERNEL_COMM
+
+
+class ProcessNames:
+    """pid -> comm (and optionally cmdline) from /proc; None when the process is gone.
+
+    Each pid's /proc/PID/comm stays open, so a read is a single pread, and a reused pid makes the old descriptor
+    fail (ESRCH) and be reopened. Reads are cached: a syscall on the hot path releases the GIL, which costs far
+    more than the read itself when several requests are in flight. The name is read at every event while the
+    process is young (the first YOUNG_NS after its first event: where fork is followed by exec, which renames
+    it), then at most once per TTL_NS.
+    """
+
+    YOUNG_NS = 50_000_000
+    TTL_NS = 1_000_000_000
+    MAX_OPEN = 512
+
+    def __init__(self, with_cmdline: bool = False) -> None:
+        self.with_cmdline = with_cmdline
+        # pid -> (first seen, last read, comm, cmdline), times in perf_counter ns
+        self._cache: dict[int, tuple[int, int, str | None, list[str] | None]] = {}
+        self._fds: dict[tuple[int, str], int] = {}
+        # One lock for the descriptor table: a descriptor closed by one thread while another reads it could be
+        # reused by a file opened meanwhile, and its contents would be read as a process name.
+        self._lock = threading.Lock()
+
+    def _read(self, pid: int, what: str, size: int) -> bytes | None:
+        with self._lock:
+            return self._read_locked(pid, what, size)
+
+    def _read_locked(self, pid: int, what: str, size: int) -> bytes | None:
+        key = (pid, what)
+        for _attempt in range(2):
+            fd = self._fds.get(key)
+            if fd is None:
+                try:
+                    fd = os.open(f"/proc/{pid}/{what}", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    return None
+                if len(self._fds) >= self.MAX_OPEN:
+                    self._evict()
+                self._fds[key] = fd
+            try:
+                data = os.pread(fd, size, 0)
+            except OSError:
+                data = b""
+            if data:
+                return data
+            self._forget(key, fd)  # the process is gone, or the pid now belongs to another one
+        return None
+
+    def _forget(self, key: tuple[int, str], fd: int) -> None:
+        if self._fds.get(key) == fd:
+            del self._fds[key]
+            os.close(fd)
+
+    def _evict(self) -> None:
+        for key in list(self._fds)[: self.MAX_OPEN // 2]:
+            fd = self._fds.pop(key, None)
+            if fd is not None:
+                os.close(fd)
+
+    def lookup(self, pid: int, now_ns: int) -> tuple[str | None, list[str] | None]:
+        if pid == 0:
+            return KERNEL_COMM, None
+        hit = self._cache.get(pid)
+        if hit is not None and now_ns - hit[0] > self.YOUNG_NS and now_ns - hit[1] < self.TTL_NS:
+            return hit[2], hit[3]
+        comm, cmdline = self._read_names(pid)
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[pid] = (hit[0] if hit is not None else now_ns, now_ns, comm, cmdline)
+        return comm, cmdline
+
+    def _read_names(self, pid: int) -> tuple[str | None, list[str] | None]:
+        raw = self._read(pid, "comm", 64)
+        if raw is None:
+            return None, None
+        comm = raw.rstrip(b"\n").decode("utf-8", "replace")
+        cmdline = None
+        if self.with_cmdline:
+            data = self._read(pid, "cmdline", 65536)
+            if data is not None:
+                cmdline = [a.decode("utf-8", "replace") for a in data.split(b"\0")[:-1]]
+        return comm, cmdline
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
