@@ -31,8 +31,8 @@ import threading
 from . import syscalls
 
 ROOT_ID = 1
-# Records of forgotten nodes kept for file handles: ~200 bytes each (tests/test_native_behaviour.py measures it),
-# so at most ~13 MiB; beyond it the oldest go, and their handles give ESTALE.
+# Records of forgotten nodes kept for file handles: ~135 bytes each (tests/test_native_behaviour.py measures it),
+# so at most ~9 MiB; beyond it the oldest go, and their handles give ESTALE.
 FORGOTTEN_MAX = 65536
 _RECORD = struct.Struct("=QQi")  # st_dev, st_ino, handle type; the handle's bytes follow
 
@@ -140,7 +140,7 @@ class NodeTable:
             htype, handle, _ = syscalls.name_to_handle_at(node.fd)
         except OSError:  # EOPNOTSUPP, EOVERFLOW: a filesystem without (small) handles
             return
-        if len(self._forgotten) >= FORGOTTEN_MAX:
+        while len(self._forgotten) >= FORGOTTEN_MAX:
             oldest = next(iter(self._forgotten))
             self._drop_record_locked(oldest, self._forgotten[oldest])
         self._forgotten[node.nodeid] = _RECORD.pack(*node.key, htype) + handle
