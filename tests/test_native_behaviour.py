@@ -16,6 +16,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -479,7 +480,6 @@ def test_file_handles(env: tuple[Path, Mount]) -> None:
     assert any(e["op"] in ("forget", "forget_multi") for e in env[1].events())
 
 
-@path_core_cannot("libfuse's high-level API does not ask for FUSE_CAP_EXPORT_SUPPORT")
 def test_file_handle_of_a_reused_inode_number(env: tuple[Path, Mount]) -> None:
     """A file removed and its inode number given to a new file: the old handle gives ESTALE, never the new
     file, natively and through the mount (the forgotten node's record is dropped, its node id not reused)."""
@@ -529,7 +529,7 @@ def test_file_handles_after_daemon_restart(workdir: Path) -> None:
                 ctypes.memmove(fh.h, bytes.fromhex(h), len(bytes.fromhex(h)))
                 do("old handle %d" % i, lambda fh=fh: use(fh))
         """))
-    assert [r[1] for r in results] == ["ESTALE"] * 20
+    assert [r[1:] for r in results] == [["ESTALE"]] * 20
 
 
 def test_forgotten_node_records_are_compact_and_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -570,3 +570,129 @@ def test_forgotten_node_records_are_compact_and_bounded(tmp_path: Path, monkeypa
         table.close()
         os.close(root)
         os.close(handles_fd)
+
+
+# 6. Remount: ro/rw and the atime options, live; what cannot change is refused in one line.
+def remount_mount(m: Mount, opts: str) -> subprocess.CompletedProcess[str]:
+    """`fuse-passthrough -o remount,OPTS SOURCE MOUNTPOINT` (what mount(8) runs through mount.fuse3)."""
+    return subprocess.run([sys.executable, "-m", "fuse_passthrough", "-o", f"remount,{opts}", str(m.src),
+                           str(m.mnt)], capture_output=True, text=True, timeout=60)
+
+
+WRITES = """
+    do("create", lambda: os.close(os.open(p("new"), os.O_CREAT | os.O_WRONLY, 0o644)))
+    do("append", lambda: open(p("f"), "a").write("x"))
+    do("read", lambda: open(p("f")).read())
+    do("truncate", lambda: os.truncate(p("f"), 1))
+    do("chmod", lambda: os.chmod(p("f"), 0o640))
+    do("utime", lambda: os.utime(p("f"), (1, 1)))
+    do("setxattr", lambda: os.setxattr(p("f"), "user.a", b"1"))
+    do("mkdir", lambda: os.mkdir(p("d")))
+    do("rename", lambda: os.rename(p("f"), p("g")) or os.rename(p("g"), p("f")))
+    do("unlink", lambda: os.unlink(p("new")))
+    do("rmdir", lambda: os.rmdir(p("d")))
+"""
+
+
+@pytest.fixture
+def bound(workdir: Path) -> Iterator[Path]:
+    """A native directory that is a bind mount of its own, to remount natively."""
+    nat = workdir / "native.b"
+    nat.mkdir()
+    subprocess.run(["mount", "--bind", str(nat), str(nat)], check=True)
+    try:
+        yield nat
+    finally:
+        subprocess.run(["umount", str(nat)], capture_output=True)
+
+
+@pytest.mark.parametrize("uid", [0, STRANGER], ids=["root", "user"])
+def test_remount_ro_and_rw(workdir: Path, users: dict[str, int], bound: Path, uid: int) -> None:
+    with Mount(workdir / "src", workdir / "mnt", "-o", "allow_other") as m:
+        for b in (bound, m.mnt):
+            os.chmod(b, 0o777)
+            (b / "f").write_text("data")
+            os.chmod(b / "f", 0o666)
+            os.chown(b / "f", uid, uid)
+        # ro: natively the bind mount's own flag; through the mount, the FUSE superblock's (both EROFS)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(bound)], check=True)
+        r = remount_mount(m, "ro")
+        assert r.returncode == 0 and r.stdout == r.stderr == "", r
+        assert " ro," in next(line for line in open("/proc/self/mountinfo") if f" {m.mnt} " in line)
+        read_only = run_script(uid, bound, WRITES)
+        assert run_script(uid, m.mnt, WRITES) == read_only
+        assert {r[1] for r in read_only if r[0] != "read"} == {"EROFS"}
+        # rw again: by mount(8) without its helper (mount(2) alone), which needs nothing of the daemon
+        subprocess.run(["mount", "-o", "remount,bind,rw", str(bound)], check=True)
+        subprocess.run(["mount", "-i", "-o", "remount,rw", str(m.mnt)], check=True)
+        writable = run_script(uid, bound, WRITES)
+        assert run_script(uid, m.mnt, WRITES) == writable
+        assert {r[1] for r in writable} == {"ok"}
+
+
+def test_remount_ro_with_a_file_open_for_writing_is_busy(workdir: Path, bound: Path) -> None:
+    with Mount(workdir / "src", workdir / "mnt") as m:
+        for b in (bound, m.mnt):
+            (b / "f").write_text("data")
+        with open(bound / "f", "a"), open(m.mnt / "f", "a") as f:
+            native = subprocess.run(["mount", "-o", "remount,bind,ro", str(bound)], capture_output=True, text=True)
+            r = remount_mount(m, "ro")
+            assert native.returncode != 0 and "busy" in native.stderr, native
+            assert r.returncode == 1 and r.stderr.count("\n") == 1 and "open for writing" in r.stderr, r
+            f.write("more")  # still writable
+        assert (m.mnt / "f").read_text() == "datamore"
+
+
+@pytest.mark.parametrize("uid", [0, STRANGER], ids=["root", "user"])
+def test_remount_atime_options_live(workdir: Path, users: dict[str, int], bound: Path, uid: int) -> None:
+    """relatime -> noatime -> nodiratime -> strictatime on the live mount, natively on a bind mount."""
+    if not INODE_CORE:
+        pytest.xfail("path core: the atime options are accepted and ignored (SOURCE's reads update atimes)")
+    body = """
+        import time
+        def changed(name, fn):
+            before = os.stat(p(name)).st_atime_ns
+            fn()
+            return os.stat(p(name)).st_atime_ns != before
+        do("read", lambda: changed("f", lambda: open(p("f"), "rb").read()))
+        do("readdir", lambda: changed("dir", lambda: os.listdir(p("dir"))))
+    """
+    with Mount(workdir / "src", workdir / "mnt", "-o", "allow_other") as m:
+        for b in (bound, m.mnt):
+            os.chmod(b, 0o777)
+            (b / "f").write_bytes(b"data")
+            os.mkdir(b / "dir")
+        seen = []
+        for option in ("relatime", "noatime", "nodiratime,atime", "strictatime,diratime"):
+            now = int(__import__("time").time())
+            for b in (bound, m.mnt):
+                for name in ("f", "dir"):
+                    os.utime(b / name, (now - 10 * 86400, now - 5 * 86400))  # atime before mtime
+            subprocess.run(["mount", "-o", f"remount,bind,{option}", str(bound)], check=True)
+            r = remount_mount(m, option)
+            assert r.returncode == 0, r
+            native = run_script(uid, bound, body)
+            assert run_script(uid, m.mnt, body) == native, option
+            seen.append([x[2] for x in native])
+        assert seen == [[True, True], [False, False], [True, False], [True, True]]
+
+
+@pytest.mark.parametrize("opts,status,says", [
+    ("timeout=5", 2, "'timeout' cannot change on a live mount"),
+    ("direct_io", 2, "'direct_io' cannot change on a live mount"),
+    ("trace=/tmp/elsewhere.jsonl", 2, "'trace' cannot change on a live mount"),
+    ("no_such_option", 2, "unknown mount option 'no_such_option'"),
+    # what mount(8) merges back in from /proc/self/mountinfo or the fstab line: unchanged, accepted
+    ("ro,nosuid,nodev,relatime,user_id=0,group_id=0,default_permissions,allow_other", 0, ""),
+    ("rw,allow_other,timeout=2,nofail,_netdev", 0, ""),
+])
+def test_remount_refuses_what_cannot_change(workdir: Path, opts: str, status: int, says: str) -> None:
+    with Mount(workdir / "src", workdir / "mnt", "-o", "allow_other,timeout=2", trace=False) as m:
+        before = next(line for line in open("/proc/self/mountinfo") if f" {m.mnt} " in line)
+        r = remount_mount(m, opts)
+        assert r.returncode == status, r
+        if status:
+            assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+            after = next(line for line in open("/proc/self/mountinfo") if f" {m.mnt} " in line)
+            assert after == before  # nothing changed
+        os.listdir(m.mnt)  # still serving

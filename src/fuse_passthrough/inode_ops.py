@@ -208,7 +208,7 @@ class InodeOperations:
     def _beneath(self, fd: int) -> bool:
         """Whether the directory `fd` is SOURCE or inside it (one moved out of SOURCE behind the mount's back is
         not): its ".." chain reaches SOURCE's root before its filesystem's."""
-        root, opened = self.nodes.root.key, []
+        root, opened = self.nodes.root.key, list[int]()
         try:
             st = os.fstat(fd)
             for _ in range(4096):

@@ -30,6 +30,7 @@ from .mount import (
 )
 from .mount_helper import SUBTYPE, SyslogForwarder, drop_privileges_mountpoint, is_helper_form
 from .options import TRACE_OPTIONS, add_arguments, mount_options_help
+from .remount import is_remount, record_daemon, remount
 
 MOUNT_DESCRIPTION = f"""\
 Mirror SOURCE at MOUNTPOINT with FUSE, passing every operation through to SOURCE unchanged, and record each
@@ -79,6 +80,8 @@ def mount_parser() -> argparse.ArgumentParser:
 def run_mount(argv: list[str]) -> int:
     parser = mount_parser()
     args = parser.parse_args(argv)
+    if is_remount(args.options):  # mount -o remount (through mount.fuse3) or by hand: nothing is mounted
+        return remount(args.source, args.mountpoint, args.options)
     helper = is_helper_form(argv)  # run by mount(8)/mount.fuse3: see mount_helper.py
     opts = MountOptions.parse(args.options, os.path.abspath(args.source), subtype=SUBTYPE if helper else "passthrough")
     _apply_trace_options(parser, args, opts)
@@ -213,8 +216,12 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
         elif sink is not None:
             sink.request_summary()
 
+    records: list[Any] = []
+
     def on_init() -> None:
         stopper.attach()
+        # For remount: the options this daemon runs with (the atime options mean nothing to this core).
+        records.append(record_daemon(mnt, src, str(opts.kernel.get("subtype")), list(args.options)))
         if args.passthrough:  # the kernel has accepted it
             note("kernel passthrough: reads and writes of files go from the kernel straight to SOURCE; they "
                   "are not traced (open/create events say which files)")
@@ -234,6 +241,9 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: MountOptions, filt
         status = 1
     finally:
         relay.close()
+        for recorded in records:
+            if recorded is not None:
+                recorded[0].remove()
         if rules_watcher is not None:
             rules_watcher.close()
         if sink is not None and sink.close() != 0:  # the writer prints the summary and writes its JSON
