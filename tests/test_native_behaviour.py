@@ -483,7 +483,7 @@ def test_file_handles(env: tuple[Path, Mount]) -> None:
 def test_file_handle_of_a_reused_inode_number(env: tuple[Path, Mount]) -> None:
     """A file removed and its inode number given to a new file: the old handle gives ESTALE, never the new
     file, natively and through the mount (the forgotten node's record is dropped, its node id not reused)."""
-    results = same(env, 0, with_handles("""
+    body = with_handles("""
         with open(p("old"), "w") as f:
             f.write("old")
         old = handle(p("old"))
@@ -501,9 +501,11 @@ def test_file_handle_of_a_reused_inode_number(env: tuple[Path, Mount]) -> None:
         drop_caches()
         do("old handle, forgotten", lambda: use(old))
         do("reused", lambda: reused)
-    """))
-    assert results[:2] == [["old handle", "ESTALE"], ["old handle, forgotten", "ESTALE"]]
-    if results[2] != ["reused", "ok", True]:
+    """)
+    native, mounted = (run_script(0, b, body) for b in both(env))
+    for results in (native, mounted):  # whether the number was reused depends on the filesystem's timing
+        assert results[:2] == [["old handle", "ESTALE"], ["old handle, forgotten", "ESTALE"]]
+    if mounted[2] != ["reused", "ok", True]:
         pytest.skip("SOURCE's filesystem gave the freed inode number to none of 200 new files")
 
 
