@@ -173,10 +173,14 @@ class MountFlagsWatcher:
                     self._changed(now)
 
     def close(self) -> None:
+        """Idempotent: destroy and the daemon's last cleanup both call it."""
+        if self._stop_w == -1:
+            return
         os.write(self._stop_w, b"x")
         self._thread.join(5)
         os.close(self._stop_r)
         os.close(self._stop_w)
+        self._stop_r = self._stop_w = -1
 
 
 # -- the command -------------------------------------------------------------------------------------------------
