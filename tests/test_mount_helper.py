@@ -457,3 +457,36 @@ def test_fault_rules_as_a_mount_option(workdir: Path, namespaces: Any) -> None:
         assert reap(pid) == 0, log.read_text()
     assert sorted(os.listdir(src)) == ["a", "f"]
     assert "fault rule: op=mkdir,errno=EDQUOT" in log.read_text()
+
+
+def test_remount_through_mount8(workdir: Path, namespaces: Any) -> None:
+    """`mount -o remount,ro MNT`: mount(8) runs mount.fuse3 with the fstab line's options and remount,ro, which
+    runs us; the unchanged options (trace=...) are accepted, a changed one is refused in one line."""
+    src, mnt = make_tree(workdir)
+    trace, log = workdir / "t.jsonl", workdir / "daemon.log"
+    fstab = workdir / "fstab"
+    fstab.write_text(f"{src} {mnt} fuse.fuse-passthrough trace={trace},trace_format=jsonl,timeout=2,nodev,nosuid,"
+                     f"nofail,log={log} 0 0\n")
+    ns = namespaces(fstab=fstab)
+    r = ns.run("mount", mnt)
+    assert r.returncode == 0, r.stderr
+    pid = daemon_pid(log)
+    inside = ns.path(mnt)
+    r = ns.run("mount", "-o", "remount,ro", mnt)
+    assert r.returncode == 0 and r.stdout == r.stderr == "", r
+    line = ns.mounted(mnt)
+    assert line is not None and line.split(" ")[5].startswith("ro,"), line
+    with pytest.raises(OSError) as e:
+        (inside / "a").write_bytes(b"x")
+    assert e.value.errno == 30  # EROFS
+    r = ns.run("mount", "-o", "remount,timeout=5", mnt)
+    assert r.returncode != 0 and "'timeout' cannot change on a live mount" in r.stderr, r
+    r = ns.run("mount", "-o", "remount,rw", mnt)
+    assert r.returncode == 0, r
+    (inside / "a").write_bytes(b"written")
+    assert (src / "a").read_bytes() == b"written"
+    r = ns.run("umount", mnt)
+    assert r.returncode == 0, r.stderr
+    assert reap(pid) == 0, log.read_text()
+    assert not [n for n in os.listdir("/run/fuse-passthrough") if n.endswith(".json")
+                if str(src) in open(f"/run/fuse-passthrough/{n}").read()]

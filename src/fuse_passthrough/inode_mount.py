@@ -113,6 +113,39 @@ def fault_layer(args: argparse.Namespace) -> tuple[Any, Any]:
     return layer, watcher
 
 
+class _FlagFollower:
+    """Remount (remount.py): the daemon follows its mount's noatime/nodiratime flags as they change, and keeps
+    the record remount compares unchanged options with."""
+
+    def __init__(self, ops: InodeOperations, entry: Any, record: Any) -> None:
+        from .remount import MountFlagsWatcher, atime_state
+        self._ops, self._record = ops, record
+        self._last = atime_state(entry.options)
+        self._watcher = MountFlagsWatcher(entry.mount_id, self.changed)
+
+    def changed(self, options: list[str]) -> None:
+        from .remount import atime_state
+        state = atime_state(options)
+        if state != self._last:  # only a change: -o nodiratime, say, is the daemon's and not in the flags
+            self._last = state
+            self._ops.noatime = state["noatime"]
+            self._ops.nodiratime = state["noatime"] or state["nodiratime"]
+        self._record.write(options)
+
+    def close(self) -> None:
+        self._watcher.close()
+        self._record.remove()
+
+
+def follow_mount_flags(ops: InodeOperations, mnt: str, src: str, opts: Any, specs: list[str],
+                       out: list[Any]) -> None:
+    """From init: record the daemon's options and follow the mount's atime flags (remount.py)."""
+    from .remount import record_daemon
+    recorded = record_daemon(mnt, src, str(opts.kernel.get("subtype", "passthrough")), specs)
+    if recorded is not None:
+        out.append(_FlagFollower(ops, recorded[1], recorded[0]))
+
+
 def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, output: Any,
           on_ready: Any = None) -> int:
     """Mount `src` at `mnt` and serve until unmounted or stopped (SIGINT, SIGTERM, SIGHUP:
@@ -155,6 +188,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
         return 1
     cached = ops.attr_timeout > 0 or ops.entry_timeout > 0
     invalidations: list[SourceInvalidations] = []
+    flag_watchers: list[Any] = []
     refused: list[str] = []
 
     def on_init() -> None:
@@ -167,12 +201,15 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
                  "are not traced (open/create events say which files)")
         if opts.watch and cached:
             invalidations.append(SourceInvalidations(session, ops))
+        follow_mount_flags(ops, mnt, src, opts, list(args.options), flag_watchers)
         if on_ready is not None:
             on_ready()
 
     def on_destroy() -> None:
         for inv in invalidations:
             inv.close()
+        for w in flag_watchers:
+            w.close()
 
     ops.on_init = on_init
     ops.on_destroy = on_destroy
@@ -200,6 +237,8 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
             rules_watcher.close()
         for inv in invalidations:
             inv.close()
+        for w in flag_watchers:
+            w.close()
         if sink is not None and sink.close() != 0:
             status = 1
         if handlers is not ops:

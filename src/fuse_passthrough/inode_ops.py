@@ -23,7 +23,7 @@ from typing import Any
 
 from . import syscalls
 from .credentials import CallerCredentials, kills_privileges
-from .inodes import Node, NodeTable
+from .inodes import ROOT_ID, Node, NodeTable
 from .lowlevel import abi
 from .lowlevel import binding as ll
 
@@ -69,6 +69,17 @@ def _set_noatime(fd: int) -> None:
         pass
 
 
+def _handles_fd(source: str) -> int:
+    """An fd for open_by_handle_at on SOURCE's filesystem (it takes no O_PATH fd), where the daemon may use it
+    (CAP_DAC_READ_SEARCH: as root); else -1 and forgotten nodes are not kept (inodes.py)."""
+    if os.geteuid() != _ROOT_UID:
+        return -1
+    try:
+        return os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
 class _CallerUmask:
     """The caller's credentials and, when `umask` >= 0, its umask in this thread (which has its own)."""
 
@@ -103,7 +114,8 @@ class InodeOperations:
                  keep_cache: bool = False, caller_credentials: bool | None = None, posix_acl: bool = True,
                  noatime: bool = False, nodiratime: bool = False) -> None:
         self.source = os.path.realpath(source)
-        self.nodes = NodeTable(os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        self.nodes = NodeTable(os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC),
+                               _handles_fd(self.source))
         self.attr_timeout = attr_timeout
         self.entry_timeout = entry_timeout
         self.negative_timeout = negative_timeout
@@ -166,6 +178,52 @@ class InodeOperations:
             self.on_directory(node)
         return self._entry(node, st)
 
+    def _lookup_dot(self, nodeid: int, name: bytes) -> abi.fuse_entry_param:
+        """The kernel's export support (file handles, NFS), never a path walk: LOOKUP(node, ".") for a node it
+        no longer holds (the node table reopens a forgotten one from its record) and LOOKUP(dir, "..") for a
+        directory's parent, which must not lead out of SOURCE."""
+        if name == b".":
+            node, fd = self.nodes.revive(nodeid)
+            try:
+                if fd is not None and node.is_dir and not self._beneath(fd):
+                    raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+                st = os.fstat(node.fd)
+            except BaseException:
+                self.nodes.forget(node.nodeid, 1)
+                raise
+            if fd is not None and node.is_dir and self.on_directory is not None:
+                self.on_directory(node)
+            return self._entry(node, st)
+        node = self.nodes.get(nodeid)
+        fd = os.open("." if nodeid == ROOT_ID else "..", _PATH_FLAGS, dir_fd=node.fd)
+        try:
+            if not self._beneath(fd):
+                raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._entry(self.nodes.enter(nodeid, None, fd, st), st)
+
+    def _beneath(self, fd: int) -> bool:
+        """Whether the directory `fd` is SOURCE or inside it (one moved out of SOURCE behind the mount's back is
+        not): its ".." chain reaches SOURCE's root before its filesystem's."""
+        root, opened = self.nodes.root.key, list[int]()
+        try:
+            st = os.fstat(fd)
+            for _ in range(4096):
+                if (st.st_dev, st.st_ino) == root:
+                    return True
+                opened.append(os.open("..", _PATH_FLAGS, dir_fd=opened[-1] if opened else fd))
+                up = os.fstat(opened[-1])
+                if (up.st_dev, up.st_ino) == (st.st_dev, st.st_ino):
+                    return False
+                st = up
+            return False
+        finally:
+            for o in opened:
+                os.close(o)
+
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def init(self, conn: Any) -> None:
         # Without FUSE_CAP_DONT_MASK the kernel applies the caller's umask before sending a mode; ours must not
@@ -186,6 +244,8 @@ class InodeOperations:
         if self.want_posix_acl and capable & abi.FUSE_CAP_POSIX_ACL:
             want |= abi.FUSE_CAP_POSIX_ACL  # the kernel enforces and caches ACLs (it reads them as xattrs)
             self.posix_acl = True
+        if capable & abi.FUSE_CAP_EXPORT_SUPPORT:  # file handles: LOOKUP of "." and ".." (_lookup_dot)
+            want |= abi.FUSE_CAP_EXPORT_SUPPORT
         if capable & abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP:  # libfuse >= 3.17 (3.14 never offers it)
             want |= abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP  # files opened with direct_io may still be mmapped
         if ll.VERSION >= (3, 17):  # setting both want and want_ext is an error there
@@ -230,9 +290,13 @@ class InodeOperations:
         self._listings.clear()
         self.nodes.close()
         os.close(self.nodes.root.fd)
+        if self.nodes.handles_fd != -1:
+            os.close(self.nodes.handles_fd)
 
     # -- names --------------------------------------------------------------------------------------------------
     def lookup(self, req: int, parent: int, name: bytes) -> abi.fuse_entry_param:
+        if name == b"." or name == b"..":
+            return self._lookup_dot(parent, name)
         try:
             return self._lookup(parent, name)
         except FileNotFoundError:

@@ -8,8 +8,15 @@ touched. While the fd is open, the source inode cannot be freed, so its (st_dev,
 
 Names: the table also keeps the (parent node, name) entries the kernel knows (from lookups, creates,
 renames and unlinks), for a best-effort path (traces) and for turning a path the SOURCE watcher reports into
-the (parent node, name) and node to invalidate. Node ids are never reused within a mount, so every node's
-generation is 0.
+the (parent node, name) and node to invalidate.
+
+File handles (name_to_handle_at through the mount, NFS): the kernel encodes (node id, generation) and, for a node
+it no longer holds, sends LOOKUP(node id, "."). A node the kernel forgot leaves a compact record (its SOURCE file
+handle, from name_to_handle_at), so that lookup can reopen the object (open_by_handle_at) under the same node id;
+a later entry reply for the same object reuses that id too, so one object never has two. The records are
+bounded (`FORGOTTEN_MAX`, oldest dropped first: its handles then give ESTALE). Node ids are never reused for
+another object within a mount; the generation is random per mount (the root's is 0, as the kernel made it), so a
+handle from an earlier mount whose node id now names another file gives ESTALE (1 chance in 2**32 otherwise).
 """
 
 from __future__ import annotations
@@ -18,9 +25,16 @@ import errno
 import itertools
 import os
 import stat
+import struct
 import threading
 
+from . import syscalls
+
 ROOT_ID = 1
+# Records of forgotten nodes kept for file handles: ~135 bytes each (tests/test_native_behaviour.py measures it),
+# so at most ~9 MiB; beyond it the oldest go, and their handles give ESTALE.
+FORGOTTEN_MAX = 65536
+_RECORD = struct.Struct("=QQi")  # st_dev, st_ino, handle type; the handle's bytes follow
 
 
 class Node:
@@ -52,7 +66,9 @@ class Node:
 class NodeTable:
     """Thread-safe: libfuse serves requests from several threads."""
 
-    def __init__(self, root_fd: int) -> None:
+    def __init__(self, root_fd: int, handles_fd: int = -1) -> None:
+        """`handles_fd`: an fd (not O_PATH) on SOURCE's filesystem to reopen forgotten nodes by their SOURCE file
+        handle (open_by_handle_at needs CAP_DAC_READ_SEARCH); -1: forgotten nodes are not kept."""
         st = os.fstat(root_fd)
         root = Node(ROOT_ID, (st.st_dev, st.st_ino), root_fd, stat.S_IFDIR)
         root.lookups = 1  # the kernel never forgets the root
@@ -62,6 +78,10 @@ class NodeTable:
         self._by_key: dict[tuple[int, int], Node] = {root.key: root}
         self._children: dict[tuple[int, bytes], int] = {}  # (parent id, name) -> node id
         self._ids = itertools.count(ROOT_ID + 1)
+        self.generation = int.from_bytes(os.urandom(4), "little") or 1  # of every node but the root
+        self.handles_fd = handles_fd
+        self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
+        self._forgotten_ino: dict[int, int] = {}  # st_ino -> node id, for the same object's next entry
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -80,7 +100,9 @@ class NodeTable:
         with self._lock:
             node = self._by_key.get(key)
             if node is None:
-                node = Node(next(self._ids), key, fd, stat.S_IFMT(st.st_mode))
+                nodeid = self._forgotten_id_locked(key, fd) if self._forgotten_ino else None
+                node = Node(nodeid or next(self._ids), key, fd, stat.S_IFMT(st.st_mode))
+                node.generation = self.generation
                 self._by_key[key] = node
                 self._by_id[node.nodeid] = node
                 fd = -1
@@ -99,6 +121,8 @@ class NodeTable:
             node.lookups -= count
             if node.lookups > 0:
                 return
+            if self.handles_fd != -1 and node.key[0] == self.root.key[0]:
+                self._remember_locked(node)
             del self._by_id[nodeid]
             if self._by_key.get(node.key) is node:
                 del self._by_key[node.key]
@@ -107,6 +131,79 @@ class NodeTable:
                     del self._children[entry]
             node.names.clear()
         os.close(node.fd)
+
+    # -- forgotten nodes (file handles)
+    def _remember_locked(self, node: Node) -> None:
+        """Keep what reopens a node the kernel forgot (under the lock: its object must not get another node id
+        in between)."""
+        try:
+            htype, handle, _ = syscalls.name_to_handle_at(node.fd)
+        except OSError:  # EOPNOTSUPP, EOVERFLOW: a filesystem without (small) handles
+            return
+        while len(self._forgotten) >= FORGOTTEN_MAX:
+            oldest = next(iter(self._forgotten))
+            self._drop_record_locked(oldest, self._forgotten[oldest])
+        self._forgotten[node.nodeid] = _RECORD.pack(*node.key, htype) + handle
+        self._forgotten_ino[node.key[1]] = node.nodeid
+
+    def _drop_record_locked(self, nodeid: int, record: bytes) -> None:
+        del self._forgotten[nodeid]
+        ino = _RECORD.unpack_from(record)[1]
+        if self._forgotten_ino.get(ino) == nodeid:
+            del self._forgotten_ino[ino]
+
+    def _forgotten_id_locked(self, key: tuple[int, int], fd: int) -> int | None:
+        """The node id `key`'s object had when the kernel forgot it, if it is the same object (its handle is
+        the same: an inode number reused by a new file has another generation in it)."""
+        nodeid = self._forgotten_ino.get(key[1])
+        if nodeid is None:
+            return None
+        record = self._forgotten[nodeid]
+        self._drop_record_locked(nodeid, record)
+        dev, ino, htype = _RECORD.unpack_from(record)
+        try:
+            same = (dev, ino) == key and syscalls.name_to_handle_at(fd)[:2] == (htype, record[_RECORD.size:])
+        except OSError:
+            same = False
+        return nodeid if same else None
+
+    def revive(self, nodeid: int) -> tuple[Node, int | None]:
+        """For LOOKUP(nodeid, "."): the node, with one more lookup, whether the kernel holds it or forgot it
+        (then reopened from its record); and the new fd to check when it was reopened (else None). ESTALE when
+        the node id is unknown or its object is gone."""
+        with self._lock:
+            node = self._by_id.get(nodeid)
+            if node is not None:
+                node.lookups += 1
+                return node, None
+            record = self._forgotten.get(nodeid)
+        if record is None:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+        dev, ino, htype = _RECORD.unpack_from(record)
+        fd = syscalls.open_by_handle_at(self.handles_fd, htype, record[_RECORD.size:],
+                                        os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        with self._lock:
+            node = self._by_id.get(nodeid)
+            if node is None and (st.st_dev, st.st_ino) == (dev, ino) and (dev, ino) not in self._by_key \
+                    and self._forgotten.get(nodeid) == record:
+                self._drop_record_locked(nodeid, record)
+                node = Node(nodeid, (dev, ino), fd, stat.S_IFMT(st.st_mode))
+                node.generation = self.generation
+                self._by_key[node.key] = node
+                self._by_id[nodeid] = node
+                node.lookups = 1
+                return node, fd
+            if node is not None:  # another LOOKUP(nodeid, ".") won the race
+                node.lookups += 1
+        os.close(fd)
+        if node is None:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+        return node, None
+
+    def forgotten(self) -> int:
+        """How many forgotten nodes are kept for file handles."""
+        return len(self._forgotten)
 
     # -- open handles
     def opened(self, node: Node) -> int:

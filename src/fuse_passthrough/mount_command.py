@@ -22,6 +22,7 @@ from .inode_mount import serve
 from .mount import MountOptions, check_environment, check_paths
 from .mount_helper import SUBTYPE, SyslogForwarder, drop_privileges_mountpoint, is_helper_form
 from .options import TRACE_OPTIONS, add_arguments, mount_options_help
+from .remount import is_remount, remount
 
 MOUNT_DESCRIPTION = f"""\
 Mirror SOURCE at MOUNTPOINT with FUSE, passing every operation through to SOURCE unchanged, and record each
@@ -71,6 +72,8 @@ def mount_parser() -> argparse.ArgumentParser:
 def run_mount(argv: list[str]) -> int:
     parser = mount_parser()
     args = parser.parse_args(argv)
+    if is_remount(args.options):  # mount -o remount (through mount.fuse3) or by hand: nothing is mounted
+        return remount(args.source, args.mountpoint, args.options)
     helper = is_helper_form(argv)  # run by mount(8)/mount.fuse3: see mount_helper.py
     opts = MountOptions.parse(args.options, os.path.abspath(args.source), subtype=SUBTYPE if helper else "passthrough")
     _apply_trace_options(parser, args, opts)

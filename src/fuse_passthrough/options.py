@@ -260,6 +260,9 @@ OPTIONS: tuple[Option, ...] = (
     # -- -o only: the daemon's own ----------------------------------------------------------------------------
     Option("nonempty", SWITCH, "allow a non-empty MOUNTPOINT (its files are hidden while mounted)",
            mount="nonempty"),
+    Option("remount", SWITCH, "change the options of the mount at MOUNTPOINT live (mount -o remount,... does "
+           "the same): ro/rw, [no]suid, [no]dev, [no]exec, sync/async, dirsync and the atime options; the others "
+           "are fixed while the daemon runs", mount="remount"),
     Option("log", TEXT, "where a background daemon's messages go (default: with -b, a file in $TMPDIR; mounted "
            "by mount(8) or fstab, syslog)", mount="log", background_only=True),
     # -- -o only: accepted and ignored, for mount(8), fstab and systemd ---------------------------------------

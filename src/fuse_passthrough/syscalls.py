@@ -115,3 +115,36 @@ def unshare(flags: int) -> None:
     """unshare(2) for the calling thread (os.unshare is Python >= 3.12). CLONE_FS gives the thread its own
     umask, cwd and root."""
     _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+# -- file handles (name_to_handle_at(2), open_by_handle_at(2)): glibc has both, `os` neither.
+MAX_HANDLE_SZ = 128
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ)]
+
+
+_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_FileHandle),
+                                    ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.POINTER(_FileHandle), ctypes.c_int]
+
+
+def name_to_handle_at(dirfd: int, path: str = "", flags: int = AT_EMPTY_PATH) -> tuple[int, bytes, int]:
+    """(handle type, handle bytes, mount id) of an object; by default of the object `dirfd` itself (an O_PATH fd
+    will do). EOPNOTSUPP where the filesystem has no handles."""
+    fh = _FileHandle(MAX_HANDLE_SZ, 0)
+    mount_id = ctypes.c_int()
+    path_b = os.fsencode(path)
+    _check(_libc.name_to_handle_at(dirfd, path_b, ctypes.byref(fh), ctypes.byref(mount_id), flags),
+           "name_to_handle_at", path_b or None)
+    return fh.handle_type, bytes(fh.f_handle[:fh.handle_bytes]), mount_id.value
+
+
+def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int) -> int:
+    """Open the object a handle names on the filesystem of `mount_fd` (needs CAP_DAC_READ_SEARCH); ESTALE when
+    it no longer exists."""
+    fh = _FileHandle(len(handle), handle_type)
+    ctypes.memmove(fh.f_handle, handle, len(handle))
+    return _check(_libc.open_by_handle_at(mount_fd, ctypes.byref(fh), flags), "open_by_handle_at")
