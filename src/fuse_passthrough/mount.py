@@ -32,6 +32,7 @@ class MountOptions:
     watch: bool = True  # cached mounts watch SOURCE for changes made there directly (-o nowatch: not)
     trace: dict[str, Any] = field(default_factory=dict)  # trace=... etc. by the --option's dest (options.TRACE)
     log: str | None = None  # -o log=FILE
+    remount: bool = False  # -o remount: change a live mount (remount.py), mount nothing
     # The atime options in the order given (noatime, nodiratime, relatime, strictatime, ...), applied to the
     # daemon's opens of SOURCE.
     atime: list[str] = field(default_factory=list)
@@ -80,6 +81,8 @@ class MountOptions:
                     m.watch = False
                 elif key == "log":
                     m.log = v
+                elif key == "remount":
+                    m.remount = True
                 elif key in ATIME_OPTIONS:
                     pass  # kept in m.atime above
                 else:  # a DAEMON option of the table that nothing here reads
