@@ -28,7 +28,7 @@ TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/
 # injection (its layer chain) once more, on the system's libfuse and on 3.17, then on 3.17 with kernel passthrough.
 TESTS_INODE_CORE := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
 	tests/test_multiuser.py tests/test_caching.py tests/test_native_behaviour.py tests/tracing tests/faults \
-	tests/test_faults.py tests/test_trace_command.py tests/test_lifecycle.py
+	tests/test_faults.py tests/test_trace_command.py tests/test_lifecycle.py tests/test_behind_the_back.py
 TESTS_INODE_CORE_PASSTHROUGH := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
 	tests/test_multiuser.py
 
