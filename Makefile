@@ -30,7 +30,7 @@ TESTS_INODE_CORE := tests/test_ops.py tests/test_differential.py tests/test_nati
 	tests/test_multiuser.py tests/test_caching.py tests/test_native_behaviour.py tests/tracing tests/faults \
 	tests/test_faults.py tests/test_trace_command.py tests/test_lifecycle.py tests/test_behind_the_back.py
 TESTS_INODE_CORE_PASSTHROUGH := tests/test_ops.py tests/test_differential.py tests/test_native_sequences.py \
-	tests/test_multiuser.py
+	tests/test_multiuser.py tests/test_behind_the_back.py
 
 run: system-run $(STAMP) install-launcher
 	$(VENV)/bin/fuse-passthrough demo
