@@ -22,9 +22,10 @@ LIBFUSE_ENV = $(if $(shell pkg-config --atleast-version=3.17 fuse3 2>/dev/null &
 TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_lifecycle.py tests/tracing \
 	tests/test_native_sequences.py tests/test_mount_helper.py tests/lowlevel tests/test_differential.py \
 	tests/test_multiuser.py tests/test_caching.py tests/test_native_behaviour.py tests/faults tests/test_faults.py \
-	tests/test_trace_command.py
+	tests/test_trace_command.py tests/test_behind_the_back.py
 TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
-	tests/test_native_sequences.py tests/test_stress_ng.py
+	tests/test_native_sequences.py tests/test_stress_ng.py tests/test_behind_the_back.py
+
 run: system-run $(STAMP) install-launcher
 	$(VENV)/bin/fuse-passthrough demo
 

@@ -4,6 +4,7 @@
     python benchmarks/bench.py                 # 3 rounds, 1 GiB, 10,000 files: every target, every workload
     python benchmarks/bench.py --smoke         # tiny sizes, 1 round: exercises every code path in seconds
     python benchmarks/bench.py --targets native,ours_notrace,ours_notrace_st --workloads small_files
+    python benchmarks/bench.py --memory 1000000   # the inode core's daemon RSS after N files looked up (memory.py)
 
 Targets are measured interleaved: in each round every workload runs on every target before the next workload
 (the target order rotates between rounds), so a slow phase of the machine hits all targets alike. Every
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="results file base name (default latest; smoke: smoke)")
     p.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new one in /tmp)")
     p.add_argument("--keep-workdir", action="store_true", help="do not delete the scratch directory")
+    p.add_argument("--memory", type=int, default=None, metavar="N",
+                   help="only measure the inode core's daemon RSS after N files looked up (memory.py)")
     a = p.parse_args(argv)
     known = all_targets()
     a.target_list = [t for t in a.targets.split(",") if t]
@@ -91,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     status = 0
     try:
+        if a.memory:
+            import memory
+            md = memory.run(a.memory, workdir)
+            print(md)
+            return 0
         log(f"work directory {workdir}; rounds {rounds}; size {cfg.size / MiB:.0f} MiB; files {cfg.files}")
         check_targets(targets, workdir / "bin")
         for t in targets:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import stat
 import sys
 from typing import Any
 
@@ -41,46 +42,75 @@ def atime_options(given: list[str]) -> dict[str, bool]:
 
 
 class SourceInvalidations:
-    """Changes made directly in SOURCE, reported by the watcher as mount paths, turned into exact
-    invalidations through the node table: the name (notify_inval_entry on its directory's node) and the object
-    (notify_inval_inode: attributes and data). Sent from the watcher's own thread, never from a request
-    handler, so they may wait for the kernel's locks."""
+    """Changes made directly in SOURCE, reported by the watcher as (directory key, name), turned into exact
+    invalidations through the node table: the name (notify_inval_entry on its directory's node) and the objects
+    (notify_inval_inode: attributes and data). Directories are watched by inode (their node's fd), so a directory
+    renamed in SOURCE or through the mount keeps reporting. Sent from the watcher's own thread, never from a
+    request handler, so they may wait for the kernel's locks."""
 
     def __init__(self, session: Any, ops: InodeOperations) -> None:
         from .watcher import watch_source
         self._session = session
         self._nodes = ops.nodes
-        self.watcher = watch_source(ops.source, self.changed)
+        self.watcher = watch_source(ops.source, lambda path: None, self.changed)
         if self.watcher is not None:
+            self.watcher.watch_key(ops.nodes.root.fd, ops.nodes.root.key)
             ops.on_directory = self.directory
 
     def directory(self, node: Node) -> None:
-        """The kernel learnt a directory: watch it (by its current path)."""
-        path = self._nodes.path(node.nodeid)
-        if path is not None and self.watcher is not None:
-            self.watcher.watch_dir(path)
+        """The kernel learnt a directory: watch it."""
+        if self.watcher is not None:
+            self.watcher.watch_key(node.fd, node.key)
 
-    def changed(self, path: str) -> None:
-        parent, node, name = self._nodes.resolve(path)
-        nodes = [node] if node is not None else []
-        if parent is not None and name:
+    def changed(self, key: tuple[int, int], name: bytes | None, entry: bool) -> None:
+        """`name` in the directory `key` (None: the directory itself) changed; `entry`: a name was added or
+        removed there (the directory's own attributes changed too)."""
+        parent = self._nodes.find_key(key)
+        if parent is None:
+            return
+        if name is None:
+            self._object(parent, None)
+            return
+        known = self._nodes.child(parent.nodeid, name)
+        if entry:
             try:
                 self._session.notify_inval_entry(parent.nodeid, name)
             except OSError:  # ENOENT: the kernel has no such entry cached
                 pass
-            # The object now at that name, which may be known by another (a new hard link changes the link
-            # count of the file's other names, and no event names them).
+            self._object(parent, None)
+        # The object now at that name, which may be known by another (a new hard link changes the link count of
+        # the file's other names, and no event names them).
+        try:
+            st: os.stat_result | None = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
+        except OSError:
+            st = None
+        now = self._nodes.find(st) if st is not None else None
+        if known is not None and known is not now:
+            self._object(known, None)
+        if now is not None:
+            self._object(now, st)
+
+    def _object(self, node: Node, st: os.stat_result | None) -> None:
+        try:
+            self._session.notify_inval_inode(node.nodeid, 0, 0)
+        except OSError:
+            return
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0 and not node.backing_id:
+            # The kernel places an O_APPEND write at its own idea of the size, which an invalidation does not
+            # refresh (only a GETATTR does): give it the size that SOURCE's growth made, by storing the file's
+            # last byte (read from SOURCE now) into its page cache.
             try:
-                now = self._nodes.find(os.stat(name, dir_fd=parent.fd, follow_symlinks=False))
+                fd = os.open(node.proc, os.O_RDONLY | os.O_NOATIME | os.O_CLOEXEC)
             except OSError:
-                now = None
-            if now is not None and now is not node:
-                nodes.append(now)
-        for n in nodes:
+                return
             try:
-                self._session.notify_inval_inode(n.nodeid, 0, 0)
+                last = os.pread(fd, 1, st.st_size - 1)
+                if last:
+                    self._session.notify_store(node.nodeid, st.st_size - 1, last)
             except OSError:
                 pass
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         if self.watcher is not None:
@@ -146,6 +176,27 @@ def follow_mount_flags(ops: InodeOperations, mnt: str, src: str, opts: Any, spec
         out.append(_FlagFollower(ops, recorded[1], recorded[0]))
 
 
+def raise_fd_limit() -> None:
+    """Each node the kernel holds is an open O_PATH fd: allow as many as the system does (as root up to
+    fs.nr_open, as passthrough_hp does), not the login's soft limit (often 1024), or lookups fail with EMFILE
+    once the kernel caches that many inodes."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if os.geteuid() == 0:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                want = max(hard, int(f.read()))
+        except (OSError, ValueError):
+            pass
+    for limit in (want, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return
+        except (OSError, ValueError):
+            continue
+
+
 def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, output: Any,
           on_ready: Any = None) -> int:
     """Mount `src` at `mnt` and serve until unmounted or stopped (SIGINT, SIGTERM, SIGHUP:
@@ -155,6 +206,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
     from .mount import SignalRelay
 
     config = opts.config
+    raise_fd_limit()
     ops = InodeOperations(src, attr_timeout=float(config.get("attr_timeout", 1.0)),
                           entry_timeout=float(config.get("entry_timeout", 1.0)),
                           negative_timeout=float(config.get("negative_timeout", 0.0)),
@@ -186,7 +238,6 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
         if sink is not None:
             sink.close()
         return 1
-    cached = ops.attr_timeout > 0 or ops.entry_timeout > 0
     invalidations: list[SourceInvalidations] = []
     flag_watchers: list[Any] = []
     refused: list[str] = []
@@ -199,7 +250,9 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
         if ops.passthrough:
             note("kernel passthrough: reads and writes of files go from the kernel straight to SOURCE; they "
                  "are not traced (open/create events say which files)")
-        if opts.watch and cached:
+        # Strict mode too: nothing is cached there but the data of open files, which a rewrite in SOURCE keeping
+        # size and mtime (cp -p) would otherwise leave stale for as long as the file stays open.
+        if opts.watch:
             invalidations.append(SourceInvalidations(session, ops))
         follow_mount_flags(ops, mnt, src, opts, list(args.options), flag_watchers)
         if on_ready is not None:

@@ -258,6 +258,10 @@ class NodeTable:
         """The node of the source object `st` describes, if the kernel holds one."""
         return self._by_key.get((st.st_dev, st.st_ino))
 
+    def find_key(self, key: tuple[int, int]) -> Node | None:
+        """The node of the source object with this (st_dev, st_ino), if the kernel holds one."""
+        return self._by_key.get(key)
+
     def child(self, parent: int, name: bytes) -> Node | None:
         nodeid = self._children.get((parent, name))
         return None if nodeid is None else self._by_id.get(nodeid)

@@ -350,6 +350,7 @@ FUNCTIONS: list[Function] = [
     F("fuse_lowlevel_notify_inval_inode", INT, (SESSION, INO, OFF, OFF)),
     F("fuse_lowlevel_notify_inval_entry", INT, (SESSION, INO, DATA, SIZE)),
     F("fuse_lowlevel_notify_delete", INT, (SESSION, INO, INO, DATA, SIZE)),
+    F("fuse_lowlevel_notify_store", INT, (SESSION, INO, OFF, BUFVEC, BUFCOPY)),
     F("fuse_passthrough_open", INT, (REQ, INT), since=(3, 17)),
     F("fuse_passthrough_close", INT, (REQ, INT), since=(3, 17)),
 ]

@@ -567,6 +567,19 @@ class LowLevelSession:
         self._check(FUNCTIONS["fuse_lowlevel_notify_inval_entry"](self.session, parent, name, len(name)),
                     "notify_inval_entry")
 
+    def notify_store(self, ino: int, offset: int, data: bytes) -> None:
+        """Put `data` into the kernel's page cache of `ino` at `offset`; the kernel's file size grows to
+        offset + len(data) if it was smaller (only then: a store of no bytes changes nothing)."""
+        bv = LAYOUT.bufvec()
+        bv.count = 1
+        buf = ctypes.create_string_buffer(data, len(data))
+        b = bv.buf[0]
+        b.size, b.flags, b.mem = len(data), 0, ctypes.cast(buf, ctypes.c_void_p)
+        if hasattr(b, "mem_size"):  # 3.17
+            b.mem_size = len(data)
+        self._check(FUNCTIONS["fuse_lowlevel_notify_store"](self.session, ino, offset, byref(bv), 0),
+                    "notify_store")
+
     def notify_delete(self, parent: int, child: int, name: bytes) -> None:
         """Tell the kernel that `name` (inode `child`) was removed from `parent`."""
         self._check(FUNCTIONS["fuse_lowlevel_notify_delete"](self.session, parent, child, name, len(name)),
