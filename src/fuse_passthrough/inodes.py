@@ -40,7 +40,8 @@ _RECORD = struct.Struct("=QQi")  # st_dev, st_ino, handle type; the handle's byt
 class Node:
     """One kernel inode. `lookups` and `opens` are changed under the table's lock only."""
 
-    __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id")
+    __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id",
+                 "cached_path")
 
     def __init__(self, nodeid: int, key: tuple[int, int], fd: int, kind: int) -> None:
         self.nodeid = nodeid
@@ -52,6 +53,7 @@ class Node:
         self.names: list[tuple[int, bytes]] = []  # (parent node id, name), most recent last
         self.kind = kind  # stat.S_IFMT of the source object (it never changes for one inode)
         self.backing_id = 0
+        self.cached_path: tuple[int, str] | None = None  # (the table's path epoch, the path) for traces
 
     @property
     def is_dir(self) -> bool:
@@ -78,6 +80,9 @@ class NodeTable:
         self._by_key: dict[tuple[int, int], Node] = {root.key: root}
         self._children: dict[tuple[int, bytes], int] = {}  # (parent id, name) -> node id
         self._ids = itertools.count(ROOT_ID + 1)
+        # Paths are cached per node (traces ask for one per event); a directory's name changing makes every cached
+        # path below it stale, so it starts a new epoch instead of finding the descendants.
+        self._path_epoch = 0
         self.generation = int.from_bytes(os.urandom(4), "little") or 1  # of every node but the root
         self.handles_fd = handles_fd
         self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
@@ -130,6 +135,7 @@ class NodeTable:
                 if self._children.get(entry) == nodeid:
                     del self._children[entry]
             node.names.clear()
+            self._renamed_locked(node)
         os.close(node.fd)
 
     # -- forgotten nodes (file handles)
@@ -223,14 +229,24 @@ class NodeTable:
         entry = (parent, name)
         old = self._children.get(entry)
         if old == node.nodeid:
+            if node.names and node.names[-1] == entry:  # the common case: a name looked up again
+                return
             if entry in node.names:
                 node.names.remove(entry)
             node.names.append(entry)
+            self._renamed_locked(node)
             return
         if old is not None:
             self._unname_locked(parent, name)
         self._children[entry] = node.nodeid
         node.names.append(entry)
+        self._renamed_locked(node)
+
+    def _renamed_locked(self, node: Node) -> None:
+        """`node`'s most recent name may have changed: its cached path, and a directory's descendants', go."""
+        node.cached_path = None
+        if node.kind == stat.S_IFDIR:
+            self._path_epoch += 1
 
     def _unname_locked(self, parent: int, name: bytes) -> int | None:
         nodeid = self._children.pop((parent, name), None)
@@ -238,6 +254,7 @@ class NodeTable:
             node = self._by_id.get(nodeid)
             if node is not None and (parent, name) in node.names:
                 node.names.remove((parent, name))
+                self._renamed_locked(node)
         return nodeid
 
     def removed(self, parent: int, name: bytes) -> None:
@@ -283,15 +300,41 @@ class NodeTable:
     def path(self, nodeid: int, name: bytes | None = None) -> str | None:
         """A path of the node (its most recent name, up to the root), or of `name` in it; None when no name
         is known (e.g. unlinked)."""
-        parts: list[bytes] = [name] if name is not None else []
         with self._lock:
-            while nodeid != ROOT_ID:
-                node = self._by_id.get(nodeid)
-                if node is None or not node.names or len(parts) > 4096:
-                    return None
-                nodeid, part = node.names[-1]
-                parts.append(part)
-        return "/" + "/".join(os.fsdecode(p) for p in reversed(parts))
+            base = self._path_locked(nodeid)
+        if base is None or name is None:
+            return base
+        return ("/" if base == "/" else base + "/") + os.fsdecode(name)
+
+    def _path_locked(self, nodeid: int) -> str | None:
+        if nodeid == ROOT_ID:
+            return "/"
+        node = self._by_id.get(nodeid)
+        if node is None:
+            return None
+        epoch = self._path_epoch
+        if node.cached_path is not None and node.cached_path[0] == epoch:
+            return node.cached_path[1]
+        below: list[Node] = []  # from `node` up to the first ancestor with a path
+        base = "/"
+        while True:
+            if not node.names or len(below) > 4096:
+                return None
+            below.append(node)
+            parent = node.names[-1][0]
+            if parent == ROOT_ID:
+                break
+            up = self._by_id.get(parent)
+            if up is None:
+                return None
+            if up.cached_path is not None and up.cached_path[0] == epoch:
+                base = up.cached_path[1]
+                break
+            node = up
+        for n in reversed(below):
+            base = ("/" if base == "/" else base + "/") + os.fsdecode(n.names[-1][1])
+            n.cached_path = (epoch, base)
+        return base
 
     def close(self) -> None:
         """Close every fd but the root's (its owner closes it)."""

@@ -1,0 +1,121 @@
+"""The node table's paths (inodes.py), cached per node: after any sequence of lookups, renames (of files and
+directories, across directories, exchanges), hard links, unlinks and forgets, every node's path is the one its
+most recent names give, walked up to the root without a cache."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from fuse_passthrough import syscalls
+from fuse_passthrough.inodes import ROOT_ID, NodeTable
+
+
+def walked(table: NodeTable, nodeid: int) -> str | None:
+    """The path by walking the names, as the table did before it cached paths."""
+    parts: list[str] = []
+    while nodeid != ROOT_ID:
+        node = table._by_id.get(nodeid)
+        if node is None or not node.names:
+            return None
+        nodeid, name = node.names[-1]
+        parts.append(os.fsdecode(name))
+    return "/" + "/".join(reversed(parts))
+
+
+def test_cached_paths_follow_every_change(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    src = tmp_path / "src"
+    src.mkdir()
+    root = os.open(src, os.O_PATH | os.O_DIRECTORY)
+    table = NodeTable(root)
+    dirs = [ROOT_ID]
+    files: list[int] = []
+    checked = 0
+    try:
+        for step in range(2000):
+            what = rng.random()
+            live = [d for d in dirs if d == ROOT_ID or (d in table._by_id and table.get(d).names)]
+            parent = rng.choice(live)
+            pdir = table.get(parent)
+            name = f"n{rng.randrange(12)}".encode()
+            if what < 0.35:  # a new object (or an existing name looked up again)
+                is_dir = rng.random() < 0.4
+                try:
+                    if is_dir:
+                        os.mkdir(name, dir_fd=pdir.fd)
+                    else:
+                        os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=pdir.fd))
+                except (FileExistsError, IsADirectoryError):
+                    pass
+                try:
+                    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=pdir.fd)
+                except OSError:
+                    continue
+                node = table.enter(parent, name, fd, os.fstat(fd))
+                if node.nodeid not in dirs and node.nodeid not in files:
+                    (dirs if node.is_dir else files).append(node.nodeid)
+            elif what < 0.6 and (dirs[1:] or files):  # rename, sometimes an exchange
+                moved = table.child(parent, name)
+                target_parent = rng.choice(live)
+                newname = f"n{rng.randrange(12)}".encode()
+                if moved is None or (moved.is_dir and _is_below(table, target_parent, moved.nodeid)):
+                    continue
+                exchange = table.child(target_parent, newname) is not None and rng.random() < 0.5
+                try:
+                    flags = syscalls.RENAME_EXCHANGE if exchange else 0
+                    syscalls.renameat2(pdir.fd, os.fsdecode(name), table.get(target_parent).fd,
+                                       os.fsdecode(newname), flags)
+                except OSError:
+                    continue
+                table.renamed(parent, name, target_parent, newname, exchange)
+            elif what < 0.7 and files:  # a hard link
+                chosen = rng.choice(files)
+                node = table._by_id.get(chosen)
+                if node is None or table.child(parent, name) is not None:
+                    continue
+                try:
+                    os.link(node.proc, name, dst_dir_fd=pdir.fd, follow_symlinks=True)
+                except OSError:  # the name exists in SOURCE, not yet looked up; or the file is gone
+                    continue
+                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=pdir.fd)
+                table.enter(parent, name, fd, os.fstat(fd))
+            elif what < 0.85:  # unlink or rmdir
+                child = table.child(parent, name)
+                if child is None:
+                    continue
+                try:
+                    (os.rmdir if child.is_dir else os.unlink)(name, dir_fd=pdir.fd)
+                except OSError:
+                    continue
+                table.removed(parent, name)
+            else:  # the kernel forgets a node
+                candidates = [n for n in dirs[1:] + files if n in table._by_id]
+                if candidates:
+                    victim = rng.choice(candidates)
+                    if not any(p == victim for n in table._by_id.values() for p, _ in n.names):
+                        table.forget(victim, table.get(victim).lookups)
+            for nodeid in list(table._by_id):
+                assert table.path(nodeid) == walked(table, nodeid), (step, nodeid)
+                checked += 1
+            if step % 50 == 0:
+                some = rng.choice(list(table._by_id))
+                base = walked(table, some)
+                expect = None if base is None else ("/" if base == "/" else base + "/") + "x"
+                assert table.path(some, b"x") == expect
+    finally:
+        table.close()
+        os.close(root)
+    assert checked > 10_000  # the sequence did build a tree worth checking
+
+
+def _is_below(table: NodeTable, nodeid: int, ancestor: int) -> bool:
+    while nodeid != ROOT_ID:
+        if nodeid == ancestor:
+            return True
+        node = table._by_id.get(nodeid)
+        if node is None or not node.names:
+            return False
+        nodeid = node.names[-1][0]
+    return False
