@@ -497,13 +497,13 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
         n = sum(t[0] for t in ev.temporary.values())
         top_temporary = _top_by(ev.temporary.items(), lambda t: t[0])
         shown = {p for p, _ in top_temporary}
-        written = {p: r[WRITTEN] for p, r in ev._select(io_any & np.array([p in shown for p in ev.path_names],
+        bytes_written = {p: r[WRITTEN] for p, r in ev._select(io_any & np.array([p in shown for p in ev.path_names],
                                                                           dtype=bool))}
         out.append(Finding(
             "temporary-files", "info", f"{n} file{'s' if n != 1 else ''} created and deleted within the run",
             0, n, "each costs a create, writes and an unlink that leave nothing behind",
             "keep short-lived data in memory or on tmpfs when it need not be on this file system",
-            {"files": [{"path": p, "times": t[0], "bytes_written": written.get(p, 0), "seqs": seqs("temporary", p)}
+            {"files": [{"path": p, "times": t[0], "bytes_written": bytes_written.get(p, 0), "seqs": seqs("temporary", p)}
                        for p, t in top_temporary],
              "processes": _labels(ev.io_procs.get("temporary"))}))
     if ev.saves:

@@ -6,7 +6,7 @@ import heapq
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from math import log2
@@ -102,45 +102,6 @@ class Sample:
         chosen.update((-neg, e) for _, neg, e in self.slowest)
         chosen.update(self.spaced)
         return [chosen[p] for p in sorted(chosen)]
-
-
-@dataclass
-class NameTotals:
-    """Per name (a path, or a process as (pid, comm)): its calls, time, errors and calls per operation."""
-
-    names: list[Any] = field(default_factory=list)
-    calls: list[int] = field(default_factory=list)
-    ns: list[int] = field(default_factory=list)
-    errors: list[int] = field(default_factory=list)
-    ops: list[dict[str, int]] = field(default_factory=list)
-
-    def rows(self) -> Iterator[tuple[Any, int, int, int, dict[str, int]]]:
-        """(name, calls, ns, errors, calls per operation), a name at a time."""
-        return zip(self.names, self.calls, self.ns, self.errors, self.ops, strict=True)
-
-
-class Totals:
-    """What the report needs from the events, keyed by name: the result of a Tally."""
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.first_ts = math.inf
-        self.last_end = -math.inf
-        self.hist: Counter[tuple[str, int]] = Counter()   # (op, latency bucket) -> calls
-        self.op_ns: dict[str, int] = {}
-        self.op_errors: Counter[str] = Counter()
-        self.op_read: Counter[str] = Counter()
-        self.op_written: Counter[str] = Counter()
-        self.op_injected: Counter[str] = Counter()  # calls a fault rule acted on
-        self.paths = NameTotals()  # per path (None: operations without one)
-        self.procs = NameTotals()  # per (pid, comm)
-        self.error_ops: Counter[tuple[str, str | None, str]] = Counter()  # (errno, path, op) -> count
-        self.errno_ops: Counter[tuple[str, str]] = Counter()  # (errno, op) -> count: never pruned
-        # per table: operations on entries dropped to bound memory, and how many entries were dropped
-        self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
-        self.sample: Sample | None = None  # the chart sample, when one was asked for
-        self.evidence = Evidence()  # what the findings need beyond these tables
-        self.op_max: dict[str, int] = {}  # the longest duration per operation
 
 
 def _note_dropped(counts: list[int], calls: dict[Any, int], keep: set[Any]) -> None:
@@ -327,17 +288,6 @@ class _Table:
             else self.ev[:, mine] + theirs
         return mine
 
-    def totals(self, ops: list[str]) -> NameTotals:
-        """The table by name."""
-        n = len(self.names.names)
-        calls = self.calls[:len(ops), :n].T  # names x operations
-        names, ops_ = np.nonzero(calls)      # by name, then operation
-        per_name: list[dict[str, int]] = [{} for _ in range(n)]
-        for name, op, count in zip(names.tolist(), ops_.tolist(), calls[names, ops_].tolist(), strict=True):
-            per_name[name][ops[op]] = count
-        return NameTotals(list(self.names.names), calls.sum(axis=1).tolist(), self.ns[:n].tolist(),
-                          self.errors[:n].tolist(), per_name)
-
 
 _RARE = (evidence.CREATE, evidence.MKNOD, evidence.UNLINK, evidence.RENAME)  # matched by name, in Python
 
@@ -408,7 +358,7 @@ class Tally:
 
     Paths, processes and operations are numbered as they appear, a slice at a time (the compiled columns); counts
     and time sums are kept in numpy arrays indexed by those numbers, updated a batch of slices at a time (np.add.at)
-    rather than an event at a time. The model (model.Report) reads them."""
+    rather than an event at a time. model.Report reads them, with nothing converted in between."""
 
     def __init__(self, sample: int = 0, tiny_bytes: int = 1024) -> None:
         self.events = 0
@@ -769,30 +719,3 @@ class Tally:
             keep = {k for k, _ in counts.most_common(TABLE_CAP // 2)}
             _note_dropped(self.dropped["errors"], counts, keep)
             self.error_ops = Counter({k: n for k, n in self.error_ops.items() if k[:2] in keep})
-
-    def totals(self) -> Totals:
-        """The tally by name."""
-        self.flush()
-        self.evidence.from_rows(self.paths.names.names, self.paths.ev, self.procs.names.names, self.procs.ev)
-        t = Totals()
-        t.events, t.first_ts, t.last_end = self.events, self.first_ts, self.last_end
-        t.sample, t.dropped, t.evidence = self.sample, self.dropped, self.evidence
-        ops, paths = self.ops.names, self.paths.names.names
-        t.op_max = {op: int(x) for op, x in zip(ops, self.op_max[:len(ops)].tolist(), strict=True)}
-        for o, x in self.far_max.items():
-            t.op_max[ops[o]] = max(t.op_max[ops[o]], x)
-        n = len(ops)
-        rows, cols = np.nonzero(self.hist[:n])
-        t.hist = Counter({(ops[o], b): k for o, b, k in
-                          zip(rows.tolist(), cols.tolist(), self.hist[rows, cols].tolist(), strict=True)})
-        t.hist.update({(ops[o], b): k for (o, b), k in self.far_hist.items()})
-        t.op_ns = dict(zip(ops, self.op_ns[:n].tolist(), strict=True))
-        t.op_errors = Counter(dict(zip(ops, self.op_errors[:n].tolist(), strict=True)))
-        t.op_read, t.op_written, t.op_injected = self.op_read, self.op_written, self.op_injected
-        t.paths = self.paths.totals(ops)
-        t.procs = self.procs.totals(ops)
-        t.error_ops = Counter({(e, paths[p], ops[o]): n for (e, p, o), n in self.error_ops.items()})
-        t.errno_ops = Counter({(e, ops[o]): n for (e, o), n in self.errno_ops.items()})
-        return t
-
-
