@@ -1,19 +1,28 @@
-/* The per-event part of `report`'s tally (trace_scan.Tally.add), compiled: a slice's Event structs (already
- * decoded and type-checked by msgspec) taken apart into columns, their operations, paths and processes numbered.
+/* The per-event part of `report`'s tally (report/tally.py, Tally.add), compiled: a slice's Event structs (already
+ * decoded and type-checked by msgspec) taken apart into columns, their operations, paths and processes numbered, and
+ * the few fields the findings need (seq, the size, offset and fh of the args, the result as an integer) taken out
+ * too, so that the events can be freed and everything else done with numpy on many slices at once.
  *
  * Why C: in Python each field of each event costs an attribute lookup and a list slot (about 3,000 instructions an
  * event for the eight fields), and numbering the names costs as much again; here a field is a load at a fixed
- * offset. Everything else (the sums, the tables, the sample) stays in trace_scan, which also has the same work in
- * Python for where this module is not built (see its `_python_columns`, which tests hold equal to this).
+ * offset. Everything else (the sums, the tables, the sample) stays in report/tally.py, which also has the same work
+ * in Python for where this module is not built (`Tally._python_columns`, which tests hold equal to this).
  *
- * columns(events, ops, op_names, paths, path_names, procs, proc_names)
+ * columns(events, ops, op_names, op_kinds, kinds, paths, path_names, procs, proc_names, slow_floor)
  *   events: a list of Event structs; ops/paths/procs: dict name -> number, with *_names the names in number
- *   order (new names are added to both); a process's name is the tuple (pid, comm).
- * returns (op, path, proc, duration, ts, failed, errnos, injected), the first five as bytes holding intp, intp,
- * intp, int64 and double arrays; failed (uint8 array) and injected (uint8 array) as bytes or None when no event
- * failed (was injected); errnos: the errno of each failed event, in order. Returns None, having numbered
- * nothing, when an event is not one this can take (a duration beyond int64, a field of an unexpected type): the
- * caller then does it in Python.
+ *   order (new names are added to both); a process's name is the tuple (pid, comm). op_kinds: a bytearray, the
+ *   kind of each operation number (extended here for a new operation: kinds.get(name, 0)). slow_floor: events
+ *   that took longer are returned in `slow`.
+ * returns (op, path, proc, duration, ts, failed, errnos, injected, kind, seq, size, offset, fh, result, counted,
+ *   odd, rare, slow): op, path, proc as bytes holding intp arrays; duration, seq, size, offset, fh, result and
+ *   counted int64 arrays; ts double; kind int8; failed and injected uint8 arrays, or None when no event failed (was
+ *   injected); errnos the errno of each failed event, in order. seq, size, offset, fh (of the args) and result
+ *   hold NONE (INT64_MIN) where the value is not an int within int64 (evidence.ints); counted is what the summary
+ *   adds to bytes read or written (an int result, True as 1; else 0), and odd is True when a result is an integer
+ *   beyond int64 (the caller then adds that slice's bytes in Python). rare: the events that succeeded, with a path,
+ *   whose kind is create, mknod, unlink or rename (matched by name in Python); slow: those longer than slow_floor.
+ *   Returns None, having numbered nothing, when an event is not one this can take (a duration beyond int64, a
+ *   field of an unexpected type): the caller then does it in Python.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,36 +30,148 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { F_OP, F_PATH, F_PID, F_COMM, F_ERRNO, F_DURATION, F_TS, F_INJECTED, NFIELDS };
+enum { F_OP, F_PATH, F_PID, F_COMM, F_ERRNO, F_DURATION, F_TS, F_INJECTED, F_SEQ, F_ARGS, F_RESULT, NFIELDS };
 static const char *const FIELD_NAMES[NFIELDS] = {"op", "path", "pid", "comm", "errno", "duration_ns", "ts",
-                                                  "injected"};
-static Py_ssize_t offsets[NFIELDS];
+                                                  "injected", "seq", "args", "result"};
+enum { A_SIZE, A_OFFSET, A_FH, NARGS };
+static const char *const ARG_NAMES[NARGS] = {"size", "offset", "fh"};
+static Py_ssize_t offsets[NFIELDS], arg_offsets[NARGS];
 static PyTypeObject *event_type; /* the type the fields are defined on (its subclasses share the offsets) */
+static PyTypeObject *args_type;  /* the struct of the args' fields the findings need (reading._Args) */
+static PyTypeObject *raw_type;   /* msgspec.Raw: a result kept as its JSON text */
+static PyObject *arg_keys[NARGS];
 
 #define FIELD(e, f) (*(PyObject **)((char *)(e) + offsets[f]))
+#define NONE INT64_MIN
 
-/* setup(Event): the offsets of the fields, from their member descriptors. */
-static PyObject *setup(PyObject *Py_UNUSED(module), PyObject *type)
+/* The offsets of `names` in `type`, from their member descriptors; -1 with an exception if one is not a slot. */
+static int slot_offsets(PyObject *type, const char *const *names, int count, Py_ssize_t *out)
 {
-    if (!PyType_Check(type)) {
-        PyErr_SetString(PyExc_TypeError, "setup() takes the Event type");
-        return NULL;
-    }
-    for (int f = 0; f < NFIELDS; f++) {
-        PyObject *descr = PyObject_GetAttrString(type, FIELD_NAMES[f]);
+    for (int f = 0; f < count; f++) {
+        PyObject *descr = PyObject_GetAttrString(type, names[f]);
         if (descr == NULL)
-            return NULL;
+            return -1;
         if (!PyObject_TypeCheck(descr, &PyMemberDescr_Type) ||
             ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
             Py_DECREF(descr);
-            PyErr_Format(PyExc_TypeError, "field %s is not an object slot", FIELD_NAMES[f]);
-            return NULL;
+            PyErr_Format(PyExc_TypeError, "field %s is not an object slot", names[f]);
+            return -1;
         }
-        offsets[f] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        out[f] = ((PyMemberDescrObject *)descr)->d_member->offset;
         Py_DECREF(descr);
     }
-    Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(type));
+    return 0;
+}
+
+/* setup(Event, Args, Raw): the offsets of the fields, from their member descriptors. */
+static PyObject *setup(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "setup() takes the Event, Args and Raw types");
+        return NULL;
+    }
+    if (slot_offsets(args[0], FIELD_NAMES, NFIELDS, offsets) < 0 ||
+        slot_offsets(args[1], ARG_NAMES, NARGS, arg_offsets) < 0)
+        return NULL;
+    for (int a = 0; a < NARGS; a++)
+        if (arg_keys[a] == NULL && (arg_keys[a] = PyUnicode_InternFromString(ARG_NAMES[a])) == NULL)
+            return NULL;
+    Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(args_type, (PyTypeObject *)Py_NewRef(args[1]));
+    Py_XSETREF(raw_type, (PyTypeObject *)Py_NewRef(args[2]));
     Py_RETURN_NONE;
+}
+
+/* An int field as evidence.ints() takes it: its value if an int within (INT64_MIN, 2**63), else NONE. */
+static inline int64_t as_int64(PyObject *v)
+{
+    if (v == NULL || !PyLong_CheckExact(v))
+        return NONE;
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    return overflow ? NONE : (int64_t)x; /* INT64_MIN itself reads as NONE: so does ints() */
+}
+
+/* The args' size, offset and fh (an Args struct, or the dict of an event read by the reference path). */
+static inline void arg_ints(PyObject *a, int64_t *size, int64_t *offset, int64_t *fh)
+{
+    PyObject *v[NARGS] = {NULL, NULL, NULL};
+    if (Py_TYPE(a) == args_type)
+        for (int k = 0; k < NARGS; k++)
+            v[k] = *(PyObject **)((char *)a + arg_offsets[k]);
+    else if (PyDict_CheckExact(a))
+        for (int k = 0; k < NARGS; k++)
+            v[k] = PyDict_GetItem(a, arg_keys[k]); /* str keys: no error to clear */
+    *size = as_int64(v[A_SIZE]);
+    *offset = as_int64(v[A_OFFSET]);
+    *fh = as_int64(v[A_FH]);
+}
+
+/* A JSON integer's text (an optional minus, digits: what msgspec checked is JSON) as int64; 0 if it is not one,
+ * -1 if it is one beyond int64. */
+static inline int json_int(const char *p, Py_ssize_t n, int64_t *out)
+{
+    Py_ssize_t i = 0;
+    int negative = n > 0 && p[0] == '-';
+    i += negative;
+    if (i >= n)
+        return 0;
+    uint64_t x = 0;
+    for (; i < n; i++) {
+        unsigned d = (unsigned char)p[i] - '0';
+        if (d > 9)
+            return 0; /* a fraction or an exponent: a float */
+        if (x > (UINT64_MAX - d) / 10)
+            x = UINT64_MAX; /* past any int64: keep reading, it may still be a float */
+        else
+            x = x * 10 + d;
+    }
+    if (negative ? x > (uint64_t)INT64_MAX + 1 : x > (uint64_t)INT64_MAX)
+        return -1;
+    *out = negative ? (int64_t)(0 - x) : (int64_t)x;
+    return 1;
+}
+
+/* The result: as evidence.ints() takes it (`result`), and what the summary adds to bytes read or written
+ * (`counted`: an int, True as 1). Returns -1 for an int beyond int64 (odd), -2 on error, else 0. */
+static inline int result_ints(PyObject *r, int64_t *result, int64_t *counted)
+{
+    *result = NONE;
+    *counted = 0;
+    if (Py_TYPE(r) == raw_type) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(r, &view, PyBUF_SIMPLE) < 0)
+            return -2;
+        const char *p = view.buf;
+        Py_ssize_t n = view.len;
+        int64_t x;
+        int got = 0;
+        if (n > 0 && (p[0] == '-' || (p[0] >= '0' && p[0] <= '9')))
+            got = json_int(p, n, &x);
+        else if (n == 4 && memcmp(p, "true", 4) == 0)
+            *counted = 1;
+        PyBuffer_Release(&view);
+        if (got < 0)
+            return -1;
+        if (got > 0) {
+            *result = x == INT64_MIN ? NONE : x;
+            *counted = x;
+        }
+        return 0;
+    }
+    if (r == Py_True) {
+        *counted = 1;
+        return 0;
+    }
+    if (!PyLong_CheckExact(r))
+        return 0;
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(r, &overflow);
+    if (overflow)
+        return -1;
+    *result = x == INT64_MIN ? NONE : (int64_t)x;
+    *counted = (int64_t)x;
+    return 0;
 }
 
 /* The number of `name` in (numbers, names), numbering it if new; -1 on error. */
@@ -127,20 +248,49 @@ static inline Py_ssize_t remember(struct seen *s, PyObject *name, PyObject *pid,
 
 static inline int str_or_none(PyObject *v) { return v == Py_None || PyUnicode_CheckExact(v); }
 
+/* The kind of operation number k (op_kinds[k]), extending op_kinds with kinds.get(name, 0) for new numbers. */
+static int kind_of(PyObject *op_kinds, PyObject *kinds, PyObject *op_names, Py_ssize_t k)
+{
+    while (PyByteArray_GET_SIZE(op_kinds) <= k) {
+        Py_ssize_t at = PyByteArray_GET_SIZE(op_kinds);
+        PyObject *kind = PyDict_GetItemWithError(kinds, PyList_GET_ITEM(op_names, at));
+        if (kind == NULL && PyErr_Occurred())
+            return -1;
+        long value = kind == NULL ? 0 : PyLong_AsLong(kind);
+        if (value < 0 || value > 127) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "columns(): a kind is not within 0..127");
+            return -1;
+        }
+        if (PyByteArray_Resize(op_kinds, at + 1) < 0)
+            return -1;
+        PyByteArray_AS_STRING(op_kinds)[at] = (char)value;
+    }
+    return (unsigned char)PyByteArray_AS_STRING(op_kinds)[k];
+}
+
+enum { K_CREATE = 4, K_MKNOD = 7, K_RENAME = 9 }; /* evidence.CREATE, MKNOD, RENAME: UNLINK is between */
+
+enum { C_OP, C_PATH, C_PROC, C_DUR, C_TS, C_FAILED, C_INJECTED, C_KIND, C_SEQ, C_SIZE, C_OFFSET, C_FH, C_RESULT,
+       C_COUNTED, NCOLS };
+
 static PyObject *columns(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "columns() takes 7 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "columns() takes 10 arguments");
         return NULL;
     }
-    PyObject *events = args[0], *ops = args[1], *op_names = args[2], *paths = args[3], *path_names = args[4],
-             *procs = args[5], *proc_names = args[6];
+    PyObject *events = args[0], *ops = args[1], *op_names = args[2], *op_kinds = args[3], *kinds = args[4],
+             *paths = args[5], *path_names = args[6], *procs = args[7], *proc_names = args[8];
     if (event_type == NULL || !PyList_CheckExact(events) || !PyDict_CheckExact(ops) || !PyList_CheckExact(op_names) ||
-        !PyDict_CheckExact(paths) || !PyList_CheckExact(path_names) || !PyDict_CheckExact(procs) ||
-        !PyList_CheckExact(proc_names)) {
-        PyErr_SetString(PyExc_TypeError, "columns(): setup() first, then a list and dict/list pairs");
+        !PyByteArray_CheckExact(op_kinds) || !PyDict_CheckExact(kinds) || !PyDict_CheckExact(paths) ||
+        !PyList_CheckExact(path_names) || !PyDict_CheckExact(procs) || !PyList_CheckExact(proc_names)) {
+        PyErr_SetString(PyExc_TypeError, "columns(): setup() first, then a list, dict/list pairs, a bytearray");
         return NULL;
     }
+    long long slow_floor = PyLong_AsLongLong(args[9]);
+    if (slow_floor == -1 && PyErr_Occurred())
+        return NULL;
     Py_ssize_t n = PyList_GET_SIZE(events);
 
     /* First pass: every event one this can take, so that nothing is numbered for a slice handed back. */
@@ -162,23 +312,28 @@ static PyObject *columns(PyObject *Py_UNUSED(module), PyObject *const *args, Py_
             Py_RETURN_NONE;
     }
 
-    PyObject *op_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(Py_ssize_t));
-    PyObject *path_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(Py_ssize_t));
-    PyObject *proc_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(Py_ssize_t));
-    PyObject *dur_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
-    PyObject *ts_col = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
-    PyObject *failed_col = PyBytes_FromStringAndSize(NULL, n);
-    PyObject *injected_col = PyBytes_FromStringAndSize(NULL, n);
-    PyObject *errnos = PyList_New(0);
+    static const Py_ssize_t width[NCOLS] = {sizeof(Py_ssize_t), sizeof(Py_ssize_t), sizeof(Py_ssize_t),
+                                            sizeof(int64_t), sizeof(double), 1, 1, 1, sizeof(int64_t),
+                                            sizeof(int64_t), sizeof(int64_t), sizeof(int64_t), sizeof(int64_t),
+                                            sizeof(int64_t)};
+    PyObject *col[NCOLS] = {NULL};
+    PyObject *errnos = PyList_New(0), *rare = PyList_New(0), *slow = PyList_New(0);
     PyObject *result = NULL;
-    if (!op_col || !path_col || !proc_col || !dur_col || !ts_col || !failed_col || !injected_col || !errnos)
+    for (int c = 0; c < NCOLS; c++)
+        if ((col[c] = PyBytes_FromStringAndSize(NULL, n * width[c])) == NULL)
+            goto done;
+    if (!errnos || !rare || !slow)
         goto done;
-    Py_ssize_t *op = (Py_ssize_t *)PyBytes_AS_STRING(op_col), *path = (Py_ssize_t *)PyBytes_AS_STRING(path_col),
-               *proc = (Py_ssize_t *)PyBytes_AS_STRING(proc_col);
-    int64_t *dur = (int64_t *)PyBytes_AS_STRING(dur_col);
-    double *ts = (double *)PyBytes_AS_STRING(ts_col);
-    uint8_t *failed = (uint8_t *)PyBytes_AS_STRING(failed_col), *injected = (uint8_t *)PyBytes_AS_STRING(injected_col);
-    int any_failed = 0, any_injected = 0;
+#define COL(c, type) ((type *)PyBytes_AS_STRING(col[c]))
+    Py_ssize_t *op = COL(C_OP, Py_ssize_t), *path = COL(C_PATH, Py_ssize_t), *proc = COL(C_PROC, Py_ssize_t);
+    int64_t *dur = COL(C_DUR, int64_t), *seq = COL(C_SEQ, int64_t), *size = COL(C_SIZE, int64_t),
+            *offset = COL(C_OFFSET, int64_t), *fh = COL(C_FH, int64_t), *res = COL(C_RESULT, int64_t),
+            *counted = COL(C_COUNTED, int64_t);
+    double *ts = COL(C_TS, double);
+    uint8_t *failed = COL(C_FAILED, uint8_t), *injected = COL(C_INJECTED, uint8_t);
+    int8_t *kind = COL(C_KIND, int8_t);
+#undef COL
+    int any_failed = 0, any_injected = 0, odd = 0;
     /* Names repeat: a slice has a few operations and processes, and events come in runs (one process statting one
      * path, then the next). A name equal to one of the last few seen in the slice (compared: no hash, no probe of a
      * large table) is not looked up. The names compared are fields of events in `events`: alive until we return. */
@@ -202,32 +357,46 @@ static PyObject *columns(PyObject *Py_UNUSED(module), PyObject *const *args, Py_
             if (proc[i] < 0)
                 goto done;
         }
+        int k = kind_of(op_kinds, kinds, op_names, op[i]);
+        if (k < 0)
+            goto done;
+        kind[i] = (int8_t)k;
         dur[i] = PyLong_AsLongLong(FIELD(e, F_DURATION)); /* checked above: fits */
         ts[i] = PyFloat_AS_DOUBLE(FIELD(e, F_TS));
+        seq[i] = as_int64(FIELD(e, F_SEQ));
+        arg_ints(FIELD(e, F_ARGS), &size[i], &offset[i], &fh[i]);
+        int r = result_ints(FIELD(e, F_RESULT), &res[i], &counted[i]);
+        if (r == -2)
+            goto done;
+        odd |= r == -1;
         failed[i] = err != Py_None;
         if (failed[i]) {
             any_failed = 1;
             if (PyList_Append(errnos, err) < 0)
                 goto done;
+        } else if (k >= K_CREATE && p != Py_None && (k == K_CREATE || (k >= K_MKNOD && k <= K_RENAME))) {
+            if (PyList_Append(rare, e) < 0)
+                goto done;
         }
         injected[i] = FIELD(e, F_INJECTED) != Py_None;
         any_injected |= injected[i];
+        if (dur[i] > slow_floor && PyList_Append(slow, e) < 0)
+            goto done;
     }
-    result = PyTuple_Pack(8, op_col, path_col, proc_col, dur_col, ts_col, any_failed ? failed_col : Py_None, errnos,
-                          any_injected ? injected_col : Py_None);
+    result = Py_BuildValue("(OOOOOOOOOOOOOOOOOO)", col[C_OP], col[C_PATH], col[C_PROC], col[C_DUR], col[C_TS],
+                           any_failed ? col[C_FAILED] : Py_None, errnos, any_injected ? col[C_INJECTED] : Py_None,
+                           col[C_KIND], col[C_SEQ], col[C_SIZE], col[C_OFFSET], col[C_FH], col[C_RESULT],
+                           col[C_COUNTED], odd ? Py_True : Py_False, rare, slow);
 done:
-    Py_XDECREF(op_col);
-    Py_XDECREF(path_col);
-    Py_XDECREF(proc_col);
-    Py_XDECREF(dur_col);
-    Py_XDECREF(ts_col);
-    Py_XDECREF(failed_col);
-    Py_XDECREF(injected_col);
+    for (int c = 0; c < NCOLS; c++)
+        Py_XDECREF(col[c]);
     Py_XDECREF(errnos);
+    Py_XDECREF(rare);
+    Py_XDECREF(slow);
     return result;
 }
 
-/* line_starts(data, last_open): trace_scan.line_starts() (which see) compiled: where each line of `data` (bytes-like)
+/* line_starts(data, last_open): reading.line_starts() (which see) compiled: where each line of `data` (bytes-like)
  * starts and its end last, as bytes holding an intp array; None unless every line starts with "{" and ends with "}".
  * (numpy finds the newlines with a comparison, then their positions with a second pass: 3 times the instructions.) */
 static PyObject *line_starts(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -277,7 +446,7 @@ static PyObject *line_starts(PyObject *Py_UNUSED(module), PyObject *const *args,
 
 static PyMethodDef methods[] = {
     {"line_starts", (PyCFunction)(void (*)(void))line_starts, METH_FASTCALL, "where each line starts, or None"},
-    {"setup", setup, METH_O, "setup(Event): take the fields' offsets from the struct type"},
+    {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL, "setup(Event, Args, Raw): take the fields' offsets"},
     {"columns", (PyCFunction)(void (*)(void))columns, METH_FASTCALL, "a slice of events as numbered columns"},
     {NULL, NULL, 0, NULL},
 };

@@ -7,6 +7,8 @@ import json
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from fuse_passthrough.report import evidence as ec
 from fuse_passthrough.report.findings import SYNCS, Evidence, _examples
 from fuse_passthrough.report.model import Report, _counter, _group
@@ -107,8 +109,8 @@ class ReferenceEvidence:
 
     def evidence(self) -> Evidence:
         ev = self.ev
-        ev.io = {p: r for p, r in self.rows.items() if any(r[:ec.MISSING_N])}
-        ev.missing = {p: r[ec.MISSING_N:] for p, r in self.rows.items() if r[ec.MISSING_N]}
+        ev.path_names = list(self.rows)
+        ev.path_rows = np.array(list(self.rows.values()), dtype=object).T.reshape(ec.IO_ROWS, len(self.rows))
         ev.created = {}
         return ev
 

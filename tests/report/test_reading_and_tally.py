@@ -190,7 +190,7 @@ def test_latency_buckets_are_the_summarys_at_every_edge() -> None:
 
 def odd_events(n: int, seed: int, huge: bool = False) -> list[dict[str, Any]]:
     """Events with what the tally must get right: latencies at bucket edges (0, 1, 2, 2**k +- 1), results of
-    reads and writes that are counts, true, objects or failures, injections, the kernel's pid 0, no path, and
+    reads and writes that are counts (some beyond int64), true, false, floats, objects or failures, injections, the kernel's pid 0, no path, and
     (huge) durations whose sums leave int64."""
     rng = random.Random(seed)
     durations = [0, 1, 2, 3, 2**20 - 1, 2**20, 2**20 + 1, 1_000_003, 2**53 + 1]
@@ -203,7 +203,8 @@ def odd_events(n: int, seed: int, huge: bool = False) -> list[dict[str, Any]]:
         pid = rng.choice([0, 7, 8, 9])
         e = ev(i + 1, rng.random(), op, rng.choice([None, "/a", "/b/c", "/d\udcff", "/é"]), pid, rng.choice(["x", "y"]),
                rng.choice(durations) if rng.random() < 0.5 else int(rng.lognormvariate(9, 3)),
-               None if failed else rng.choice([0, 1, 4096, True, {"fh": 3}, [1, 2]]),
+               None if failed else rng.choice([0, 1, 4096, True, {"fh": 3}, [1, 2]]) if rng.random() < 0.97
+               else rng.choice([-3, 2**63 - 1, -2**63, 2**70, 1.5, False]),
                rng.choice(["EIO", "ENOENT"]) if failed else None)
         if rng.random() < 0.1:
             e["injected"] = "EIO"
@@ -229,7 +230,7 @@ def test_compiled_columns_equal_the_python_ones(huge: bool) -> None:
     """Slice by slice, the same numbers for the same names, the same columns; a slice the compiled code cannot
     take (a duration beyond int64) handed back whole, nothing numbered."""
     import numpy as np
-    events = odd_events(3000, seed=12, huge=huge)
+    events = odd_events(3000, seed=12, huge=huge) + evidence_events(2000, seed=12)
     for e in events[::7]:
         e["pid"] = random.Random(e["seq"]).choice([2**63 + 5, -1, 1 << 22])  # beyond what an array could index
     lines = jsonl(events).splitlines()
@@ -244,9 +245,10 @@ def test_compiled_columns_equal_the_python_ones(huge: bool) -> None:
         if any(e.duration_ns >= 2**63 for e in events_):
             assert isinstance(got.duration, list)  # from _python_columns
             handed_back += 1
-        for name in ("op", "path", "proc", "ts"):
+        for name in ("op", "path", "proc", "ts", "kind", "seq", "size", "offset", "fh", "result", "counted"):
             assert np.array_equal(getattr(got, name), getattr(want, name)), name
-        assert got.durations() == want.durations() and got.errnos == want.errnos
+        assert got.durations() == want.durations() and got.errnos == want.errnos and got.odd == want.odd
+        assert got.rare == want.rare and got.slow == want.slow
         for name in ("failed", "injected"):
             a, b = getattr(got, name), getattr(want, name)
             assert (a is None and b is None) or np.array_equal(a, b), name
@@ -255,6 +257,7 @@ def test_compiled_columns_equal_the_python_ones(huge: bool) -> None:
             mine, theirs = (mine, theirs) if table == "ops" else (mine.names, theirs.names)
             assert mine.names == theirs.names and mine.number == theirs.number, table
     assert (handed_back > 0) == huge
+    assert compiled.op_kind == python.op_kind
 
 
 @pytest.mark.parametrize("huge", [False, True])
@@ -730,7 +733,7 @@ def test_compiled_columns_that_cannot_set_up_fall_back_with_one_note(tmp_path: P
     Python, says so once on stderr, and gives the same report."""
     f = write_as(tmp_path / "t.jsonl", jsonl(odd_events(500, seed=3)))
     code = ("import sys\nfrom fuse_passthrough import _columns\n"
-            "def setup(t):\n    raise TypeError('field op is not an object slot')\n"
+            "def setup(*types):\n    raise TypeError('field op is not an object slot')\n"
             "_columns.setup = setup\n"
             "from fuse_passthrough.report import run_report\nsys.exit(run_report(sys.argv[1:]))\n")
     fell_back = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True, timeout=60)

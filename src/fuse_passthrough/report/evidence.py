@@ -1,14 +1,15 @@
 """The findings' evidence gathered with numpy, a batch of slices at a time, on the tally's own numbering.
 
-The tally (trace_scan.Tally) picks out of each slice the events the findings need (successful reads, writes, opens,
-creates, syncs, listings, mknods, unlinks and renames with a path, and ENOENT failures), takes the few fields they
-need out as columns, and queues them here; `flush` adds a batch of them (a few thousand events) into per-path rows
-of the path table (`PATH_ROWS` below, next to its calls and time) and per-process rows of the process table
-(`PROC_ROWS`), with a handful of numpy calls. So the evidence lives where the tables live: it grows, is pruned,
-sent from a worker and merged with them, and `findings.Evidence.from_rows` reads it back by name.
+The tally (tally.Tally) takes the few fields the findings need out of each slice as columns (the compiled columns:
+seq, the args' size, offset and fh, the result), and a batch of slices at a time picks the events the findings
+count (successful reads, writes, opens, creates, syncs, listings, mknods, unlinks and renames with a path, and
+ENOENT failures); `add_batch` adds them into per-path rows of the path table (`PATH_ROWS` below, next to its calls
+and time) and per-process rows of the process table (`PROC_ROWS`), with a handful of numpy calls. So the evidence
+lives where the tables live: it grows, is pruned, sent from a worker and merged with them, and the findings read
+the rows they need from the arrays.
 
 What stays per event in Python is rare: files created then deleted or renamed (matched by name), the slowest
-operations and what follows an injected fault (trace_scan.Tally._gather).
+operations and what follows an injected fault (tally.Tally._one_by_one).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _BYTES_ROW = np.array([_SPARE, READ_BYTES, WRITTEN, _SPARE, _SPARE, _SPARE, _SPA
 _EX_KIND = np.array([-1, -1, -1, 0, 0, 2, 3, -1, -1, -1, 4])  # EXAMPLE_KINDS
 _PROC_KIND = np.array([-1, -1, -1, 0, 0, 2, -1, -1, -1, -1, 3])  # PROC_KINDS
 EVIDENCE_CAP = 100_000  # (path, file handle, pid) ends remembered, files created and not yet deleted, ...
-BATCH = 8192  # picked events queued before they are added (fewer, larger numpy calls)
+BATCH = 8192  # events taken out as columns before they are added, together (fewer, larger numpy calls)
 
 
 def ints(values: Sequence[Any]) -> np.ndarray:
@@ -55,28 +56,6 @@ def ints(values: Sequence[Any]) -> np.ndarray:
         except OverflowError:
             pass
     return np.array([v if v.__class__ is int and _NONE < v < 1 << 63 else _NONE for v in values], dtype=np.int64)
-
-
-class Queue:
-    """Picked events' columns, a slice at a time, until a batch is worth adding."""
-
-    def __init__(self) -> None:
-        self.parts: list[tuple[np.ndarray, ...]] = []  # path, process, kind, duration, seq
-        self.io: list[tuple[np.ndarray, ...]] = []     # of the reads and writes: path, kind, fh, pid, offset,
-        #                                                size, result, duration, process, seq
-        self.count = 0
-
-    def add(self, part: tuple[np.ndarray, ...], io: tuple[np.ndarray, ...] | None) -> None:
-        self.parts.append(part)
-        if io is not None:
-            self.io.append(io)
-        self.count += len(part[0])
-
-    def take(self) -> tuple[list[np.ndarray] | None, list[np.ndarray] | None]:
-        parts = [np.concatenate(c) for c in zip(*self.parts, strict=True)] if self.parts else None
-        io = [np.concatenate(c) for c in zip(*self.io, strict=True)] if self.io else None
-        self.parts, self.io, self.count = [], [], 0
-        return parts, io
 
 
 def add_examples(ev: np.ndarray, kind: np.ndarray, path: np.ndarray, seq: np.ndarray) -> None:
@@ -163,7 +142,7 @@ class Sequential:
 
 def add_batch(paths_ev: np.ndarray, procs_ev: np.ndarray, parts: list[np.ndarray] | None,
               io: list[np.ndarray] | None, tiny_bytes: int, sequence: Sequential) -> None:
-    """Add a batch of picked events (Queue.take) into the path and process rows."""
+    """Add a batch of picked events (Tally._add_evidence) into the path and process rows."""
     if parts is not None:
         path, proc, kind, dur, seq = parts
         np.add.at(paths_ev, (_COUNT_ROW[kind], path), 1)

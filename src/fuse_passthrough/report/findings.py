@@ -14,7 +14,6 @@ Two halves:
 from __future__ import annotations
 
 import heapq
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -88,15 +87,17 @@ def _examples(seqs: list[int], seq: int | None) -> None:
 class Evidence:
     """What the findings need beyond the report's tables.
 
-    Per path and process, the counts are rows of the tally's tables (evidence_columns); `from_rows` reads them
-    back by name into `io`, `seqs`, `io_procs` and `missing`. The rest is kept here, event by event, as the tally
+    Per path and process, the counts are rows of the tally's tables (evidence.py); `from_rows` keeps the columns of
+    the paths that have any (`path_names`, `path_rows`: the findings select from them with numpy, names read only
+    for the rows shown) and reads the example seqs and the processes by name. The rest is kept here, event by event, as the tally
     meets the (few) events concerned: files created then deleted or renamed into place, the slowest operations,
     injected faults and what followed them."""
 
-    io: dict[str, list[int]] = field(default_factory=dict)  # path -> evidence_columns' rows READS_N..MISSING_NS
+    # per path with any evidence: its name and its rows READS_N..MISSING_NS (a column per path, the tally's arrays)
+    path_names: list[str] = field(default_factory=list)
+    path_rows: Any = field(default_factory=lambda: np.zeros((ec.IO_ROWS, 0), dtype=np.int64))
     io_procs: dict[str, Counter[tuple[int, str | None]]] = field(default_factory=dict)  # kind -> processes
     seqs: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (kind, path) -> example seqs
-    missing: dict[str, list[int]] = field(default_factory=dict)  # path -> [ENOENT failures, ns]
     created: dict[str, int] = field(default_factory=dict)  # path -> seq of its create (still there)
     temporary: dict[str, list[int]] = field(default_factory=dict)  # path -> [files created and deleted]
     saves: dict[str, list[int]] = field(default_factory=dict)  # target -> [renames of new files onto it]
@@ -169,16 +170,16 @@ class Evidence:
 
     def from_rows(self, paths: Sequence[Any], path_rows: Any, procs: Sequence[tuple[int, str | None]],
                   proc_rows: Any) -> None:
-        """The per-path and per-process evidence of the tally's tables (numpy rows, a column per name), by name."""
+        """The per-path and per-process evidence of the tally's tables (numpy rows, a column per name)."""
         n = len(paths)
         rows = path_rows[:, :n]
         io_part = rows[:ec.IO_ROWS]
         used = np.flatnonzero(io_part.any(axis=0))
-        named = [(paths[i], i) for i in used.tolist() if paths[i] is not None]
-        values = io_part[:, [i for _, i in named]].T.tolist()
-        self.io = {p: v for (p, _), v in zip(named, values, strict=True) if any(v[:ec.MISSING_N])}
-        self.missing = {p: v[ec.MISSING_N:ec.MISSING_NS + 1] for (p, _), v in zip(named, values, strict=True)
-                        if v[ec.MISSING_N]}
+        none = [i for i in used.tolist() if paths[i] is None]
+        if none:
+            used = used[used != none[0]]
+        self.path_names = [paths[i] for i in used.tolist()]
+        self.path_rows = io_part[:, used]
         for k, kind in enumerate(ec.EXAMPLE_KINDS):
             ex = rows[ec.EX0 + ec.EXAMPLES * k: ec.EX0 + ec.EXAMPLES * (k + 1)]
             have = np.flatnonzero(ex[0] != ec.NO_SEQ)
@@ -193,6 +194,25 @@ class Evidence:
                 for i, x in zip(at.tolist(), counts[k, at].tolist(), strict=True):
                     pid, comm = procs[i]
                     c[(pid, None if pid == 0 else comm)] += int(x)
+
+    def _select(self, mask: Any, rows: slice = slice(None)) -> list[tuple[str, list[int]]]:
+        """(path, its rows as a list) of the paths where mask holds."""
+        at = np.flatnonzero(mask).tolist()
+        return list(zip([self.path_names[i] for i in at], self.path_rows[rows, at].T.tolist(), strict=True))
+
+    def _io_mask(self) -> Any:
+        """Which paths have reads, writes, opens, syncs or listings (not only ENOENT failures)."""
+        return self.path_rows[:ec.MISSING_N].any(axis=0)
+
+    @property
+    def io(self) -> dict[str, list[int]]:
+        """Per path with reads, writes, opens, syncs or listings: its rows READS_N..MISSING_NS."""
+        return dict(self._select(self._io_mask()))
+
+    @property
+    def missing(self) -> dict[str, list[int]]:
+        """Per path looked up in vain: [ENOENT failures, their ns]."""
+        return dict(self._select(self.path_rows[ec.MISSING_N] != 0, slice(ec.MISSING_N, ec.MISSING_NS + 1)))
 
     # ------------------------------------------------------------------------------------------- bounds, merge
 
@@ -325,9 +345,20 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
     def seqs(kind: str, path: str) -> list[int]:
         return list(ev.seqs.get((kind, path), []))
 
+    # Each finding's rule is applied, in Python, to the paths that numpy selects from the evidence's columns with a
+    # looser test (or the same one): the rows of every path would cost a Python list each
+    col = ev.path_rows
+    io_any = ev._io_mask()
+
+    def loosely(value: float) -> float:
+        return value * (1 - 1e-9) if value > 0 else value
+
     # redundant reads: the same file opened, or its bytes read, many times
     rows = []
-    for path, r in ev.io.items():
+    ratio = col[READ_BYTES].astype(np.float64) / np.maximum(col[EXTENT], 1).astype(np.float64)
+    unread = (col[EXTENT] == 0) & (th.reread_factor <= 0)  # (a factor of 0.0)
+    for path, r in ev._select(io_any & ((col[OPENS_N] >= th.reopen_min) | (ratio >= loosely(th.reread_factor))
+                                        | unread)):
         factor = r[READ_BYTES] / r[EXTENT] if r[EXTENT] else 0.0
         if r[OPENS_N] >= th.reopen_min or (factor >= th.reread_factor and r[READS_N] > 1):
             rows.append((path, r, factor))
@@ -347,7 +378,8 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
              "extra_opens_or_rereads": extra, "processes": _labels(ev.io_procs.get("open"))}))
 
     # tiny I/O, in sequence
-    rows2 = [(p, r) for p, r in ev.io.items() if r[TINY] >= th.tiny_io_min and r[SEQ] >= r[RAND]]
+    rows2 = [(p, r) for p, r in ev._select(io_any & (col[TINY] >= th.tiny_io_min))
+             if r[TINY] >= th.tiny_io_min and r[SEQ] >= r[RAND]]
     if rows2:
         rows2.sort(key=lambda x: (-x[1][TINY], x[0]))
         n = sum(r[TINY] for _, r in rows2)
@@ -365,17 +397,18 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
              "bytes": nbytes, "processes": _labels(ev.io_procs.get("tiny"))}))
 
     # fsync storms
-    syncs = sum(r[SYNCS_N] for r in ev.io.values())
+    synced = ev._select(io_any & (col[SYNCS_N] != 0))
+    syncs = sum(r[SYNCS_N] for _, r in synced)
     if syncs:
         written = sum(s.bytes_written for s in ops.values())
         per_mib = syncs / max(written / (1 << 20), 1e-9)
         per_s = syncs / span if span > 0 else 0.0
         storm = syncs >= th.fsync_min and (per_mib >= th.fsync_per_mib or per_s >= th.fsync_per_s)
-        top = _top_by(((p, r) for p, r in ev.io.items() if r[SYNCS_N]), lambda r: r[SYNCS_N])
+        top = _top_by(synced, lambda r: r[SYNCS_N])
         out.append(Finding(
             "fsync-storm" if storm else "fsync", "warning" if storm else "info",
             f"{syncs} fsync/fdatasync: {per_mib:.1f} per MiB written, {per_s:.1f} per second",
-            sum(r[SYNC_NS] for r in ev.io.values()), syncs,
+            sum(r[SYNC_NS] for _, r in synced), syncs,
             "each sync waits for the device to make the data durable; many small syncs serialise the writes",
             "sync once per batch or transaction (group commit), or only where durability is needed",
             {"syncs": syncs, "bytes_written": written, "per_mib": round(per_mib, 2), "per_second": round(per_s, 2),
@@ -383,13 +416,14 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
                        for p, r in top], "processes": _labels(ev.io_procs.get("sync"))}))
 
     # lookups of missing paths, grouped into search patterns
-    if ev.missing:
-        n = sum(m[0] for m in ev.missing.values())
-        ns = sum(m[1] for m in ev.missing.values())
+    missing = ev.missing
+    if missing:
+        n = sum(m[0] for m in missing.values())
+        ns = sum(m[1] for m in missing.values())
         by_name: dict[str, set[str]] = {}
         by_dir: dict[str, set[str]] = {}
-        for path in ev.missing:
-            d, name = os.path.split(path)
+        for path in missing:
+            d, name = _split(path)
             by_name.setdefault(name, set()).add(d)
             by_dir.setdefault(d, set()).add(name)
         names = _top_by(((k, v) for k, v in by_name.items() if len(v) >= th.search_min), len)
@@ -397,7 +431,7 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
         storm = n >= th.missing_min and n >= th.missing_share * max(total_requests, 1)
         out.append(Finding(
             "missing-paths", "warning" if storm else "info",
-            f"{n} lookups of {len(ev.missing)} paths that do not exist (ENOENT)",
+            f"{n} lookups of {len(missing)} paths that do not exist (ENOENT)",
             ns, n,
             "a search path tries each directory in turn for each name: every miss is a request, and misses are "
             "cached only briefly",
@@ -408,7 +442,7 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
              "same_directory_probed": [{"directory": k, "names": len(v), "examples": sorted(v)[:3]}
                                        for k, v in dirs],
              "paths": [{"path": p, "lookups": m[0], "seqs": seqs("missing", p)}
-                       for p, m in _top_by(ev.missing.items(), lambda m: m[0])],
+                       for p, m in _top_by(missing.items(), lambda m: m[0])],
              "processes": _labels(ev.io_procs.get("missing"))}))
 
     # metadata against data
@@ -433,7 +467,7 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
                  "paths": [{"path": p, "requests": g.calls} for p, g in report.top_paths("calls", 5)]}))
 
     # repeated listings of the same directory
-    lists = [(p, r) for p, r in ev.io.items() if r[LISTS_N] >= th.relist_min]
+    lists = [(p, r) for p, r in ev._select(io_any & (col[LISTS_N] >= th.relist_min)) if r[LISTS_N] >= th.relist_min]
     if lists:
         lists.sort(key=lambda x: (-x[1][LISTS_N], x[0]))
         n = sum(r[LISTS_N] for _, r in lists)
@@ -447,7 +481,8 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
             {"directories": [{"path": p, "listings": r[LISTS_N], "seqs": seqs("list", p)} for p, r in lists[:5]]}))
 
     # random access
-    rand = [(p, r) for p, r in ev.io.items() if r[SEQ] + r[RAND] >= th.random_min and r[RAND] > r[SEQ]]
+    rand = [(p, r) for p, r in ev._select(io_any & (col[RAND] > col[SEQ]))
+            if r[SEQ] + r[RAND] >= th.random_min and r[RAND] > r[SEQ]]
     if rand:
         rand.sort(key=lambda x: (-x[1][RAND], x[0]))
         out.append(Finding(
@@ -460,13 +495,16 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
     # temporary files and atomic saves (informational)
     if ev.temporary:
         n = sum(t[0] for t in ev.temporary.values())
+        top_temporary = _top_by(ev.temporary.items(), lambda t: t[0])
+        shown = {p for p, _ in top_temporary}
+        bytes_written = {p: r[WRITTEN] for p, r in ev._select(io_any & np.array([p in shown for p in ev.path_names],
+                                                                          dtype=bool))}
         out.append(Finding(
             "temporary-files", "info", f"{n} file{'s' if n != 1 else ''} created and deleted within the run",
             0, n, "each costs a create, writes and an unlink that leave nothing behind",
             "keep short-lived data in memory or on tmpfs when it need not be on this file system",
-            {"files": [{"path": p, "times": t[0], "bytes_written": ev.io[p][WRITTEN] if p in ev.io else 0,
-                        "seqs": seqs("temporary", p)}
-                       for p, t in _top_by(ev.temporary.items(), lambda t: t[0])],
+            {"files": [{"path": p, "times": t[0], "bytes_written": bytes_written.get(p, 0), "seqs": seqs("temporary", p)}
+                       for p, t in top_temporary],
              "processes": _labels(ev.io_procs.get("temporary"))}))
     if ev.saves:
         n = sum(s[0] for s in ev.saves.values())
@@ -526,6 +564,15 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
 
     out.sort(key=lambda f: (f.level != "warning", -f.time_ns, -f.requests, f.id))
     return out
+
+
+def _split(path: str) -> tuple[str, str]:
+    """os.path.split(path), in a third of the time."""
+    i = path.rfind("/") + 1
+    head = path[:i]
+    if head and head.count("/") != len(head):
+        head = head.rstrip("/")
+    return head, path[i:]
 
 
 def _fmt_ns(ns: int) -> str:

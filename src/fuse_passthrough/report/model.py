@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..tracing.events import KERNEL_COMM
 from ..tracing.stats import OpStats, Summary
 
 if TYPE_CHECKING:
-    from .tally import Totals
+    from .tally import Tally
 
 
 
@@ -66,7 +68,7 @@ class Report:
 
     def __init__(self) -> None:
         self.summary = Summary()
-        self.paths: dict[str, Group] = {}
+        self.paths: dict[str, Group] | PathTable = {}  # PathTable: the tally's (event by event: a dict)
         self.processes: dict[tuple[int, str | None], Group] = {}
         self.errors: dict[tuple[str, str | None], Group] = {}
         self.errno_ops: dict[str, Counter[str]] = {}  # errno -> operations: exact even when `errors` is pruned
@@ -82,46 +84,54 @@ class Report:
         self.op_max: dict[str, int] = {}  # the longest duration per operation
 
     @classmethod
-    def from_tally(cls, t: Totals) -> Report:
-        """The report of trace_scan.Totals (what `build` reads)."""
+    def from_tally(cls, t: Tally) -> Report:
+        """The report of a tally (what `build` reads): its arrays read directly, the paths' rows left as columns."""
+        t.flush()
+        t.evidence.from_rows(t.paths.names.names, t.paths.ev, t.procs.names.names, t.procs.ev)
         r = cls()
         r.events = t.events
         if t.events:
             r.first_ts, r.last_end = t.first_ts, t.last_end
-        hist: dict[str, dict[int, int]] = {}
-        for (op, bucket), n in t.hist.items():
-            hist.setdefault(op, {})[bucket] = n
-        for op in sorted(hist, key=lambda o: (-t.op_ns[o], o)):
-            h = hist[op]
-            r.summary.ops[op] = OpStats(sum(h.values()), t.op_errors[op], t.op_ns[op], t.op_read[op],
-                                        t.op_written[op], injected=t.op_injected[op],
-                                        histogram=dict(sorted(h.items())))
-        # (dict.update: Counter.update first asks whether its argument is a Mapping, which costs more than the copy)
-        paths = r.paths
-        for path, calls, ns, failed, ops in t.paths.rows():
-            if path is not None:
-                counts = _counter()
-                dict.update(counts, ops)
-                paths[path] = Group(calls, failed, ns, counts)
+        ops = t.ops.names
+        n = len(ops)
+        op_ns = t.op_ns[:n].tolist()
+        r.op_max = {op: int(x) for op, x in zip(ops, t.op_max[:n].tolist(), strict=True)}
+        for o, x in t.far_max.items():
+            r.op_max[ops[o]] = max(r.op_max[ops[o]], x)
+        hist: dict[int, dict[int, int]] = {}
+        rows, cols = np.nonzero(t.hist[:n])
+        for o, b, k in zip(rows.tolist(), cols.tolist(), t.hist[rows, cols].tolist(), strict=True):
+            hist.setdefault(o, {})[b] = k
+        for (o, b), k in t.far_hist.items():
+            hist.setdefault(o, {})[b] = hist.get(o, {}).get(b, 0) + k
+        errors = t.op_errors[:n].tolist()
+        for o in sorted(hist, key=lambda o: (-op_ns[o], ops[o])):
+            h, op = hist[o], ops[o]
+            r.summary.ops[op] = OpStats(sum(h.values()), errors[o], op_ns[o], t.op_read[op], t.op_written[op],
+                                        injected=t.op_injected[op], histogram=dict(sorted(h.items())))
+        r.paths = PathTable(t.paths.names.names, t.paths.calls[:n], t.paths.ns, t.paths.errors, ops)
+        procs = PathTable(t.procs.names.names, t.procs.calls[:n], t.procs.ns, t.procs.errors, ops)
         processes = r.processes
-        for (pid, comm), calls, ns, failed, ops in t.procs.rows():
+        for (pid, comm), g in procs.items():
             key = (0, None) if pid == 0 else (pid, comm)  # the kernel's own requests: one row
-            g = _group(processes, key)
-            g.calls += calls
-            g.errors += failed
-            g.total_ns += ns
-            for op, n in ops.items():
-                g.ops[op] += n
-        errors = r.errors
-        for (errno, path, op), n in t.error_ops.items():
-            g = _group(errors, (errno, path))
-            g.ops[op] += n
-            g.calls += n
-            g.errors += n
-        for (errno, op), n in t.errno_ops.items():
-            r.errno_ops.setdefault(errno, _counter())[op] += n
+            mine = processes.get(key)
+            if mine is None:
+                processes[key] = g
+            else:
+                mine.calls += g.calls
+                mine.errors += g.errors
+                mine.total_ns += g.total_ns
+                mine.ops.update(g.ops)
+        paths = t.paths.names.names
+        for (errno, p, o), k in t.error_ops.items():
+            g = _group(r.errors, (errno, paths[p]))
+            g.ops[ops[o]] += k
+            g.calls += k
+            g.errors += k
+        for (errno, o), k in t.errno_ops.items():
+            r.errno_ops.setdefault(errno, _counter())[ops[o]] += k
         r.dropped = {table: (calls, entries) for table, (calls, entries) in t.dropped.items() if entries}
-        r.evidence, r.op_max = t.evidence, t.op_max
+        r.evidence = t.evidence
         if t.sample is not None:
             r.sample = t.sample.events()
             r.sample_every_error = t.sample.every_error
@@ -150,6 +160,8 @@ class Report:
         return self.last_end - self.first_ts
 
     def top_paths(self, by: str, n: int) -> list[tuple[str, Group]]:
+        if isinstance(self.paths, PathTable):
+            return self.paths.top(by, n)
         return _top(self.paths.items(), by, n, lambda k: k)
 
     def top_processes(self, by: str, n: int) -> list[tuple[str, Group]]:
@@ -196,3 +208,48 @@ def _top(items: Iterable[tuple[Any, Group]], by: str, n: int, name: Any) -> list
     return heapq.nsmallest(n, items, key=key)  # sorted(items, key=key)[:n], in less time
 
 
+
+
+class PathTable:
+    """Per name (a path; a process, as (pid, comm)): its calls per operation, time and errors, as the tally's arrays
+    (operations x names, then a value per name). A Group is made for a name only when it is read: a report shows
+    the top few of up to 100,000 paths."""
+
+    def __init__(self, names: list[Any], calls: np.ndarray, ns: np.ndarray, errors: np.ndarray, ops: list[str]) -> None:
+        n = len(names)
+        keep = [i for i, name in enumerate(names) if name is not None]  # operations without a path: no row
+        at = np.array(keep, dtype=np.intp) if len(keep) < n else None
+        self.names = [names[i] for i in keep] if at is not None else list(names)
+        self.calls = calls[:, :n] if at is None else calls[:, at]
+        self.ns = ns[:n] if at is None else ns[at]
+        self.errors = errors[:n] if at is None else errors[at]
+        self.ops = ops
+        self.totals = self.calls.sum(axis=0)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def group(self, i: int) -> Group:
+        column = self.calls[:, i]
+        at = np.flatnonzero(column)
+        ops = _counter()
+        dict.update(ops, zip([self.ops[o] for o in at.tolist()], column[at].tolist(), strict=True))
+        return Group(int(self.totals[i]), int(self.errors[i]), int(self.ns[i]), ops)
+
+    def items(self) -> Iterator[tuple[Any, Group]]:
+        return ((name, self.group(i)) for i, name in enumerate(self.names))
+
+    def values(self) -> Iterator[Group]:
+        return (self.group(i) for i in range(len(self.names)))
+
+    def top(self, by: str, n: int) -> list[tuple[Any, Group]]:
+        """model._top of the rows: the n first by calls (or time), then time (calls), then name."""
+        if n >= len(self.names) or self.ns.dtype == object:
+            return _top(self.items(), by, n, lambda k: k)
+        first, second = (self.totals, self.ns) if by == "calls" else (self.ns, self.totals)
+        order = np.lexsort((-second, -first))
+        last = order[n - 1]
+        # the n first, and every row tied with the n-th (ties are ordered by name)
+        tied = np.flatnonzero((first == first[last]) & (second == second[last]))
+        chosen = np.union1d(order[:n], tied).tolist()
+        return _top(((self.names[i], self.group(i)) for i in chosen), by, n, lambda k: k)

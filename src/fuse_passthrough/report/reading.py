@@ -90,7 +90,7 @@ class _FastEvent(Event, gc=False, kw_only=True):
 COMPILED_NOTE: str | None = None  # why the compiled columns are not used, when they were built but cannot be
 if _compiled is not None:
     try:
-        _compiled.setup(Event)
+        _compiled.setup(Event, _Args, msgspec.Raw)
     except Exception as e:  # a msgspec whose struct layout it does not know, say: the Python path does the same work
         COMPILED_NOTE = f"note: the compiled columns cannot be used ({e}): reading in Python, about 55 % slower"
         _compiled = None  # type: ignore[assignment]

@@ -20,7 +20,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from ..tracing.compression import TraceReader
 from . import reading
 from .reading import Chunk, ReportError, _read_range, chunk_events, read_chunks
-from .tally import Tally, Totals
+from .tally import Tally
 
 
 def _tally_chunk(tally: Tally, chunk: Chunk, files: list[str]) -> None:
@@ -130,7 +130,7 @@ def _alive(workers: list[Any]) -> None:
 
 def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0, tiny_bytes: int = 1024,
          on_progress: Callable[[int], None] | None = None,
-         on_truncated: Callable[[str, int, int], None] | None = None) -> tuple[Totals, list[bytes]]:
+         on_truncated: Callable[[str, int, int], None] | None = None) -> tuple[Tally, list[bytes]]:
     """Tally the files' events (with a chart sample of `sample` events, if > 0), in `jobs` processes.
 
     Also returns the first `keep` non-blank lines as they are (for an export of the first events)."""
@@ -149,7 +149,8 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0, tin
             for chunk in chunks:
                 keep_lines(chunk)
                 _tally_chunk(tally, chunk, files)
-            return tally.totals(), kept
+            tally.flush()
+            return tally, kept
 
     ctx = multiprocessing.get_context("fork")
     inboxes: list[Any] = [ctx.Queue() for _ in range(jobs)]
@@ -229,7 +230,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0, tin
     if failure is not None:
         raise ReportError(failure[1])
     assert merged is not None  # every worker sent its tally, or a failure
-    return merged.totals(), kept
+    return merged, kept
 
 
 def default_jobs() -> int:

@@ -6,14 +6,12 @@ import heapq
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from math import log2
 from operator import add, attrgetter, is_not, mod, not_, truediv
 from typing import Any
-
-import msgspec
 
 # No BLAS is used here, and OpenBLAS's threads, started when numpy is imported, spin a while on every CPU
 # (0.1 s of CPU time, more than reading a 20 MB trace takes)
@@ -21,7 +19,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402 - after the setting above
 
 from . import evidence, reading
-from .evidence import KINDS, Queue, Sequential
+from .evidence import KINDS, Sequential
 from .findings import SLOWEST, Evidence
 from .reading import Event, Slice, _Args, _json
 
@@ -34,9 +32,8 @@ def _mix(pos: int) -> int:
 TABLE_CAP = 100_000   # paths, processes, (errno, path) pairs tracked exactly; beyond, the busiest half kept
 BYTE_OPS = frozenset({"read", "write", "copy_file_range"})
 # one getter per field taken out as a column: no tuple per event (as one getter of all of them would make)
-_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED, _SEQ, _ARGS = map(attrgetter, (
-    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected", "seq", "args"))
-_SIZE, _OFFSET, _FH = map(attrgetter, ("size", "offset", "fh"))
+_OP, _PATH, _PID, _COMM, _ERRNO, _DURATION, _TS, _INJECTED, _SEQ, _ARGS, _RESULT = map(attrgetter, (
+    "op", "path", "pid", "comm", "errno", "duration_ns", "ts", "injected", "seq", "args", "result"))
 
 
 
@@ -105,45 +102,6 @@ class Sample:
         chosen.update((-neg, e) for _, neg, e in self.slowest)
         chosen.update(self.spaced)
         return [chosen[p] for p in sorted(chosen)]
-
-
-@dataclass
-class NameTotals:
-    """Per name (a path, or a process as (pid, comm)): its calls, time, errors and calls per operation."""
-
-    names: list[Any] = field(default_factory=list)
-    calls: list[int] = field(default_factory=list)
-    ns: list[int] = field(default_factory=list)
-    errors: list[int] = field(default_factory=list)
-    ops: list[dict[str, int]] = field(default_factory=list)
-
-    def rows(self) -> Iterator[tuple[Any, int, int, int, dict[str, int]]]:
-        """(name, calls, ns, errors, calls per operation), a name at a time."""
-        return zip(self.names, self.calls, self.ns, self.errors, self.ops, strict=True)
-
-
-class Totals:
-    """What the report needs from the events, keyed by name: the result of a Tally."""
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.first_ts = math.inf
-        self.last_end = -math.inf
-        self.hist: Counter[tuple[str, int]] = Counter()   # (op, latency bucket) -> calls
-        self.op_ns: dict[str, int] = {}
-        self.op_errors: Counter[str] = Counter()
-        self.op_read: Counter[str] = Counter()
-        self.op_written: Counter[str] = Counter()
-        self.op_injected: Counter[str] = Counter()  # calls a fault rule acted on
-        self.paths = NameTotals()  # per path (None: operations without one)
-        self.procs = NameTotals()  # per (pid, comm)
-        self.error_ops: Counter[tuple[str, str | None, str]] = Counter()  # (errno, path, op) -> count
-        self.errno_ops: Counter[tuple[str, str]] = Counter()  # (errno, op) -> count: never pruned
-        # per table: operations on entries dropped to bound memory, and how many entries were dropped
-        self.dropped: dict[str, list[int]] = {"paths": [0, 0], "processes": [0, 0], "errors": [0, 0]}
-        self.sample: Sample | None = None  # the chart sample, when one was asked for
-        self.evidence = Evidence()  # what the findings need beyond these tables
-        self.op_max: dict[str, int] = {}  # the longest duration per operation
 
 
 def _note_dropped(counts: list[int], calls: dict[Any, int], keep: set[Any]) -> None:
@@ -224,6 +182,7 @@ _EDGES = _bucket_edges()
 _PATH_BLANK = np.zeros(evidence.PATH_ROWS, dtype=np.int64)
 _PATH_BLANK[evidence.EX0:] = evidence.NO_SEQ
 _BUCKETS = len(_EDGES) + 1
+_INT64_MAX = (1 << 63) - 1
 _EXACT_INT64 = 1 << 62  # time sums stay int64 while every duration seen adds up to less than this
 
 
@@ -329,23 +288,17 @@ class _Table:
             else self.ev[:, mine] + theirs
         return mine
 
-    def totals(self, ops: list[str]) -> NameTotals:
-        """The table by name."""
-        n = len(self.names.names)
-        calls = self.calls[:len(ops), :n].T  # names x operations
-        names, ops_ = np.nonzero(calls)      # by name, then operation
-        per_name: list[dict[str, int]] = [{} for _ in range(n)]
-        for name, op, count in zip(names.tolist(), ops_.tolist(), calls[names, ops_].tolist(), strict=True):
-            per_name[name][ops[op]] = count
-        return NameTotals(list(self.names.names), calls.sum(axis=1).tolist(), self.ns[:n].tolist(),
-                          self.errors[:n].tolist(), per_name)
+
+_RARE = (evidence.CREATE, evidence.MKNOD, evidence.UNLINK, evidence.RENAME)  # matched by name, in Python
 
 
 @dataclass
 class Columns:
-    """A slice's events as columns (Tally._columns): the numbers of their operations, paths and processes, their
-    durations (an int64 array, or a list when some do not fit), start times, which failed (None: none) and their
-    errnos, which a fault rule acted on (None: none)."""
+    """Events as columns (Tally._columns): the numbers of their operations, paths and processes, their durations (an
+    int64 array, or a list when some do not fit), start times, which failed (None: none) and their errnos, which a
+    fault rule acted on (None: none); for the findings, each operation's kind (evidence.KINDS), the seq, the args'
+    size, offset and fh and the result (int64, evidence.ints: _NONE where not an int), and `counted`, what the
+    summary adds to bytes read or written (int results, True as 1)."""
 
     op: np.ndarray
     path: np.ndarray
@@ -355,6 +308,16 @@ class Columns:
     failed: np.ndarray | None
     errnos: list[str]
     injected: np.ndarray | None
+    kind: np.ndarray
+    seq: np.ndarray
+    size: np.ndarray
+    offset: np.ndarray
+    fh: np.ndarray
+    result: np.ndarray
+    counted: np.ndarray
+    odd: bool  # a result is an integer beyond int64: the slice's bytes are added in Python (counted: zeros)
+    rare: list[Event]  # the events that succeeded with a path whose kind is one of _RARE, in order
+    slow: list[Event]  # the events longer than the slowest kept when the slice was taken
 
     def durations(self) -> list[int]:
         return self.duration if isinstance(self.duration, list) else self.duration.tolist()
@@ -369,13 +332,33 @@ class Columns:
             return sum(d)
         return int(d.sum()) if int(d.max()) < 1 << 53 else sum(d.tolist())  # < 2**53 each: no int64 overflow
 
+    @staticmethod
+    def join(parts: list[Columns]) -> Columns:
+        """Several slices' columns as one (their durations int64 arrays); rare and slow are left empty."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def flags(name: str) -> np.ndarray | None:
+            got = [getattr(c, name) for c in parts]
+            if all(g is None for g in got):
+                return None
+            return np.concatenate([np.zeros(len(c.op), dtype=bool) if g is None else g for c, g in zip(parts, got,
+                                                                                                      strict=True)])
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(c, name) for c in parts])
+
+        return Columns(cat("op"), cat("path"), cat("proc"), cat("duration"), cat("ts"), flags("failed"),
+                       [e for c in parts for e in c.errnos], flags("injected"), cat("kind"), cat("seq"), cat("size"),
+                       cat("offset"), cat("fh"), cat("result"), cat("counted"), False, [], [])
+
 
 class Tally:
-    """The events' totals, accumulated a slice at a time in a worker (or the report's process).
+    """The events' totals, accumulated in a worker (or the report's process).
 
-    Paths, processes and operations are numbered as they appear; counts and time sums are kept in numpy arrays
-    indexed by those numbers, updated a slice at a time (np.add.at) rather than an event at a time. `totals()`
-    gives them by name."""
+    Paths, processes and operations are numbered as they appear, a slice at a time (the compiled columns); counts
+    and time sums are kept in numpy arrays indexed by those numbers, updated a batch of slices at a time (np.add.at)
+    rather than an event at a time. model.Report reads them, with nothing converted in between."""
 
     def __init__(self, sample: int = 0, tiny_bytes: int = 1024) -> None:
         self.events = 0
@@ -399,8 +382,9 @@ class Tally:
         self.sample = Sample(sample) if sample else None
         self.evidence = Evidence()  # what the findings need besides the tables' evidence rows
         self.tiny_bytes = tiny_bytes
-        self.op_kind = np.zeros(0, dtype=np.int8)  # per operation number: evidence_columns' kind
-        self.queue = Queue()  # picked events, added to the tables' evidence rows a batch at a time
+        self.op_kind = bytearray()  # per operation number: its kind (evidence.KINDS), extended by _columns
+        self.pending: list[Columns] = []  # slices numbered, not yet added (a batch at a time)
+        self.pending_events = 0
         self.sequential = Sequential()
         self.pid_number: dict[Any, int] = {}  # pids numbered (a key of `sequential`)
         self.proc_pid = np.zeros(0, dtype=np.int64)  # per process number: its pid's number
@@ -408,13 +392,41 @@ class Tally:
         self.far_max: dict[int, int] = {}  # operation -> the longest duration, of those of 2**63 ns or more
 
     def add(self, events: list[Event], part: Slice) -> None:
+        """A slice: its columns taken out (the events can be freed after this), the few events the findings look
+        at one by one seen now; the columns added with the next batch."""
         if not events:
             return
-        n = len(events)
         c = self._columns(events)
+        self._one_by_one(events, c)
+        if self.sample is not None:
+            self.sample.add(part, events, c.durations(), list(map(_ERRNO, events)))
+        seen = self.seen_ns + c.duration_sum()
+        if seen >= _EXACT_INT64 or isinstance(c.duration, list):
+            self.flush()  # the batch so far in int64; this slice, and every one after it, exactly
+            self.seen_ns = seen
+            self._add_columns(c)
+        else:
+            self.seen_ns = seen
+            self.pending.append(c)
+            self.pending_events += len(events)
+            if self.pending_events < evidence.BATCH and len(self.paths.names.names) <= TABLE_CAP \
+                    and len(self.procs.names.names) <= TABLE_CAP:
+                self.evidence.bound()
+                return
+            self.flush()
+        self._bound()
+
+    def flush(self) -> None:
+        """Add the slices taken so far."""
+        if self.pending:
+            c = Columns.join(self.pending)
+            self.pending, self.pending_events = [], 0
+            self._add_columns(c)
+
+    def _add_columns(self, c: Columns) -> None:
+        """Add events' columns into the tables."""
         oi, pi, ki, ts, failed = c.op, c.path, c.proc, c.ts, c.failed
-        self.events += n
-        self.seen_ns += c.duration_sum()
+        self.events += len(oi)
         exact = self.seen_ns >= _EXACT_INT64
         if exact:
             self._exact()
@@ -450,10 +462,10 @@ class Tally:
                     self.op_max[o] = x
         else:
             np.maximum.at(self.op_max, oi, d)
-        done, got = self._add_bytes(events, oi, failed)
-        self._gather(events, oi, c, None if exact else d, done, got)
+        self._add_bytes(c)
         self.paths.add(oi, pi, d, failed)
         self.procs.add(oi, ki, d, failed)
+        self._add_evidence(c, d)
         if failed is not None:
             at = np.flatnonzero(failed)
             failed_ops = oi[at]
@@ -463,21 +475,49 @@ class Tally:
         if c.injected is not None:
             names = self.ops.names
             self.op_injected.update(names[o] for o in oi[c.injected].tolist())
-        if self.sample is not None:
-            self.sample.add(part, events, c.durations(), list(map(_ERRNO, events)))
-        self._bound()
 
-    def _gather(self, events: list[Event], oi: np.ndarray, c: Columns, dur: np.ndarray | None, done: np.ndarray,
-                got: np.ndarray) -> None:
-        """Queue the columns of the events the evidence needs (evidence_columns: successful reads, writes, opens,
-        syncs, listings with a path; ENOENT failures); match created files with their unlink or rename; keep the
-        slowest and follow the processes that met an injected fault."""
+    def _one_by_one(self, events: list[Event], c: Columns) -> None:
+        """What the findings follow event by event (few events): files created then deleted or renamed, the slowest,
+        the processes that met an injected fault; and a slice's bytes when a result is beyond int64."""
         ev = self.evidence
-        names = self.ops.names
-        if len(self.op_kind) != len(names):
-            self.op_kind = np.array([KINDS.get(name, 0) for name in names], dtype=np.int8)
-        kind = self.op_kind[oi]
-        pi, ki = c.path, c.proc
+        if c.rare:
+            created = ev.created
+            for e in c.rare:
+                path = e.path or ""  # (rare events have a path)
+                if e.op in ("create", "mknod"):
+                    created[path] = -1
+                elif created.pop(path, None) is not None:
+                    if e.op == "unlink":
+                        ev.deleted(e)
+                    elif e.path2 is not None:
+                        ev.saved(e)
+        slow = c.slow
+        if len(slow) > SLOWEST:
+            slow = heapq.nlargest(SLOWEST, slow, key=lambda e: (e.duration_ns, -(e.seq or 0)))
+        for e in slow:
+            ev.slow(e)
+        if ev.pending or c.injected is not None:
+            # from the first fault on (or the slice's start, when faults are being followed), every event of a
+            # process being followed; `pending` grows as faults are met
+            pending, follow = ev.pending, ev.follow
+            start = 0 if pending or c.injected is None else int(np.flatnonzero(c.injected)[0])
+            for i in range(start, len(events)):
+                e = events[i]
+                if e.pid in pending or e.injected is not None:
+                    follow(e)
+        if c.odd:
+            for e, failed in zip(events, c.failed if c.failed is not None else repeat(False), strict=False):
+                if e.op in BYTE_OPS and not failed:
+                    r = _json(e.result)
+                    if isinstance(r, int):
+                        (self.op_read if e.op == "read" else self.op_written)[e.op] += r
+            c.counted = np.zeros(len(events), dtype=np.int64)
+
+    def _add_evidence(self, c: Columns, d: np.ndarray) -> None:
+        """Add the events the findings count into the tables' evidence rows (evidence.add_batch): successful reads,
+        writes, opens, creates, syncs, listings, mknods, unlinks and renames with a path; ENOENT failures."""
+        kind = c.kind
+        pi = c.path
         none = self.paths.names.number.get(None)
         ok = kind > 0
         if none is not None:
@@ -489,88 +529,24 @@ class Tally:
             if none is not None and missing.size:
                 missing = missing[pi[missing] != none]
             if missing.size:
+                kind = kind.copy()
                 kind[missing] = evidence.MISSING
                 ok[missing] = True
         picked = np.flatnonzero(ok)
-        if picked.size:
-            d = dur if dur is not None else np.array(c.durations(), dtype=object)
-            chosen = list(map(events.__getitem__, picked.tolist()))
-            k = kind[picked]
-            seq = evidence.ints(list(map(_SEQ, chosen)))
-            self.queue.add((pi[picked], ki[picked], k, d[picked], seq),
-                           self._io(chosen, k, picked, pi, ki, d, seq, done, got))
-            rare = np.flatnonzero((k == evidence.CREATE)
-                                  | ((k >= evidence.MKNOD) & (k <= evidence.RENAME)))
-            if rare.size:
-                self._created(list(map(chosen.__getitem__, rare.tolist())), k[rare].tolist())
-            if self.queue.count >= evidence.BATCH:
-                self.flush()
-        floor = ev.slow_floor()
-        slow = (np.flatnonzero(dur > floor).tolist() if dur is not None
-                else [i for i, x in enumerate(c.durations()) if x > floor])
-        if len(slow) > SLOWEST:
-            slow = heapq.nlargest(SLOWEST, slow, key=lambda i: (events[i].duration_ns, -(events[i].seq or 0)))
-        for i in slow:
-            ev.slow(events[i])
-        if ev.pending or c.injected is not None:
-            # from the first fault on (or the slice's start, when faults are being followed), every event of a
-            # process being followed; `pending` grows as faults are met
-            pending, follow = ev.pending, ev.follow
-            start = 0 if pending or c.injected is None else int(np.flatnonzero(c.injected)[0])
-            for i in range(start, len(events)):
-                e = events[i]
-                if e.pid in pending or e.injected is not None:
-                    follow(e)
-
-    def _io(self, chosen: list[Event], k: np.ndarray, picked: np.ndarray, pi: np.ndarray, ki: np.ndarray,
-            d: np.ndarray, seq: np.ndarray, done: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, ...] | None:
-        """The columns of the picked reads and writes: path, kind, fh, pid, offset, size, result, duration,
-        process, seq."""
-        rw = np.flatnonzero((k == evidence.READ) | (k == evidence.WRITE))
-        if not rw.size:
-            return None
-        io = list(map(chosen.__getitem__, rw.tolist()))
-        args = list(map(_ARGS, io))
-        if set(map(type, args)) == {_Args}:
-            size, offset, fh = map(list, (map(_SIZE, args), map(_OFFSET, args), map(_FH, args)))
-        else:  # events of the reference path: their args a dict
-            size, offset, fh = ([a.get(name) if isinstance(a, dict) else getattr(a, name, None) for a in args]
-                                for name in ("size", "offset", "fh"))
-        procs = ki[picked[rw]]
-        if len(self.proc_pid) < len(self.procs.names.names):
-            number = self.pid_number
-            new = [number.setdefault(pid, len(number)) for pid, _ in self.procs.names.names[len(self.proc_pid):]]
-            self.proc_pid = np.concatenate([self.proc_pid, np.array(new, dtype=np.int64)])
-        at = picked[rw]
-        results = got[np.searchsorted(done, at)]  # the reads and writes picked are among the byte operations done
-        return (pi[at], k[rw], evidence.ints(fh), self.proc_pid[procs], evidence.ints(offset),
-                evidence.ints(size), results, d[at], procs, seq[rw])
-
-    def _created(self, rare: list[Event], kinds: list[int]) -> None:
-        """Files created (create, mknod) then deleted (temporary) or renamed onto another name (atomic saves)."""
-        ev = self.evidence
-        created = ev.created
-        pop = created.pop
-        made = (evidence.CREATE, evidence.MKNOD)
-        matched = []
-        for e, path, kind in zip(rare, map(_PATH, rare), kinds, strict=True):
-            if kind in made:
-                created[path] = -1
-            elif pop(path, None) is not None:
-                matched.append(e)
-        for e in matched:
-            if e.op == "unlink":
-                ev.deleted(e)
-            elif e.path2 is not None:
-                ev.saved(e)
-
-    def flush(self) -> None:
-        """Add the queued events into the tables' evidence rows."""
-        if not self.queue.count:
+        if not picked.size:
             return
-        parts, io = self.queue.take()
-        self.paths.fit(len(self.ops.names))
-        self.procs.fit(len(self.ops.names))
+        k = kind[picked]
+        parts = [pi[picked], c.proc[picked], k, d[picked], c.seq[picked]]
+        at = picked[(k == evidence.READ) | (k == evidence.WRITE)]
+        io = None
+        if at.size:
+            procs = c.proc[at]
+            if len(self.proc_pid) < len(self.procs.names.names):
+                number = self.pid_number
+                new = [number.setdefault(pid, len(number)) for pid, _ in self.procs.names.names[len(self.proc_pid):]]
+                self.proc_pid = np.concatenate([self.proc_pid, np.array(new, dtype=np.int64)])
+            io = [pi[at], kind[at], c.fh[at], self.proc_pid[procs], c.offset[at], c.size[at], c.result[at], d[at],
+                  procs, c.seq[at]]
         evidence.add_batch(self.paths.ev, self.procs.ev, parts, io, self.tiny_bytes, self.sequential)
         if len(self.sequential.last_end) > evidence.EVIDENCE_CAP:
             self._forget_ends()
@@ -585,15 +561,22 @@ class Tally:
     def _columns(self, events: list[Event]) -> Columns:
         """The slice's fields as columns, its operations, paths and processes numbered: compiled where built."""
         if reading._compiled is not None:
-            got = reading._compiled.columns(events, self.ops.number, self.ops.names, self.paths.names.number,
-                                    self.paths.names.names, self.procs.names.number, self.procs.names.names)
+            got = reading._compiled.columns(events, self.ops.number, self.ops.names, self.op_kind, KINDS,
+                                            self.paths.names.number, self.paths.names.names,
+                                            self.procs.names.number, self.procs.names.names,
+                                            min(self.evidence.slow_floor(), _INT64_MAX))
             if got is not None:
-                op, path, proc, dur, ts, failed, errnos, injected = got
+                (op, path, proc, dur, ts, failed, errnos, injected, kind, seq, size, offset, fh, result, counted,
+                 odd, rare, slow) = got
                 return Columns(np.frombuffer(op, np.intp), np.frombuffer(path, np.intp),
                                np.frombuffer(proc, np.intp), np.frombuffer(dur, np.int64),
                                np.frombuffer(ts, np.float64),
                                None if failed is None else np.frombuffer(failed, np.bool_), errnos,
-                               None if injected is None else np.frombuffer(injected, np.bool_))
+                               None if injected is None else np.frombuffer(injected, np.bool_),
+                               np.frombuffer(kind, np.int8), np.frombuffer(seq, np.int64),
+                               np.frombuffer(size, np.int64), np.frombuffer(offset, np.int64),
+                               np.frombuffer(fh, np.int64), np.frombuffer(result, np.int64),
+                               np.frombuffer(counted, np.int64), odd, rare, slow)
         return self._python_columns(events)
 
     def _python_columns(self, events: list[Event]) -> Columns:
@@ -603,6 +586,8 @@ class Tally:
         errno = list(map(_ERRNO, events))
         ts = np.fromiter(map(_TS, events), np.float64, n)
         oi = self.ops.numbers(list(map(_OP, events)))
+        for name in self.ops.names[len(self.op_kind):]:
+            self.op_kind.append(KINDS.get(name, 0))
         # Events come in runs (one process statting one path): each run's path and process are looked up once
         # (looking up a long path among many costs several cache misses; comparing it with the previous one, none)
         paths = np.array(list(map(_PATH, events)), dtype=object)
@@ -615,8 +600,22 @@ class Tally:
         ki = np.repeat(self.procs.names.numbers(procs), np.diff(runs, append=n))
         failed = np.fromiter(map(is_not, errno, repeat(None)), bool, n)
         injected = np.fromiter(map(is_not, map(_INJECTED, events), repeat(None)), bool, n)
+        kind = np.frombuffer(bytes(self.op_kind), np.int8)[oi]
+        args = list(map(_ARGS, events))
+        size, offset, fh = (evidence.ints([a.get(name) if isinstance(a, dict) else getattr(a, name, None)
+                                           if isinstance(a, _Args) else None for a in args])
+                            for name in ("size", "offset", "fh"))
+        results = list(map(_json, map(_RESULT, events)))
+        odd = any(r.__class__ is int and not -1 << 63 <= r < 1 << 63 for r in results)
+        counted = np.array([int(r) if isinstance(r, int) and -1 << 63 <= r < 1 << 63 else 0 for r in results],
+                           dtype=np.int64)
+        floor = self.evidence.slow_floor()
+        rare = [e for e, k, f, p in zip(events, kind.tolist(), failed.tolist(), map(_PATH, events), strict=True)
+                if k in _RARE and not f and p is not None]
         return Columns(oi, pi, ki, dur, ts, failed if failed.any() else None,
-                       [e for e in errno if e is not None], injected if injected.any() else None)
+                       [e for e in errno if e is not None], injected if injected.any() else None, kind,
+                       evidence.ints(list(map(_SEQ, events))), size, offset, fh, evidence.ints(results),
+                       counted, odd, rare, [e for e in events if e.duration_ns > floor])
 
     def _exact(self) -> None:
         """Time sums as Python ints from now on."""
@@ -671,41 +670,30 @@ class Tally:
             self.sample.merge(other.sample)
         self._bound()
 
-    def _add_bytes(self, events: list[Event], oi: np.ndarray, failed: np.ndarray | None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Bytes read and written: the results of the reads and writes that succeeded, decoded together.
-
-        Returns those events' positions and their results as int64 (evidence.ints: other values none)."""
+    def _add_bytes(self, c: Columns) -> None:
+        """Bytes read and written: the results of the reads and writes that succeeded."""
         if len(self.byte_ops) != len(self.ops.names):
             self.byte_ops = np.array([name in BYTE_OPS for name in self.ops.names], dtype=bool)
-        at = np.flatnonzero(self.byte_ops[oi] if failed is None else self.byte_ops[oi] & ~failed)
+        done = self.byte_ops[c.op] if c.failed is None else self.byte_ops[c.op] & ~c.failed
+        at = np.flatnonzero(done & (c.counted != 0))
         if not at.size:
-            return at, at
-        done = at.tolist()
-        results = [events[i].result for i in done]
-        if set(map(type, results)) == {msgspec.Raw}:
-            results = msgspec.json.decode(b"[" + b",".join(results) + b"]")
-        else:  # a slice read by the reference path
-            results = list(map(_json, results))
-        got = evidence.ints(results)
-        if set(map(type, results)) == {int} and int(np.abs(got).max()) < 1 << 40:  # no bool, no sum overflow
-            sums = np.zeros(len(self.ops.names), dtype=np.int64)
-            np.add.at(sums, oi[at], got)
-            names = self.ops.names
-            for o, n in zip(np.flatnonzero(sums).tolist(), sums[sums != 0].tolist(), strict=True):
-                op = names[o]
-                (self.op_read if op == "read" else self.op_written)[op] += n
+            return
+        got, oi = c.counted[at], c.op[at]
+        names = self.ops.names
+        if int(np.abs(got).max()) < 1 << 40:  # no sum overflow
+            sums = np.zeros(len(names), dtype=np.int64)
+            np.add.at(sums, oi, got)
+            pairs = zip(np.flatnonzero(sums).tolist(), sums[sums != 0].tolist(), strict=True)
         else:
-            for i, r in zip(done, results, strict=True):
-                if isinstance(r, int):
-                    op = events[i].op
-                    (self.op_read if op == "read" else self.op_written)[op] += r
-        return at, got
+            pairs = zip(oi.tolist(), got.tolist(), strict=True)
+        for o, n in pairs:
+            op = names[o]
+            (self.op_read if op == "read" else self.op_written)[op] += n
 
     def _bound(self) -> None:
         """At most TABLE_CAP paths, processes and (errno, path) pairs."""
         if len(self.paths.names.names) > TABLE_CAP or len(self.procs.names.names) > TABLE_CAP:
-            self.flush()  # the queued events' numbers are about to change
+            self.flush()  # the pending slices' numbers are about to change
             self._forget_ends()
         if len(self.paths.names.names) > TABLE_CAP:
             self._prune("paths", self.paths)
@@ -731,30 +719,3 @@ class Tally:
             keep = {k for k, _ in counts.most_common(TABLE_CAP // 2)}
             _note_dropped(self.dropped["errors"], counts, keep)
             self.error_ops = Counter({k: n for k, n in self.error_ops.items() if k[:2] in keep})
-
-    def totals(self) -> Totals:
-        """The tally by name."""
-        self.flush()
-        self.evidence.from_rows(self.paths.names.names, self.paths.ev, self.procs.names.names, self.procs.ev)
-        t = Totals()
-        t.events, t.first_ts, t.last_end = self.events, self.first_ts, self.last_end
-        t.sample, t.dropped, t.evidence = self.sample, self.dropped, self.evidence
-        ops, paths = self.ops.names, self.paths.names.names
-        t.op_max = {op: int(x) for op, x in zip(ops, self.op_max[:len(ops)].tolist(), strict=True)}
-        for o, x in self.far_max.items():
-            t.op_max[ops[o]] = max(t.op_max[ops[o]], x)
-        n = len(ops)
-        rows, cols = np.nonzero(self.hist[:n])
-        t.hist = Counter({(ops[o], b): k for o, b, k in
-                          zip(rows.tolist(), cols.tolist(), self.hist[rows, cols].tolist(), strict=True)})
-        t.hist.update({(ops[o], b): k for (o, b), k in self.far_hist.items()})
-        t.op_ns = dict(zip(ops, self.op_ns[:n].tolist(), strict=True))
-        t.op_errors = Counter(dict(zip(ops, self.op_errors[:n].tolist(), strict=True)))
-        t.op_read, t.op_written, t.op_injected = self.op_read, self.op_written, self.op_injected
-        t.paths = self.paths.totals(ops)
-        t.procs = self.procs.totals(ops)
-        t.error_ops = Counter({(e, paths[p], ops[o]): n for (e, p, o), n in self.error_ops.items()})
-        t.errno_ops = Counter({(e, ops[o]): n for (e, o), n in self.errno_ops.items()})
-        return t
-
-
