@@ -32,6 +32,7 @@ import pytest
 from inotify_simple import INotify
 from inotify_simple import flags as iflags
 
+from fuse_passthrough.inodes import FORGOTTEN_MAX
 from helpers import MODE_ARGS, Mount
 
 SLACK = 1.5  # seconds of scheduling slack on top of each bound (the machine runs other test suites too)
@@ -580,8 +581,11 @@ def test_node_table_shrinks_to_what_the_kernel_holds(workdir: Path, many_files: 
             rss.append(_rss_kb(pid))
         assert seen == n
         print(f"RSS after each 10,000 files and a drop (kB): {rss}")
-        # what the first batches allocated is reused: no growth with the number of files ever looked up
-        assert rss[-1] <= rss[1] + 8 * 1024, rss
+        # What the first batches allocated is reused: no growth with the number of files ever looked up, but for
+        # the records of forgotten nodes kept for file handles, capped at FORGOTTEN_MAX (~135 bytes each, measured
+        # by test_native_behaviour; 256 allowed here for the dict's own growth).
+        records_kb = FORGOTTEN_MAX * 256 // 1024
+        assert rss[-1] <= rss[1] + 8 * 1024 + records_kb, rss
         assert os.stat(m.mnt / "d07" / "f01234").st_size == 0  # and the mount still works
         assert m.unmount() == 0, m.stderr()
 

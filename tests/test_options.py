@@ -113,7 +113,15 @@ def test_defaults_come_from_the_table() -> None:
     for o in table.OPTIONS:
         if o.goes == table.CONFIG and o.default is not None:
             assert m.config[o.name] == o.default
-    assert m.kernel["default_permissions"] is True and not m.strict
+    assert "default_permissions" not in m.kernel and not m.strict
+
+
+@pytest.mark.parametrize("given,expected", [
+    ([], False), (["allow_other"], True), (["allow_root"], True), (["default_permissions"], True),
+    (["allow_other,no_default_permissions"], False), (["no_default_permissions,default_permissions"], False),
+])
+def test_default_permissions_where_more_than_one_user_can_reach_the_mount(given: list[str], expected: bool) -> None:
+    assert ("default_permissions" in MountOptions.parse(given, "/src").kernel) is expected
 
 
 def test_ignored_options_change_nothing() -> None:

@@ -46,7 +46,7 @@ class MountOptions:
     def parse(cls, specs: Iterable[str], source: str, subtype: str = "passthrough") -> MountOptions:
         """Read -o items by the option table (options.py); an unknown or malformed one is a UsageError."""
         m = cls()
-        default_permissions = True
+        default_permissions: bool | None = None  # None: as allow_other/allow_root say (below)
         # Cached by default, exact for changes through the mount (README "Caching and coherence"); no negative
         # entries, so a name created directly in SOURCE is seen at once.
         m.config.update({o.name: o.default for o in OPTIONS if o.goes == CONFIG and o.default is not None})
@@ -87,8 +87,16 @@ class MountOptions:
                     pass  # kept in m.atime above
                 else:  # a DAEMON option of the table that nothing here reads
                     raise AssertionError(f"mount option {key!r} is not handled")
+        # The kernel checks permissions itself where more than one user can reach the mount; where only the
+        # daemon's own user can, every operation already runs with that user's credentials on SOURCE, and the
+        # kernel's checks would only cost requests (a GETATTR of the directory before each create and unlink).
+        if default_permissions is None:
+            default_permissions = "default_permissions" in m.kernel or bool(
+                m.kernel.get("allow_other") or m.kernel.get("allow_root"))
         if default_permissions:
             m.kernel["default_permissions"] = True
+        else:
+            m.kernel.pop("default_permissions", None)
         if "fsname" in m.kernel:  # libfuse splits -o on unescaped commas
             m.kernel["fsname"] = m.kernel["fsname"].replace("\\", "\\\\").replace(",", "\\,")
         return m

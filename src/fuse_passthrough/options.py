@@ -215,8 +215,9 @@ OPTIONS: tuple[Option, ...] = (
            mount="allow_other", goes=KERNEL),
     Option("allow_root", SWITCH, "let root use the mount too (same conditions as allow_other)",
            mount="allow_root", goes=KERNEL),
-    Option("default_permissions", SWITCH, "the kernel checks SOURCE's permissions for every caller (on unless "
-           "no_default_permissions is given)", default=True, mount="default_permissions", goes=KERNEL),
+    Option("default_permissions", SWITCH, "the kernel checks SOURCE's permissions for every caller (on with "
+           "allow_other or allow_root; without them only the daemon's own user can use the mount, and SOURCE checks "
+           "each operation as that user)", mount="default_permissions", goes=KERNEL),
     Option("no_default_permissions", SWITCH, "turn default_permissions off", mount="no_default_permissions"),
     Option("ro", SWITCH, "read-only mount", mount="ro", goes=KERNEL),
     Option("rw", SWITCH, "read-write mount (the default)", mount="rw", goes=KERNEL),

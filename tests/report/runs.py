@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,9 +13,10 @@ from typing import Any
 FP = [sys.executable, "-m", "fuse_passthrough"]
 
 
-def fuse_mounts() -> list[str]:
+def fuse_mounts(under: Path) -> list[str]:
+    """`trace`'s private mounts (in a fuse-passthrough-* directory of $TMPDIR) below `under`."""
     with open("/proc/mounts") as f:
-        return [line for line in f if "fuse-passthrough-" in line.split()[1]]
+        return [line for line in f if line.split()[1].startswith(f"{under}/fuse-passthrough-")]
 
 
 def traced(workdir: Path, name: str, program: str, *trace_args: str) -> Path:
@@ -26,9 +28,10 @@ def traced(workdir: Path, name: str, program: str, *trace_args: str) -> Path:
     out = workdir / f"{name}.jsonl"
     p = subprocess.run(FP + ["trace", "--source", str(d), "--format", "jsonl", "--output", str(out), "--no-summary",
                              *trace_args, "--", sys.executable, "-I", "program.py"],
-                       cwd=d, capture_output=True, text=True, timeout=120)
+                       cwd=d, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "TMPDIR": str(workdir)})  # its private mount: ours alone to check
     assert p.returncode == 0, p.stderr
-    assert not fuse_mounts()
+    assert not fuse_mounts(workdir)
     return out
 
 

@@ -3,6 +3,7 @@ paths; a clean program (one large sequential copy) gets no warning."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -222,9 +223,10 @@ def test_trace_prints_the_findings_after_the_summary(workdir: Path) -> None:
     (workdir / "prog.py").write_text("import os\nfd = os.open('j', os.O_WRONLY | os.O_CREAT, 0o644)\n"
                                      "for _ in range(15):\n    os.write(fd, b'r')\n    os.fsync(fd)\n")
     p = subprocess.run(FP + ["trace", "--output", str(workdir / "events.txt"), "--", sys.executable, "-I", "prog.py"],
-                       cwd=workdir, capture_output=True, text=True, timeout=120)
+                       cwd=workdir, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "TMPDIR": str(workdir)})
     assert p.returncode == 0, p.stderr
     summary, found = p.stderr.split("\nfindings (most costly first):\n")
     assert "total" in summary
     assert found.startswith("  1. [warning] fsync-storm: 15 fsync/fdatasync")
-    assert not fuse_mounts()
+    assert not fuse_mounts(workdir)
