@@ -90,6 +90,32 @@ def test_enospc_passes_through_and_acknowledged_bytes_are_kept(workdir: Path) ->
         assert errors and all(e["errno"] == "ENOSPC" for e in errors)
 
 
+@pytest.mark.parametrize("how", ["unlink", "rename-over"])
+def test_space_of_a_removed_file_is_free_at_once(workdir: Path, how: str) -> None:
+    """As natively: the space of a file whose last name goes (and that no one holds open) is free when unlink or
+    rename returns, not when the kernel later forgets the inode (the daemon held it by an O_PATH fd)."""
+    block = b"x" * (600 << 10)  # more than half of the 1 MiB SOURCE: two cannot exist at once
+    (workdir / "native").mkdir()
+    with tmpfs(workdir / "native", "size=1m") as native, tmpfs(workdir / "small", "size=1m") as small, \
+            Mount(small, workdir / "mnt") as m:
+        for d, source in ((native, native), (m.mnt, small)):
+            held = []  # blocks still in use right after each removal returned (0 natively)
+            for i in range(20):
+                empty = os.statvfs(source).f_bfree
+                (d / f"f{i}").write_bytes(block)
+                if how == "unlink":
+                    os.unlink(d / f"f{i}")
+                else:
+                    (d / "tiny").write_bytes(b"t")
+                    os.rename(d / "tiny", d / f"f{i}")
+                held.append(empty - os.statvfs(source).f_bfree)
+                if how != "unlink":
+                    os.unlink(d / f"f{i}")
+            assert max(held) <= 1, (d, held)  # at most the tiny file's block
+            assert sorted(os.listdir(d)) == []
+        assert m.unmount() == 0
+
+
 @pytest.mark.parametrize("how", ["ro-tmpfs", "ro-bind"])
 def test_erofs_passes_through(workdir: Path, how: str) -> None:
     src = workdir / "ro"

@@ -52,7 +52,7 @@ class SourceInvalidations:
         from .watcher import watch_source
         self._session = session
         self._nodes = ops.nodes
-        self.watcher = watch_source(ops.source, lambda path: None, self.changed)
+        self.watcher = watch_source(self.changed, ops.nodes.root.fd)
         if self.watcher is not None:
             self.watcher.watch_key(ops.nodes.root.fd, ops.nodes.root.key)
             ops.on_directory = self.directory

@@ -340,7 +340,14 @@ class InodeOperations:
         pfd = self.nodes.get(parent).fd
         with self._as_caller(req):
             os.unlink(name, dir_fd=pfd)
+        self._unnamed(parent, name)
+
+    def _unnamed(self, parent: int, name: bytes) -> None:
+        """`name` is gone from `parent` in SOURCE: from the table too, and its file, if that was its last name."""
+        node = self.nodes.child(parent, name)
         self.nodes.removed(parent, name)
+        if node is not None:
+            self.nodes.unlinked(node)
 
     def rmdir(self, req: int, parent: int, name: bytes) -> None:
         pfd = self.nodes.get(parent).fd
@@ -350,16 +357,20 @@ class InodeOperations:
 
     def rename(self, req: int, parent: int, name: bytes, newparent: int, newname: bytes, flags: int) -> None:
         pfd, npfd = self.nodes.get(parent).fd, self.nodes.get(newparent).fd
+        replaced = None if flags & syscalls.RENAME_EXCHANGE else self.nodes.child(newparent, newname)
         with self._as_caller(req):
             syscalls.renameat2(pfd, os.fsdecode(name), npfd, os.fsdecode(newname), flags)
         self.nodes.renamed(parent, name, newparent, newname, bool(flags & syscalls.RENAME_EXCHANGE))
+        if replaced is not None:
+            self.nodes.unlinked(replaced)
 
     def readlink(self, req: int, ino: int) -> bytes:
         return os.readlink(b"", dir_fd=self.nodes.get(ino).fd)
 
     # -- attributes ---------------------------------------------------------------------------------------------
     def getattr(self, req: int, ino: int, fi: Any) -> tuple[abi.stat_t, float]:
-        return ll.stat_from(os.fstat(self.nodes.get(ino).fd)), self.attr_timeout
+        node = self.nodes.get(ino)
+        return ll.stat_from(node.gone or os.fstat(node.fd)), self.attr_timeout
 
     def setattr(self, req: int, ino: int, attr: abi.stat_t, to_set: int, fi: Any) -> tuple[abi.stat_t, float]:
         node = self.nodes.get(ino)

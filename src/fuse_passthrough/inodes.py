@@ -4,7 +4,9 @@ Each `Node` holds an O_PATH fd of its source object, so requests name objects by
 path; hard links of one file are one node. The kernel counts the entry replies it got for a node (lookup,
 create, mknod, mkdir, symlink, link, readdirplus entries) and gives them back with FORGET / BATCH_FORGET: at 0
 the node's fd is closed and the node dropped, so the table holds what the kernel holds, not what was ever
-touched. While the fd is open, the source inode cannot be freed, so its (st_dev, st_ino) cannot be reused.
+touched. While the fd is open, the source inode cannot be freed, so its (st_dev, st_ino) cannot be reused; a
+file whose last name goes through the mount while no handle is open is released at once (`unlinked`) and leaves
+the keys.
 
 Names: the table also keeps the (parent node, name) entries the kernel knows (from lookups, creates,
 renames and unlinks), for a best-effort path (traces) and for turning a path the SOURCE watcher reports into
@@ -41,7 +43,7 @@ class Node:
     """One kernel inode. `lookups` and `opens` are changed under the table's lock only."""
 
     __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id",
-                 "cached_path")
+                 "cached_path", "gone")
 
     def __init__(self, nodeid: int, key: tuple[int, int], fd: int, kind: int) -> None:
         self.nodeid = nodeid
@@ -54,6 +56,8 @@ class Node:
         self.kind = kind  # stat.S_IFMT of the source object (it never changes for one inode)
         self.backing_id = 0
         self.cached_path: tuple[int, str] | None = None  # (the table's path epoch, the path) for traces
+        # A file whose last name went while no handle was open: its attributes then (`NodeTable.unlinked`).
+        self.gone: os.stat_result | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -83,6 +87,9 @@ class NodeTable:
         # Paths are cached per node (traces ask for one per event); a directory's name changing makes every cached
         # path below it stale, so it starts a new epoch instead of finding the descendants.
         self._path_epoch = 0
+        # What a released node's fd number is pointed at (`unlinked`): an empty anonymous file, never a file of
+        # SOURCE, so that a request racing with the release cannot reach another object by a reused fd number.
+        self._released_fd = os.memfd_create("fuse-passthrough-released", os.MFD_CLOEXEC)
         self.generation = int.from_bytes(os.urandom(4), "little") or 1  # of every node but the root
         self.handles_fd = handles_fd
         self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
@@ -126,7 +133,7 @@ class NodeTable:
             node.lookups -= count
             if node.lookups > 0:
                 return
-            if self.handles_fd != -1 and node.key[0] == self.root.key[0]:
+            if self.handles_fd != -1 and node.key[0] == self.root.key[0] and node.gone is None:
                 self._remember_locked(node)
             del self._by_id[nodeid]
             if self._by_key.get(node.key) is node:
@@ -137,6 +144,26 @@ class NodeTable:
             node.names.clear()
             self._renamed_locked(node)
         os.close(node.fd)
+
+    def unlinked(self, node: Node) -> None:
+        """One of `node`'s names went in SOURCE (unlink, or a rename over it). If it was the file's last and no
+        handle is open, SOURCE frees the file now, as natively, not when the kernel's FORGET comes (a full disk
+        has its space back at once): the node's fd goes, and its attributes stay those it had (nothing can
+        change a file without names or handles)."""
+        with self._lock:
+            if node.opens or node.gone is not None or node.kind == stat.S_IFDIR or node.nodeid not in self._by_id:
+                return
+            try:
+                st = os.fstat(node.fd)
+            except OSError:
+                return
+            if st.st_nlink:
+                return
+            node.gone = st
+            os.dup2(self._released_fd, node.fd, inheritable=False)  # closes the file's fd, keeps the number
+            # SOURCE may give its inode number to a new file now: that is another object, another node.
+            if self._by_key.get(node.key) is node:
+                del self._by_key[node.key]
 
     # -- forgotten nodes (file handles)
     def _remember_locked(self, node: Node) -> None:
@@ -345,3 +372,4 @@ class NodeTable:
             self._children.clear()
         for node in nodes:
             os.close(node.fd)
+        os.close(self._released_fd)
