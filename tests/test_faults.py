@@ -92,8 +92,11 @@ def test_enospc_passes_through_and_acknowledged_bytes_are_kept(workdir: Path) ->
 
 @pytest.mark.parametrize("how", ["unlink", "rename-over"])
 def test_space_of_a_removed_file_is_free_at_once(workdir: Path, how: str) -> None:
-    """As natively: the space of a file whose last name goes (and that no one holds open) is free when unlink or
-    rename returns, not when the kernel later forgets the inode (the daemon held it by an O_PATH fd)."""
+    """As natively: the space of a file whose last name goes through the mount (and that no one has open) is free
+    when unlink or rename returns, not when the kernel later forgets the inode (the daemon holds each node the
+    kernel knows by an O_PATH fd). The files are written in SOURCE and looked up through the mount: a file
+    written through the mount stays open in the daemon until the kernel's RELEASE, which FUSE sends after
+    close() has returned (docs/posix.md)."""
     block = b"x" * (600 << 10)  # more than half of the 1 MiB SOURCE: two cannot exist at once
     (workdir / "native").mkdir()
     with tmpfs(workdir / "native", "size=1m") as native, tmpfs(workdir / "small", "size=1m") as small, \
@@ -102,11 +105,13 @@ def test_space_of_a_removed_file_is_free_at_once(workdir: Path, how: str) -> Non
             held = []  # blocks still in use right after each removal returned (0 natively)
             for i in range(20):
                 empty = os.statvfs(source).f_bfree
-                (d / f"f{i}").write_bytes(block)
+                (source / f"f{i}").write_bytes(block)
+                assert os.stat(d / f"f{i}").st_size == len(block)  # the kernel holds the file's inode now
                 if how == "unlink":
                     os.unlink(d / f"f{i}")
                 else:
-                    (d / "tiny").write_bytes(b"t")
+                    (source / "tiny").write_bytes(b"t")
+                    os.stat(d / "tiny")
                     os.rename(d / "tiny", d / f"f{i}")
                 held.append(empty - os.statvfs(source).f_bfree)
                 if how != "unlink":

@@ -519,13 +519,16 @@ class InodeOperations:
         os.close(fi.fh)
         node = self.nodes.get(ino)
         with self._backing_lock:
-            if self.nodes.released(node) == 0 and node.backing_id:
+            last = self.nodes.released(node) == 0
+            if last and node.backing_id:
                 backing_id, node.backing_id = node.backing_id, 0
                 try:
                     ll.passthrough_close(req, backing_id)
                 except OSError as e:
                     print(f"fuse-passthrough: closing backing id {backing_id} failed: {e.strerror}",
                           file=sys.stderr)
+        if last and not node.names:  # unlinked while open (RELEASE comes after close() returned): free it now
+            self.nodes.unlinked(node)
 
     def fsync(self, req: int, ino: int, datasync: int, fi: Any) -> None:
         (os.fdatasync if datasync else os.fsync)(fi.fh)
