@@ -220,10 +220,12 @@ def test_text_report_ends_with_the_findings(workdir: Path) -> None:
 
 
 def test_trace_prints_the_findings_after_the_summary(workdir: Path) -> None:
-    (workdir / "prog.py").write_text("import os\nfd = os.open('j', os.O_WRONLY | os.O_CREAT, 0o644)\n"
-                                     "for _ in range(15):\n    os.write(fd, b'r')\n    os.fsync(fd)\n")
+    prog = workdir / "prog"  # the traced directory; trace's private mount goes to workdir/fuse-passthrough-*
+    prog.mkdir()
+    (prog / "prog.py").write_text("import os\nfd = os.open('j', os.O_WRONLY | os.O_CREAT, 0o644)\n"
+                                  "for _ in range(15):\n    os.write(fd, b'r')\n    os.fsync(fd)\n")
     p = subprocess.run(FP + ["trace", "--output", str(workdir / "events.txt"), "--", sys.executable, "-I", "prog.py"],
-                       cwd=workdir, capture_output=True, text=True, timeout=120,
+                       cwd=prog, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "TMPDIR": str(workdir)})
     assert p.returncode == 0, p.stderr
     summary, found = p.stderr.split("\nfindings (most costly first):\n")
