@@ -26,7 +26,8 @@ ROOT_ID = 1
 class Node:
     """One kernel inode. `lookups` and `opens` are changed under the table's lock only."""
 
-    __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id")
+    __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id", "watched",
+                 "pages")
 
     def __init__(self, nodeid: int, key: tuple[int, int], fd: int, kind: int) -> None:
         self.nodeid = nodeid
@@ -38,6 +39,12 @@ class Node:
         self.names: list[tuple[int, bytes]] = []  # (parent node id, name), most recent last
         self.kind = kind  # stat.S_IFMT of the source object (it never changes for one inode)
         self.backing_id = 0
+        # A directory: time.monotonic_ns() when the SOURCE watcher began to see its entries change (0: it does
+        # not). Replies made from a stat taken after that may carry the long timeouts.
+        self.watched = 0
+        # A regular file: (st_ctime_ns, st_mtime_ns, st_size) of the source file when the kernel's pages of it
+        # were last dropped, if no change since can share that ctime; None: they must be dropped at the next open.
+        self.pages: tuple[int, int, int] | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -160,6 +167,15 @@ class NodeTable:
     def find(self, st: os.stat_result) -> Node | None:
         """The node of the source object `st` describes, if the kernel holds one."""
         return self._by_key.get((st.st_dev, st.st_ino))
+
+    def by_key(self, key: tuple[int, int]) -> Node | None:
+        """The node of the source object (st_dev, st_ino), if the kernel holds one."""
+        return self._by_key.get(key)
+
+    def snapshot(self) -> tuple[list[Node], list[tuple[int, bytes]]]:
+        """Every node and every (parent node id, name) entry the table holds now."""
+        with self._lock:
+            return list(self._by_id.values()), list(self._children)
 
     def child(self, parent: int, name: bytes) -> Node | None:
         nodeid = self._children.get((parent, name))
