@@ -45,6 +45,13 @@ _SETTLED_NS = 20_000_000
 _SETTLED_SECONDS_NS = 2_000_000_000
 
 
+# How a device's pages may be kept (InodeOperations._keeping): never (another machine may change its files, or
+# every read must reach SOURCE to update the atime: strictatime); while unchanged (noatime); while unchanged and
+# a read would not update the atime (relatime: atime after mtime and ctime, and less than a day old).
+_KEEP_NEVER, _KEEP_ALWAYS, _KEEP_RELATIME = 0, 1, 2
+_DAY_NS = 86400 * 1_000_000_000
+
+
 def settled(st: os.stat_result, now_ns: int) -> bool:
     """No change after `st` was read (at `now_ns`, realtime) can leave st_ctime_ns as it is."""
     margin = _SETTLED_SECONDS_NS if st.st_ctime_ns % 1_000_000_000 == 0 else _SETTLED_NS
@@ -127,7 +134,7 @@ class InodeOperations:
         self.direct_io = direct_io
         self.keep_cache = keep_cache  # -o kernel_cache: keep pages at every open
         self.auto_cache = auto_cache  # keep them while the file is unchanged (Node.pages)
-        self._local: dict[int, bool] = {}  # st_dev -> whether only this kernel changes it (pages may be kept)
+        self._keeping: dict[int, int] = {}  # st_dev -> _KEEP_*: when its files' pages may be kept
         self.want_passthrough = kernel_passthrough
         self.passthrough = False  # the kernel accepted it (init)
         self.passthrough_refused: str | None = None  # why not, when it was asked for
@@ -473,16 +480,28 @@ class InodeOperations:
         open replies keep_cache); either way they show it from now on (keep_cache=0 makes the kernel drop
         them). A change made since by any path, through the mount or not, changes the ctime; one made in the
         same clock tick as the stat might not, so such a stat is not kept. A filesystem that other machines
-        change (NFS...) is never trusted: its pages are dropped at every open, as NFS itself does."""
+        change (NFS...) is never trusted: its pages are dropped at every open, as NFS itself does. Nor are they
+        kept when the reads must reach SOURCE to update its atime as its mount says (strictatime, relatime)."""
         now = time.time_ns()
         state = (st.st_ctime_ns, st.st_mtime_ns, st.st_size)
         unchanged = node.pages == state
-        local = self._local.get(st.st_dev)
-        if local is None:
-            from .watcher import local_filesystem
-            local = self._local[st.st_dev] = local_filesystem(node.proc)
-        node.pages = state if local and settled(st, now) else None
+        keeping = self._keeping.get(st.st_dev)
+        if keeping is None:
+            keeping = self._keeping[st.st_dev] = self._keeping_of(node)
+        node.pages = state if keeping != _KEEP_NEVER and settled(st, now) else None
+        if keeping == _KEEP_RELATIME and (st.st_atime_ns <= st.st_mtime_ns or st.st_atime_ns <= st.st_ctime_ns
+                                          or now - st.st_atime_ns >= _DAY_NS):
+            return False  # a read updates the atime
         return unchanged
+
+    def _keeping_of(self, node: Node) -> int:
+        from .watcher import local_filesystem
+        if not local_filesystem(node.proc):
+            return _KEEP_NEVER
+        flags = os.statvfs(node.proc).f_flag
+        if self.noatime or flags & (os.ST_NOATIME | os.ST_RDONLY):
+            return _KEEP_ALWAYS
+        return _KEEP_RELATIME if flags & os.ST_RELATIME else _KEEP_NEVER
 
     def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> bytes:
         return os.pread(fi.fh, size, off)
