@@ -42,7 +42,15 @@ def within(bound: float, check: Callable[[], bool]) -> float:
             if e.errno not in (errno.ENOENT, errno.EIO, errno.ESTALE):
                 raise
         if time.monotonic() > deadline:
-            raise AssertionError(f"not seen within {bound} s: {check.__doc__ or check}")
+            later = None  # whether it shows at all: a slow watcher (a busy machine) or a missed change
+            while time.monotonic() < deadline + 3 and later is None:
+                time.sleep(0.01)
+                try:
+                    if check():
+                        later = time.monotonic() - t0
+                except OSError:
+                    pass
+            raise AssertionError(f"not seen within {bound} s: {check.__doc__ or check} (later: {later})")
         time.sleep(0.01)
 
 
