@@ -80,6 +80,7 @@ class SourceInvalidations:
         self._session = session
         self._ops = ops
         self._nodes = ops.nodes
+        self._said_lost = False
         self.watcher = watch_source(ops.source, self.changed, on_entry=self.entry_changed,
                                     on_object=self.object_changed, on_lost=self.lost)
         self._objects = isinstance(self.watcher, FanotifyWatcher) and long_timeout > 0
@@ -164,6 +165,10 @@ class SourceInvalidations:
             self._ops.long_timeout = 0.0
             self._ops.trusted.clear()
             self._ops.on_directory = None
+        elif not self._said_lost:  # once: a busy filesystem can fill the queue again and again
+            self._said_lost = True
+            print("fuse-passthrough: the SOURCE watcher lost events or a mount changed inside SOURCE; everything "
+                  "the kernel cached is invalidated (and again whenever it happens)", file=sys.stderr)
         threading.Thread(target=self._invalidate_all, name="source-lost", daemon=True).start()
 
     def _invalidate_all(self) -> None:
