@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         check_targets(targets, workdir / "bin")
         for t in targets:
             log(f"target {t.name:<20} {t.status}")
-        if any(w.name in ("untar", "walk", "git_status") for w in workloads):
+        if any(w.name in ("untar", "walk", "reread", "git_status") for w in workloads):
             make_tarball(cfg)
             log(f"tarball: {cfg.tree_count} files")
         if any(w.name == "git_status" for w in workloads):

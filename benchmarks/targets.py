@@ -160,6 +160,18 @@ def all_targets() -> dict[str, Target]:
                trace=True),
         Target("ours_trace_nowatch", "fuse-passthrough traced -o nowatch (cache, no SOURCE watcher)", "ours",
                ["-o", "nowatch"], trace=True),
+        # cache lifetimes (issue 18, item 3): the timeouts of every entry and attribute reply, and file pages
+        # dropped at every open (noauto_cache, the behaviour before 2026-12-04) or kept while unchanged
+        Target("ours_trace_t1_drop", "fuse-passthrough traced -o timeout=1,noauto_cache (the old default)", "ours",
+               ["-o", "timeout=1,noauto_cache"], trace=True),
+        Target("ours_trace_t1", "fuse-passthrough traced -o timeout=1 (pages kept while unchanged)", "ours",
+               ["-o", "timeout=1"], trace=True),
+        Target("ours_trace_t10", "fuse-passthrough traced -o timeout=10", "ours", ["-o", "timeout=10"], trace=True),
+        Target("ours_trace_t60", "fuse-passthrough traced -o timeout=60", "ours", ["-o", "timeout=60"], trace=True),
+        Target("ours_trace_t1d", "fuse-passthrough traced -o timeout=86400 (passthrough_hp's cache=always)",
+               "ours", ["-o", "timeout=86400"], trace=True),
+        Target("ours_trace_t1d_drop", "fuse-passthrough traced -o timeout=86400,noauto_cache", "ours",
+               ["-o", "timeout=86400,noauto_cache"], trace=True),
         # fault rules that match every call's op but never its path: the cost of matching, nothing injected
         Target("ours_trace_faults", "fuse-passthrough traced, fault rules matched on every call", "ours",
                ["--fault", f"op={'|'.join(FAULT_BENCH_OPS)},path=/no-such-dir/*,delay=1ms"], trace=True),

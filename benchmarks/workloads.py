@@ -261,6 +261,27 @@ def run_walk(cfg: Config, root: Path) -> dict[str, float]:
     return {"walk_lstat": dt}
 
 
+# reread ------------------------------------------------------------------------------------------------------
+def run_reread(cfg: Config, root: Path) -> dict[str, float]:
+    """Every file of the untarred tree opened, read and closed, twice (as a build re-reads its headers): the
+    second pass is what the kernel's cache can answer (names, attributes, and pages kept across opens)."""
+    paths = []
+    for dirpath, _dirnames, filenames in os.walk(root / "untar"):
+        paths.extend(os.path.join(dirpath, f) for f in filenames)
+    paths = [p for p in paths if not os.path.islink(p)]
+    if len(paths) < cfg.tree_count // 2:
+        raise RuntimeError(f"reread: found {len(paths)} files, expected about {cfg.tree_count}")
+    out = {}
+    for row in ("reread_first", "reread_again"):
+        t0 = time.perf_counter()
+        for p in paths:
+            with open(p, "rb", buffering=0) as f:
+                while f.read(1 << 20):
+                    pass
+        out[row] = time.perf_counter() - t0
+    return out
+
+
 # git status -------------------------------------------------------------------------------------------------
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "core.fsmonitor=false",
        "-c", "core.untrackedCache=false", "-c", "gc.auto=0", "-c", "safe.directory=*"]
@@ -431,6 +452,8 @@ WORKLOADS = {w.name: w for w in [
              prep_untar, run_untar),
     Workload("walk", ["walk_lstat"], "os.walk + lstat of every entry of the untarred tree, fresh mount",
              prep_walk, run_walk),
+    Workload("reread", ["reread_first", "reread_again"], "open+read+close every file of the untarred tree, "
+             "twice (a build re-reading its headers), fresh mount", prep_walk, run_reread),
     Workload("git_status", ["git_status", "git_status_again"],
              "git status --porcelain on a committed repository of the same files (first and second run)",
              prep_git, run_git),
@@ -442,5 +465,5 @@ WORKLOADS = {w.name: w for w in [
 ]}
 
 METADATA_ROWS = ["small_create", "small_stat", "small_read", "small_delete", "untar", "walk_lstat",
-                 "git_status", "git_status_again", "parallel4", "deep_tree"]
+                 "reread_first", "reread_again", "git_status", "git_status_again", "parallel4", "deep_tree"]
 DATA_ROWS = ["seq_write", "seq_read"]

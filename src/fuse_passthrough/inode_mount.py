@@ -2,9 +2,11 @@
 (tracing, fault injection), and a clean stop.
 
 The kernel's mount options (-o allow_other, ro, fsname...) go to the session; attr_timeout / entry_timeout /
-negative_timeout (and timeout=) become the timeouts of every entry and attribute reply; direct_io and
-kernel_cache set the open replies' flags. Tracing and fault injection are layers of a `LayerChain` around the
-operations (chain.py): tracing outermost, so the trace shows what the fault layer did.
+negative_timeout (and timeout=) become the timeouts of every entry and attribute reply — when none is given,
+replies about what the SOURCE watcher sees whole carry options.WATCHED_TIMEOUT instead (`SourceInvalidations`);
+direct_io, kernel_cache and noauto_cache set the open replies' flags (by default a file's pages are kept while it
+is unchanged). Tracing and fault injection are layers of a `LayerChain` around the operations (chain.py):
+tracing outermost, so the trace shows what the fault layer did.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 import signal
 import stat
 import sys
+import threading
+import time
 from typing import Any
 
 from .chain import LayerChain
@@ -46,21 +50,49 @@ class SourceInvalidations:
     invalidations through the node table: the name (notify_inval_entry on its directory's node) and the objects
     (notify_inval_inode: attributes and data). Directories are watched by inode (their node's fd), so a directory
     renamed in SOURCE or through the mount keeps reporting. Sent from the watcher's own thread, never from a
-    request handler, so they may wait for the kernel's locks."""
+    request handler, so they may wait for the kernel's locks.
 
-    def __init__(self, session: Any, ops: InodeOperations) -> None:
-        from .watcher import watch_source
+    With fanotify (root) and `long_timeout` (no timeout given), a filesystem mark on each local filesystem also
+    reports every changed object whatever name it was changed through: there, replies carry `long_timeout`
+    (ops.trusted, Node.watched). inotify sees only names in the directories it watches (not a change through a
+    hard link elsewhere): its replies keep the short timeout. Lost events, a mount made inside SOURCE, or a
+    watcher that stops invalidate everything the kernel holds (the last also ends the long timeouts)."""
+
+    def __init__(self, session: Any, ops: InodeOperations, long_timeout: float = 0.0) -> None:
+        from .watcher import FanotifyWatcher, watch_source
         self._session = session
+        self._ops = ops
         self._nodes = ops.nodes
-        self.watcher = watch_source(self.changed, ops.nodes.root.fd)
-        if self.watcher is not None:
-            self.watcher.watch_key(ops.nodes.root.fd, ops.nodes.root.key)
-            ops.on_directory = self.directory
+        self._said_lost = False
+        root = ops.nodes.root
+        self.watcher = watch_source(self.changed, root.fd,
+                                    on_object=self.object_changed if long_timeout > 0 else None, on_lost=self.lost)
+        self._objects = isinstance(self.watcher, FanotifyWatcher) and long_timeout > 0
+        self._devices: set[int] = set()  # st_dev whose filesystem mark was tried
+        if self.watcher is None:
+            return
+        if self.watcher.watch_key(root.fd, root.key):
+            root.watched = time.monotonic_ns()
+        ops.on_directory = self.directory
+        if self._objects:
+            ops.long_timeout = long_timeout
+            self._filesystem(root)
+
+    def _filesystem(self, node: Node) -> None:
+        """Mark the filesystem of the directory `node` (once): its objects' replies may be long from now on."""
+        dev = node.key[0]
+        if dev in self._devices or self.watcher is None:
+            return
+        self._devices.add(dev)
+        if self.watcher.watch_filesystem(node.fd):  # type: ignore[union-attr]
+            self._ops.trusted[dev] = time.monotonic_ns()
 
     def directory(self, node: Node) -> None:
-        """The kernel learnt a directory: watch it."""
-        if self.watcher is not None:
-            self.watcher.watch_key(node.fd, node.key)
+        """The kernel learnt a directory: watch it (its inode, and its filesystem if new)."""
+        if self.watcher is not None and self.watcher.watch_key(node.fd, node.key):
+            if self._objects:
+                self._filesystem(node)
+            node.watched = time.monotonic_ns()
 
     def changed(self, key: tuple[int, int], name: bytes | None, entry: bool) -> None:
         """`name` in the directory `key` (None: the directory itself) changed; `entry`: a name was added or
@@ -90,7 +122,21 @@ class SourceInvalidations:
         if now is not None:
             self._object(now, st)
 
+    def object_changed(self, key: tuple[int, int]) -> None:
+        """The filesystem mark: the object (st_dev, st_ino) changed, through whatever name."""
+        node = self._nodes.find_key(key)
+        if node is None:
+            return
+        st = None
+        if node.kind == stat.S_IFREG:  # its size for O_APPEND (_object)
+            try:
+                st = os.fstat(node.fd)
+            except OSError:
+                pass
+        self._object(node, st)
+
     def _object(self, node: Node, st: os.stat_result | None) -> None:
+        node.pages = None  # its next open drops the kernel's pages, whatever its ctime says
         try:
             self._session.notify_inval_inode(node.nodeid, 0, 0)
         except OSError:
@@ -111,6 +157,32 @@ class SourceInvalidations:
                 pass
             finally:
                 os.close(fd)
+
+    def lost(self, failed: bool) -> None:
+        """Events were lost, or (failed) the watcher stopped: the short timeouts from now on, and nothing the
+        kernel holds is kept. Twice, the second time after replies already on their way are in."""
+        if failed:
+            self._ops.long_timeout = 0.0
+            self._ops.trusted.clear()
+            self._ops.on_directory = None
+        elif not self._said_lost:  # once: a busy filesystem can fill the queue again and again
+            self._said_lost = True
+            print("fuse-passthrough: the SOURCE watcher lost events or a mount changed inside SOURCE; everything "
+                  "the kernel cached is invalidated (and again whenever it happens)", file=sys.stderr)
+        threading.Thread(target=self._invalidate_all, name="source-lost", daemon=True).start()
+
+    def _invalidate_all(self) -> None:
+        for attempt in range(2):
+            if attempt:
+                time.sleep(1.0)
+            nodes, entries = self._nodes.snapshot()
+            for parent, name in entries:
+                try:
+                    self._session.notify_inval_entry(parent, name)
+                except OSError:
+                    pass
+            for n in nodes:
+                self._object(n, None)
 
     def close(self) -> None:
         if self.watcher is not None:
@@ -204,14 +276,17 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
     from .arguments import PROG, note
     from .lowlevel import binding as ll
     from .mount import SignalRelay
+    from .options import WATCHED_TIMEOUT, DefaultSeconds
 
     config = opts.config
     raise_fd_limit()
+    # No timeout given: replies about what the watcher sees whole may carry the long one (SourceInvalidations).
+    defaults = all(isinstance(config.get(k), DefaultSeconds) for k in ("attr_timeout", "entry_timeout"))
     ops = InodeOperations(src, attr_timeout=float(config.get("attr_timeout", 1.0)),
                           entry_timeout=float(config.get("entry_timeout", 1.0)),
                           negative_timeout=float(config.get("negative_timeout", 0.0)),
                           kernel_passthrough=args.passthrough, direct_io=bool(config.get("direct_io")),
-                          keep_cache=bool(config.get("kernel_cache")),
+                          keep_cache=bool(config.get("kernel_cache")), auto_cache=not config.get("noauto_cache"),
                           # FUSE_CAP_POSIX_ACL turns default_permissions on: not under no_default_permissions
                           posix_acl="default_permissions" in opts.kernel, **atime_options(opts.atime))
     layers: list[Any] = []
@@ -253,7 +328,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
         # Strict mode too: nothing is cached there but the data of open files, which a rewrite in SOURCE keeping
         # size and mtime (cp -p) would otherwise leave stale for as long as the file stays open.
         if opts.watch:
-            invalidations.append(SourceInvalidations(session, ops))
+            invalidations.append(SourceInvalidations(session, ops, WATCHED_TIMEOUT if defaults else 0.0))
         follow_mount_flags(ops, mnt, src, opts, list(args.options), flag_watchers)
         if on_ready is not None:
             on_ready()

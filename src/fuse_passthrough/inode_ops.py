@@ -18,6 +18,7 @@ import os
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,26 @@ _CREATE_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_NOCTTY)
 _ROOT_UID = 0
 # The kernel's open flag of an open for execve/uselib (include/linux/fs.h __FMODE_EXEC; FUSE passes f_flags on).
 _FMODE_EXEC = 0x20
+# How far a file's ctime must lie behind the moment it was read for no later change to share that ctime: the
+# kernel stamps changes from a clock that lags ours by up to one tick (10 ms at HZ=100). Whole-second ctimes
+# say the filesystem keeps seconds only (ext4 with 128-byte inodes...): a second then, with room to spare.
+_SETTLED_NS = 20_000_000
+_SETTLED_SECONDS_NS = 2_000_000_000
+
+
+# How a device's pages may be kept (InodeOperations._keeping): never (another machine may change its files);
+# while unchanged (SOURCE mounted noatime or read-only); while unchanged and a read would not update the atime
+# (relatime: atime after mtime and ctime, and less than a day old); never when every read must reach SOURCE to
+# update the atime (strictatime). The mount's own noatime (which remount may change) makes the last two "while
+# unchanged".
+_KEEP_NEVER, _KEEP_ALWAYS, _KEEP_RELATIME, _KEEP_STRICTATIME = 0, 1, 2, 3
+_DAY_NS = 86400 * 1_000_000_000
+
+
+def settled(st: os.stat_result, now_ns: int) -> bool:
+    """No change after `st` was read (at `now_ns`, realtime) can leave st_ctime_ns as it is."""
+    margin = _SETTLED_SECONDS_NS if st.st_ctime_ns % 1_000_000_000 == 0 else _SETTLED_NS
+    return now_ns - st.st_ctime_ns >= margin
 
 
 def _type_bits(entry: os.DirEntry[str]) -> int:
@@ -111,16 +132,23 @@ class InodeOperations:
 
     def __init__(self, source: str, *, attr_timeout: float = 1.0, entry_timeout: float = 1.0,
                  negative_timeout: float = 0.0, kernel_passthrough: bool = False, direct_io: bool = False,
-                 keep_cache: bool = False, caller_credentials: bool | None = None, posix_acl: bool = True,
-                 noatime: bool = False, nodiratime: bool = False) -> None:
+                 keep_cache: bool = False, auto_cache: bool = True, caller_credentials: bool | None = None,
+                 posix_acl: bool = True, noatime: bool = False, nodiratime: bool = False) -> None:
         self.source = os.path.realpath(source)
         self.nodes = NodeTable(os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC),
                                _handles_fd(self.source))
         self.attr_timeout = attr_timeout
         self.entry_timeout = entry_timeout
         self.negative_timeout = negative_timeout
+        # Where the SOURCE watcher sees every change: `long_timeout` (0: never) for the replies about objects of
+        # the devices in `trusted` (st_dev -> time.monotonic_ns() from when it saw them), made from a stat taken
+        # after that time (and, for a directory's attributes and entries, after its own mark: Node.watched).
+        self.long_timeout = 0.0
+        self.trusted: dict[int, int] = {}
         self.direct_io = direct_io
-        self.keep_cache = keep_cache
+        self.keep_cache = keep_cache  # -o kernel_cache: keep pages at every open
+        self.auto_cache = auto_cache  # keep them while the file is unchanged (Node.pages)
+        self._keeping: dict[int, int] = {}  # st_dev -> _KEEP_*: when its files' pages may be kept
         self.want_passthrough = kernel_passthrough
         self.passthrough = False  # the kernel accepted it (init)
         self.passthrough_refused: str | None = None  # why not, when it was asked for
@@ -161,22 +189,40 @@ class InodeOperations:
         return self.as_caller_ids
 
     # -- entries ------------------------------------------------------------------------------------------------
-    def _entry(self, node: Node, st: os.stat_result) -> abi.fuse_entry_param:
-        return ll.entry_param(node.nodeid, ll.stat_from(st), self.attr_timeout, self.entry_timeout,
-                              node.generation)
+    def _attr_timeout(self, node: Node, t0: int) -> float:
+        """For attributes read after `t0` (time.monotonic_ns())."""
+        if self.long_timeout and 0 < self.trusted.get(node.key[0], 0) <= t0 and (
+                node.kind != stat.S_IFDIR or 0 < node.watched <= t0):
+            return self.long_timeout
+        return self.attr_timeout
+
+    def _entry_timeout(self, parent: Node | None, t0: int) -> float:
+        """For a name found in `parent` after `t0` (None: no name of a watched directory, e.g. LOOKUP(node, "."))."""
+        if self.long_timeout and parent is not None and 0 < self.trusted.get(parent.key[0], 0) <= t0 \
+                and 0 < parent.watched <= t0:
+            return self.long_timeout
+        return self.entry_timeout
+
+    def _entry(self, node: Node, st: os.stat_result, parent: Node | None, t0: int) -> abi.fuse_entry_param:
+        return ll.entry_param(node.nodeid, ll.stat_from(st), self._attr_timeout(node, t0),
+                              self._entry_timeout(parent, t0), node.generation)
 
     def _lookup(self, parent: int, name: bytes) -> abi.fuse_entry_param:
         """Find `name` in `parent` and count one entry reply for it."""
-        fd = os.open(name, _PATH_FLAGS, dir_fd=self.nodes.get(parent).fd)
+        pnode = self.nodes.get(parent)
+        t0 = time.monotonic_ns()
+        fd = os.open(name, _PATH_FLAGS, dir_fd=pnode.fd)
         try:
             st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
         node = self.nodes.enter(parent, name, fd, st)
-        if node.is_dir and node.lookups == 1 and self.on_directory is not None:
-            self.on_directory(node)
-        return self._entry(node, st)
+        if node.is_dir and not node.watched and self.on_directory is not None:
+            self.on_directory(node)  # watched from now on (where it can be): its attributes read again after
+            t0 = time.monotonic_ns()
+            st = os.fstat(node.fd)
+        return self._entry(node, st, pnode, t0)
 
     def _lookup_dot(self, nodeid: int, name: bytes) -> abi.fuse_entry_param:
         """The kernel's export support (file handles, NFS), never a path walk: LOOKUP(node, ".") for a node it
@@ -187,23 +233,30 @@ class InodeOperations:
             try:
                 if fd is not None and node.is_dir and not self._beneath(fd):
                     raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+                if node.is_dir and not node.watched and self.on_directory is not None:
+                    self.on_directory(node)
+                t0 = time.monotonic_ns()
                 st = os.fstat(node.fd)
             except BaseException:
                 self.nodes.forget(node.nodeid, 1)
                 raise
-            if fd is not None and node.is_dir and self.on_directory is not None:
-                self.on_directory(node)
-            return self._entry(node, st)
+            return self._entry(node, st, None, t0)
         node = self.nodes.get(nodeid)
         fd = os.open("." if nodeid == ROOT_ID else "..", _PATH_FLAGS, dir_fd=node.fd)
         try:
             if not self._beneath(fd):
                 raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+            t0 = time.monotonic_ns()
             st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
-        return self._entry(self.nodes.enter(nodeid, None, fd, st), st)
+        found = self.nodes.enter(nodeid, None, fd, st)
+        if not found.watched and self.on_directory is not None:
+            self.on_directory(found)  # as _lookup: its attributes read again after
+            t0 = time.monotonic_ns()
+            st = os.fstat(found.fd)
+        return self._entry(found, st, None, t0)
 
     def _beneath(self, fd: int) -> bool:
         """Whether the directory `fd` is SOURCE or inside it (one moved out of SOURCE behind the mount's back is
@@ -370,7 +423,8 @@ class InodeOperations:
     # -- attributes ---------------------------------------------------------------------------------------------
     def getattr(self, req: int, ino: int, fi: Any) -> tuple[abi.stat_t, float]:
         node = self.nodes.get(ino)
-        return ll.stat_from(node.gone or os.fstat(node.fd)), self.attr_timeout
+        t0 = time.monotonic_ns()
+        return ll.stat_from(node.gone or os.fstat(node.fd)), self._attr_timeout(node, t0)
 
     def setattr(self, req: int, ino: int, attr: abi.stat_t, to_set: int, fi: Any) -> tuple[abi.stat_t, float]:
         node = self.nodes.get(ino)
@@ -398,7 +452,8 @@ class InodeOperations:
                     syscalls.utimensat(fh, None, times)
                 else:
                     syscalls.utimensat(syscalls.AT_FDCWD, node.proc, times)
-        return ll.stat_from(os.fstat(node.fd)), self.attr_timeout
+        t0 = time.monotonic_ns()
+        return ll.stat_from(os.fstat(node.fd)), self._attr_timeout(node, t0)
 
     def _chmod(self, req: int, node: Node, mode: int, fh: int | None) -> None:
         """As the caller; the kernel's setuid/setgid clearing after a write by a non-owner as the daemon
@@ -441,39 +496,41 @@ class InodeOperations:
         self._opened(req, node, fd, fi)
 
     def create(self, req: int, parent: int, name: bytes, mode: int, fi: Any) -> abi.fuse_entry_param:
-        pfd = self.nodes.get(parent).fd
+        pnode = self.nodes.get(parent)
+        t0 = time.monotonic_ns()
         with self._creating(req):
             fd = os.open(name, (fi.flags & _CREATE_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         stat.S_IMODE(mode), dir_fd=pfd)
+                         stat.S_IMODE(mode), dir_fd=pnode.fd)
         try:
-            return self._new_open_entry(req, parent, name, fd, fi)
+            return self._new_open_entry(req, pnode, name, fd, fi, t0)
         except BaseException:
             os.close(fd)
             raise
 
     def tmpfile(self, req: int, parent: int, mode: int, fi: Any) -> abi.fuse_entry_param:
-        pfd = self.nodes.get(parent).fd
+        pnode = self.nodes.get(parent)
+        t0 = time.monotonic_ns()
         with self._creating(req):
             fd = os.open(".", (fi.flags & _OPEN_CLEAR) | os.O_TMPFILE | os.O_CLOEXEC, stat.S_IMODE(mode),
-                         dir_fd=pfd)
+                         dir_fd=pnode.fd)
         try:
-            return self._new_open_entry(req, parent, None, fd, fi)
+            return self._new_open_entry(req, pnode, None, fd, fi, t0)
         except BaseException:
             os.close(fd)
             raise
 
-    def _new_open_entry(self, req: int, parent: int, name: bytes | None, fd: int, fi: Any
+    def _new_open_entry(self, req: int, parent: Node, name: bytes | None, fd: int, fi: Any, t0: int
                         ) -> abi.fuse_entry_param:
         st = os.fstat(fd)
-        node = self.nodes.enter(parent, name, os.open(f"/proc/self/fd/{fd}", os.O_PATH | os.O_CLOEXEC), st)
+        node = self.nodes.enter(parent.nodeid, name, os.open(f"/proc/self/fd/{fd}", os.O_PATH | os.O_CLOEXEC), st)
         try:
-            self._opened(req, node, fd, fi)
+            self._opened(req, node, fd, fi, st)
         except BaseException:
             self.nodes.forget(node.nodeid, 1)
             raise
-        return self._entry(node, st)
+        return self._entry(node, st, parent, t0)
 
-    def _opened(self, req: int, node: Node, fd: int, fi: Any) -> None:
+    def _opened(self, req: int, node: Node, fd: int, fi: Any, st: os.stat_result | None = None) -> None:
         fi.fh = fd
         if self.noatime:
             _set_noatime(fd)
@@ -499,6 +556,40 @@ class InodeOperations:
             fi.direct_io = 1
         elif self.keep_cache:
             fi.keep_cache = 1
+        elif self.auto_cache and node.kind == stat.S_IFREG:
+            fi.keep_cache = int(self._pages_unchanged(node, os.fstat(fd) if st is None else st))
+
+    def _pages_unchanged(self, node: Node, st: os.stat_result) -> bool:
+        """Whether the kernel's pages of `node` still show the file `st` describes (then they are kept: the
+        open replies keep_cache); either way they show it from now on (keep_cache=0 makes the kernel drop
+        them). A change made since by any path, through the mount or not, changes the ctime; one made in the
+        same clock tick as the stat might not, so such a stat is not kept. A filesystem that other machines
+        change (NFS...) is never trusted: its pages are dropped at every open, as NFS itself does. Nor are they
+        kept when the reads must reach SOURCE to update its atime as its mount says (strictatime, relatime)."""
+        now = time.time_ns()
+        state = (st.st_ctime_ns, st.st_mtime_ns, st.st_size)
+        unchanged = node.pages == state
+        keeping = self._keeping.get(st.st_dev)
+        if keeping is None:
+            keeping = self._keeping[st.st_dev] = self._keeping_of(node)
+        if keeping != _KEEP_NEVER and self.noatime:  # O_NOATIME opens: reads leave the atime alone
+            keeping = _KEEP_ALWAYS
+        elif keeping == _KEEP_STRICTATIME:
+            keeping = _KEEP_NEVER
+        node.pages = state if keeping != _KEEP_NEVER and settled(st, now) else None
+        if keeping == _KEEP_RELATIME and (st.st_atime_ns <= st.st_mtime_ns or st.st_atime_ns <= st.st_ctime_ns
+                                          or now - st.st_atime_ns >= _DAY_NS):
+            return False  # a read updates the atime
+        return unchanged
+
+    def _keeping_of(self, node: Node) -> int:
+        from .watcher import local_filesystem
+        if not local_filesystem(node.proc):
+            return _KEEP_NEVER
+        flags = os.statvfs(node.proc).f_flag
+        if flags & (os.ST_NOATIME | os.ST_RDONLY):
+            return _KEEP_ALWAYS
+        return _KEEP_RELATIME if flags & os.ST_RELATIME else _KEEP_STRICTATIME
 
     def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> bytes:
         return os.pread(fi.fh, size, off)

@@ -43,7 +43,7 @@ class Node:
     """One kernel inode. `lookups` and `opens` are changed under the table's lock only."""
 
     __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id",
-                 "cached_path", "gone")
+                 "cached_path", "gone", "watched", "pages")
 
     def __init__(self, nodeid: int, key: tuple[int, int], fd: int, kind: int) -> None:
         self.nodeid = nodeid
@@ -58,6 +58,12 @@ class Node:
         self.cached_path: tuple[int, str] | None = None  # (the table's path epoch, the path) for traces
         # A file whose last name went while no handle was open: its attributes then (`NodeTable.unlinked`).
         self.gone: os.stat_result | None = None
+        # A directory: time.monotonic_ns() when the SOURCE watcher began to see its entries change (0: it does
+        # not). Replies made from a stat taken after that may carry the long timeouts.
+        self.watched = 0
+        # A regular file: (st_ctime_ns, st_mtime_ns, st_size) of the source file when the kernel's pages of it
+        # were last dropped, if no change since can share that ctime; None: they must be dropped at the next open.
+        self.pages: tuple[int, int, int] | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -305,6 +311,11 @@ class NodeTable:
     def find_key(self, key: tuple[int, int]) -> Node | None:
         """The node of the source object with this (st_dev, st_ino), if the kernel holds one."""
         return self._by_key.get(key)
+
+    def snapshot(self) -> tuple[list[Node], list[tuple[int, bytes]]]:
+        """Every node and every (parent node id, name) entry the table holds now."""
+        with self._lock:
+            return list(self._by_id.values()), list(self._children)
 
     def child(self, parent: int, name: bytes) -> Node | None:
         nodeid = self._children.get((parent, name))

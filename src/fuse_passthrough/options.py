@@ -39,9 +39,19 @@ GROUPS = {
     "faults": "fault injection (see README: Fault injection)",
 }
 
+
+class DefaultSeconds(float):
+    """A timeout nobody gave: the daemon may lengthen it where its watcher sees every change (a value the user
+    gives is read as a plain float and always wins)."""
+
+
 # Cache timeouts of a default mount (seconds): the kernel keeps attributes and names this long; changes made
-# through the mount are invalidated at once (coherence.py), changes made directly in SOURCE show within it.
-DEFAULT_TIMEOUT = 1.0
+# through the mount are invalidated at once, changes made directly in SOURCE show within it.
+DEFAULT_TIMEOUT = DefaultSeconds(1.0)
+# The timeouts where the SOURCE watcher sees every change (fanotify with a filesystem mark on a
+# local filesystem, inode_mount.SourceInvalidations): changes then show within the watcher's delay, and the
+# timeout only bounds what the kernel keeps (docs/design.md, "Cache lifetimes").
+WATCHED_TIMEOUT = 86400.0
 
 
 # -- kinds of value ------------------------------------------------------------------------------------------
@@ -243,18 +253,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("blksize", POSITIVE, "the block size the kernel reports", mount="blksize", goes=KERNEL),
     # -- -o only: caching (struct fuse_config) ----------------------------------------------------------------
     Option("timeout", SECONDS, "how long the kernel caches attributes and names (attr_timeout and "
-           "entry_timeout); default 1. Changes made through the mount are invalidated at once, hard links "
+           "entry_timeout); default 1, and 1 day on a local SOURCE that the watcher sees whole (fanotify, as "
+           "root). Changes made through the mount are invalidated at once, hard links "
            "included; changes made directly in SOURCE show within S seconds (sooner with the SOURCE watcher). "
            "Cached lookups and stats never reach the daemon, so the trace shows what the kernel asked, not every "
            "syscall. timeout=0 is strict mode: no caching; every lookup and stat reaches the daemon and the "
            "trace, and changes made directly in SOURCE are seen at once (slower: one request per path component "
            "of every syscall)", default=DEFAULT_TIMEOUT, mount="timeout"),
-    Option("nowatch", SWITCH, "do not watch SOURCE (inotify) for changes made there directly; they are then seen "
-           "within the timeout instead of ~0.1 s", mount="nowatch"),
+    Option("nowatch", SWITCH, "do not watch SOURCE (fanotify or inotify) for changes made there directly; they "
+           "are then seen within the timeout (1 s) instead of ~0.1 s", mount="nowatch"),
     Option("attr_timeout", SECONDS, _KERNEL_CACHE, default=DEFAULT_TIMEOUT, mount="attr_timeout", goes=CONFIG),
     Option("entry_timeout", SECONDS, _KERNEL_CACHE, default=DEFAULT_TIMEOUT, mount="entry_timeout", goes=CONFIG),
     Option("negative_timeout", SECONDS, _KERNEL_CACHE, default=0.0, mount="negative_timeout", goes=CONFIG),
     Option("kernel_cache", SWITCH, "keep file data cached in the kernel across opens", mount="kernel_cache",
+           goes=CONFIG),
+    Option("auto_cache", SWITCH, "keep file data cached across opens while the file's ctime, mtime and size are "
+           "unchanged (the default)", mount="auto_cache", goes=CONFIG),
+    Option("noauto_cache", SWITCH, "drop a file's cached data at every open, changed or not", mount="noauto_cache",
            goes=CONFIG),
     Option("direct_io", SWITCH, "bypass the page cache: every read and write reaches the daemon",
            mount="direct_io", goes=CONFIG),
