@@ -247,6 +247,7 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0, tin
                     merged = part  # the first worker's tally: the others are merged into it
                 else:
                     merged.merge(part)
+                del part  # freed before the next one is read: the report's process holds two tallies at most
             if error is not None and (failure is None or error[0] < failure[0]):
                 failure = error
         for w in workers:

@@ -784,6 +784,16 @@ class Tally:
             self._prune_errors()
         self.evidence.bound()
 
+    def held(self) -> dict[str, int]:
+        """The entries of every table that grows with distinct names, and the columns of the name tables' arrays:
+        what the memory of a tally depends on (bounded: docs/report.md, "Speed and memory"; tested)."""
+        ev = self.evidence
+        return {"paths": len(self.paths.names.names), "path columns": self.paths.calls.shape[1],
+                "processes": len(self.procs.names.names), "process columns": self.procs.calls.shape[1],
+                "error pairs": len({key[:2] for key in self.error_ops}), "ends": len(self.sequential.last_end),
+                "created": len(ev.created), "temporary": len(ev.temporary), "saves": len(ev.saves),
+                "example seqs": len(ev.seqs), "file processes": max(map(len, ev.io_procs.values()), default=0)}
+
     def compact(self) -> None:
         """What a worker sends: the tables without their room to grow, and without where the accesses ended (of no
         use to the merge)."""
