@@ -28,6 +28,7 @@ from test_report import EVENTS, ev, write_trace
 
 from fuse_passthrough import report as report_mod
 from fuse_passthrough.report import build, reading, run_report, scan, tally
+from fuse_passthrough.report.findings import Thresholds, find
 from fuse_passthrough.tracing.compression import Compressor
 
 SAMPLE = Path(__file__).parent.parent / "data" / "report-sample.jsonl"
@@ -743,3 +744,110 @@ def test_compiled_columns_that_cannot_set_up_fall_back_with_one_note(tmp_path: P
     assert fell_back.stderr.count("\n") == 1
     assert "compiled columns cannot be used (field op is not an object slot)" in fell_back.stderr
     assert normal.stderr == "" and fell_back.stdout == normal.stdout
+
+
+# --------------------------------------------------------------------------------------------- memory bound
+
+def distinct_events(n: int) -> list[dict[str, Any]]:
+    """n events in which every table meets new names all the time: each file is created, read, written, synced and
+    deleted (a temporary file) or renamed into place, by a process of its own, and a name is looked up in vain."""
+    out: list[dict[str, Any]] = []
+    i = 0
+    while len(out) < n:
+        path, pid, comm = f"/build/{i}/obj.o", 10_000 + i, f"cc{i % 9}"
+        seq = len(out)
+        out += [ev(seq + 1, seq * 1e-5, "create", path, pid, comm, 2_000, {"fh": i}, fh=i),
+                ev(seq + 2, seq * 1e-5, "write", path, pid, comm, 3_000 + i % 100, 100, size=100, offset=0, fh=i),
+                ev(seq + 3, seq * 1e-5, "read", path, pid, comm, 1_000, 100, size=100, offset=0, fh=i),
+                ev(seq + 4, seq * 1e-5, "fsync", path, pid, comm, 9_000, 0, fh=i),
+                ev(seq + 5, seq * 1e-5, "getattr", f"/include/{i}.h", pid, comm, 700, errno="ENOENT"),
+                ev(seq + 6, seq * 1e-5, "open", f"/etc/{i}", pid, comm, 700, errno="EACCES", flags="O_RDONLY"),
+                ev(seq + 7, seq * 1e-5, "unlink", path, pid, comm, 4_000) if i % 2 else
+                ev(seq + 7, seq * 1e-5, "rename", path, pid, comm, 4_000, path2=f"/out/{i}.o")]
+        i += 1
+    return out[:n]
+
+
+def tally_of(path: Path, jobs: int = 1) -> tally.Tally:
+    t, _ = scan.scan([str(path)], jobs=jobs)
+    return t
+
+
+@pytest.fixture
+def small_caps(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Every cap at 600 (100,000 in use), so that a test trace goes past them many times over."""
+    from fuse_passthrough.report import evidence, findings
+    monkeypatch.setattr(tally, "TABLE_CAP", 600)
+    monkeypatch.setattr(evidence, "EVIDENCE_CAP", 600)
+    monkeypatch.setattr(findings, "EVIDENCE_CAP", 600)
+    return 600
+
+
+def test_what_a_tally_holds_stays_under_the_caps_however_long_the_trace(tmp_path: Path, small_caps: int) -> None:
+    """The memory bound of docs/report.md ("Speed and memory"), counted: every table that grows with distinct
+    names (paths, processes, (errno, path) pairs, where accesses ended, files created, deleted and renamed, their
+    example seqs and processes) holds at most its cap (and a slice or batch more, pruned at the next), and the
+    tables' arrays have at most the cap plus a slice of columns, in a worker and once merged: the same for a
+    trace of N and of 4N events, each with N/7 new paths and processes per N events."""
+    cap = small_caps
+    bound = {"paths": cap + reading.SLICE, "path columns": cap + reading.SLICE,
+             "processes": cap + reading.SLICE, "process columns": cap + reading.SLICE,
+             "error pairs": cap + tally.evidence.BATCH, "ends": cap + tally.evidence.BATCH,
+             "created": cap + reading.SLICE, "temporary": cap + reading.SLICE, "saves": cap + reading.SLICE,
+             "example seqs": 2 * (cap + reading.SLICE), "file processes": cap + reading.SLICE}
+    n = 30_000
+    held: dict[tuple[int, int], dict[str, int]] = {}
+    for events in (n, 4 * n):
+        f = write_as(tmp_path / f"t{events}.jsonl", jsonl(distinct_events(events)))
+        for jobs in (1, 2):
+            t = tally_of(f, jobs)
+            assert t.events == events
+            assert t.dropped["paths"][1] > 0 and t.dropped["processes"][1] > 0  # pruned, many times
+            got = t.held()
+            assert got.keys() == bound.keys()
+            assert {k: v for k, v in got.items() if v > bound[k]} == {}, got
+            held[events, jobs] = got
+    assert held[4 * n, 1]["path columns"] == held[n, 1]["path columns"] == cap + reading.SLICE  # grown to the cap
+
+
+def test_a_tallys_traced_memory_does_not_grow_with_the_trace(tmp_path: Path, small_caps: int) -> None:
+    """The same, in bytes: the peak of the memory Python and numpy allocate (tracemalloc: counted, not timed) while
+    tallying 4N events is not above 1.5 times that of N events (it grows with the cap, not the trace)."""
+    import tracemalloc
+    peaks = []
+    for events in (20_000, 80_000):
+        f = write_as(tmp_path / f"t{events}.jsonl", jsonl(distinct_events(events)))
+        tracemalloc.start()
+        try:
+            t = tally_of(f)
+            del t
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_merging_keeps_what_pruning_the_merged_table_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge whose tables have more names together than the cap keeps the names, counts and evidence that adding
+    them all and then pruning would keep (the report's process never holds the union's arrays)."""
+    events = distinct_events(3000)  # 1287 paths, 643 in each half: over the cap of 800 only together
+    halves = [write_as(tmp_path / f"h{k}.jsonl", jsonl(part)) for k, part in enumerate((events[:1500], events[1500:]))]
+    monkeypatch.setattr(tally, "TABLE_CAP", 10**6)
+    whole = tally_of(halves[0])
+    whole.merge(tally_of(halves[1]))
+    monkeypatch.setattr(tally, "TABLE_CAP", 800)
+    whole._bound()  # the union, pruned
+    pruned = tally_of(halves[0])
+    pruned.merge(tally_of(halves[1]))  # pruned while merged
+    assert pruned.dropped == whole.dropped and pruned.dropped["paths"][1] > 0
+    columns = ("path columns", "process columns")  # (the union pruned keeps the union's room)
+    assert {k: v for k, v in pruned.held().items() if k not in columns} == \
+        {k: v for k, v in whole.held().items() if k not in columns}
+    a, b = build_report(whole), build_report(pruned)
+    assert a.as_dict(top=10**6) == b.as_dict(top=10**6)
+    assert [f.as_dict() for f in find(a, Thresholds())] == [f.as_dict() for f in find(b, Thresholds())]
+
+
+def build_report(t: tally.Tally) -> Any:
+    from fuse_passthrough.report.model import Report
+    return Report.from_tally(t)

@@ -229,6 +229,9 @@ class Evidence:
         """At most EVIDENCE_CAP entries per table: the busiest half kept."""
         if len(self.created) > EVIDENCE_CAP:
             self.created.clear()  # only what follows is matched: an approximation, documented
+        for kind, procs in self.io_procs.items():  # the processes that deleted or saved files: a pid each
+            if len(procs) > EVIDENCE_CAP:
+                self.io_procs[kind] = Counter(dict(procs.most_common(EVIDENCE_CAP // 2)))
         for name in ("temporary", "saves"):
             table = getattr(self, name)
             if len(table) > EVIDENCE_CAP:

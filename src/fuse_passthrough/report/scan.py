@@ -5,7 +5,9 @@ from __future__ import annotations
 import bisect
 import gc
 import multiprocessing
+import multiprocessing.connection
 import os
+import pickle
 import queue
 import stat
 import sys
@@ -41,11 +43,18 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _worker(inbox: Any, ready: Any, results: Any, files: list[str], sample: int, me: int, tiny_bytes: int) -> None:
-    """Tally the chunks sent to `inbox`, asking for each next one on `ready` (two asked ahead: no wait between)."""
+def _worker(inbox: Any, ready: Any, pipes: list[tuple[int, int]], files: list[str], sample: int, me: int,
+            tiny_bytes: int) -> None:
+    """Tally the chunks sent to `inbox`, asking for each next one on `ready` (two asked ahead: no wait between),
+    then write (tally, error) to the write end of pipes[me]."""
     gc.disable()  # a short-lived process making no reference cycles: collections would only cost time
+    for k, (read_end, write_end) in enumerate(pipes):  # the parent sees the end of a pipe when its worker dies
+        os.close(read_end)
+        if k != me:
+            os.close(write_end)
     tally = Tally(sample, tiny_bytes)
     error: tuple[int, str] | None = None
+    result: tuple[Tally | None, tuple[int, str] | None]
     try:
         ready.put(me)
         ready.put(me)
@@ -62,9 +71,25 @@ def _worker(inbox: Any, ready: Any, results: Any, files: list[str], sample: int,
                 if error is None or chunk.index < error[0]:
                     error = (chunk.index, str(e))
         tally.flush()
-        results.put((tally, error))  # numpy arrays and name lists: quick to send and to merge
+        tally.compact()
+        result = (tally, error)
     except BaseException as e:  # reported by the parent, which would otherwise wait for this worker forever
-        results.put((None, (-1, f"a report worker failed: {e!r}")))
+        result = (None, (-1, f"a report worker failed: {e!r}"))
+    # Streamed through the pipe as it is pickled (protocol 5 writes the arrays from their memory): a multiprocessing
+    # queue would first pickle the whole tally into one bytes object here, and read it whole there
+    with open(pipes[me][1], "wb", buffering=1 << 16) as out:
+        pickle.dump(result, out, protocol=5)
+
+
+def _receive(read_end: int, worker: Any) -> tuple[Tally | None, tuple[int, str] | None]:
+    """What a worker wrote to its pipe (read as it is unpickled)."""
+    with open(read_end, "rb", buffering=1 << 16) as f:
+        try:
+            got: tuple[Tally | None, tuple[int, str] | None] = pickle.load(f)
+        except (EOFError, pickle.UnpicklingError):  # the pipe ended early: the worker died
+            worker.join()
+            raise ReportError(f"a report worker process died (exit status {worker.exitcode})") from None
+    return got
 
 
 def _plain_files(files: list[str]) -> bool:
@@ -155,13 +180,16 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0, tin
     ctx = multiprocessing.get_context("fork")
     inboxes: list[Any] = [ctx.Queue() for _ in range(jobs)]
     ready: Any = ctx.Queue()  # the number of a worker that wants another chunk
-    results: Any = ctx.Queue()
+    pipes = [os.pipe() for _ in range(jobs)]  # worker k writes its tally to pipes[k]
     sys.stdout.flush()  # a forked child flushes its copy of unwritten output when it ends
     sys.stderr.flush()
-    workers = [ctx.Process(target=_worker, args=(inboxes[k], ready, results, files, sample, k, tiny_bytes), daemon=True)
+    workers = [ctx.Process(target=_worker, args=(inboxes[k], ready, pipes, files, sample, k, tiny_bytes), daemon=True)
                for k in range(jobs)]
     for w in workers:
         w.start()
+    for _, write_end in pipes:
+        os.close(write_end)
+    waiting = {read_end for read_end, _ in pipes}
 
     def wanting() -> int:
         while True:
@@ -206,23 +234,27 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0, tin
                     inboxes[worker].put(None)
                     finished.add(worker)
         merged: Tally | None = None
-        for _ in workers:
-            while True:
-                try:
-                    part, error = results.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    _alive(workers)
+        while waiting:
+            sent = multiprocessing.connection.wait(list(waiting), timeout=0.5)
+            if not sent:
+                _alive(workers)
+                continue
+            read_end = min(fd for fd in waiting if fd in sent)
+            waiting.discard(read_end)
+            part, error = _receive(read_end, workers[[r for r, _ in pipes].index(read_end)])
             if part is not None:
                 if merged is None:
                     merged = part  # the first worker's tally: the others are merged into it
                 else:
                     merged.merge(part)
+                del part  # freed before the next one is read: the report's process holds two tallies at most
             if error is not None and (failure is None or error[0] < failure[0]):
                 failure = error
         for w in workers:
             w.join()
     finally:
+        for read_end in waiting:
+            os.close(read_end)
         for w in workers:
             if w.is_alive():
                 w.terminate()

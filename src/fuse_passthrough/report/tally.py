@@ -191,9 +191,30 @@ def _like(sums: np.ndarray, target: np.ndarray) -> np.ndarray:
     return sums.astype(object) if target.dtype == object else sums
 
 
+def room() -> int:
+    """The most names a table holds in a worker: pruning happens after a slice has been numbered, so a slice's
+    worth of new names (reading.SLICE) can be over the cap until then. Its arrays never have more columns."""
+    return TABLE_CAP + reading.SLICE
+
+
+def _busiest(calls: np.ndarray, ns: np.ndarray, cap: int) -> np.ndarray:
+    """The names a pruned table keeps (ascending numbers): the busiest cap // 4 by operations and the busiest
+    cap // 4 by time, ties to the first seen."""
+    n = len(calls)
+    by_calls = np.lexsort((np.arange(n), -calls))[:cap // 4]
+    by_time = sorted(range(n), key=lambda i: -ns[i])[:cap // 4] if ns.dtype == object else \
+        np.lexsort((np.arange(n), -ns))[:cap // 4]
+    return np.union1d(by_calls, np.asarray(by_time, dtype=np.int64))
+
+
+def _blocks(n: int, size: int = 16384) -> list[slice]:
+    """0..n in slices: fancy indexing a block at a time makes temporaries of a block, not of the table."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
 class _Table:
     """Per name (path or process): calls per operation (a matrix: operations x names), time and errors, in numpy
-    arrays that grow by doubling."""
+    arrays that grow by doubling up to room() names (pruned beyond TABLE_CAP)."""
 
     def __init__(self, blank: np.ndarray) -> None:
         self.names = _Names()
@@ -209,8 +230,9 @@ class _Table:
         rows, cols = self.calls.shape
         need = len(self.names.names)
         if ops > rows or need > cols:
-            cols = max(cols, 2 * need) if need > cols else cols
-            calls = np.zeros((max(rows, 2 * ops), cols), dtype=np.int64)
+            if need > cols:  # doubling, but never past room(): the tables are pruned before they hold more
+                cols = max(need, min(2 * need, room()))
+            calls = np.zeros((max(rows, ops + 8), cols), dtype=np.int64)  # operations are few: 8 spare rows
             calls[:rows, :self.calls.shape[1]] = self.calls
             self.calls = calls
             if len(self.ns) < cols:
@@ -235,11 +257,7 @@ class _Table:
         Returns (operations on the names dropped, names dropped, old number -> new number)."""
         n = len(self.names.names)
         calls = self.calls_per_name()
-        ns = self.ns[:n]
-        order = np.lexsort((np.arange(n), -calls))[:cap // 4]  # ties: the first seen
-        by_time = sorted(range(n), key=lambda i: -ns[i])[:cap // 4] if ns.dtype == object else \
-            np.lexsort((np.arange(n), -ns))[:cap // 4]
-        keep = np.union1d(order, np.asarray(by_time, dtype=np.int64))
+        keep = _busiest(calls, self.ns[:n], cap)
         dropped_calls = int(calls.sum() - calls[keep].sum())
         self.names.keep(keep.tolist())
         size = self.calls.shape[1]
@@ -257,6 +275,14 @@ class _Table:
         self.ev = ev
         return dropped_calls, n - len(keep), {old: new for new, old in enumerate(keep.tolist())}
 
+    def compact(self) -> None:
+        """Arrays without the room to grow, one at a time (a worker's tally, before it is sent)."""
+        n = len(self.names.names)
+        self.calls = np.ascontiguousarray(self.calls[:, :n])
+        self.ns = self.ns[:n].copy()
+        self.errors = self.errors[:n].copy()
+        self.ev = np.ascontiguousarray(self.ev[:, :n])
+
     def exact(self) -> None:
         """Time sums as Python ints from now on (they might leave int64's range)."""
         if self.ns.dtype != object:
@@ -271,22 +297,66 @@ class _Table:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def merge(self, other: _Table, ops: np.ndarray, nops: int) -> np.ndarray:
-        """Add another tally's table; `ops` maps its operation numbers to ours. Returns its name -> our name."""
-        n = len(other.names.names)
-        mine = self.names.numbers(other.names.names)
-        self.fit(nops)
+    def merge(self, other: _Table, ops: np.ndarray, nops: int, cap: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Add another tally's table (`ops` maps its operation numbers to ours); if the two have more than `cap`
+        names together, keep the names `keep` would keep after adding them all, without making the arrays of all of
+        them (the report's process would hold four tables' worth at once: both tables, their union, the pruned).
+
+        Returns (their number -> our new number, our old number -> new number, operations on the names dropped,
+        names dropped); -1 for a name dropped."""
+        mine_n, their_n = len(self.names.names), len(other.names.names)
         if self.ns.dtype != other.ns.dtype:
             self.exact()
-        self.calls[np.ix_(ops, mine)] += other.calls[:len(ops), :n]  # distinct indices: += adds each once
-        self.ns[mine] += _like(other.ns[:n], self.ns)
-        self.errors[mine] += other.errors[:n]
-        theirs = other.ev[:, :n]
-        if self.ev.dtype == object:
-            theirs = theirs.astype(object)
-        self.ev[:, mine] = evidence.merge_rows(self.ev[:, mine], theirs) if self.examples \
-            else self.ev[:, mine] + theirs
-        return mine
+        # the union of the names: ours, then theirs not among ours, in their order (as numbering them would)
+        union = np.fromiter(map(self.names.number.get, other.names.names, repeat(-1)), np.intp, their_n)
+        new = np.flatnonzero(union < 0)
+        union[new] = mine_n + np.arange(len(new))
+        total = mine_n + len(new)
+        names = self.names.names + [other.names.names[i] for i in new.tolist()]
+        dropped_calls = 0
+        if total > cap:
+            calls = np.zeros(total, dtype=np.int64)
+            calls[:mine_n] = self.calls_per_name()
+            calls[union] += other.calls_per_name()
+            ns = np.zeros(total, dtype=self.ns.dtype)
+            ns[:mine_n] = self.ns[:mine_n]
+            ns[union] += _like(other.ns[:their_n], ns)
+            kept = _busiest(calls, ns, cap)
+            dropped_calls = int(calls.sum() - calls[kept].sum())
+            renumber = np.full(total, -1, dtype=np.intp)
+            renumber[kept] = np.arange(len(kept))
+            names = [names[i] for i in kept.tolist()]
+        else:
+            renumber = np.arange(total, dtype=np.intp)
+        k = len(names)
+        to_mine, to_theirs = renumber[:mine_n], renumber[union]
+        rows = max(self.calls.shape[0], nops)
+        calls_new = np.zeros((rows, k), dtype=np.int64)
+        ns_new = np.zeros(k, dtype=self.ns.dtype)
+        errors_new = np.zeros(k, dtype=np.int64)
+        ev_new = np.repeat(self.blank[:, None], k, axis=1).astype(self.ev.dtype)
+        src = np.flatnonzero(to_mine >= 0)
+        dst = to_mine[src]
+        for b in _blocks(len(src)):
+            calls_new[:self.calls.shape[0], dst[b]] = self.calls[:, src[b]]
+            ev_new[:, dst[b]] = self.ev[:, src[b]]
+        ns_new[dst] = self.ns[src]
+        errors_new[dst] = self.errors[src]
+        src = np.flatnonzero(to_theirs >= 0)
+        dst = to_theirs[src]  # distinct: += adds each once
+        for b in _blocks(len(src)):
+            calls_new[np.ix_(ops, dst[b])] += other.calls[:len(ops), src[b]]
+            theirs = other.ev[:, src[b]]
+            if ev_new.dtype == object:
+                theirs = theirs.astype(object)
+            ev_new[:, dst[b]] = evidence.merge_rows(ev_new[:, dst[b]], theirs) if self.examples \
+                else ev_new[:, dst[b]] + theirs
+        ns_new[dst] += _like(other.ns[src], ns_new)
+        errors_new[dst] += other.errors[src]
+        self.calls, self.ns, self.errors, self.ev = calls_new, ns_new, errors_new, ev_new
+        self.names.names = names
+        self.names.number = {name: i for i, name in enumerate(names)}
+        return to_theirs, to_mine, dropped_calls, total - k
 
 
 _RARE = (evidence.CREATE, evidence.MKNOD, evidence.UNLINK, evidence.RENAME)  # matched by name, in Python
@@ -656,9 +726,20 @@ class Tally:
             self.far_max[to_op[o]] = max(self.far_max.get(to_op[o], 0), x)
         self.evidence.merge(other.evidence)
         self.far_hist.update({(to_op[o], b): n for (o, b), n in other.far_hist.items()})
-        to_path = self.paths.merge(other.paths, ops, nops).tolist()
-        self.procs.merge(other.procs, ops, nops)
-        self.error_ops.update({(e, to_path[p], to_op[o]): n for (e, p, o), n in other.error_ops.items()})
+        path_of_theirs, path_of_mine, calls, paths_dropped = self.paths.merge(other.paths, ops, nops, TABLE_CAP)
+        if paths_dropped:
+            self._dropped("paths", calls, paths_dropped)
+            renumber = path_of_mine.tolist()
+            self.error_ops = Counter({(e, renumber[p], o): n for (e, p, o), n in self.error_ops.items()
+                                      if renumber[p] >= 0})
+        _, _, calls, procs_dropped = self.procs.merge(other.procs, ops, nops, TABLE_CAP)
+        if procs_dropped:
+            self._dropped("processes", calls, procs_dropped)
+        if paths_dropped or procs_dropped:
+            self._forget_ends()  # its keys are the old numbers
+        to_path = path_of_theirs.tolist()
+        self.error_ops.update({(e, to_path[p], to_op[o]): n for (e, p, o), n in other.error_ops.items()
+                               if to_path[p] >= 0})
         self.errno_ops.update({(e, to_op[o]): n for (e, o), n in other.errno_ops.items()})
         for mine, theirs in ((self.op_read, other.op_read), (self.op_written, other.op_written),
                              (self.op_injected, other.op_injected)):
@@ -703,10 +784,30 @@ class Tally:
             self._prune_errors()
         self.evidence.bound()
 
-    def _prune(self, table: str, names: _Table) -> None:
-        calls, entries, renumber = names.keep(TABLE_CAP)
+    def held(self) -> dict[str, int]:
+        """The entries of every table that grows with distinct names, and the columns of the name tables' arrays:
+        what the memory of a tally depends on (bounded: docs/report.md, "Speed and memory"; tested)."""
+        ev = self.evidence
+        return {"paths": len(self.paths.names.names), "path columns": self.paths.calls.shape[1],
+                "processes": len(self.procs.names.names), "process columns": self.procs.calls.shape[1],
+                "error pairs": len({key[:2] for key in self.error_ops}), "ends": len(self.sequential.last_end),
+                "created": len(ev.created), "temporary": len(ev.temporary), "saves": len(ev.saves),
+                "example seqs": len(ev.seqs), "file processes": max(map(len, ev.io_procs.values()), default=0)}
+
+    def compact(self) -> None:
+        """What a worker sends: the tables without their room to grow, and without where the accesses ended (of no
+        use to the merge)."""
+        self._forget_ends()
+        self.paths.compact()
+        self.procs.compact()
+
+    def _dropped(self, table: str, calls: int, entries: int) -> None:
         self.dropped[table][0] += calls
         self.dropped[table][1] += entries
+
+    def _prune(self, table: str, names: _Table) -> None:
+        calls, entries, renumber = names.keep(TABLE_CAP)
+        self._dropped(table, calls, entries)
         if table == "paths":
             self.error_ops = Counter({(e, renumber[p], o): n for (e, p, o), n in self.error_ops.items()
                                       if p in renumber})
