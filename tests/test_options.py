@@ -154,7 +154,8 @@ def test_every_cache_option_is_read_by_the_daemon() -> None:
     from fuse_passthrough import inode_mount
     served = inspect.getsource(inode_mount.serve)
     cache = {o.mount for o in table.OPTIONS if o.mount and o.goes == table.CONFIG}
-    assert cache == {"attr_timeout", "entry_timeout", "negative_timeout", "kernel_cache", "direct_io"}
+    assert cache == {"attr_timeout", "entry_timeout", "negative_timeout", "kernel_cache", "auto_cache",
+                     "noauto_cache", "direct_io"}
     assert all(f'"{key}"' in served for key in cache)
 
 

@@ -286,7 +286,8 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
                           entry_timeout=float(config.get("entry_timeout", 1.0)),
                           negative_timeout=float(config.get("negative_timeout", 0.0)),
                           kernel_passthrough=args.passthrough, direct_io=bool(config.get("direct_io")),
-                          keep_cache=bool(config.get("kernel_cache")), auto_cache=not config.get("noauto_cache"),
+                          keep_cache=bool(config.get("kernel_cache")),
+                          auto_cache=bool(config.get("auto_cache", True)) and not config.get("noauto_cache"),
                           # FUSE_CAP_POSIX_ACL turns default_permissions on: not under no_default_permissions
                           posix_acl="default_permissions" in opts.kernel, **atime_options(opts.atime))
     layers: list[Any] = []
