@@ -210,6 +210,53 @@ def test_long_timeouts_only_where_the_watcher_sees_everything(workdir: Path, arg
         assert asked >= 3, asked  # expired after 1 s
 
 
+@pytest.mark.parametrize("watcher", [*WATCHERS, "negative_timeout=0"])
+def test_absent_names_are_remembered_only_where_their_creation_is_seen(workdir: Path, watcher: str) -> None:
+    """A name found absent is remembered by the kernel (a negative entry) for the long timeout under fanotify, so
+    that a program probing it again (search paths, lock files) does not ask the daemon; a name made in SOURCE by
+    any means (create, hard link, rename, mkdir, symlink) then shows within the watcher's bound, to stat, open,
+    open(O_CREAT|O_EXCL) and readdir. Elsewhere, or when the user gives negative_timeout, nothing is kept."""
+    args, env, removal_bound = WATCHERS.get(watcher, (["-o", watcher], {}, 0.1))
+    src, mnt = workdir / "src", workdir / "mnt"
+    (src / "d").mkdir(parents=True)
+    (src / "other").write_text("linked")
+    (src / "moved").write_text("renamed into place")
+    with Mount(src, mnt, *args, env={**os.environ, **env}) as m:
+        probes = 0
+        for name in ("f", "l", "r", "sub", "sym"):
+            for _ in range(3):
+                assert outcome(os.stat, mnt / "d" / name) == ("err", "ENOENT")
+                probes += 1
+        (src / "d" / "f").write_text("created in SOURCE")
+        os.link(src / "other", src / "d" / "l")
+        os.rename(src / "moved", src / "d" / "r")
+        (src / "d" / "sub").mkdir()
+        os.symlink("f", src / "d" / "sym")
+        bound = 0.1  # every watcher sees names made in a directory it watches; without one nothing was kept
+        within(bound, lambda: (mnt / "d" / "f").read_text() == "created in SOURCE")
+        within(bound, lambda: os.stat(mnt / "d" / "l").st_nlink == 2)
+        within(bound, lambda: (mnt / "d" / "r").read_text() == "renamed into place")
+        within(bound, lambda: os.path.isdir(mnt / "d" / "sub"))
+        within(bound, lambda: os.readlink(mnt / "d" / "sym") == "f")
+        assert sorted(os.listdir(mnt / "d")) == ["f", "l", "r", "sub", "sym"]
+        assert outcome(os.open, mnt / "d" / "f", os.O_CREAT | os.O_EXCL | os.O_WRONLY) == ("err", "EEXIST")
+        # and absent again after a removal in SOURCE (the name's own bound), then made again: never a stale absence
+        os.unlink(src / "d" / "f")
+        within(removal_bound, lambda: outcome(os.stat, mnt / "d" / "f") == ("err", "ENOENT"))
+        (src / "d" / "f").write_text("again")
+        within(bound, lambda: (mnt / "d" / "f").read_text() == "again")
+        assert m.unmount() == 0
+    misses = [e for e in m.events() if e["op"] == "lookup" and e["errno"] is not None
+              and e["path"] in {f"/d/{n}" for n in ("f", "l", "r", "sub", "sym")}]
+    assert {e["errno"] for e in misses} == {"ENOENT"}  # a remembered absence is still an ENOENT in the trace
+    first = [e for e in misses if e["seq"] < min(x["seq"] for x in m.events() if x["path"] == "/d/f"
+                                                 and x["errno"] is None)]
+    if watcher == "fanotify":
+        assert len(first) == 5, first  # one lookup per name, then the kernel's negative entry
+    else:
+        assert len(first) == probes, first  # every probe asked
+
+
 def _attributes(path: Path) -> tuple[Any, ...]:
     s = os.stat(path)
     return (stat.S_IFMT(s.st_mode), stat.S_IMODE(s.st_mode), s.st_nlink, s.st_size, s.st_ino, s.st_mtime_ns,
@@ -343,11 +390,13 @@ def test_a_mount_made_inside_source_shows(workdir: Path) -> None:
     with Mount(src, mnt) as m:
         assert os.listdir(mnt / "sub") == ["under"]
         os.stat(mnt / "sub" / "under")
+        assert outcome(os.stat, mnt / "sub" / "over") == ("err", "ENOENT")  # a negative entry, kept long
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(src / "sub")], check=True)
         try:
             (src / "sub" / "over").write_text("2")
             within(0.1, lambda: os.listdir(mnt / "sub") == ["over"])
             within(0.1, lambda: outcome(os.stat, mnt / "sub" / "under") == ("err", "ENOENT"))
+            within(0.1, lambda: (mnt / "sub" / "over").read_text() == "2")
         finally:
             subprocess.run(["umount", "-l", str(src / "sub")], check=True)
         within(0.1, lambda: os.listdir(mnt / "sub") == ["under"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 from fuse_passthrough import syscalls
 from fuse_passthrough.inodes import ROOT_ID, NodeTable
@@ -119,3 +120,35 @@ def _is_below(table: NodeTable, nodeid: int, ancestor: int) -> bool:
             return False
         nodeid = node.names[-1][0]
     return False
+
+
+def test_absent_names_are_recorded_bounded_and_go_with_their_directory(tmp_path: Path, monkeypatch: Any) -> None:
+    """Names replied absent for the long timeout are in the table's snapshot (what is invalidated when the
+    watcher loses events) until the name exists or its directory is forgotten; past ABSENT_MAX none is recorded
+    (the caller then gives the short timeout)."""
+    from fuse_passthrough import inodes
+    monkeypatch.setattr(inodes, "ABSENT_MAX", 3)
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    table = NodeTable(os.open(src, os.O_PATH | os.O_DIRECTORY))
+    try:
+        fd = os.open(src / "d", os.O_PATH)
+        d = table.enter(ROOT_ID, b"d", fd, os.fstat(fd))
+        assert table.absent(ROOT_ID, b"x") and table.absent(d.nodeid, b"y") and table.absent(d.nodeid, b"z")
+        assert table.absent(d.nodeid, b"y")  # already recorded
+        assert not table.absent(d.nodeid, b"w")  # over the bound
+        assert not table.absent(12345, b"v")  # an unknown directory
+        assert set(table.snapshot()[1]) == {(ROOT_ID, b"d"), (ROOT_ID, b"x"), (d.nodeid, b"y"), (d.nodeid, b"z")}
+        (src / "d" / "y").write_text("now it exists")
+        fd = os.open(src / "d" / "y", os.O_PATH)
+        y = table.enter(d.nodeid, b"y", fd, os.fstat(fd))
+        assert (d.nodeid, b"y") in table.snapshot()[1]  # as a name of a node now
+        assert d.absent == {b"z"}
+        assert table.absent(d.nodeid, b"w")  # room again
+        table.forget(y.nodeid, 1)
+        table.forget(d.nodeid, 1)  # the kernel dropped the directory, and its negative entries with it
+        assert set(table.snapshot()[1]) == {(ROOT_ID, b"x")}
+        assert table.absent(ROOT_ID, b"a") and table.absent(ROOT_ID, b"b") and not table.absent(ROOT_ID, b"c")
+    finally:
+        table.close()
+        os.close(table.root.fd)

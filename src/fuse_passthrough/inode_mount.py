@@ -290,6 +290,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
                           auto_cache=bool(config.get("auto_cache", True)) and not config.get("noauto_cache"),
                           # FUSE_CAP_POSIX_ACL turns default_permissions on: not under no_default_permissions
                           posix_acl="default_permissions" in opts.kernel, **atime_options(opts.atime))
+    ops.long_negative = defaults and isinstance(config.get("negative_timeout"), DefaultSeconds)
     layers: list[Any] = []
     sink = None
     if output is not None:

@@ -140,6 +140,8 @@ class InodeOperations:
         self.attr_timeout = attr_timeout
         self.entry_timeout = entry_timeout
         self.negative_timeout = negative_timeout
+        # Absent names may carry the long timeout too (no negative_timeout given; SourceInvalidations sets it).
+        self.long_negative = False
         # Where the SOURCE watcher sees every change: `long_timeout` (0: never) for the replies about objects of
         # the devices in `trusted` (st_dev -> time.monotonic_ns() from when it saw them), made from a stat taken
         # after that time (and, for a directory's attributes and entries, after its own mark: Node.watched).
@@ -198,10 +200,13 @@ class InodeOperations:
 
     def _entry_timeout(self, parent: Node | None, t0: int) -> float:
         """For a name found in `parent` after `t0` (None: no name of a watched directory, e.g. LOOKUP(node, "."))."""
-        if self.long_timeout and parent is not None and 0 < self.trusted.get(parent.key[0], 0) <= t0 \
-                and 0 < parent.watched <= t0:
+        if self.long_timeout and parent is not None and self._names_watched(parent, t0):
             return self.long_timeout
         return self.entry_timeout
+
+    def _names_watched(self, parent: Node, t0: int) -> bool:
+        """Whether the watcher saw every change of `parent`'s names since before `t0`."""
+        return 0 < self.trusted.get(parent.key[0], 0) <= t0 and 0 < parent.watched <= t0
 
     def _entry(self, node: Node, st: os.stat_result, parent: Node | None, t0: int) -> abi.fuse_entry_param:
         return ll.entry_param(node.nodeid, ll.stat_from(st), self._attr_timeout(node, t0),
@@ -350,12 +355,24 @@ class InodeOperations:
     def lookup(self, req: int, parent: int, name: bytes) -> abi.fuse_entry_param:
         if name == b"." or name == b"..":
             return self._lookup_dot(parent, name)
+        t0 = time.monotonic_ns()
         try:
             return self._lookup(parent, name)
         except FileNotFoundError:
-            if self.negative_timeout > 0:  # a negative entry: the kernel remembers that the name is absent
-                return ll.entry_param(0, ll.Stat(), 0.0, self.negative_timeout)
+            timeout = self._negative_timeout(parent, name, t0)
+            if timeout > 0:  # a negative entry: the kernel remembers that the name is absent
+                raise ll.NegativeEntry(timeout) from None
             raise
+
+    def _negative_timeout(self, parent: int, name: bytes, t0: int) -> float:
+        """How long the kernel may remember `name` as absent from `parent` (found so after `t0`): the long timeout
+        where the watcher will see the name appear (its notify_inval_entry drops the negative entry) and the table
+        could record the name (to invalidate it if the watcher loses events); else `negative_timeout`."""
+        if self.long_negative and self.long_timeout:
+            pnode = self.nodes.find_id(parent)
+            if pnode is not None and self._names_watched(pnode, t0) and self.nodes.absent(parent, name):
+                return self.long_timeout
+        return self.negative_timeout
 
     def forget(self, req: int, ino: int, nlookup: int) -> None:
         self.nodes.forget(ino, nlookup)

@@ -36,6 +36,9 @@ ROOT_ID = 1
 # Records of forgotten nodes kept for file handles: ~135 bytes each (tests/test_native_behaviour.py measures it),
 # so at most ~9 MiB; beyond it the oldest go, and their handles give ESTALE.
 FORGOTTEN_MAX = 65536
+# Names the kernel may remember as absent for the long timeout (negative entries), recorded so that they can be
+# invalidated when the SOURCE watcher loses events; beyond this many, absent names get the short timeout.
+ABSENT_MAX = 65536
 _RECORD = struct.Struct("=QQi")  # st_dev, st_ino, handle type; the handle's bytes follow
 
 
@@ -43,7 +46,7 @@ class Node:
     """One kernel inode. `lookups` and `opens` are changed under the table's lock only."""
 
     __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id",
-                 "cached_path", "gone", "watched", "pages")
+                 "cached_path", "gone", "watched", "pages", "absent")
 
     def __init__(self, nodeid: int, key: tuple[int, int], fd: int, kind: int) -> None:
         self.nodeid = nodeid
@@ -64,6 +67,8 @@ class Node:
         # A regular file: (st_ctime_ns, st_mtime_ns, st_size) of the source file when the kernel's pages of it
         # were last dropped, if no change since can share that ctime; None: they must be dropped at the next open.
         self.pages: tuple[int, int, int] | None = None
+        # A directory: names replied absent with the long timeout (NodeTable.absent), for `snapshot`.
+        self.absent: set[bytes] | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -100,6 +105,7 @@ class NodeTable:
         self.handles_fd = handles_fd
         self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
         self._forgotten_ino: dict[int, int] = {}  # st_ino -> node id, for the same object's next entry
+        self._absent = 0  # names recorded in the nodes' `absent` sets
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -148,6 +154,9 @@ class NodeTable:
                 if self._children.get(entry) == nodeid:
                     del self._children[entry]
             node.names.clear()
+            if node.absent:  # the kernel's negative entries under a directory go with it
+                self._absent -= len(node.absent)
+                node.absent = None
             self._renamed_locked(node)
         os.close(node.fd)
 
@@ -271,6 +280,11 @@ class NodeTable:
             return
         if old is not None:
             self._unname_locked(parent, name)
+        else:
+            p = self._by_id.get(parent)
+            if p is not None and p.absent and name in p.absent:
+                p.absent.discard(name)
+                self._absent -= 1
         self._children[entry] = node.nodeid
         node.names.append(entry)
         self._renamed_locked(node)
@@ -308,14 +322,37 @@ class NodeTable:
         """The node of the source object `st` describes, if the kernel holds one."""
         return self._by_key.get((st.st_dev, st.st_ino))
 
+    def find_id(self, nodeid: int) -> Node | None:
+        """The node with this id, if the kernel holds it."""
+        return self._by_id.get(nodeid)
+
     def find_key(self, key: tuple[int, int]) -> Node | None:
         """The node of the source object with this (st_dev, st_ino), if the kernel holds one."""
         return self._by_key.get(key)
 
-    def snapshot(self) -> tuple[list[Node], list[tuple[int, bytes]]]:
-        """Every node and every (parent node id, name) entry the table holds now."""
+    def absent(self, parent: int, name: bytes) -> bool:
+        """Record that `name` was replied absent from `parent` (a negative entry the kernel may keep); False when
+        it cannot be (`parent` unknown, or ABSENT_MAX names recorded): then it must not be kept for long."""
         with self._lock:
-            return list(self._by_id.values()), list(self._children)
+            node = self._by_id.get(parent)
+            if node is None:
+                return False
+            if node.absent is None:
+                node.absent = set()
+            elif name in node.absent:
+                return True
+            if self._absent >= ABSENT_MAX:
+                return False
+            node.absent.add(name)
+            self._absent += 1
+            return True
+
+    def snapshot(self) -> tuple[list[Node], list[tuple[int, bytes]]]:
+        """Every node and every (parent node id, name) entry the table holds now, names recorded absent
+        included."""
+        with self._lock:
+            nodes = list(self._by_id.values())
+            return nodes, [*self._children, *((n.nodeid, name) for n in nodes if n.absent for name in n.absent)]
 
     def child(self, parent: int, name: bytes) -> Node | None:
         nodeid = self._children.get((parent, name))

@@ -149,7 +149,8 @@ class Option:
 _BOTH = ("mount", "trace")
 _IGNORED_HELP = "accepted and ignored, for fstab, mount(8) and systemd"
 _GENERIC = "generic mount flags, passed to the kernel (mount.fuse3 adds dev or nodev and suid or nosuid)"
-_KERNEL_CACHE = "the kernel's cache lifetimes one by one (negative_timeout defaults to 0)"
+_KERNEL_CACHE = ("the kernel's cache lifetimes one by one (negative_timeout, for names found absent, defaults to 0, "
+                 "and to a day with timeout where the watcher sees every change)")
 
 
 def _ignored(*names: str, prefix: bool = False) -> list[Option]:
@@ -264,7 +265,8 @@ OPTIONS: tuple[Option, ...] = (
            "are then seen within the timeout (1 s) instead of ~0.1 s", mount="nowatch"),
     Option("attr_timeout", SECONDS, _KERNEL_CACHE, default=DEFAULT_TIMEOUT, mount="attr_timeout", goes=CONFIG),
     Option("entry_timeout", SECONDS, _KERNEL_CACHE, default=DEFAULT_TIMEOUT, mount="entry_timeout", goes=CONFIG),
-    Option("negative_timeout", SECONDS, _KERNEL_CACHE, default=0.0, mount="negative_timeout", goes=CONFIG),
+    Option("negative_timeout", SECONDS, _KERNEL_CACHE, default=DefaultSeconds(0.0), mount="negative_timeout",
+           goes=CONFIG),
     Option("kernel_cache", SWITCH, "keep file data cached in the kernel across opens", mount="kernel_cache",
            goes=CONFIG),
     Option("auto_cache", SWITCH, "keep file data cached across opens while the file's ctime, mtime and size are "

@@ -12,6 +12,7 @@ from. Handlers, with what they return:
 
     init(conn: ConnInfo) -> None                  destroy() -> None
     lookup(req, parent, name) -> EntryParam       forget(req, ino, nlookup) -> None (never fails)
+        (raise NegativeEntry(timeout) for a name the kernel may remember as absent)
     forget_multi(req, [(ino, nlookup), ...])      getattr(req, ino, fi | None) -> (Stat, attr_timeout)
     setattr(req, ino, attr: Stat, to_set, fi | None) -> (Stat, attr_timeout)
     readlink(req, ino) -> bytes                   mknod(req, parent, name, mode, rdev) -> EntryParam
@@ -190,6 +191,21 @@ def entry_param(ino: int, attr: abi.stat_t, attr_timeout: float, entry_timeout: 
     e = EntryParam()
     e.ino, e.generation, e.attr, e.attr_timeout, e.entry_timeout = ino, generation, attr, attr_timeout, entry_timeout
     return e
+
+
+class NegativeEntry(FileNotFoundError):
+    """What a lookup handler raises for a name that does not exist when the kernel may remember that for
+    `timeout` seconds: the binding replies a negative entry (node id 0), and layers see an ENOENT like any other."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(errno.ENOENT, os.strerror(errno.ENOENT))
+        self.timeout = timeout
+
+
+def _reply_negative(req: int, timeout: float) -> None:
+    e = EntryParam()
+    e.entry_timeout = timeout
+    _reply_entry(req, byref(e))
 
 
 @dataclass(slots=True)
@@ -438,6 +454,7 @@ class LowLevelSession:
         reply = _REPLIES[name]
         convert = _converter(name, kinds)
         reply_err = _reply_err
+        reply_negative = _reply_negative
         eio = _EIO
 
         if convert is None:
@@ -449,6 +466,8 @@ class LowLevelSession:
                 req = cargs[0]
                 try:
                     reply(req, handler(*cargs), cargs)
+                except NegativeEntry as exc:
+                    reply_negative(req, exc.timeout)
                 except OSError as exc:
                     reply_err(req, exc.errno or eio)
                 except BaseException as exc:
