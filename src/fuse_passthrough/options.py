@@ -150,7 +150,7 @@ _BOTH = ("mount", "trace")
 _IGNORED_HELP = "accepted and ignored, for fstab, mount(8) and systemd"
 _GENERIC = "generic mount flags, passed to the kernel (mount.fuse3 adds dev or nodev and suid or nosuid)"
 _KERNEL_CACHE = ("the kernel's cache lifetimes one by one (negative_timeout, for names found absent, defaults to 0, "
-                 "and to a day with timeout where the watcher sees every change)")
+                 "and to a day where the watcher sees every change)")
 
 
 def _ignored(*names: str, prefix: bool = False) -> list[Option]:
