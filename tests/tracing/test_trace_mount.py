@@ -83,6 +83,28 @@ def test_every_jsonl_line_has_every_field_with_its_type(mount: Mount) -> None:
     assert by_op["mkdir"]["args"]["mode"] == "0o40755"
 
 
+def test_every_setattr_kind_is_traced_and_nothing_after_it_lost(mount: Mount) -> None:
+    """Each kind of SETATTR (chmod, chown, truncate, utimens, and one changing no attribute: chown(f, -1, -1),
+    a getattr with its attributes) is an event, and the trace goes on after each (a writer that failed on one
+    event once lost every later one)."""
+    f = mount.mnt / "f"
+    f.write_text("abc")
+    os.chmod(f, 0o600)
+    os.chown(f, 0, 0)
+    os.chown(f, -1, -1)
+    os.truncate(f, 1)
+    os.utime(f, (1, 2))
+    (mount.mnt / "after").write_text("still traced")
+    assert mount.unmount() == 0
+    events = mount.events()
+    ops = [e["op"] for e in events if e["path"] == "/f" and e["op"] in ("chmod", "chown", "truncate", "utimens")]
+    assert ops == ["chmod", "chown", "truncate", "utimens"], ops
+    attrs = [e for e in events if e["op"] == "getattr" and e["path"] == "/f" and e["result"]]
+    assert any(e["result"]["mode"] == "0o100600" for e in attrs)
+    assert "create" in ops_of(events, "/after") and "write" in ops_of(events, "/after")
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
 @pytest.mark.parametrize("fmt", ["text", "jsonl"])
 def test_data_and_xattr_values_never_reach_the_trace(workdir: Path, fmt: str) -> None:
     marker = secrets.token_hex(16)

@@ -112,6 +112,17 @@ def test_a_setattr_is_one_event_per_attribute_kind() -> None:
     assert sink.events()[1]["args"]["length"] == 7
 
 
+def test_a_setattr_changing_no_attribute_is_a_getattr_with_its_attributes() -> None:
+    """chown(f, -1, -1) sends a SETATTR of the ctime only: traced as the getattr its reply is, with the stat."""
+    c, sink = chain()
+    attr = abi.stat_t()
+    attr.st_mode, attr.st_size, attr.st_ino, attr.st_nlink = 0o100644, 9, 2, 1
+    c.setattr(5, 2, attr, abi.FUSE_SET_ATTR_CTIME, None)
+    (event,) = sink.events()
+    assert (event["op"], event["path"], event["errno"]) == ("getattr", "/bar", None)
+    assert event["result"] == {"mode": "0o100644", "size": 9, "ino": 2, "nlink": 1, "uid": 0, "gid": 0}
+
+
 def test_what_an_inner_layer_injected_is_in_the_event() -> None:
     class Inject:
         def handle(self, call: Call, next: Next) -> Any:

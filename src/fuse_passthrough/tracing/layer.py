@@ -86,7 +86,7 @@ DESCRIBE: dict[str, tuple[Callable[[Call], Calls], Callable[[Call], Any]]] = {
     "forget": (lambda c: [("forget", (c.path, c.args[1]))], lambda c: None),
     "forget_multi": (lambda c: [("forget_multi", (len(c.args[0]),))], lambda c: None),
     "getattr": (lambda c: [("getattr", (c.path, _fh(c.args[1])))], lambda c: _stat_tuple(c.result[0])),
-    "setattr": (_setattr_calls, lambda c: 0),
+    "setattr": (_setattr_calls, lambda c: _stat_tuple(c.result[0]) if event_ops(c) == ("getattr",) else 0),
     "readlink": (lambda c: [("readlink", (c.path,))], lambda c: os.fsdecode(c.result)),
     "mknod": (lambda c: [("mknod", (c.path, _mode(c, c.args[2]), c.args[3]))], lambda c: 0),
     "mkdir": (lambda c: [("mkdir", (c.path, _mode(c, c.args[2])))], lambda c: 0),

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stdin = sys.stdin.buffer
     written = 0
+    unencodable = 0
     while True:
         header = _read_exact(stdin, _HEADER.size)
         if header is None:
@@ -71,8 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         lines = []
         for item in marshal.loads(body):
             raw = RawEvent(*item)
+            try:
+                event = to_event(raw)
+            except Exception as e:  # a result this version cannot describe: the event without it, never a stop
+                if not unencodable:
+                    print(f"fuse-passthrough: trace writer: the result of {raw.op} event {raw.seq} could not be "
+                          f"encoded ({type(e).__name__}: {e}); written without it (said once)", file=sys.stderr)
+                unencodable += 1
+                raw = raw._replace(result=None)
+                event = to_event(raw)
             summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result, bool(raw.injected))
-            lines.append(encode(to_event(raw)))
+            lines.append(encode(event))
         output.write_lines(lines)
         written += len(lines)
         output.flush()
