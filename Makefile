@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock setup.py src/fuse_passthrough/_columns.c | md5sum | cut -c1-12)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 RUN_PKGS := fuse3 libfuse3-dev python3-venv attr gcc python3-dev
-TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium pkg-config curl
+# CPython's own tests (the benchmark's testsuite workload), for the system's python3
+PY_TESTSUITE := libpython$(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)-testsuite
+TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium pkg-config curl $(PY_TESTSUITE)
 BENCH_PKGS := $(TEST_PKGS) bindfs loggedfs gcc pkg-config git
 
 .PHONY: run test test-libfuse-3.17 libfuse-3.17 bench bench-smoke soak lint install-launcher \

@@ -437,6 +437,34 @@ def run_deep(cfg: Config, root: Path) -> dict[str, float]:
     return {"deep_tree": t3 - t0, "deep_create": t1 - t0, "deep_stat": t2 - t1, "deep_remove": t3 - t2}
 
 
+# testsuite ---------------------------------------------------------------------------------------------------
+# A real file-system test suite: CPython's own tests of the modules that work on files (temporary files and
+# directories, archives, copies and moves, links, permissions, globbing, mailboxes, byte-compiling), run with
+# their working and temporary directories on the mount (Debian's libpython3.X-testsuite). Every test must pass
+# there as it does natively: a failure is an error of the run, not a time.
+TESTSUITE = ["test_shutil", "test_tarfile", "test_zipfile", "test_tempfile", "test_os", "test_glob", "test_pathlib",
+             "test_mailbox", "test_py_compile", "test_zipimport", "test_dbm_dumb", "test_fileinput", "test_filecmp"]
+TESTSUITE_SMOKE = ["test_glob", "test_fileinput"]
+
+
+def prep_testsuite(cfg: Config, src: Path) -> None:
+    rm_tree(src / "testsuite")
+    (src / "testsuite").mkdir()
+
+
+def run_testsuite(cfg: Config, root: Path) -> dict[str, float]:
+    where = root / "testsuite"
+    tests = TESTSUITE_SMOKE if cfg.smoke else TESTSUITE
+    t0 = time.perf_counter()
+    r = subprocess.run(["python3", "-m", "test", "--tempdir", str(where), "-j2", *tests], cwd=where,
+                       env={**os.environ, "TMPDIR": str(where)}, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError("testsuite: " + (" ".join(r.stdout.split("== Tests result")[-1].split())[:400]
+                                            or r.stderr.strip()[-400:]))
+    return {"testsuite": dt}
+
+
 WORKLOADS = {w.name: w for w in [
     Workload("seq_write", ["seq_write"], "write SIZE in 1 MiB blocks + fsync (new file)",
              prep_seq_write, run_seq_write),
@@ -462,6 +490,9 @@ WORKLOADS = {w.name: w for w in [
     Workload("deep_tree", ["deep_tree", "deep_create", "deep_stat", "deep_remove"],
              f"a {DEEP_LEVELS}-level directory chain, each syscall by full path: mkdir every level, stat every "
              "level, rmdir every level (deep_tree = all three)", prep_deep, run_deep),
+    Workload("testsuite", ["testsuite"], "CPython's tests of the file modules (shutil, tarfile, zipfile, tempfile, "
+             "os, glob, pathlib, mailbox, ...; 2,474 tests, 2 workers) with their working and temporary "
+             "directories on the mount; every test must pass", prep_testsuite, run_testsuite),
 ]}
 
 METADATA_ROWS = ["small_create", "small_stat", "small_read", "small_delete", "untar", "walk_lstat",

@@ -30,7 +30,8 @@ EXPECTED_TARGETS = ["native", "passthrough_ll", "passthrough_ll_t0", "bindfs", "
                     "ours_trace", "ours_kpassthrough"]
 EXPECTED_ROWS = ["seq_write", "seq_read", "rand_read", "small_create", "small_stat", "small_read",
                  "small_delete", "untar", "walk_lstat", "reread_first", "reread_again", "git_status",
-                 "git_status_again", "parallel4", "deep_tree", "deep_create", "deep_stat", "deep_remove"]
+                 "git_status_again", "parallel4", "deep_tree", "deep_create", "deep_stat", "deep_remove",
+                 "testsuite"]
 
 
 def _fuse_mounts_under(prefix: str) -> list[str]:
