@@ -381,6 +381,70 @@ def test_noauto_cache_drops_pages_at_every_open(workdir: Path) -> None:
     assert _requests(m, "/same", ("read",)) == 3
 
 
+def _listing(path: Path) -> list[tuple[str, int]]:
+    """What getdents gives a program: every name with its inode number (the mount's are SOURCE's)."""
+    with os.scandir(path) as it:
+        return sorted((e.name, e.inode()) for e in it)
+
+
+@pytest.mark.parametrize("watcher", list(WATCHERS))
+def test_listings_kept_across_opens_are_never_stale(workdir: Path, watcher: str) -> None:
+    """A directory listed through the mount again and again is listed from the kernel's cache while it is
+    unchanged (no readdir request after the first listing), and after each change made in SOURCE (create,
+    unlink, mkdir, rename in, out and over, a symlink, at once after a listing) the next listing is the native
+    one, in every mode; so is a listing through a descriptor opened before the change (within the watcher's
+    bound: rewinddir)."""
+    args, env, bound = WATCHERS[watcher]
+    src, mnt = workdir / "src", workdir / "mnt"
+    (src / "d").mkdir(parents=True)
+    (src / "elsewhere").mkdir()
+    for i in range(5):
+        (src / "d" / f"f{i}").write_text(str(i))
+    (src / "elsewhere" / "in").write_text("moved in")
+    changes: list[Callable[[], None]] = [
+        lambda: (src / "d" / "new").write_text("created"),
+        lambda: os.unlink(src / "d" / "f0"),
+        lambda: os.mkdir(src / "d" / "sub"),
+        lambda: os.rename(src / "elsewhere" / "in", src / "d" / "in"),
+        lambda: os.rename(src / "d" / "f1", src / "elsewhere" / "out"),
+        lambda: os.rename(src / "d" / "new", src / "d" / "f2"),  # over an existing name: another inode
+        lambda: os.symlink("f3", src / "d" / "link"),
+    ]
+    with Mount(src, mnt, *args, env={**os.environ, **env}) as m:
+        time.sleep(0.05)  # past the clock tick of the files' creation
+        for _ in range(5):
+            assert _listing(mnt / "d") == _listing(src / "d")
+        fd = os.open(mnt / "d", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for change in changes:
+                assert _listing(mnt / "d") == _listing(src / "d")
+                change()
+                assert _listing(mnt / "d") == _listing(src / "d")  # a new opendir: at once
+                os.lseek(fd, 0, os.SEEK_SET)  # rewinddir on the descriptor opened before
+                within(bound, lambda: sorted(os.listdir(fd)) == sorted(os.listdir(src / "d")))
+        finally:
+            os.close(fd)
+        assert m.unmount() == 0
+    events = m.events()
+    opendirs = [e["seq"] for e in events if e["op"] == "opendir" and e["path"] == "/d"]
+    reads = [e["op"] for e in events if e["op"] in ("readdir", "readdirplus") and e["path"] == "/d"
+             and e["seq"] < opendirs[5]]  # in the five listings before any change
+    assert reads == ["readdirplus", "readdir"], reads  # the first listing only (the second read: its end)
+
+
+@pytest.mark.parametrize("args", [["-o", "noauto_cache"], ["-o", "timeout=0"]], ids=["noauto_cache", "strict"])
+def test_listings_reach_the_daemon_every_time_without_auto_cache_or_in_strict_mode(workdir: Path,
+                                                                                   args: list[str]) -> None:
+    (workdir / "src" / "d").mkdir(parents=True)
+    (workdir / "src" / "d" / "f").write_text("x")
+    with Mount(workdir / "src", workdir / "mnt", *args) as m:
+        time.sleep(0.05)
+        for _ in range(3):
+            assert os.listdir(m.mnt / "d") == ["f"]
+        assert m.unmount() == 0
+    assert _requests(m, "/d", ("readdirplus",)) == 3
+
+
 def test_a_mount_made_inside_source_shows(workdir: Path) -> None:
     """A filesystem mounted on a directory of SOURCE (no fsnotify event) replaces its contents in the mount
     within the watcher's bound, and so does its unmounting."""

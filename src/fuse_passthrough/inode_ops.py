@@ -574,22 +574,23 @@ class InodeOperations:
         elif self.keep_cache:
             fi.keep_cache = 1
         elif self.auto_cache and node.kind == stat.S_IFREG:
-            fi.keep_cache = int(self._pages_unchanged(node, os.fstat(fd) if st is None else st))
+            fi.keep_cache = int(self._pages_unchanged(node, os.fstat(fd) if st is None else st, self.noatime))
 
-    def _pages_unchanged(self, node: Node, st: os.stat_result) -> bool:
-        """Whether the kernel's pages of `node` still show the file `st` describes (then they are kept: the
-        open replies keep_cache); either way they show it from now on (keep_cache=0 makes the kernel drop
-        them). A change made since by any path, through the mount or not, changes the ctime; one made in the
-        same clock tick as the stat might not, so such a stat is not kept. A filesystem that other machines
-        change (NFS...) is never trusted: its pages are dropped at every open, as NFS itself does. Nor are they
-        kept when the reads must reach SOURCE to update its atime as its mount says (strictatime, relatime)."""
+    def _pages_unchanged(self, node: Node, st: os.stat_result, noatime: bool) -> bool:
+        """Whether the kernel's pages of `node` (a file's data, a directory's listing) still show the object
+        `st` describes (then they are kept: the open replies keep_cache); either way they show it from now on
+        (keep_cache=0 makes the kernel drop them). A change made since by any path, through the mount or not,
+        changes the ctime; one made in the same clock tick as the stat might not, so such a stat is not kept. A
+        filesystem that other machines change (NFS...) is never trusted: its pages are dropped at every open, as
+        NFS itself does. Nor are they kept when the reads must reach SOURCE to update its atime as its mount says
+        (strictatime, relatime), unless the daemon's opens do not update it (`noatime`: O_NOATIME)."""
         now = time.time_ns()
         state = (st.st_ctime_ns, st.st_mtime_ns, st.st_size)
         unchanged = node.pages == state
         keeping = self._keeping.get(st.st_dev)
         if keeping is None:
             keeping = self._keeping[st.st_dev] = self._keeping_of(node)
-        if keeping != _KEEP_NEVER and self.noatime:  # O_NOATIME opens: reads leave the atime alone
+        if keeping != _KEEP_NEVER and noatime:  # O_NOATIME opens: reads leave the atime alone
             keeping = _KEEP_ALWAYS
         elif keeping == _KEEP_STRICTATIME:
             keeping = _KEEP_NEVER
@@ -660,6 +661,12 @@ class InodeOperations:
             fi.fh = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         if self.nodiratime:
             _set_noatime(fi.fh)
+        if self.auto_cache and self.entry_timeout > 0:
+            # The kernel keeps the listing (FOPEN_CACHE_DIR) and, while the directory is unchanged, serves the
+            # next opendir's readdirs from it, as it keeps a file's pages: no READDIR(PLUS) request and no lookup
+            # per entry. Any change of its entries changes its ctime; the watcher's invalidation drops it too.
+            fi.cache_readdir = 1
+            fi.keep_cache = int(self._pages_unchanged(node, os.fstat(fi.fh), self.nodiratime))
 
     def _listing(self, fh: int, off: int) -> list[tuple[bytes, int, int]]:
         """(name, d_ino, type bits) of the directory, read again at offset 0 (opendir, rewinddir); offsets
