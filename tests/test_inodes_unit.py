@@ -152,3 +152,26 @@ def test_absent_names_are_recorded_bounded_and_go_with_their_directory(tmp_path:
     finally:
         table.close()
         os.close(table.root.fd)
+
+
+def test_idle_entries_are_the_oldest_without_an_open_handle(tmp_path: Path) -> None:
+    """What NodeBudget asks the kernel to forget when the table nears the fd limit: the oldest nodes' names,
+    never the root, an open file, or a node without a name."""
+    src = tmp_path / "src"
+    src.mkdir()
+    table = NodeTable(os.open(src, os.O_PATH | os.O_DIRECTORY))
+    try:
+        nodes = []
+        for name in ("a", "b", "c", "d"):
+            (src / name).write_text(name)
+            fd = os.open(src / name, os.O_PATH)
+            nodes.append(table.enter(ROOT_ID, name.encode(), fd, os.fstat(fd)))
+        table.opened(nodes[0])
+        table.removed(ROOT_ID, b"b")  # no name left
+        assert table.idle_entries(2) == [(ROOT_ID, b"c"), (ROOT_ID, b"d")]
+        assert table.idle_entries(10) == [(ROOT_ID, b"c"), (ROOT_ID, b"d")]
+        table.released(nodes[0])
+        assert table.idle_entries(1) == [(ROOT_ID, b"a")]
+    finally:
+        table.close()
+        os.close(table.root.fd)

@@ -248,6 +248,56 @@ def follow_mount_flags(ops: InodeOperations, mnt: str, src: str, opts: Any, spec
         out.append(_FlagFollower(ops, recorded[1], recorded[0]))
 
 
+class NodeBudget:
+    """Keeps the node table (an O_PATH fd per node the kernel holds) within the daemon's fd limit: past 80 % of
+    it, the oldest entries without an open handle are invalidated (notify_inval_entry) until the table is back at
+    60 %, and the kernel, which then drops those dentries and their unused inodes, sends FORGET for them. Only a
+    cache is shrunk: an invalidated name is looked up again when used. Without it, a walk of more files than the
+    limit while the kernel has memory to cache them all fails with EMFILE. Notifications from its own thread,
+    never from a request handler."""
+
+    HIGH, LOW = 0.8, 0.6
+
+    def __init__(self, session: Any, nodes: Any, limit: int) -> None:
+        self._session, self._nodes = session, nodes
+        self.high, self.low = int(limit * self.HIGH), int(limit * self.LOW)
+        self._wake = threading.Event()
+        self._stop = False
+        nodes.on_crowded = self._wake
+        nodes.crowded = self.high
+        self._thread = threading.Thread(target=self._run, name="node-budget", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                return
+            excess = len(self._nodes) - self.low
+            for parent, name in self._nodes.idle_entries(excess) if excess > 0 else ():
+                if self._stop:
+                    return
+                try:
+                    self._session.notify_inval_entry(parent, name)
+                except OSError:  # the kernel no longer has it
+                    pass
+            time.sleep(0.05)  # for the FORGETs to come before measuring again
+            if len(self._nodes) > self.high:
+                self._wake.set()
+
+    def close(self) -> None:
+        self._stop = True
+        self._nodes.on_crowded = None
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+
+def fd_limit() -> int:
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def raise_fd_limit() -> None:
     """Each node the kernel holds is an open O_PATH fd: allow as many as the system does (as root up to
     fs.nr_open, as passthrough_hp does), not the login's soft limit (often 1024), or lookups fail with EMFILE
@@ -316,6 +366,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
             sink.close()
         return 1
     invalidations: list[SourceInvalidations] = []
+    budgets: list[NodeBudget] = []
     flag_watchers: list[Any] = []
     refused: list[str] = []
 
@@ -331,11 +382,14 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
         # size and mtime (cp -p) would otherwise leave stale for as long as the file stays open.
         if opts.watch:
             invalidations.append(SourceInvalidations(session, ops, WATCHED_TIMEOUT if defaults else 0.0))
+        budgets.append(NodeBudget(session, ops.nodes, fd_limit()))
         follow_mount_flags(ops, mnt, src, opts, list(args.options), flag_watchers)
         if on_ready is not None:
             on_ready()
 
     def on_destroy() -> None:
+        for budget in budgets:
+            budget.close()
         for inv in invalidations:
             inv.close()
         for w in flag_watchers:
@@ -365,6 +419,8 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
         relay.close()
         if rules_watcher is not None:
             rules_watcher.close()
+        for budget in budgets:
+            budget.close()
         for inv in invalidations:
             inv.close()
         for w in flag_watchers:

@@ -106,6 +106,9 @@ class NodeTable:
         self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
         self._forgotten_ino: dict[int, int] = {}  # st_ino -> node id, for the same object's next entry
         self._absent = 0  # names recorded in the nodes' `absent` sets
+        # Set when the table grows past `crowded` nodes (each an open fd): NodeBudget asks the kernel to forget some.
+        self.crowded = 0
+        self.on_crowded: threading.Event | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -130,6 +133,8 @@ class NodeTable:
                 self._by_key[key] = node
                 self._by_id[node.nodeid] = node
                 fd = -1
+                if self.crowded and len(self._by_id) > self.crowded and self.on_crowded is not None:
+                    self.on_crowded.set()
             node.lookups += 1
             if name is not None:
                 self._name_locked(node, parent, name)
@@ -346,6 +351,18 @@ class NodeTable:
             node.absent.add(name)
             self._absent += 1
             return True
+
+    def idle_entries(self, count: int) -> list[tuple[int, bytes]]:
+        """The (parent, name) of up to `count` of the oldest nodes (by node id: looked up first) with no open
+        handle, for the kernel to forget."""
+        with self._lock:
+            found: list[tuple[int, bytes]] = []
+            for node in self._by_id.values():  # in insertion order: the oldest first
+                if node.nodeid != ROOT_ID and not node.opens and node.names:
+                    found.append(node.names[-1])
+                    if len(found) >= count:
+                        break
+            return found
 
     def snapshot(self) -> tuple[list[Node], list[tuple[int, bytes]]]:
         """Every node and every (parent node id, name) entry the table holds now, names recorded absent
