@@ -9,6 +9,7 @@ dropping events, and `close` writes everything accepted before returning.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import marshal
 import os
@@ -223,8 +224,9 @@ _FRAME = struct.Struct("<I")
 class ProcessSink:
     """Ship raw events in marshal'ed batches to a writer process that formats and writes them.
 
-    The hot path appends a tuple to a list under a lock. A flusher thread sends the list every 20 ms or every
-    `batch` events; a full pipe blocks the flusher, and a full list (`max_pending`) blocks the filesystem.
+    The hot path appends a tuple to a deque (atomic, no lock). A flusher thread sends what is there every 20 ms
+    or every `batch` events; a full pipe blocks the flusher, and a full deque (`max_pending`) blocks the
+    filesystem.
     The writer process prints the summary itself when its input ends (see tracing/writer.py).
 
     When the daemon may (root), the writer runs under SCHED_IDLE while it keeps up: on a 2-core machine a
@@ -267,7 +269,7 @@ class ProcessSink:
         self._fd = self.proc.stdin.fileno()
         self._batch = batch
         self._max_pending = max_pending
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -283,17 +285,18 @@ class ProcessSink:
         self._thread.start()
 
     def put(self, raw: tuple[Any, ...]) -> None:
-        with self._lock:
-            pending = self._pending
-            pending.append(raw)
-            n = len(pending)
-            if n >= self._max_pending:
-                self._wake.set()
-                while len(self._pending) >= self._max_pending:
-                    self._room.wait()  # the writer is behind: wait rather than drop
-        if n == self._batch:
+        pending = self._pending
+        pending.append(raw)  # a deque: appends from several threads need no lock of ours
+        n = len(pending)
+        if n < self._batch:
+            return
+        if not self._wake.is_set():
             self._wake.set()
-        elif n == self._boost_at and self.writer_idle:
+        if n >= self._max_pending:
+            with self._room:
+                while len(pending) >= self._max_pending:
+                    self._room.wait()  # the writer is behind: wait rather than drop
+        elif n >= self._boost_at and self.writer_idle:
             self._set_writer_idle(False)  # the writer is behind: it must not wait for idle CPU
 
     def _set_writer_idle(self, idle: bool) -> None:
@@ -310,9 +313,12 @@ class ProcessSink:
             self._wake.wait(0.02)
             self._wake.clear()
             with self._lock:
-                batch, self._pending = self._pending, []
+                closing = self._closing  # read before taking the events: all of them were put before close
+            pending = self._pending
+            popleft = pending.popleft
+            batch = [popleft() for _ in range(len(pending))]
+            with self._room:
                 self._room.notify_all()
-                closing = self._closing
             if self._idle_writer and not self.writer_idle and len(batch) < self._batch:
                 self._set_writer_idle(True)  # caught up
             if batch:
