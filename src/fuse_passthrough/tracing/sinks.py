@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from .compression import RESERVE, Compressor, bound, codec_for
-from .events import RawEvent, to_event
+from .events import event_of
 from .formats import encoder, formatter
 from .stats import Summary
 
@@ -183,9 +183,8 @@ class TraceSink:
                     if item is _STOP:
                         stop = True
                         continue
-                    raw = RawEvent(*item)
-                    self.summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result, bool(raw.injected))
-                    event = to_event(raw)
+                    self.summary.add(item[2], item[6], bool(item[5]), item[4], len(item) > 12 and bool(item[12]))
+                    event = event_of(item)
                     if self._on_event is not None:
                         self._on_event(event)
                     if self.output is not None:

@@ -16,7 +16,7 @@ import struct
 import sys
 from typing import Any
 
-from .events import RawEvent, to_event
+from .events import event_of
 from .formats import encoder
 from .sinks import RotatingFile, StreamOutput
 from .stats import Summary
@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         if body is None:
             break
         lines = []
+        add = summary.add
         for item in marshal.loads(body):
-            raw = RawEvent(*item)
-            summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result, bool(raw.injected))
-            lines.append(encode(to_event(raw)))
+            add(item[2], item[6], bool(item[5]), item[4], len(item) > 12 and bool(item[12]))
+            lines.append(encode(event_of(item)))
         output.write_lines(lines)
         written += len(lines)
         output.flush()
