@@ -100,7 +100,7 @@ def main() -> int:
     # requests per loop: from a traced target (the untraced ones serve the same requests)
     reqs = {name: statistics.median(r[3] for t in res.values() for r in t[name] if r[3]) for name in LOOPS
             if any(r[3] for t in res.values() for r in t[name])}
-    print(f"| loop | target | wall µs/call | daemon CPU µs/request | writer CPU µs/request | requests |")
+    print("| loop | target | wall µs/call | daemon CPU µs/request | writer CPU µs/request | requests |")
     print("|---|---|---:|---:|---:|---:|")
     for name in LOOPS:
         n_req = reqs.get(name) or 1
