@@ -302,8 +302,9 @@ class ProcessSink:
         policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
         try:
             os.sched_setscheduler(self.proc.pid, policy, os.sched_param(0))
-        except OSError:  # not permitted (non-root), or the writer is gone: leave it as it is
+        except OSError:  # not permitted (non-root), or the writer is gone: leave it as it is, and stop trying
             self._idle_writer = False
+            self.writer_idle = False
             return
         self.writer_idle = idle
 
