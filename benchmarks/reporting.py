@@ -90,7 +90,7 @@ def summarize(cfg: Config, targets: list[Target], workloads: list[Workload], res
         if res.samples.get(base):
             ratios[f"vs_{key}"] = {t.name: {r: ratio(t.name, base, r) for r in rows} for t in targets}
     pairs = [("ours_trace", "ours_notrace"), ("ours_trace_st", "ours_notrace_st"),
-             ("ours_trace_strict", "ours_notrace_strict")]
+             ("ours_trace_strict", "ours_notrace_strict"), ("base_trace", "base_notrace")]
     tracing = {f"{a}/{b}": {r: ratio(a, b, r) for r in rows} for a, b in pairs if a in med and b in med}
 
     trace_info = {}
@@ -103,6 +103,26 @@ def summarize(cfg: Config, targets: list[Target], workloads: list[Workload], res
                              for w, v in per.items()},
             "note": ("JSONL trace events" if name != "loggedfs" else "loggedfs log lines (one per operation)"),
         }
+
+    # CPU seconds of the daemon and of its trace writer per workload (medians over rounds), and per event of the
+    # traced target's trace (the untraced daemon serves the same requests, so its CPU is divided by them too).
+    events_per_run: dict[str, float] = {}
+    for name, per in res.logbytes.items():
+        if name == "loggedfs":
+            continue
+        for wname, (_b, ev) in per.items():
+            runs = len(res.cpu.get(name, {}).get(wname, [])) or 1
+            events_per_run.setdefault(wname, ev / runs)
+    cpu: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, per_wl in res.cpu.items():
+        for wname, samples in per_wl.items():
+            d = median([x[0] for x in samples])
+            wr = median([x[1] for x in samples])
+            ev = events_per_run.get(wname)
+            cpu.setdefault(name, {})[wname] = {
+                "daemon_s": d, "writer_s": wr, "events": ev,
+                "daemon_us_per_event": d / ev * 1e6 if d is not None and ev else None,
+                "writer_us_per_event": wr / ev * 1e6 if wr is not None and ev else None}
 
     goals = evaluate_goals(med, res, rows)
     return {
@@ -127,6 +147,7 @@ def summarize(cfg: Config, targets: list[Target], workloads: list[Workload], res
         "ratios": ratios,
         "tracing_on_vs_off": tracing,
         "trace": trace_info,
+        "cpu": cpu,
         "goals": goals,
     }
 
@@ -245,6 +266,17 @@ def render_markdown(summary: dict[str, Any]) -> str:
             bpe = v["bytes_per_event"]
             w(f"| {t} ({v['note']}) | {v['bytes']:,} | {v['events']:,} | {bpe:.1f} |\n" if bpe else
               f"| {t} ({v['note']}) | {v['bytes']:,} | {v['events']:,} | – |\n")
+    if summary.get("cpu"):
+        w("\n## Daemon and trace writer CPU (medians; µs per event of the traced target's trace)\n\n"
+          "| target | workload | events | daemon CPU s | µs/event | writer CPU s | µs/event |\n"
+          "|---|---|---:|---:|---:|---:|---:|\n")
+        for t, per in summary["cpu"].items():
+            for wname, v in per.items():
+                def f(x: float | None, spec: str) -> str:
+                    return format(x, spec) if x is not None else "–"
+                w(f"| {t} | {wname} | {f(v['events'], ',.0f')} | {f(v['daemon_s'], '.2f')} | "
+                  f"{f(v['daemon_us_per_event'], '.1f')} | {f(v['writer_s'], '.2f')} | "
+                  f"{f(v['writer_us_per_event'], '.1f')} |\n")
     w("\n## Goals\n\n| goal | target | worst ratio (row) | status |\n|---|---|---|---|\n")
     for g in summary["goals"]:
         if "value_bytes" in g:

@@ -19,6 +19,7 @@ class Results:
     rss_by_workload: dict[str, dict[str, int]] = field(default_factory=dict)
     logbytes: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # target -> workload -> [b, ev]
     errors: dict[str, list[str]] = field(default_factory=dict)
+    cpu: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)  # target -> workload -> [[d, w]]
 
 
 def run_one(cfg: Config, target: Target, wl: Workload, src: Path, mnt: Path, res: Results) -> None:
@@ -33,6 +34,8 @@ def run_one(cfg: Config, target: Target, wl: Workload, src: Path, mnt: Path, res
         res.rss[target.name] = max(res.rss.get(target.name, 0), s.rss_kib)
         d = res.rss_by_workload.setdefault(target.name, {})
         d[wl.name] = max(d.get(wl.name, 0), s.rss_kib)
+    if s.cpu is not None:
+        res.cpu.setdefault(target.name, {}).setdefault(wl.name, []).append(list(s.cpu))
     if target.trace or target.kind == "loggedfs":
         acc = res.logbytes.setdefault(target.name, {}).setdefault(wl.name, [0, 0])
         acc[0] += s.trace_bytes

@@ -74,6 +74,23 @@ class Mounted:
             pass
         return None
 
+    def cpu_seconds(self) -> tuple[float, float] | None:
+        """(daemon, trace writer) CPU seconds (user + system, all threads) so far; the writer's is 0 without one.
+
+        Waits until the writer's CPU stops growing (up to 10 s), so that its backlog is counted."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        writers = _children(self.proc.pid)
+        writer = 0.0
+        deadline = time.monotonic() + 10
+        while writers and time.monotonic() < deadline:
+            now = sum(_cpu(p) or 0.0 for p in writers)
+            if now == writer:
+                break
+            writer = now
+            time.sleep(0.1)
+        return (_cpu(self.proc.pid) or 0.0, writer)
+
     def stop(self) -> int | None:
         """Unmount (retrying while busy, lazily as the last resort) and wait for the daemon."""
         try:
@@ -105,6 +122,29 @@ class Mounted:
                 ACTIVE.remove(self)
             if is_fuse_mounted(self.mountpoint):
                 subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], capture_output=True)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (all threads)
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
 
 
 def stop_all() -> None:
@@ -176,6 +216,12 @@ def all_targets() -> dict[str, Target]:
         Target("ours_trace_faults", "fuse-passthrough traced, fault rules matched on every call", "ours",
                ["--fault", f"op={'|'.join(FAULT_BENCH_OPS)},path=/no-such-dir/*,delay=1ms"], trace=True),
     ]
+    # Before/after in one run: FPT_BENCH_BASE=DIR (a checkout, or `git archive REV src` unpacked) adds the same
+    # two targets running DIR/src's code.
+    base = os.environ.get("FPT_BENCH_BASE")
+    if base:
+        ts += [Target("base_notrace", f"{base}: --no-trace", "ours", ["--no-trace"], extra={"src": base}),
+               Target("base_trace", f"{base}: traced", "ours", [], trace=True, extra={"src": base})]
     return {t.name: t for t in ts}
 
 
@@ -203,6 +249,9 @@ def ours_env(target: Target | None = None) -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
     if target is not None and "--passthrough" in target.args and libfuse_version() < (3, 17):
         env["FUSE_LIBRARY_PATH"] = str(NEW_LIBFUSE)
+    if target is not None and "src" in target.extra:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(target.extra["src"]) / "src"),
+                                                        env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -272,6 +321,7 @@ class Session:
         self.rss_kib: int | None = None
         self.trace_bytes = 0
         self.trace_events = 0
+        self.cpu: tuple[float, float] | None = None  # (daemon, writer) CPU seconds, read before the unmount
 
     @property
     def root(self) -> Path:
@@ -311,6 +361,7 @@ class Session:
         if self.mounted is None:
             return
         self.rss_kib = self.mounted.peak_rss_kib()
+        self.cpu = self.mounted.cpu_seconds()
         rc = self.mounted.stop()
         if rc not in (0, None) and exc[0] is None:
             log(f"{self.target.name}: daemon exited with status {rc}: {self.mounted.log_tail()[-300:]}")

@@ -24,7 +24,9 @@ wrappers):
 - `backing_id`: the kernel passthrough backing id an open or create replied with (0: none).
 
 A layer is any object with `handle(call, next)`; `wants(op)` (optional) says which operations it needs to see:
-an operation no layer wants gets the operations' own handler, at no cost. `init` and `destroy` go through the
+an operation no layer wants gets the operations' own handler, at no cost. `direct(op, handler, nodes, context)`
+(optional) may return a handler of `(req, *args)` that does what `handle` would do around `handler`, without a
+`Call`: the chain uses it when that layer is the only one wanting `op` (the tracing layer of a default mount). `init` and `destroy` go through the
 chain too (req 0, no node).
 """
 
@@ -61,12 +63,18 @@ class PathSource(Protocol):
     def path(self, ino: int, name: bytes | None = None) -> str | None: ...
 
 
+_req_ctx: Callable[[int], Any] | None = None
+
+
 def request_caller(req: int) -> tuple[int, int, int, int]:
     """(uid, gid, pid, umask) of the process behind a low-level request."""
+    global _req_ctx
     if not req:
         return (0, 0, 0, 0)
-    from .lowlevel import binding as ll
-    c = ll.req_ctx(req)
+    if _req_ctx is None:
+        from .lowlevel import binding as ll  # loads libfuse: not at import
+        _req_ctx = ll.req_ctx
+    c = _req_ctx(req)
     return (c.uid, c.gid, c.pid, c.umask)
 
 
@@ -163,7 +171,11 @@ def event_ops(call: Call) -> tuple[str, ...]:
     chmod / chown / truncate / utimens per kind of attribute it changes, getattr when it changes none."""
     if call.op != "setattr":
         return (call.op,)
-    to_set = call.args[2]
+    return setattr_ops(call.args[2])
+
+
+def setattr_ops(to_set: int) -> tuple[str, ...]:
+    """The operations a SETATTR with these `to_set` bits counts as (event_ops)."""
     ops = []
     if to_set & abi.FUSE_SET_ATTR_MODE:
         ops.append("chmod")
@@ -219,6 +231,11 @@ class LayerChain:
             def terminal(call: Call) -> Any:
                 call.result = result = fn(call.req, *call.args)
                 return result
+        if len(layers) == 1 and op not in LIFECYCLE:
+            direct = getattr(layers[0], "direct", None)
+            fast = direct(op, fn, self.nodes, self._context) if direct is not None else None
+            if fast is not None:
+                return fast  # type: ignore[no-any-return]
         step: Next = terminal
         for layer in reversed(layers):
             step = _link(layer.handle, step)

@@ -2,6 +2,9 @@
 
 import os
 import stat
+from typing import Any
+
+import pytest
 
 from fuse_passthrough.tracing.events import SCHEMA_FIELDS, RawEvent, open_flags, to_event
 
@@ -54,3 +57,37 @@ def test_stat_result_is_compact() -> None:
     ev = to_event(raw("getattr", ("/", None), st))
     assert ev["result"] == {"mode": oct(st.st_mode), "size": st.st_size, "ino": st.st_ino,
                             "nlink": st.st_nlink, "uid": st.st_uid, "gid": st.st_gid}
+
+
+def test_event_of_is_to_event_for_every_operation() -> None:
+    """The writer's event_of gives to_event's dict, field order included, for every operation's arguments, a
+    result or an error, what a fault layer did, a cmdline, extra unnamed arguments and old 12-field tuples."""
+    from fuse_passthrough.tracing.events import ARG_NAMES, event_of
+
+    samples: dict[str, Any] = {
+        "flags": 0o1101, "mode": 0o100644, "mask": 6, "whence": 3, "times": ((1, 2), (3, (1 << 30) - 2)),
+        "dev": os.makedev(8, 1), "uid": -1, "gid": 5, "path": "/a", "path2": "/b", "fh": 9, "size": 10,
+    }
+    results: list[Any] = [None, 0, 5, (0o100644, 3, 4, 1, 0, 0), (7, 2), [".", ".."], {"f_bsize": 4096}]
+    items: list[tuple[Any, ...]] = []
+    for op, names in ARG_NAMES.items():
+        args = tuple(samples.get(n, 3) for n in names)
+        for result in results:
+            for err, injected in ((0, None), (2, {"errno": 2}), (0, {"delay_ns": 5}), (0, {"short": 3})):
+                items.append((11, 1.5, op, args, result, err, 7, 42, 1000, 100, "sh", None, injected))
+        items.append((12, 1.5, op, (*args, None, 17), 0, 0, 7, 0, 0, 0, None, ["sh", "-c"], None))
+        items.append((13, 1.5, op, args[:1], 0, 0, 7, 0, 0, 0, "[kernel]", None))
+        if op == "mode" or "mode" in names:
+            items.append((14, 1.5, op, tuple(None for _ in names), 0, 0, 7, 1, 0, 0, "x", None, None))
+    compared = 0
+    for item in items:
+        try:
+            expected = to_event(RawEvent(*item))
+        except (AttributeError, TypeError, IndexError, KeyError, ValueError) as e:  # a result that op never has (statfs' dict, stat tuples...)
+            with pytest.raises(type(e)):
+                event_of(item)
+            continue
+        got = event_of(item)
+        compared += 1
+        assert got == expected and list(got) == list(expected), item
+    assert compared > 1000

@@ -74,6 +74,22 @@ def test_process_sink_writes_everything_and_the_summary(tmp_path) -> None:
     assert data["total_calls"] == 15_000 and data["ops"]["getattr"]["errors"] == 15_000
 
 
+def test_the_writer_process_writes_an_event_it_cannot_describe_without_its_result(tmp_path) -> None:
+    """A result the writer cannot encode (a getattr whose result is not attributes) costs that event its result,
+    never the writer: every event before and after it is written."""
+    from fuse_passthrough.tracing.sinks import ProcessSink
+
+    out = tmp_path / "t.jsonl"
+    sink = ProcessSink("jsonl", str(out), summary=False, batch=4)
+    bad = RawEvent(2, 1.0, "getattr", ("/bad", None), 0, 0, 100, 1, 0, 0, "t", None)
+    for raw in (ev(1), bad, ev(3), ev(4), ev(5)):
+        sink.put(tuple(raw))
+    sink.close()
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5] and sink.lost == 0
+    assert events[1]["path"] == "/bad" and events[1]["result"] is None and events[1]["errno"] is None
+
+
 def test_process_sink_survives_a_dead_writer(tmp_path, capfd) -> None:
     from fuse_passthrough.tracing.sinks import ProcessSink
 

@@ -145,3 +145,89 @@ def test_op_filters_leave_unwanted_handlers_unwrapped() -> None:
     assert layer.wants("setattr")
     assert not TracingLayer(sink, EventFilter(ops={"read"})).wants("setattr")
     assert TracingLayer(sink, EventFilter(ops={"chmod"})).wants("setattr")
+
+
+class Passing:
+    """A layer that only passes calls on: with it beside the tracing layer, the chain takes the generic path."""
+
+    def handle(self, call: Call, next: Next) -> Any:
+        return next(call)
+
+
+class Result(bytes):
+    """Stands in for every handler's result: each describer reads what it needs (bytes for readlink, getxattr
+    and listxattr; an entry's attr; getattr's (stat, timeout); a directory buffer's entries; statfs' fields)."""
+
+    def __new__(cls) -> Result:
+        self = super().__new__(cls, b"user.a\0")
+        self.ino = 2
+        self.attr = abi.stat_t()
+        self.attr.st_mode, self.attr.st_size, self.attr.st_ino = 0o100644, 5, 2
+        self.entries = 3
+        for k in ("f_bsize", "f_blocks", "f_bfree", "f_files", "f_ffree"):
+            setattr(self, k, 4)
+        return self
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.attr
+
+
+def _handler_args(op: str) -> tuple[Any, ...]:
+    fi = FileInfo(0o101, 13)
+    attr = abi.stat_t()
+    attr.st_mode, attr.st_size, attr.st_uid, attr.st_gid = 0o100600, 9, 5, 0xFFFFFFFF
+    return {
+        "lookup": (1, b"bar"), "forget": (2, 3), "forget_multi": ([(2, 1), (3, 1)],), "getattr": (2, fi),
+        "setattr": (2, attr, abi.FUSE_SET_ATTR_MODE | abi.FUSE_SET_ATTR_UID | abi.FUSE_SET_ATTR_SIZE
+                    | abi.FUSE_SET_ATTR_MTIME, fi),
+        "readlink": (2,), "mknod": (1, b"n", 0o10666, 0), "mkdir": (1, b"d", 0o777), "symlink": (b"t", 1, b"s"),
+        "link": (2, 1, b"l"), "unlink": (1, b"bar"), "rmdir": (1, b"d"), "rename": (1, b"bar", 1, b"baz", 1),
+        "open": (2, fi), "create": (1, b"bar", 0o100666, fi), "tmpfile": (1, 0o100600, fi), "read": (2, 10, 0, fi),
+        "write": (2, b"abc", 0, fi), "flush": (2, fi), "release": (2, fi), "fsync": (2, 1, fi), "opendir": (2, fi),
+        "readdir": (2, 100, 0, fi), "readdirplus": (2, 100, 0, fi), "releasedir": (2, fi), "fsyncdir": (2, 0, fi),
+        "statfs": (2,), "access": (2, 4), "setxattr": (2, b"user.a", b"xy", 1), "getxattr": (2, b"user.a", 10),
+        "listxattr": (2, 100), "removexattr": (2, b"user.a"), "fallocate": (2, 0, 0, 10, fi),
+        "copy_file_range": (2, 0, fi, 2, 5, fi, 10, 0), "lseek": (2, 0, 1, fi),
+    }[op]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_direct_path_records_what_the_generic_path_records(fail: bool) -> None:
+    from fuse_passthrough.tracing.layer import DESCRIBE
+
+    def make_ops() -> Any:
+        class AllOps:
+            nodes = Nodes()
+
+        def handler(op: str) -> Any:
+            def h(req: int, *a: Any) -> Any:
+                if fail:
+                    raise OSError(errno.EACCES, "no")
+                return Result()
+            return h
+        ops = AllOps()
+        for op in DESCRIBE:
+            if op not in ("init", "destroy"):
+                setattr(ops, op, handler(op))
+        return ops
+
+    direct_sink, generic_sink = ListSink(), ListSink()
+    direct = LayerChain(make_ops(), [TracingLayer(direct_sink)], context=context)
+    generic = LayerChain(make_ops(), [TracingLayer(generic_sink), Passing()], context=context)
+    ops = [op for op in DESCRIBE if op not in ("init", "destroy")]
+    assert all("direct" in getattr(direct, op).__qualname__ for op in ops)
+    assert not any("direct" in getattr(generic, op).__qualname__ for op in ops)
+    for op in ops:
+        for c in (direct, generic):
+            try:
+                getattr(c, op)(5, *_handler_args(op))
+            except OSError:
+                assert fail
+    assert len(direct_sink.items) == len(generic_sink.items) > len(ops)
+
+    def comparable(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+        r = RawEvent(*raw)
+        return (r.seq, r.op, r.args, r.result, r.err, r.pid, r.uid, r.gid, r.comm, r.cmdline, r.injected)
+    assert [comparable(r) for r in direct_sink.items] == [comparable(r) for r in generic_sink.items]
+    assert [e["op"] for e in direct_sink.events()][:8] == ["lookup", "forget", "forget_multi", "getattr", "chmod",
+                                                           "chown", "truncate", "utimens"]

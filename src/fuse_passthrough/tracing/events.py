@@ -7,9 +7,11 @@ lengths — and the writer thread turns it into the JSON-ready dict of `SCHEMA_F
 from __future__ import annotations
 
 import errno as errno_mod
+import functools
 import os
 import platform
 import stat
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 # Argument names per traced operation, in the order events record them (the notation of libfuse's high-level
@@ -263,6 +265,62 @@ def to_event(raw: RawEvent) -> dict[str, Any]:
         event["cmdline"] = raw.cmdline
     if raw.injected:
         event.update(injection_fields(raw.injected))
+    return event
+
+
+# The argument names decode_arg changes (every other value goes into the event as it is).
+_DECODED = frozenset({"flags", "mode", "mask", "whence", "times", "dev"})
+_Plan = tuple[tuple[str, Callable[[Any], Any] | None], ...]
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(op: str) -> _Plan:
+    plan = tuple((name, functools.partial(decode_arg, op, name) if name in _DECODED else None)
+                 for name in ARG_NAMES.get(op, ()))
+    _PLANS[op] = plan
+    return plan
+
+
+def event_of(item: tuple[Any, ...]) -> dict[str, Any]:
+    """`to_event(RawEvent(*item))`, the same dict in the same order, with less work per event (the trace
+    writer's loop): each operation's argument names and decoders are looked up once."""
+    if len(item) != 13:
+        return to_event(RawEvent(*item))
+    seq, ts, op, raw_args, result, err, duration_ns, pid, uid, gid, comm, cmdline, injected = item
+    plan = _PLANS.get(op)
+    if plan is None:
+        plan = _plan(op)
+    if len(raw_args) > len(plan):  # arguments without a name (arg3...): the general way
+        return to_event(RawEvent(*item))
+    path = path2 = None
+    args: dict[str, Any] = {}
+    for (name, decode), value in zip(plan, raw_args, strict=False):
+        if name == "path":
+            path = value
+        elif name == "path2":
+            path2 = value
+        else:
+            args[name] = value if decode is None or value is None else decode(value)
+    event: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "seq": seq,
+        "ts": ts,
+        "op": op,
+        "path": path,
+        "path2": path2,
+        "args": args,
+        "result": None if err or result is None else decode_result(op, result),
+        "errno": errno_name(err) if err else None,
+        "duration_ns": duration_ns,
+        "pid": pid,
+        "uid": uid,
+        "gid": gid,
+        "comm": comm,
+    }
+    if cmdline is not None:
+        event["cmdline"] = cmdline
+    if injected:
+        event.update(injection_fields(injected))
     return event
 
 

@@ -13,20 +13,21 @@ table, read before the call (an unlink or rename changes them). What a fault lay
 
 from __future__ import annotations
 
+import errno as errno_mod
 import itertools
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..chain import Call, Next, event_ops
+from ..chain import LIFECYCLE, PATH_ARGS, Call, Next, PathSource, setattr_ops
 from ..inode_ops import setattr_times
 from ..lowlevel import abi
 from .filters import EventFilter
 from .processes import ProcessNames
 from .sinks import EventSink
 
-Calls = list[tuple[str, tuple[Any, ...]]]  # (traced op, its arguments) for one call
+Calls = list[tuple[str, tuple[Any, ...]]]  # (traced op, its arguments): a SETATTR's events
 
 
 def _stat_tuple(st: abi.stat_t) -> tuple[int, ...]:
@@ -41,17 +42,21 @@ def _u32(value: int) -> int:
     return -1 if value == 0xFFFFFFFF else value
 
 
-def _opened(c: Call) -> Any:
-    fh = int(c.fi.fh)
-    backing_id = c.backing_id
-    return (fh, backing_id) if backing_id else fh
+def _opened_at(i: int) -> Callable[[Any, tuple[Any, ...]], Any]:
+    """The result of an open-like call whose fuse_file_info is argument i: fh, or (fh, backing id)."""
+    def opened(r: Any, a: tuple[Any, ...]) -> Any:
+        fi = a[i]
+        fh = int(fi.fh)
+        backing_id = int(getattr(fi, "backing_id", 0) or 0)
+        return (fh, backing_id) if backing_id else fh
+    return opened
 
 
-def _setattr_calls(c: Call) -> Calls:
-    ino, attr, to_set, fi = c.args
-    p, fh = c.path, _fh(fi)
+def _setattr_events(a: tuple[Any, ...], p: str | None, p2: str | None, umask: int) -> Calls:
+    ino, attr, to_set, fi = a
+    fh = _fh(fi)
     calls: Calls = []
-    for op in event_ops(c):
+    for op in setattr_ops(to_set):
         if op == "chmod":
             calls.append(("chmod", (p, attr.st_mode, fh)))
         elif op == "chown":
@@ -70,57 +75,68 @@ def _sname(name: bytes) -> str:
     return os.fsdecode(name)
 
 
-def _mode(c: Call, mode: int) -> int:
-    """A new object's mode as the caller's umask makes it: the seed's notation, and what the kernel sends when it
-    applies the umask itself (the inode core asks for the mode unmasked, FUSE_CAP_DONT_MASK, so that a default ACL
-    can take the umask's place)."""
-    return mode & ~(c.caller[3] & 0o777)
+def _zero(r: Any, a: tuple[Any, ...]) -> int:
+    return 0
 
 
-# handler -> (its events' (op, args), given the call before it runs; its result in trace terms, given the call
-# after it ran). `a` is call.args (after req).
-DESCRIBE: dict[str, tuple[Callable[[Call], Calls], Callable[[Call], Any]]] = {
-    "init": (lambda c: [("init", ("/",))], lambda c: 0),
-    "destroy": (lambda c: [("destroy", ("/",))], lambda c: 0),
-    "lookup": (lambda c: [("lookup", (c.path,))], lambda c: _stat_tuple(c.result.attr) if c.result.ino else None),
-    "forget": (lambda c: [("forget", (c.path, c.args[1]))], lambda c: None),
-    "forget_multi": (lambda c: [("forget_multi", (len(c.args[0]),))], lambda c: None),
-    "getattr": (lambda c: [("getattr", (c.path, _fh(c.args[1])))], lambda c: _stat_tuple(c.result[0])),
-    "setattr": (_setattr_calls, lambda c: _stat_tuple(c.result[0]) if event_ops(c) == ("getattr",) else 0),
-    "readlink": (lambda c: [("readlink", (c.path,))], lambda c: os.fsdecode(c.result)),
-    "mknod": (lambda c: [("mknod", (c.path, _mode(c, c.args[2]), c.args[3]))], lambda c: 0),
-    "mkdir": (lambda c: [("mkdir", (c.path, _mode(c, c.args[2])))], lambda c: 0),
-    "symlink": (lambda c: [("symlink", (c.path, os.fsdecode(c.args[0])))], lambda c: 0),
-    "link": (lambda c: [("link", (c.path2, c.path))], lambda c: 0),
-    "unlink": (lambda c: [("unlink", (c.path,))], lambda c: 0),
-    "rmdir": (lambda c: [("rmdir", (c.path,))], lambda c: 0),
-    "rename": (lambda c: [("rename", (c.path, c.path2, c.args[4]))], lambda c: 0),
-    "open": (lambda c: [("open", (c.path, c.args[1].flags))], _opened),
-    "create": (lambda c: [("create", (c.path, _mode(c, c.args[2]), c.args[3].flags))], _opened),
-    "tmpfile": (lambda c: [("tmpfile", (c.path, _mode(c, c.args[1]), c.args[2].flags))], _opened),
-    "read": (lambda c: [("read", (c.path, c.args[1], c.args[2], c.args[3].fh))], lambda c: len(c.result)),
-    "write": (lambda c: [("write", (c.path, len(c.args[1]), c.args[2], c.args[3].fh))], lambda c: c.result),
-    "flush": (lambda c: [("flush", (c.path, c.args[1].fh))], lambda c: 0),
-    "release": (lambda c: [("release", (c.path, c.args[1].fh))], lambda c: 0),
-    "fsync": (lambda c: [("fsync", (c.path, c.args[1], c.args[2].fh))], lambda c: 0),
-    "opendir": (lambda c: [("opendir", (c.path,))], lambda c: int(c.args[1].fh)),
-    "readdir": (lambda c: [("readdir", (c.path, c.args[3].fh))], lambda c: c.result.entries),
-    "readdirplus": (lambda c: [("readdirplus", (c.path, c.args[3].fh))], lambda c: c.result.entries),
-    "releasedir": (lambda c: [("releasedir", (c.path, c.args[1].fh))], lambda c: 0),
-    "fsyncdir": (lambda c: [("fsyncdir", (c.path, c.args[1], c.args[2].fh))], lambda c: 0),
-    "statfs": (lambda c: [("statfs", (c.path,))],
-               lambda c: {k: getattr(c.result, k) for k in ("f_bsize", "f_blocks", "f_bfree", "f_files", "f_ffree")}),
-    "access": (lambda c: [("access", (c.path, c.args[1]))], lambda c: 0),
-    "setxattr": (lambda c: [("setxattr", (c.path, _sname(c.args[1]), len(c.args[2]), c.args[3], 0))], lambda c: 0),
-    "getxattr": (lambda c: [("getxattr", (c.path, _sname(c.args[1]), 0))], lambda c: len(c.result)),
-    "listxattr": (lambda c: [("listxattr", (c.path,))],
-                  lambda c: [os.fsdecode(n) for n in c.result.split(b"\0") if n]),
-    "removexattr": (lambda c: [("removexattr", (c.path, _sname(c.args[1])))], lambda c: 0),
-    "fallocate": (lambda c: [("fallocate", (c.path, *c.args[1:4], c.args[4].fh))], lambda c: 0),
-    "copy_file_range": (lambda c: [("copy_file_range", (c.path, c.args[2].fh, c.args[1], c.path2, c.args[5].fh,
-                                                        c.args[4], c.args[6], c.args[7]))], lambda c: c.result),
-    "lseek": (lambda c: [("lseek", (c.path, c.args[3].fh, c.args[1], c.args[2]))], lambda c: c.result),
+def _none(r: Any, a: tuple[Any, ...]) -> None:
+    return None
+
+
+def _same(r: Any, a: tuple[Any, ...]) -> Any:
+    return r
+
+
+# A new object's mode is written as the caller's umask makes it (`mode & ~umask`): the seed's notation, and what
+# the kernel sends when it applies the umask itself (the inode core asks for the mode unmasked,
+# FUSE_CAP_DONT_MASK, so that a default ACL can take the umask's place).
+#
+# handler -> (its event's arguments, given the handler's arguments after req `a`, the call's paths `p`, `p2`
+# (read before the call: an unlink or rename changes them) and the caller's umask `u`; its result in trace
+# terms, given the handler's result `r` and `a`). The event's op is the handler's name, except for SETATTR
+# (MULTI: a list of (op, args), one per kind of attribute it changes).
+Describe = tuple[Callable[[tuple[Any, ...], Any, Any, int], Any], Callable[[Any, tuple[Any, ...]], Any]]
+DESCRIBE: dict[str, Describe] = {
+    "init": (lambda a, p, p2, u: ("/",), _zero),
+    "destroy": (lambda a, p, p2, u: ("/",), _zero),
+    "lookup": (lambda a, p, p2, u: (p,), lambda r, a: _stat_tuple(r.attr) if r.ino else None),
+    "forget": (lambda a, p, p2, u: (p, a[1]), _none),
+    "forget_multi": (lambda a, p, p2, u: (len(a[0]),), _none),
+    "getattr": (lambda a, p, p2, u: (p, _fh(a[1])), lambda r, a: _stat_tuple(r[0])),
+    "setattr": (_setattr_events, lambda r, a: _stat_tuple(r[0]) if setattr_ops(a[2]) == ("getattr",) else 0),
+    "readlink": (lambda a, p, p2, u: (p,), lambda r, a: os.fsdecode(r)),
+    "mknod": (lambda a, p, p2, u: (p, a[2] & ~(u & 0o777), a[3]), _zero),
+    "mkdir": (lambda a, p, p2, u: (p, a[2] & ~(u & 0o777)), _zero),
+    "symlink": (lambda a, p, p2, u: (p, os.fsdecode(a[0])), _zero),
+    "link": (lambda a, p, p2, u: (p2, p), _zero),
+    "unlink": (lambda a, p, p2, u: (p,), _zero),
+    "rmdir": (lambda a, p, p2, u: (p,), _zero),
+    "rename": (lambda a, p, p2, u: (p, p2, a[4]), _zero),
+    "open": (lambda a, p, p2, u: (p, a[1].flags), _opened_at(1)),
+    "create": (lambda a, p, p2, u: (p, a[2] & ~(u & 0o777), a[3].flags), _opened_at(3)),
+    "tmpfile": (lambda a, p, p2, u: (p, a[1] & ~(u & 0o777), a[2].flags), _opened_at(2)),
+    "read": (lambda a, p, p2, u: (p, a[1], a[2], a[3].fh), lambda r, a: len(r)),
+    "write": (lambda a, p, p2, u: (p, len(a[1]), a[2], a[3].fh), _same),
+    "flush": (lambda a, p, p2, u: (p, a[1].fh), _zero),
+    "release": (lambda a, p, p2, u: (p, a[1].fh), _zero),
+    "fsync": (lambda a, p, p2, u: (p, a[1], a[2].fh), _zero),
+    "opendir": (lambda a, p, p2, u: (p,), lambda r, a: int(a[1].fh)),
+    "readdir": (lambda a, p, p2, u: (p, a[3].fh), lambda r, a: r.entries),
+    "readdirplus": (lambda a, p, p2, u: (p, a[3].fh), lambda r, a: r.entries),
+    "releasedir": (lambda a, p, p2, u: (p, a[1].fh), _zero),
+    "fsyncdir": (lambda a, p, p2, u: (p, a[1], a[2].fh), _zero),
+    "statfs": (lambda a, p, p2, u: (p,),
+               lambda r, a: {k: getattr(r, k) for k in ("f_bsize", "f_blocks", "f_bfree", "f_files", "f_ffree")}),
+    "access": (lambda a, p, p2, u: (p, a[1]), _zero),
+    "setxattr": (lambda a, p, p2, u: (p, _sname(a[1]), len(a[2]), a[3], 0), _zero),
+    "getxattr": (lambda a, p, p2, u: (p, _sname(a[1]), 0), lambda r, a: len(r)),
+    "listxattr": (lambda a, p, p2, u: (p,), lambda r, a: [os.fsdecode(n) for n in r.split(b"\0") if n]),
+    "removexattr": (lambda a, p, p2, u: (p, _sname(a[1])), _zero),
+    "fallocate": (lambda a, p, p2, u: (p, *a[1:4], a[4].fh), _zero),
+    "copy_file_range": (lambda a, p, p2, u: (p, a[2].fh, a[1], p2, a[5].fh, a[4], a[6], a[7]), _same),
+    "lseek": (lambda a, p, p2, u: (p, a[3].fh, a[1], a[2]), _same),
 }
+MULTI = frozenset({"setattr"})
 # Which traced operations each handler can record (for --ops / --exclude-ops: a handler none of whose events
 # is wanted is not wrapped at all).
 EVENT_OPS: dict[str, tuple[str, ...]] = {op: (op,) for op in DESCRIBE}
@@ -128,7 +144,13 @@ EVENT_OPS["setattr"] = ("chmod", "chown", "truncate", "utimens", "getattr")
 
 
 class TracingLayer:
-    """Hand one RawEvent tuple per traced call to `sink` (filtered by `event_filter`)."""
+    """Hand one RawEvent tuple per traced call to `sink` (filtered by `event_filter`).
+
+    Two ways in, with the same events: `handle(call, next)`, the chain's generic path (any layers), and
+    `direct(op, handler, nodes, context)`, which the chain uses when this is the only layer that wants `op` (the
+    default traced mount): one closure per handler that reads the paths, calls the handler and records, without
+    building a `Call` (a traced request's daemon CPU is mostly Python calls: see docs/benchmarks.md).
+    """
 
     def __init__(self, sink: EventSink, event_filter: EventFilter | None = None, *,
                  with_cmdline: bool = False) -> None:
@@ -141,28 +163,110 @@ class TracingLayer:
         return op in DESCRIBE and any(self.filter.accepts_op(o) for o in EVENT_OPS[op])
 
     def handle(self, call: Call, next: Next) -> Any:
-        calls_of, result_of = DESCRIBE[call.op]
+        op = call.op
+        args_of, result_of = DESCRIBE[op]
+        # before the call: an unlink or rename changes the names
+        described = args_of(call.args, call.path, call.path2, call.caller[3])
         t0 = time.perf_counter_ns()
-        calls = calls_of(call)  # before the call: an unlink or rename changes the names
         try:
             result = next(call)
         except BaseException as e:
-            self._record(call, calls, None, call.fail(e), t0)
+            self._record(call, described, None, call.fail(e), t0)
             raise
-        self._record(call, calls, result_of(call), 0, t0)
+        self._record(call, described, result_of(call.result, call.args), 0, t0)
         return result
 
-    def _record(self, call: Call, calls: Calls, result: Any, err: int, t0: int) -> None:
+    def _record(self, call: Call, described: Any, result: Any, err: int, t0: int) -> None:
         t1 = time.perf_counter_ns()
         uid, gid, pid, _umask = call.caller
         comm, cmdline = self.names.lookup(pid, t1)
         f = self.filter
         injected = call.injected
-        for op, args in calls:
-            if not f.accepts_op(op) or f.active and not f.accepts(op, args, err, pid, uid, comm, result):
+        op = call.op
+        calls: Calls = described if op in MULTI else [(op, described)]
+        for eop, args in calls:
+            if not f.accepts_op(eop) or f.active and not f.accepts(eop, args, err, pid, uid, comm, result):
                 continue
-            self.sink.put((next(self._seq), time.time() - (t1 - t0) / 1e9, op, args, result, err, t1 - t0, pid,
+            self.sink.put((next(self._seq), time.time() - (t1 - t0) / 1e9, eop, args, result, err, t1 - t0, pid,
                            uid, gid, comm, cmdline, injected))
+
+    def direct(self, op: str, fn: Callable[..., Any], nodes: PathSource | None,
+               context: Callable[[int], tuple[int, int, int, int]]) -> Callable[..., Any] | None:
+        """`fn(req, *args)` traced as `handle` would trace it when no other layer is in the way; None where
+        this layer needs the generic path (init/destroy, per-event filters, no node table)."""
+        if op in LIFECYCLE or op not in DESCRIBE or nodes is None or self.filter.active:
+            return None
+        args_of, result_of = DESCRIBE[op]
+        where = PATH_ARGS.get(op)
+        (node_i, name_i), second = where if where is not None else ((-1, None), None)
+        node2_i, name2_i = second if second is not None else (-1, None)
+        nodes_path = nodes.path
+        multi = op in MULTI
+        accepts_op = self.filter.accepts_op
+        put = self.sink.put
+        seq = self._seq
+        names = self.names
+        cache_get = names.cache.get
+        young, ttl = names.YOUNG_NS, names.TTL_NS
+        perf_ns = time.perf_counter_ns
+        wall = time.time
+        eio = errno_mod.EIO
+
+        def record(described: Any, result: Any, err: int, t0: int, t1: int, caller: tuple[int, int, int, int]
+                   ) -> None:
+            uid, gid, pid, _umask = caller
+            hit = cache_get(pid)
+            if hit is not None and t1 - hit[0] > young and t1 - hit[1] < ttl:
+                comm, cmdline = hit[2], hit[3]
+            else:
+                comm, cmdline = names.lookup(pid, t1)
+            d = t1 - t0
+            if not multi:
+                put((next(seq), wall() - d / 1e9, op, described, result, err, d, pid, uid, gid, comm, cmdline,
+                     None))
+                return
+            for eop, args in described:
+                if accepts_op(eop):
+                    put((next(seq), wall() - d / 1e9, eop, args, result, err, d, pid, uid, gid, comm, cmdline,
+                         None))
+
+        def handler(req: int, *a: Any) -> Any:
+            if node_i < 0:
+                p = None
+            else:
+                p = nodes_path(a[node_i]) if name_i is None else nodes_path(a[node_i], a[name_i])
+            if node2_i < 0:
+                p2 = None
+            else:
+                p2 = nodes_path(a[node2_i]) if name2_i is None else nodes_path(a[node2_i], a[name2_i])
+            caller = context(req) if req else (0, 0, 0, 0)
+            described = args_of(a, p, p2, caller[3])
+            t0 = perf_ns()
+            try:
+                result = fn(req, *a)
+            except BaseException as exc:
+                t1 = perf_ns()
+                e = exc.errno if isinstance(exc, OSError) else None
+                record(described, None, e if isinstance(e, int) and e > 0 else eio, t0, t1, caller)
+                raise
+            t1 = perf_ns()
+            if multi:
+                record(described, result_of(result, a), 0, t0, t1, caller)
+                return result
+            # record(), inlined for the common case: one event, a success, the process name cached
+            uid, gid, pid, _umask = caller
+            hit = cache_get(pid)
+            if hit is not None and t1 - hit[0] > young and t1 - hit[1] < ttl:
+                comm, cmdline = hit[2], hit[3]
+            else:
+                comm, cmdline = names.lookup(pid, t1)
+            d = t1 - t0
+            put((next(seq), wall() - d / 1e9, op, described, result_of(result, a), 0, d, pid, uid, gid, comm,
+                 cmdline, None))
+            return result
+
+        handler.__name__ = op
+        return handler
 
     def close(self) -> None:
         self.names.close()

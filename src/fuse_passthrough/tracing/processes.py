@@ -24,8 +24,9 @@ class ProcessNames:
 
     def __init__(self, with_cmdline: bool = False) -> None:
         self.with_cmdline = with_cmdline
-        # pid -> (first seen, last read, comm, cmdline), times in perf_counter ns
-        self._cache: dict[int, tuple[int, int, str | None, list[str] | None]] = {}
+        # pid -> (first seen, last read, comm, cmdline), times in perf_counter ns (the tracing layer reads it
+        # directly for the cache hit that most events are)
+        self.cache: dict[int, tuple[int, int, str | None, list[str] | None]] = {}
         self._fds: dict[tuple[int, str], int] = {}
         # One lock for the descriptor table: a descriptor closed by one thread while another reads it could be
         # reused by a file opened meanwhile, and its contents would be read as a process name.
@@ -70,13 +71,13 @@ class ProcessNames:
     def lookup(self, pid: int, now_ns: int) -> tuple[str | None, list[str] | None]:
         if pid == 0:
             return KERNEL_COMM, None
-        hit = self._cache.get(pid)
+        hit = self.cache.get(pid)
         if hit is not None and now_ns - hit[0] > self.YOUNG_NS and now_ns - hit[1] < self.TTL_NS:
             return hit[2], hit[3]
         comm, cmdline = self._read_names(pid)
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[pid] = (hit[0] if hit is not None else now_ns, now_ns, comm, cmdline)
+        if len(self.cache) > 4096:
+            self.cache.clear()
+        self.cache[pid] = (hit[0] if hit is not None else now_ns, now_ns, comm, cmdline)
         return comm, cmdline
 
     def _read_names(self, pid: int) -> tuple[str | None, list[str] | None]:

@@ -9,6 +9,7 @@ dropping events, and `close` writes everything accepted before returning.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import marshal
 import os
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from .compression import RESERVE, Compressor, bound, codec_for
-from .events import RawEvent, to_event
+from .events import event_of
 from .formats import encoder, formatter
 from .stats import Summary
 
@@ -182,9 +183,8 @@ class TraceSink:
                     if item is _STOP:
                         stop = True
                         continue
-                    raw = RawEvent(*item)
-                    self.summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result, bool(raw.injected))
-                    event = to_event(raw)
+                    self.summary.add(item[2], item[6], bool(item[5]), item[4], len(item) > 12 and bool(item[12]))
+                    event = event_of(item)
                     if self._on_event is not None:
                         self._on_event(event)
                     if self.output is not None:
@@ -223,8 +223,9 @@ _FRAME = struct.Struct("<I")
 class ProcessSink:
     """Ship raw events in marshal'ed batches to a writer process that formats and writes them.
 
-    The hot path appends a tuple to a list under a lock. A flusher thread sends the list every 20 ms or every
-    `batch` events; a full pipe blocks the flusher, and a full list (`max_pending`) blocks the filesystem.
+    The hot path appends a tuple to a deque (atomic, no lock). A flusher thread sends what is there every 20 ms
+    or every `batch` events; a full pipe blocks the flusher, and a full deque (`max_pending`) blocks the
+    filesystem.
     The writer process prints the summary itself when its input ends (see tracing/writer.py).
 
     When the daemon may (root), the writer runs under SCHED_IDLE while it keeps up: on a 2-core machine a
@@ -267,7 +268,7 @@ class ProcessSink:
         self._fd = self.proc.stdin.fileno()
         self._batch = batch
         self._max_pending = max_pending
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -283,25 +284,27 @@ class ProcessSink:
         self._thread.start()
 
     def put(self, raw: tuple[Any, ...]) -> None:
-        with self._lock:
-            pending = self._pending
-            pending.append(raw)
-            n = len(pending)
-            if n >= self._max_pending:
-                self._wake.set()
-                while len(self._pending) >= self._max_pending:
-                    self._room.wait()  # the writer is behind: wait rather than drop
-        if n == self._batch:
+        pending = self._pending
+        pending.append(raw)  # a deque: appends from several threads need no lock of ours
+        n = len(pending)
+        if n < self._batch:
+            return
+        if not self._wake.is_set():
             self._wake.set()
-        elif n == self._boost_at and self.writer_idle:
+        if n >= self._max_pending:
+            with self._room:
+                while len(pending) >= self._max_pending:
+                    self._room.wait()  # the writer is behind: wait rather than drop
+        elif n >= self._boost_at and self.writer_idle:
             self._set_writer_idle(False)  # the writer is behind: it must not wait for idle CPU
 
     def _set_writer_idle(self, idle: bool) -> None:
         policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
         try:
             os.sched_setscheduler(self.proc.pid, policy, os.sched_param(0))
-        except OSError:  # not permitted (non-root), or the writer is gone: leave it as it is
+        except OSError:  # not permitted (non-root), or the writer is gone: leave it as it is, and stop trying
             self._idle_writer = False
+            self.writer_idle = False
             return
         self.writer_idle = idle
 
@@ -310,9 +313,12 @@ class ProcessSink:
             self._wake.wait(0.02)
             self._wake.clear()
             with self._lock:
-                batch, self._pending = self._pending, []
+                closing = self._closing  # read before taking the events: all of them were put before close
+            pending = self._pending
+            popleft = pending.popleft
+            batch = [popleft() for _ in range(len(pending))]
+            with self._room:
                 self._room.notify_all()
-                closing = self._closing
             if self._idle_writer and not self.writer_idle and len(batch) < self._batch:
                 self._set_writer_idle(True)  # caught up
             if batch:

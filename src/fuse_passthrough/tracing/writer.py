@@ -16,7 +16,7 @@ import struct
 import sys
 from typing import Any
 
-from .events import RawEvent, to_event
+from .events import event_of
 from .formats import encoder
 from .sinks import RotatingFile, StreamOutput
 from .stats import Summary
@@ -70,18 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         if body is None:
             break
         lines = []
+        add = summary.add
         for item in marshal.loads(body):
-            raw = RawEvent(*item)
             try:
-                event = to_event(raw)
+                event = event_of(item)
             except Exception as e:  # a result this version cannot describe: the event without it, never a stop
                 if not unencodable:
-                    print(f"fuse-passthrough: trace writer: the result of {raw.op} event {raw.seq} could not be "
+                    print(f"fuse-passthrough: trace writer: the result of {item[2]} event {item[0]} could not be "
                           f"encoded ({type(e).__name__}: {e}); written without it (said once)", file=sys.stderr)
                 unencodable += 1
-                raw = raw._replace(result=None)
-                event = to_event(raw)
-            summary.add(raw.op, raw.duration_ns, bool(raw.err), raw.result, bool(raw.injected))
+                item = (*item[:4], None, *item[5:])
+                event = event_of(item)
+            add(item[2], item[6], bool(item[5]), item[4], len(item) > 12 and bool(item[12]))
             lines.append(encode(event))
         output.write_lines(lines)
         written += len(lines)
