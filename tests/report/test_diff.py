@@ -4,11 +4,17 @@ status; every bad argument is one line and exit status 2."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from runs import FP, traced
+
+# The traced programs run as sys.executable: their process name (comm) is its file name (python or python3,
+# as pytest was started), at most 15 characters.
+PROGRAM_COMM = os.path.basename(sys.executable)[:15]
 
 PROGRAM = """
     import os
@@ -52,7 +58,7 @@ def test_more_fsyncs_is_the_one_change(runs: dict[str, Path]) -> None:
     # unmount in one run and not in the other. Apart from those, the one change is the program's fsyncs.
     changed = {r["name"]: r["change"]["requests"] for r in d["operations"]}
     assert changed.pop("fsync") == 15 and set(changed) <= {"release"}  # 5 -> 20
-    assert {r["name"]: r["change"]["requests"] for r in d["processes"] if r["name"] != "[kernel]"} == {"python3": 15}
+    assert {r["name"]: r["change"]["requests"] for r in d["processes"] if r["name"] != "[kernel]"} == {PROGRAM_COMM: 15}
     paths = {r["name"]: r["change"]["requests"] for r in d["paths"]}
     assert paths.pop("/journal") in (14, 15, 16) and all(abs(n) == 1 for n in paths.values())
     assert d["totals"]["after"]["requests"] - d["totals"]["before"]["requests"] - 15 in (-1, 0, 1)

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from runs import FP, findings, fuse_mounts, report_json, traced
 
+# The traced programs run as sys.executable: their process name (comm) is its file name (python or python3,
+# as pytest was started), at most 15 characters.
+PROGRAM_COMM = os.path.basename(sys.executable)[:15]
+
 
 def test_a_config_file_read_again_and_again(workdir: Path) -> None:
     (workdir / "conf").mkdir()
@@ -26,7 +30,7 @@ def test_a_config_file_read_again_and_again(workdir: Path) -> None:
     assert top["path"] == "/settings.ini"
     assert top["opens"] == 31 and top["reads"] >= 30 and top["size_read"] == 6  # 30 reads + the write's open
     assert len(top["seqs"]) == 3
-    assert f["evidence"]["processes"][0]["process"].startswith("python3[")
+    assert f["evidence"]["processes"][0]["process"].startswith(PROGRAM_COMM + "[")
 
 
 def test_tiny_sequential_writes(workdir: Path) -> None:
