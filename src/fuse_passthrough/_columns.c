@@ -29,6 +29,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 
 enum { F_OP, F_PATH, F_PID, F_COMM, F_ERRNO, F_DURATION, F_TS, F_INJECTED, F_SEQ, F_ARGS, F_RESULT, NFIELDS };
 static const char *const FIELD_NAMES[NFIELDS] = {"op", "path", "pid", "comm", "errno", "duration_ns", "ts",
@@ -396,6 +397,496 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------------------------------------- lines
+ * scan(data, starts, first, last, ops, op_names, op_kinds, kinds, paths, path_names, procs, proc_names, slow_floor)
+ *   What columns() returns for the events of lines first..last-1 of `data` (line k spans starts[k] up to the byte
+ * before starts[k + 1], its newline excluded; `starts` an intp buffer from line_starts()), read straight from the
+ * lines' bytes: no struct, string or int object per event (msgspec's decoding, and freeing it, were half of a
+ * worker's time). Only lines exactly as the writer writes them are taken: compact (no whitespace), the fields in the
+ * writer's order, v to comm and no more (no cmdline, injected or delay_ns), ASCII strings without escapes or control
+ * characters, ints within int64 (duration_ns >= 0), args an object (size, offset and fh each at most once, int or
+ * null), any other value well-formed JSON of that kind (nested at most 32 deep). Every such line is one msgspec
+ * decodes to an event with the same values (its JSON is valid and its fields have the schema's types), so the
+ * columns are the same. Anything else, in any line: None, having numbered nothing (the caller decodes that slice
+ * with msgspec, which says what is wrong with a bad line). rare and slow are the indices (from 0) of the lines
+ * concerned, for the caller to decode; injected is always None, odd always False. */
+
+struct span {
+    Py_ssize_t at, len; /* len -1: null */
+};
+
+struct line {
+    struct span op, path, comm, err;
+    int64_t pid;
+};
+
+static inline int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* A JSON string of printable ASCII without escapes at *p: its contents' span; 0 if not one. */
+static inline int take_string(const char **p, const char *end, const char *base, struct span *out)
+{
+    const char *s = *p;
+    if (s >= end || *s != '"')
+        return 0;
+    const char *q = ++s;
+    while (q < end && *q != '"') {
+        unsigned char c = (unsigned char)*q;
+        if (c < 0x20 || c >= 0x7f || c == '\\')
+            return 0;
+        q++;
+    }
+    if (q >= end)
+        return 0;
+    out->at = s - base;
+    out->len = q - s;
+    *p = q + 1;
+    return 1;
+}
+
+static inline int take_literal(const char **p, const char *end, const char *text, size_t n)
+{
+    if ((size_t)(end - *p) < n || memcmp(*p, text, n) != 0)
+        return 0;
+    *p += n;
+    return 1;
+}
+
+/* A string or null. */
+static inline int take_string_or_null(const char **p, const char *end, const char *base, struct span *out)
+{
+    if (take_literal(p, end, "null", 4)) {
+        out->at = 0;
+        out->len = -1;
+        return 1;
+    }
+    return take_string(p, end, base, out);
+}
+
+/* A JSON number's text at *p (the grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?); sets *integer when it
+ * has neither fraction nor exponent. 0 if not one. */
+static inline int take_number(const char **p, const char *end, int *integer)
+{
+    const char *q = *p;
+    if (q < end && *q == '-')
+        q++;
+    if (q >= end || !is_digit(*q))
+        return 0;
+    if (*q == '0')
+        q++;
+    else
+        while (q < end && is_digit(*q))
+            q++;
+    *integer = 1;
+    if (q < end && *q == '.') {
+        q++;
+        if (q >= end || !is_digit(*q))
+            return 0;
+        while (q < end && is_digit(*q))
+            q++;
+        *integer = 0;
+    }
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < end && (*q == '+' || *q == '-'))
+            q++;
+        if (q >= end || !is_digit(*q))
+            return 0;
+        while (q < end && is_digit(*q))
+            q++;
+        *integer = 0;
+    }
+    *p = q;
+    return 1;
+}
+
+/* A JSON integer within int64 (no fraction, no exponent). */
+static inline int take_int(const char **p, const char *end, int64_t *out)
+{
+    const char *s = *p;
+    int integer;
+    if (!take_number(p, end, &integer) || !integer)
+        return 0;
+    return json_int(s, *p - s, out) == 1;
+}
+
+static inline int take_int_or_null(const char **p, const char *end, int64_t *out)
+{
+    if (take_literal(p, end, "null", 4)) {
+        *out = NONE;
+        return 1;
+    }
+    if (!take_int(p, end, out))
+        return 0;
+    if (*out == INT64_MIN)
+        *out = NONE; /* as ints() reads it */
+    return 1;
+}
+
+/* Any compact JSON value (strings as take_string takes them), skipped. */
+static int skip_value(const char **p, const char *end, int depth)
+{
+    const char *q = *p;
+    if (q >= end || depth > 32)
+        return 0;
+    struct span s;
+    int integer;
+    switch (*q) {
+    case '"':
+        return take_string(p, end, q, &s);
+    case 't':
+        return take_literal(p, end, "true", 4);
+    case 'f':
+        return take_literal(p, end, "false", 5);
+    case 'n':
+        return take_literal(p, end, "null", 4);
+    case '[':
+        (*p)++;
+        if (*p < end && **p == ']') {
+            (*p)++;
+            return 1;
+        }
+        for (;;) {
+            if (!skip_value(p, end, depth + 1) || *p >= end)
+                return 0;
+            if (**p == ']') {
+                (*p)++;
+                return 1;
+            }
+            if (**p != ',')
+                return 0;
+            (*p)++;
+        }
+    case '{':
+        (*p)++;
+        if (*p < end && **p == '}') {
+            (*p)++;
+            return 1;
+        }
+        for (;;) {
+            if (!take_string(p, end, q, &s) || *p >= end || **p != ':')
+                return 0;
+            (*p)++;
+            if (!skip_value(p, end, depth + 1) || *p >= end)
+                return 0;
+            if (**p == '}') {
+                (*p)++;
+                return 1;
+            }
+            if (**p != ',')
+                return 0;
+            (*p)++;
+        }
+    default:
+        return take_number(p, end, &integer);
+    }
+}
+
+/* The args object: its size, offset and fh (each at most once; an int within int64 or null), the rest skipped. */
+static int take_args(const char **p, const char *end, int64_t *size, int64_t *offset, int64_t *fh)
+{
+    *size = *offset = *fh = NONE;
+    const char *base = *p;
+    if (*p >= end || **p != '{')
+        return 0;
+    (*p)++;
+    if (*p < end && **p == '}') {
+        (*p)++;
+        return 1;
+    }
+    int seen = 0;
+    for (;;) {
+        struct span key;
+        if (!take_string(p, end, base, &key) || *p >= end || **p != ':')
+            return 0;
+        (*p)++;
+        const char *k = base + key.at;
+        int64_t *slot = NULL;
+        int bit = 0;
+        if (key.len == 4 && memcmp(k, "size", 4) == 0)
+            slot = size, bit = 1;
+        else if (key.len == 6 && memcmp(k, "offset", 6) == 0)
+            slot = offset, bit = 2;
+        else if (key.len == 2 && memcmp(k, "fh", 2) == 0)
+            slot = fh, bit = 4;
+        if (slot != NULL) {
+            if (seen & bit)
+                return 0;
+            seen |= bit;
+            if (!take_int_or_null(p, end, slot))
+                return 0;
+        } else if (!skip_value(p, end, 1))
+            return 0;
+        if (*p >= end)
+            return 0;
+        if (**p == '}') {
+            (*p)++;
+            return 1;
+        }
+        if (**p != ',')
+            return 0;
+        (*p)++;
+    }
+}
+
+#define KEY(text) take_literal(&p, end, text, sizeof(text) - 1)
+
+/* One line [p, end) as the writer writes it (see scan), into `ln` and row i of the columns; 0 if it is not. */
+static int take_line(const char *p, const char *end, const char *base, struct line *ln, int64_t *seq, double *ts,
+                     int64_t *size, int64_t *offset, int64_t *fh, int64_t *res, int64_t *counted, int64_t *dur)
+{
+    int integer;
+    if (!KEY("{\"v\":") || p >= end || (*p != '1' && *p != '2'))
+        return 0;
+    p++;
+    if (!KEY(",\"seq\":") || !take_int_or_null(&p, end, seq) || !KEY(",\"ts\":"))
+        return 0;
+    const char *t = p;
+    if (!take_number(&p, end, &integer) || p - t >= 64 || (integer && p - t > 15))
+        return 0; /* an integer of more digits than a double holds exactly: left to msgspec */
+    char text[64];
+    memcpy(text, t, (size_t)(p - t));
+    text[p - t] = '\0';
+    char *stop;
+    *ts = PyOS_string_to_double(text, &stop, NULL); /* correctly rounded, as msgspec's; inf on overflow */
+    if (*ts == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (*stop != '\0' || !isfinite(*ts))
+        return 0;
+    if (!KEY(",\"op\":") || !take_string(&p, end, base, &ln->op) || !KEY(",\"path\":") ||
+        !take_string_or_null(&p, end, base, &ln->path) || !KEY(",\"path2\":"))
+        return 0;
+    struct span skipped;
+    if (!take_string_or_null(&p, end, base, &skipped) || !KEY(",\"args\":") || !take_args(&p, end, size, offset, fh) ||
+        !KEY(",\"result\":"))
+        return 0;
+    const char *r = p;
+    if (!skip_value(&p, end, 1))
+        return 0;
+    *res = NONE;
+    *counted = 0;
+    if (*r == '-' || is_digit(*r)) {
+        int64_t x;
+        int got = json_int(r, p - r, &x);
+        if (got < 0)
+            return 0; /* an int beyond int64 (odd): columns() and Python take it */
+        if (got > 0) {
+            *res = x == INT64_MIN ? NONE : x;
+            *counted = x;
+        }
+    } else if (*r == 't')
+        *counted = 1;
+    int64_t ignored;
+    if (!KEY(",\"errno\":") || !take_string_or_null(&p, end, base, &ln->err) || !KEY(",\"duration_ns\":") ||
+        !take_int(&p, end, dur) || *dur < 0 || !KEY(",\"pid\":") || !take_int(&p, end, &ln->pid) ||
+        !KEY(",\"uid\":") || !take_int_or_null(&p, end, &ignored) || !KEY(",\"gid\":") ||
+        !take_int_or_null(&p, end, &ignored) || !KEY(",\"comm\":") || !take_string_or_null(&p, end, base, &ln->comm))
+        return 0;
+    return p + 1 == end && *p == '}';
+}
+
+#undef KEY
+
+static inline int same_span(const char *base, struct span a, struct span b)
+{
+    return a.len == b.len && (a.len <= 0 || memcmp(base + a.at, base + b.at, (size_t)a.len) == 0);
+}
+
+/* The last few names seen in this slice, as spans of the data: the most recent first. */
+struct span_entry {
+    struct span name;
+    int64_t pid;
+    Py_ssize_t number;
+};
+struct spans_seen {
+    int count;
+    struct span_entry at[SEEN];
+};
+
+static inline Py_ssize_t span_recall(struct spans_seen *s, const char *base, struct span name, int64_t pid)
+{
+    for (int j = 0; j < s->count; j++)
+        if (s->at[j].pid == pid && same_span(base, name, s->at[j].name)) {
+            struct span_entry e = s->at[j];
+            memmove(&s->at[1], &s->at[0], (size_t)j * sizeof(struct span_entry));
+            s->at[0] = e;
+            return e.number;
+        }
+    return -1;
+}
+
+static inline Py_ssize_t span_remember(struct spans_seen *s, struct span name, int64_t pid, Py_ssize_t number)
+{
+    if (number < 0)
+        return -1;
+    int keep = s->count < SEEN ? s->count : SEEN - 1;
+    s->count = keep + 1;
+    memmove(&s->at[1], &s->at[0], (size_t)keep * sizeof(struct span_entry));
+    s->at[0] = (struct span_entry){name, pid, number};
+    return number;
+}
+
+/* A span's str (None for null); NULL with an exception on error. */
+static inline PyObject *span_str(const char *base, struct span s)
+{
+    if (s.len < 0)
+        return Py_NewRef(Py_None);
+    return PyUnicode_DecodeASCII(base + s.at, s.len, NULL);
+}
+
+/* The number of the name at span `s` in (numbers, names), numbering it if new; -1 on error. */
+static Py_ssize_t number_of_span(PyObject *numbers, PyObject *names, const char *base, struct span s)
+{
+    PyObject *name = span_str(base, s);
+    if (name == NULL)
+        return -1;
+    Py_ssize_t k = number_of(numbers, names, name);
+    Py_DECREF(name);
+    return k;
+}
+
+static PyObject *scan(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "scan() takes 13 arguments");
+        return NULL;
+    }
+    PyObject *ops = args[4], *op_names = args[5], *op_kinds = args[6], *kinds = args[7], *paths = args[8],
+             *path_names = args[9], *procs = args[10], *proc_names = args[11];
+    if (!PyDict_CheckExact(ops) || !PyList_CheckExact(op_names) || !PyByteArray_CheckExact(op_kinds) ||
+        !PyDict_CheckExact(kinds) || !PyDict_CheckExact(paths) || !PyList_CheckExact(path_names) ||
+        !PyDict_CheckExact(procs) || !PyList_CheckExact(proc_names)) {
+        PyErr_SetString(PyExc_TypeError, "scan(): dict/list pairs and a bytearray expected");
+        return NULL;
+    }
+    Py_ssize_t first = PyLong_AsSsize_t(args[2]), last = PyLong_AsSsize_t(args[3]);
+    long long slow_floor = PyLong_AsLongLong(args[12]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer view, starts_view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &starts_view, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    PyObject *col[NCOLS] = {NULL};
+    PyObject *errnos = NULL, *rare = NULL, *slow = NULL;
+    struct line *lines = NULL;
+    const char *base = view.buf;
+    const Py_ssize_t *starts = starts_view.buf;
+    Py_ssize_t count = starts_view.len / (Py_ssize_t)sizeof(Py_ssize_t);
+    if (first < 0 || last < first || last >= count) {
+        PyErr_SetString(PyExc_ValueError, "scan(): lines out of range");
+        goto done;
+    }
+    Py_ssize_t n = last - first;
+    static const Py_ssize_t width[NCOLS] = {sizeof(Py_ssize_t), sizeof(Py_ssize_t), sizeof(Py_ssize_t),
+                                            sizeof(int64_t), sizeof(double), 1, 1, 1, sizeof(int64_t),
+                                            sizeof(int64_t), sizeof(int64_t), sizeof(int64_t), sizeof(int64_t),
+                                            sizeof(int64_t)};
+    for (int c = 0; c < NCOLS; c++)
+        if ((col[c] = PyBytes_FromStringAndSize(NULL, n * width[c])) == NULL)
+            goto done;
+    if ((lines = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(struct line))) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+#define COL(c, type) ((type *)PyBytes_AS_STRING(col[c]))
+    Py_ssize_t *op = COL(C_OP, Py_ssize_t), *path = COL(C_PATH, Py_ssize_t), *proc = COL(C_PROC, Py_ssize_t);
+    int64_t *dur = COL(C_DUR, int64_t), *seq = COL(C_SEQ, int64_t), *size = COL(C_SIZE, int64_t),
+            *offset = COL(C_OFFSET, int64_t), *fh = COL(C_FH, int64_t), *res = COL(C_RESULT, int64_t),
+            *counted = COL(C_COUNTED, int64_t);
+    double *ts = COL(C_TS, double);
+    uint8_t *failed = COL(C_FAILED, uint8_t);
+    int8_t *kind = COL(C_KIND, int8_t);
+#undef COL
+    /* First pass: every line one this takes (else nothing numbered) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t a = starts[first + i], b = starts[first + i + 1];
+        if (a < 0 || b > view.len || b <= a)
+            goto none;
+        if (base[b - 1] == '\n')
+            b--;
+        if (!take_line(base + a, base + b, base, &lines[i], &seq[i], &ts[i], &size[i], &offset[i], &fh[i],
+                       &res[i], &counted[i], &dur[i]))
+            goto none;
+    }
+    if ((errnos = PyList_New(0)) == NULL || (rare = PyList_New(0)) == NULL || (slow = PyList_New(0)) == NULL)
+        goto done;
+    int any_failed = 0;
+    struct spans_seen ops_seen = {0}, paths_seen = {0}, procs_seen = {0};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        struct line *ln = &lines[i];
+        if ((op[i] = span_recall(&ops_seen, base, ln->op, 0)) < 0 &&
+            (op[i] = span_remember(&ops_seen, ln->op, 0, number_of_span(ops, op_names, base, ln->op))) < 0)
+            goto done;
+        if ((path[i] = span_recall(&paths_seen, base, ln->path, 0)) < 0 &&
+            (path[i] = span_remember(&paths_seen, ln->path, 0, number_of_span(paths, path_names, base, ln->path))) < 0)
+            goto done;
+        if ((proc[i] = span_recall(&procs_seen, base, ln->comm, ln->pid)) < 0) {
+            PyObject *pid = PyLong_FromLongLong(ln->pid), *comm = span_str(base, ln->comm), *key = NULL;
+            if (pid != NULL && comm != NULL)
+                key = PyTuple_Pack(2, pid, comm);
+            Py_XDECREF(pid);
+            Py_XDECREF(comm);
+            if (key == NULL)
+                goto done;
+            proc[i] = span_remember(&procs_seen, ln->comm, ln->pid, number_of(procs, proc_names, key));
+            Py_DECREF(key);
+            if (proc[i] < 0)
+                goto done;
+        }
+        int k = kind_of(op_kinds, kinds, op_names, op[i]);
+        if (k < 0)
+            goto done;
+        kind[i] = (int8_t)k;
+        failed[i] = ln->err.len >= 0;
+        if (failed[i]) {
+            any_failed = 1;
+            PyObject *err = span_str(base, ln->err);
+            if (err == NULL || PyList_Append(errnos, err) < 0) {
+                Py_XDECREF(err);
+                goto done;
+            }
+            Py_DECREF(err);
+        } else if (k >= K_CREATE && ln->path.len >= 0 && (k == K_CREATE || (k >= K_MKNOD && k <= K_RENAME))) {
+            PyObject *at = PyLong_FromSsize_t(i);
+            if (at == NULL || PyList_Append(rare, at) < 0) {
+                Py_XDECREF(at);
+                goto done;
+            }
+            Py_DECREF(at);
+        }
+        if (dur[i] > slow_floor) {
+            PyObject *at = PyLong_FromSsize_t(i);
+            if (at == NULL || PyList_Append(slow, at) < 0) {
+                Py_XDECREF(at);
+                goto done;
+            }
+            Py_DECREF(at);
+        }
+    }
+    result = Py_BuildValue("(OOOOOOOOOOOOOOOOOO)", col[C_OP], col[C_PATH], col[C_PROC], col[C_DUR], col[C_TS],
+                           any_failed ? col[C_FAILED] : Py_None, errnos, Py_None, col[C_KIND], col[C_SEQ],
+                           col[C_SIZE], col[C_OFFSET], col[C_FH], col[C_RESULT], col[C_COUNTED], Py_False, rare, slow);
+    goto done;
+none:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(lines);
+    for (int c = 0; c < NCOLS; c++)
+        Py_XDECREF(col[c]);
+    Py_XDECREF(errnos);
+    Py_XDECREF(rare);
+    Py_XDECREF(slow);
+    PyBuffer_Release(&starts_view);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* line_starts(data, last_open): reading.line_starts() (which see) compiled: where each line of `data` (bytes-like)
  * starts and its end last, as bytes holding an intp array; None unless every line starts with "{" and ends with "}".
  * (numpy finds the newlines with a comparison, then their positions with a second pass: 3 times the instructions.) */
@@ -448,6 +939,7 @@ static PyMethodDef methods[] = {
     {"line_starts", (PyCFunction)(void (*)(void))line_starts, METH_FASTCALL, "where each line starts, or None"},
     {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL, "setup(Event, Args, Raw): take the fields' offsets"},
     {"columns", (PyCFunction)(void (*)(void))columns, METH_FASTCALL, "a slice of events as numbered columns"},
+    {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL, "columns() read from the lines' bytes, or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -851,3 +851,101 @@ def test_merging_keeps_what_pruning_the_merged_table_would(tmp_path: Path, monke
 def build_report(t: tally.Tally) -> Any:
     from fuse_passthrough.report.model import Report
     return Report.from_tally(t)
+
+
+def _same_columns(got: Any, want: Any) -> None:
+    import numpy as np
+    for name in ("op", "path", "proc", "ts", "kind", "seq", "size", "offset", "fh", "result", "counted"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    assert got.durations() == want.durations() and got.errnos == want.errnos and got.odd == want.odd
+    assert got.rare == want.rare and got.slow == want.slow
+    for name in ("failed", "injected"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert (a is None and b is None) or np.array_equal(a, b), name
+
+
+def _same_names(a: tally.Tally, b: tally.Tally) -> None:
+    for table in ("ops", "paths", "procs"):
+        mine, theirs = getattr(a, table), getattr(b, table)
+        mine, theirs = (mine, theirs) if table == "ops" else (mine.names, theirs.names)
+        assert mine.names == theirs.names and mine.number == theirs.number, table
+    assert a.op_kind == b.op_kind
+
+
+def test_scanned_lines_equal_the_decoded_events() -> None:
+    """The compiled scanner reads the writer's lines into the columns the events decoded by msgspec give, slice by
+    slice (the same numbers for the same names); a slice with any line it does not take (escapes, an int beyond
+    int64, injected, another layout) is handed back with nothing numbered."""
+    from fuse_passthrough.tracing.formats import format_jsonl_bytes
+    events = odd_events(3000, seed=5) + evidence_events(3000, seed=5)
+    for e in events[::11]:
+        e["pid"] = random.Random(e["seq"]).choice([2**63 + 5, -1, 1 << 22, 2**63 - 1])
+    for i, e in enumerate(events):
+        if i // 40 % 2 == 0:  # every other slice without what the scanner hands back
+            e.pop("injected", None)
+            for name in ("path", "path2"):
+                if isinstance(e[name], str) and not e[name].isascii():
+                    e[name] = "/plain" + str(i % 7)
+            if e["pid"] > 2**63 - 1:
+                e["pid"] = 5
+            if isinstance(e["result"], int) and not -2**63 <= e["result"] < 2**63:
+                e["result"] = -1
+    lines = [format_jsonl_bytes(e) if i % 3 else json.dumps(e, separators=(",", ":")).encode() + b"\n"
+             for i, e in enumerate(events)]
+    scanned, decoded = tally.Tally(), tally.Tally()
+    taken = handed_back = 0
+    for first in range(0, len(lines), 40):
+        data = b"".join(lines[first:first + 40])
+        starts = reading.line_starts(data, False)
+        assert starts is not None
+        n = len(starts) - 1
+        got = scanned._scan_columns(memoryview(data), starts, 0, n)
+        events_, _ = reading.decode_lines(data.splitlines(), str, False)
+        if got is None:
+            handed_back += 1
+            _same_names(scanned, decoded)  # nothing numbered
+            decoded._columns(events_)
+            scanned._columns(events_)
+            continue
+        taken += 1
+        _same_columns(got, decoded._columns(events_))
+        _same_names(scanned, decoded)
+    assert taken > 10 and handed_back > 10
+
+
+def _mutations(line: bytes, rng: random.Random) -> bytes:
+    at = rng.randrange(len(line))
+    what = rng.randrange(4)
+    if what == 0:
+        return line[:at] + line[at + 1:]
+    if what == 1:
+        return line[:at] + bytes([rng.choice(b'{}[]":,0123456789.eE+-tnfrualsx \\\t\x01\x80')]) + line[at:]
+    if what == 2:
+        return line[:at] + bytes([rng.choice(b'{}[]":,0123456789.eE+-tnfrualsx \\\x7f')]) + line[at + 1:]
+    cut = rng.randrange(len(line))
+    return line[:min(at, cut)] + line[max(at, cut):]
+
+
+@settings(max_examples=400, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**32), count=st.integers(min_value=1, max_value=3))
+def test_a_line_the_scanner_takes_is_one_msgspec_decodes_alike(seed: int, count: int) -> None:
+    """Whatever is changed in a writer's line (a byte removed, added or replaced, a piece cut out), the scanner
+    takes it only if msgspec decodes it, alone, to an event with the same columns."""
+    from fuse_passthrough.tracing.formats import format_jsonl_bytes
+    rng = random.Random(seed)
+    base = (odd_events(30, seed=seed % 1000) + evidence_events(30, seed=seed % 1000))[rng.randrange(60)]
+    line = format_jsonl_bytes(base).rstrip(b"\n")
+    for _ in range(count):
+        line = _mutations(line, rng)
+    data = line + b"\n"
+    starts = reading.line_starts(data, False)
+    if starts is None or len(starts) != 2:
+        return
+    scanned, decoded = tally.Tally(), tally.Tally()
+    got = scanned._scan_columns(memoryview(data), starts, 0, 1)
+    if got is None:
+        assert not scanned.paths.names.names and not scanned.ops.names
+        return
+    event = reading._DECODE(line)  # must not raise
+    _same_columns(got, decoded._columns([event]))
+    _same_names(scanned, decoded)

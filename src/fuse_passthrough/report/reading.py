@@ -358,8 +358,13 @@ class Slice:
         return as_dict(events[i], self.chunk.lines[self.index[i]])
 
 
-def chunk_events(chunk: Chunk, files: list[str]) -> Iterator[tuple[list[Event], Slice]]:
-    """The chunk's events a slice at a time, with where they come from; ReportError for a malformed line."""
+def chunk_events(chunk: Chunk, files: list[str],
+                 take_lines: Callable[[memoryview, np.ndarray, int, int], bool] | None = None
+                 ) -> Iterator[tuple[list[Event], Slice]]:
+    """The chunk's events a slice at a time, with where they come from; ReportError for a malformed line.
+
+    take_lines(data, starts, first, last): offered each slice of lines that each start with "{" and end with "}"
+    before it is decoded; when it returns True (it took them: Tally.add_lines), the slice is not decoded."""
     path = files[chunk.file]
     data: bytes | memoryview
     if chunk.data is None:
@@ -374,6 +379,8 @@ def chunk_events(chunk: Chunk, files: list[str]) -> Iterator[tuple[list[Event], 
     view = memoryview(data)
     for first in range(0, count, SLICE):
         last = min(first + SLICE, count)
+        if starts is not None and take_lines is not None and take_lines(view, starts, first, last):
+            continue
         # a slice at a time, decoded just before it is tallied: its objects are still in the CPU cache
         events = decode_several(view[starts[first]:starts[last]], last - first) if starts is not None else None
         if events is not None:

@@ -26,7 +26,7 @@ from .tally import Tally
 
 
 def _tally_chunk(tally: Tally, chunk: Chunk, files: list[str]) -> None:
-    for events, part in chunk_events(chunk, files):
+    for events, part in chunk_events(chunk, files, tally.add_lines):
         tally.add(events, part)
 
 

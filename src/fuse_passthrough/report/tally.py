@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from itertools import compress, repeat
 from math import log2
 from operator import add, attrgetter, is_not, mod, not_, truediv
-from typing import Any
+from typing import Any, cast
 
 # No BLAS is used here, and OpenBLAS's threads, started when numpy is imported, spin a while on every CPU
 # (0.1 s of CPU time, more than reading a 20 MB trace takes)
@@ -423,6 +423,21 @@ class Columns:
                        cat("offset"), cat("fh"), cat("result"), cat("counted"), False, [], [])
 
 
+def _compiled_columns(got: tuple[Any, ...]) -> Columns:
+    """Columns from what the compiled columns() or scan() return."""
+    (op, path, proc, dur, ts, failed, errnos, injected, kind, seq, size, offset, fh, result, counted, odd, rare,
+     slow) = got
+    return Columns(np.frombuffer(op, np.intp), np.frombuffer(path, np.intp),
+                   np.frombuffer(proc, np.intp), np.frombuffer(dur, np.int64),
+                   np.frombuffer(ts, np.float64),
+                   None if failed is None else np.frombuffer(failed, np.bool_), errnos,
+                   None if injected is None else np.frombuffer(injected, np.bool_),
+                   np.frombuffer(kind, np.int8), np.frombuffer(seq, np.int64),
+                   np.frombuffer(size, np.int64), np.frombuffer(offset, np.int64),
+                   np.frombuffer(fh, np.int64), np.frombuffer(result, np.int64),
+                   np.frombuffer(counted, np.int64), odd, rare, slow)
+
+
 class Tally:
     """The events' totals, accumulated in a worker (or the report's process).
 
@@ -470,6 +485,41 @@ class Tally:
         self._one_by_one(events, c)
         if self.sample is not None:
             self.sample.add(part, events, c.durations(), list(map(_ERRNO, events)))
+        self._add(c)
+
+    def add_lines(self, data: memoryview, starts: np.ndarray, first: int, last: int) -> bool:
+        """Lines first..last-1 of a chunk (`starts` from reading.line_starts), read by the compiled scanner straight
+        from their bytes into the columns `add` takes out of decoded events (no object per event); False, having
+        done nothing, where it does not apply (not built, a chart sample kept, faults being followed) or refuses a
+        line (anything but the writer's own layout: then the slice is decoded and added as events)."""
+        if self.sample is not None or self.evidence.pending or last <= first:
+            return False
+        c = self._scan_columns(data, starts, first, last)
+        if c is None:
+            return False
+        self._one_by_one([], c)
+        self._add(c)
+        return True
+
+    def _scan_columns(self, data: memoryview, starts: np.ndarray, first: int, last: int) -> Columns | None:
+        """What _columns() takes out of the events of lines first..last-1, read from their bytes by the compiled
+        scanner; None (nothing numbered) where it is not built or refuses a line."""
+        compiled = reading._compiled
+        if compiled is None:
+            return None
+        got = compiled.scan(data, starts, first, last, self.ops.number, self.ops.names, self.op_kind, KINDS,
+                            self.paths.names.number, self.paths.names.names, self.procs.names.number,
+                            self.procs.names.names, min(self.evidence.slow_floor(), _INT64_MAX))
+        if got is None:
+            return None
+
+        def event(i: int) -> Event:  # one of the few events followed one by one (rare, slow): decoded as before
+            return cast(Event, reading._DECODE(data[starts[first + i]:starts[first + i + 1]]))
+
+        return _compiled_columns(got[:16] + ([event(i) for i in got[16]], [event(i) for i in got[17]]))
+
+    def _add(self, c: Columns) -> None:
+        """A slice's columns: added now (exactly, when sums might leave int64) or with the next batch."""
         seen = self.seen_ns + c.duration_sum()
         if seen >= _EXACT_INT64 or isinstance(c.duration, list):
             self.flush()  # the batch so far in int64; this slice, and every one after it, exactly
@@ -478,7 +528,7 @@ class Tally:
         else:
             self.seen_ns = seen
             self.pending.append(c)
-            self.pending_events += len(events)
+            self.pending_events += len(c.op)
             if self.pending_events < evidence.BATCH and len(self.paths.names.names) <= TABLE_CAP \
                     and len(self.procs.names.names) <= TABLE_CAP:
                 self.evidence.bound()
@@ -636,17 +686,7 @@ class Tally:
                                             self.procs.names.number, self.procs.names.names,
                                             min(self.evidence.slow_floor(), _INT64_MAX))
             if got is not None:
-                (op, path, proc, dur, ts, failed, errnos, injected, kind, seq, size, offset, fh, result, counted,
-                 odd, rare, slow) = got
-                return Columns(np.frombuffer(op, np.intp), np.frombuffer(path, np.intp),
-                               np.frombuffer(proc, np.intp), np.frombuffer(dur, np.int64),
-                               np.frombuffer(ts, np.float64),
-                               None if failed is None else np.frombuffer(failed, np.bool_), errnos,
-                               None if injected is None else np.frombuffer(injected, np.bool_),
-                               np.frombuffer(kind, np.int8), np.frombuffer(seq, np.int64),
-                               np.frombuffer(size, np.int64), np.frombuffer(offset, np.int64),
-                               np.frombuffer(fh, np.int64), np.frombuffer(result, np.int64),
-                               np.frombuffer(counted, np.int64), odd, rare, slow)
+                return _compiled_columns(got)
         return self._python_columns(events)
 
     def _python_columns(self, events: list[Event]) -> Columns:
