@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <locale.h>
+#include <stdlib.h>
 
 enum { F_OP, F_PATH, F_PID, F_COMM, F_ERRNO, F_DURATION, F_TS, F_INJECTED, F_SEQ, F_ARGS, F_RESULT, NFIELDS };
 static const char *const FIELD_NAMES[NFIELDS] = {"op", "path", "pid", "comm", "errno", "duration_ns", "ts",
@@ -415,6 +417,8 @@ struct span {
     Py_ssize_t at, len; /* len -1: null */
 };
 
+static locale_t c_locale; /* for strtod_l: a "." decimal point whatever LC_NUMERIC says */
+
 struct line {
     struct span op, path, comm, err;
     int64_t pid;
@@ -647,11 +651,9 @@ static int take_line(const char *p, const char *end, const char *base, struct li
     memcpy(text, t, (size_t)(p - t));
     text[p - t] = '\0';
     char *stop;
-    *ts = PyOS_string_to_double(text, &stop, NULL); /* correctly rounded, as msgspec's; inf on overflow */
-    if (*ts == -1.0 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
+    /* glibc's strtod is correctly rounded, as msgspec's parser is (and 3-4 times as fast as Python's dtoa here);
+     * in the C locale whatever the process's */
+    *ts = strtod_l(text, &stop, c_locale);
     if (*stop != '\0' || !isfinite(*ts))
         return 0;
     if (!KEY(",\"op\":") || !take_string(&p, end, base, &ln->op) || !KEY(",\"path\":") ||
@@ -758,6 +760,10 @@ static PyObject *scan(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
         !PyDict_CheckExact(kinds) || !PyDict_CheckExact(paths) || !PyList_CheckExact(path_names) ||
         !PyDict_CheckExact(procs) || !PyList_CheckExact(proc_names)) {
         PyErr_SetString(PyExc_TypeError, "scan(): dict/list pairs and a bytearray expected");
+        return NULL;
+    }
+    if (c_locale == (locale_t)0 && (c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0)) == (locale_t)0) {
+        PyErr_SetFromErrno(PyExc_OSError);
         return NULL;
     }
     Py_ssize_t first = PyLong_AsSsize_t(args[2]), last = PyLong_AsSsize_t(args[3]);

@@ -934,6 +934,8 @@ def test_a_line_the_scanner_takes_is_one_msgspec_decodes_alike(seed: int, count:
     from fuse_passthrough.tracing.formats import format_jsonl_bytes
     rng = random.Random(seed)
     base = (odd_events(30, seed=seed % 1000) + evidence_events(30, seed=seed % 1000))[rng.randrange(60)]
+    base["ts"] = rng.choice([base["ts"], rng.random() * 2e9, rng.random() * 1e-300, rng.random() * 1e308,
+                             float(rng.randrange(10**17)), rng.uniform(-1e6, 1e6)])  # every float read alike
     line = format_jsonl_bytes(base).rstrip(b"\n")
     for _ in range(count):
         line = _mutations(line, rng)
