@@ -951,3 +951,20 @@ def test_a_line_the_scanner_takes_is_one_msgspec_decodes_alike(seed: int, count:
     event = reading._DECODE(line)  # must not raise
     _same_columns(got, decoded._columns([event]))
     _same_names(scanned, decoded)
+
+
+def test_the_scanner_takes_a_name_only_of_printable_ascii_without_escapes() -> None:
+    """Every byte at every position of a name (the scanner checks 8 bytes at a time, then one by one): taken only
+    when printable ASCII and neither a quote nor a backslash (msgspec then reads the same string)."""
+    line = (b'{"v":2,"seq":1,"ts":1.5,"op":"getattr","path":"%s","path2":null,"args":{},"result":0,"errno":null,'
+            b'"duration_ns":5,"pid":3,"uid":0,"gid":0,"comm":"x"}\n')
+    for pos in range(19):
+        for b in range(256):
+            name = bytearray(b"/abcdefghijklmnopqr")
+            name[pos] = b
+            data = line.replace(b"%s", bytes(name))
+            starts = reading.line_starts(data, False)
+            if starts is None or len(starts) != 2:
+                continue  # a newline
+            got = tally.Tally()._scan_columns(memoryview(data), starts, 0, 1)
+            assert (got is not None) == (0x20 <= b < 0x7f and b not in b'"\\'), (pos, b)
