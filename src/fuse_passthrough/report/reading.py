@@ -92,7 +92,7 @@ if _compiled is not None:
     try:
         _compiled.setup(Event, _Args, msgspec.Raw)
     except Exception as e:  # a msgspec whose struct layout it does not know, say: the Python path does the same work
-        COMPILED_NOTE = f"note: the compiled columns cannot be used ({e}): reading in Python, about 55 % slower"
+        COMPILED_NOTE = f"note: the compiled columns cannot be used ({e}): reading in Python, about 4 times slower"
         _compiled = None  # type: ignore[assignment]
 
 _DECODER = msgspec.json.Decoder(_FastEvent)
