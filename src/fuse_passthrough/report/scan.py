@@ -197,6 +197,8 @@ def scan(files: list[str], *, jobs: int = 1, sample: int = 0, keep: int = 0, tin
                 return int(ready.get(timeout=0.5))
             except queue.Empty:
                 _alive(workers)
+                if all(w.exitcode is not None for w in workers):  # each failed and wrote why, asking no more
+                    raise ReportError("the report workers stopped early (--jobs 1 shows why)") from None
 
     failure: tuple[int, str] | None = None
     try:

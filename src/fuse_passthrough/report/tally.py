@@ -505,7 +505,7 @@ class Tally:
         """What _columns() takes out of the events of lines first..last-1, read from their bytes by the compiled
         scanner; None (nothing numbered) where it is not built or refuses a line."""
         compiled = reading._compiled
-        if compiled is None:
+        if compiled is None or not hasattr(compiled, "scan"):  # a module built before scan() existed
             return None
         got = compiled.scan(data, starts, first, last, self.ops.number, self.ops.names, self.op_kind, KINDS,
                             self.paths.names.number, self.paths.names.names, self.procs.names.number,
