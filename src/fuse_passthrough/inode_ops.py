@@ -140,7 +140,7 @@ class InodeOperations:
         self.attr_timeout = attr_timeout
         self.entry_timeout = entry_timeout
         self.negative_timeout = negative_timeout
-        # Absent names may carry the long timeout too (no negative_timeout given; SourceInvalidations sets it).
+        # Absent names may carry the long timeout too (no negative_timeout given; set by inode_mount.serve).
         self.long_negative = False
         # Where the SOURCE watcher sees every change: `long_timeout` (0: never) for the replies about objects of
         # the devices in `trusted` (st_dev -> time.monotonic_ns() from when it saw them), made from a stat taken
