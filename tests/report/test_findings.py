@@ -3,6 +3,7 @@ paths; a clean program (one large sequential copy) gets no warning."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +29,11 @@ def test_a_config_file_read_again_and_again(workdir: Path) -> None:
     assert f["level"] == "warning"
     top = f["evidence"]["files"][0]
     assert top["path"] == "/settings.ini"
-    assert top["opens"] == 31 and top["reads"] >= 30 and top["size_read"] == 6  # 30 reads + the write's open
+    # every open reaches the file system; a read only while the kernel holds no page of the file, which it may
+    # keep across opens once the file's times are settled (so anywhere from 1 to 30 reads, as the trace shows)
+    reads = sum(1 for line in trace.read_text().splitlines()
+                if (e := json.loads(line)).get("op") == "read" and e.get("path") == "/settings.ini")
+    assert top["opens"] == 31 and top["reads"] == reads and 1 <= reads <= 30 and top["size_read"] == 6
     assert len(top["seqs"]) == 3
     assert f["evidence"]["processes"][0]["process"].startswith(PROGRAM_COMM + "[")
 
