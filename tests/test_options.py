@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from fuse_passthrough.errors import UsageError
 from fuse_passthrough.mount import MountOptions
 from fuse_passthrough.mount_command import mount_parser
 from fuse_passthrough.trace_command import trace_parser
-from helpers import is_mounted
+from helpers import Mount, is_mounted
 
 PROG = [sys.executable, "-m", "fuse_passthrough"]
 PARSERS = {"mount": mount_parser, "trace": trace_parser}
@@ -207,3 +208,22 @@ def test_atime_options_are_kept_in_order_for_the_daemon() -> None:
     assert m.atime == ["relatime", "nodiratime", "noatime"]
     assert m.kernel.get("noatime") is True and "relatime" not in m.kernel
     assert {"relatime", "nodiratime", "strictatime"} <= table.HELPER_OPTIONS
+
+
+@pytest.mark.parametrize("max_threads,served_at_once", [("2", 2), (None, 4), ("10", 6)])
+def test_max_threads_bounds_the_requests_served_at_once(workdir: Path, max_threads: str | None,
+                                                        served_at_once: int) -> None:
+    """-o max_threads=N (default 4): six mkdirs that each take 0.3 s (an injected delay), sent at once in six
+    directories (the kernel serialises those of one directory), are served N at a time."""
+    src = workdir / "src"
+    for i in range(6):
+        (src / f"d{i}").mkdir(parents=True)
+    args = ["--fault", "op=mkdir,delay=300ms", *(["-o", f"max_threads={max_threads}"] if max_threads else [])]
+    with Mount(src, workdir / "mnt", *args) as m, ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: os.mkdir(m.mnt / f"d{i}" / "new"), range(6)))
+    mkdirs = [e for e in m.events() if e["op"] == "mkdir"]
+    assert len(mkdirs) == 6 and all(e["injected"] == "delay" for e in mkdirs)
+    spans = [(e["ts"], e["ts"] + e["duration_ns"] / 1e9) for e in mkdirs]
+    overlap = max(sum(1 for start, end in spans if start <= t < end) for t, _ in spans)
+    assert overlap == served_at_once
+    assert all((src / f"d{i}" / "new").is_dir() for i in range(6))

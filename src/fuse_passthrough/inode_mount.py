@@ -406,7 +406,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
     status = 0
     try:
         try:
-            result = session.run(single_threaded=args.single_threaded)
+            result = session.run(single_threaded=args.single_threaded, max_threads=opts.max_threads)
         except OSError as e:
             print(f"{PROG}: mounting '{mnt}' failed: {e.strerror}", file=sys.stderr)
             result = -1

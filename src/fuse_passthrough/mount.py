@@ -33,6 +33,7 @@ class MountOptions:
     trace: dict[str, Any] = field(default_factory=dict)  # trace=... etc. by the --option's dest (options.TRACE)
     log: str | None = None  # -o log=FILE
     remount: bool = False  # -o remount: change a live mount (remount.py), mount nothing
+    max_threads: int = next(o.default for o in OPTIONS if o.name == "max_threads")  # libfuse's workers at most
     # The atime options in the order given (noatime, nodiratime, relatime, strictatime, ...), applied to the
     # daemon's opens of SOURCE.
     atime: list[str] = field(default_factory=list)
@@ -83,6 +84,8 @@ class MountOptions:
                     m.log = v
                 elif key == "remount":
                     m.remount = True
+                elif key == "max_threads":
+                    m.max_threads = v
                 elif key in ATIME_OPTIONS:
                     pass  # kept in m.atime above
                 else:  # a DAEMON option of the table that nothing here reads
