@@ -162,6 +162,14 @@ def _set_process_name(name: str) -> None:
     ctypes.CDLL(None).prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
+def _relay(pid: int, signum: int) -> None:
+    """Pass a signal on to CMD, which may have ended already."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def run_trace(argv: list[str]) -> int:
     args = trace_parser().parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -186,8 +194,8 @@ def run_trace(argv: list[str]) -> int:
     pm.cmd[-2:-2] = ["--descendants-of", str(child), *_daemon_filter_args(args)]
     # Ctrl-C reaches CMD (same process group); we wait for it to end, then clean up.
     old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    old_term = signal.signal(signal.SIGTERM, lambda s, f: os.kill(child, signal.SIGTERM))
-    old_hup = signal.signal(signal.SIGHUP, lambda s, f: os.kill(child, signal.SIGHUP))
+    old_term = signal.signal(signal.SIGTERM, lambda s, f: _relay(child, signal.SIGTERM))
+    old_hup = signal.signal(signal.SIGHUP, lambda s, f: _relay(child, signal.SIGHUP))
     status = 1
     try:
         try:
