@@ -30,3 +30,23 @@ def test_process_names_exact_while_young_then_cached(tmp_path) -> None:
     assert (result["first"], result["young"], result["cached"], result["refreshed"]) == (
         "fpt-first", "fpt-exec", "fpt-exec", "fpt-later")
     assert result["gone"] == (None, None)
+
+
+def test_parent_pid_from_status_even_with_a_name_that_looks_like_a_field(tmp_path) -> None:
+    import os
+    import subprocess
+
+    from fuse_passthrough.tracing.processes import parent_pid
+
+    assert parent_pid(os.getpid()) == os.getppid()
+    # exec -a cannot rename comm; a script file named like a status field can
+    script = tmp_path / "x) PPid: 1\nPPid: 1"
+    script.write_text("#!/bin/sh\nsleep 5\n")
+    script.chmod(0o755)
+    child = subprocess.Popen([str(script)])
+    try:
+        assert parent_pid(child.pid) == os.getpid()
+    finally:
+        child.kill()
+        child.wait()
+    assert parent_pid(child.pid) == 0  # gone (reaped)

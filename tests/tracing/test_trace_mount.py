@@ -8,12 +8,13 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import Mount, run_as
+from helpers import Mount, abort_connection, run_as
 
 FIELD_TYPES = {"v": int, "seq": int, "ts": float, "op": str, "path": (str, type(None)),
                "path2": (str, type(None)), "args": dict, "errno": (str, type(None)), "duration_ns": int,
@@ -151,6 +152,37 @@ def test_filters_through_the_cli(workdir: Path) -> None:
         os.unlink(m.mnt / "keep.txt")
         assert m.unmount() == 0
     assert [(e["op"], e["path"]) for e in m.events()] == [("create", "/keep.txt"), ("unlink", "/keep.txt")]
+
+
+@pytest.mark.parametrize("cmdline", [False, True], ids=["names", "cmdline"])
+def test_an_exec_closing_a_file_of_the_mount_under_descendants_of(workdir: Path, cmdline: bool) -> None:
+    # exec closes close-on-exec files while it holds the task's exec_update_lock: the FLUSH comes from a pid
+    # never seen before, whose ancestry must be read without that lock (reading /proc/PID/stat waited for
+    # the exec, which waited for the FLUSH: CPython's test_tempfile hung under `trace`).
+    extra = ["--cmdline"] if cmdline else []
+    with Mount(workdir / "src", workdir / "mnt", "--descendants-of", str(os.getpid()), *extra) as m:
+        hung = threading.Event()
+
+        def abort_if_hung() -> None:  # subprocess's vfork would leave this test waiting with its child
+            hung.set()
+            abort_connection(m.mnt)
+
+        watchdog = threading.Timer(30, abort_if_hung)
+        watchdog.start()
+        try:
+            with open(m.mnt / "held", "w") as held:  # O_CLOEXEC, as every file Python opens
+                held.write("x")
+                held.flush()
+                children = [subprocess.Popen(["true"], close_fds=False) for _ in range(5)]  # exec with it open
+                assert [c.wait() for c in children] == [0] * 5
+        finally:
+            watchdog.cancel()
+        assert not hung.is_set(), "the mount hung: an exec's FLUSH waited for the daemon, which waited for it"
+        assert m.unmount() == 0
+    flushes = {e["pid"] for e in m.events() if e["op"] == "flush" and e["path"] == "/held"}
+    assert {c.pid for c in children} <= flushes  # each child is a descendant: its exec's flush is in the trace
+    if cmdline:
+        assert any(e.get("cmdline") for e in m.events() if e["pid"] == os.getpid())
 
 
 def test_summary_json_counts_equal_events_written(workdir: Path) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .events import ARG_NAMES
+from .processes import parent_pid
 
 
 class EventFilter:
@@ -69,7 +70,7 @@ class EventFilter:
 class ProcessTree:
     """Events of one process and its descendants, plus kernel-issued (pid 0) events on their open files.
 
-    Ancestry is read from /proc/PID/stat when a pid is first seen and remembered, so a process that exits
+    Ancestry is read from /proc (`parent_pid`) when a pid is first seen and remembered, so a process that exits
     later is still attributed correctly. File handles opened by members are tracked so that a release or
     writeback the kernel sends with pid 0 is kept when it concerns one of them.
     """
@@ -92,7 +93,7 @@ class ProcessTree:
                 result = known
                 break
             chain.append(p)
-            p = _parent_pid(p)
+            p = parent_pid(p)
         for c in chain:
             self._member[c] = result
         return result
@@ -118,12 +119,3 @@ class ProcessTree:
             self._fhs.add(result)  # a handle of a member: kernel-issued ops on it belong to the trace
         return True
 
-
-def _parent_pid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0
-    # comm may contain spaces and parentheses: the fields after the last ')' are fixed.
-    return int(data[data.rindex(b")") + 2:].split(b" ", 2)[1])

@@ -1,7 +1,15 @@
-"""Process names for events: pid -> comm (and optionally cmdline) from /proc, cached."""
+"""What the events say about callers, read from /proc without ever waiting on the caller.
+
+A request's caller may be blocked in the kernel on that very request, holding locks that some /proc files take:
+an exec holds the task's exec_update_lock while it closes close-on-exec files (a FLUSH to us), and a page fault
+holds the mm's mmap_lock while it reads a page (a READ). So only files that take no such lock are read while
+serving a request: `comm` and `status`. `stat` (exec_update_lock, since the ptrace_may_access fix) and
+`cmdline` (mmap_lock) are not, or only with a bounded wait on another thread.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import threading
 
@@ -21,6 +29,7 @@ class ProcessNames:
     YOUNG_NS = 50_000_000
     TTL_NS = 1_000_000_000
     MAX_OPEN = 512
+    CMDLINE_WAIT_S = 0.01
 
     def __init__(self, with_cmdline: bool = False) -> None:
         self.with_cmdline = with_cmdline
@@ -31,6 +40,7 @@ class ProcessNames:
         # One lock for the descriptor table: a descriptor closed by one thread while another reads it could be
         # reused by a file opened meanwhile, and its contents would be read as a process name.
         self._lock = threading.Lock()
+        self._cmdline_reader: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _read(self, pid: int, what: str, size: int) -> bytes | None:
         with self._lock:
@@ -85,15 +95,54 @@ class ProcessNames:
         if raw is None:
             return None, None
         comm = raw.rstrip(b"\n").decode("utf-8", "replace")
-        cmdline = None
-        if self.with_cmdline:
-            data = self._read(pid, "cmdline", 65536)
-            if data is not None:
-                cmdline = [a.decode("utf-8", "replace") for a in data.split(b"\0")[:-1]]
-        return comm, cmdline
+        return comm, self._read_cmdline(pid) if self.with_cmdline else None
+
+    def _read_cmdline(self, pid: int) -> list[str] | None:
+        """None when the process is gone or its mm is locked for longer than CMDLINE_WAIT_S (then the read
+        finishes on the reader thread once the caller moves on, and is dropped)."""
+        if self._cmdline_reader is None:
+            with self._lock:
+                if self._cmdline_reader is None:
+                    self._cmdline_reader = concurrent.futures.ThreadPoolExecutor(
+                        1, thread_name_prefix="fpt-cmdline")
+        try:
+            data = self._cmdline_reader.submit(_read_proc, pid, "cmdline", 65536).result(self.CMDLINE_WAIT_S)
+        except concurrent.futures.TimeoutError:
+            return None
+        if data is None:
+            return None
+        return [a.decode("utf-8", "replace") for a in data.split(b"\0")[:-1]]
 
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+            if self._cmdline_reader is not None:
+                self._cmdline_reader.shutdown(wait=False, cancel_futures=True)
+                self._cmdline_reader = None
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of `pid`; 0 when it is gone. From /proc/PID/status, which takes no lock that the caller of
+    a request can hold (see the module's docstring)."""
+    data = _read_proc(pid, "status", 4096)
+    if data is None:
+        return 0
+    start = data.find(b"\nPPid:")
+    if start < 0:
+        return 0
+    return int(data[start + 6:data.index(b"\n", start + 6)])
+
+
+def _read_proc(pid: int, what: str, size: int) -> bytes | None:
+    try:
+        fd = os.open(f"/proc/{pid}/{what}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, size) or None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
