@@ -193,7 +193,7 @@ def all_targets() -> dict[str, Target]:
                ["--no-trace", "--single-threaded"]),
         Target("ours_trace_st", "fuse-passthrough traced, --single-threaded", "ours", ["--single-threaded"],
                trace=True),
-        # worker threads (default 10, libfuse's): fewer hand the interpreter lock around less, more serve more at once
+        # worker threads (default 4; libfuse's is 10): fewer hand the interpreter lock around less, more serve more at once
         *(Target(f"ours_notrace_mt{n}", f"fuse-passthrough --no-trace -o max_threads={n}", "ours",
                  ["--no-trace", "-o", f"max_threads={n}"]) for n in (1, 2, 10)),
         *(Target(f"ours_trace_mt{n}", f"fuse-passthrough traced -o max_threads={n}", "ours",

@@ -210,10 +210,10 @@ def test_atime_options_are_kept_in_order_for_the_daemon() -> None:
     assert {"relatime", "nodiratime", "strictatime"} <= table.HELPER_OPTIONS
 
 
-@pytest.mark.parametrize("max_threads,served_at_once", [("2", 2), ("4", 4), (None, 6)])
+@pytest.mark.parametrize("max_threads,served_at_once", [("2", 2), ("10", 6), (None, 4)])
 def test_max_threads_bounds_the_requests_served_at_once(workdir: Path, max_threads: str | None,
                                                         served_at_once: int) -> None:
-    """-o max_threads=N (default 10): six mkdirs that each take 0.3 s (an injected delay), sent at once in six
+    """-o max_threads=N (default 4): six mkdirs that each take 0.3 s (an injected delay), sent at once in six
     directories (the kernel serialises those of one directory), are served N at a time."""
     src = workdir / "src"
     for i in range(6):

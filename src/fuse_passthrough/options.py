@@ -281,9 +281,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("remount", SWITCH, "change the options of the mount at MOUNTPOINT live (mount -o remount,... does "
            "the same): ro/rw, [no]suid, [no]dev, [no]exec, sync/async, dirsync and the atime options; the others "
            "are fixed while the daemon runs", mount="remount"),
-    Option("max_threads", POSITIVE, "at most N requests served at once (libfuse's worker threads; default 10, "
-           "libfuse's; fewer hand Python's interpreter lock around less, see docs/benchmarks.md); -s is one",
-           default=10, mount="max_threads"),
+    Option("max_threads", POSITIVE, "at most N requests served at once (worker threads; default 4: fewer than "
+           "libfuse's 10 hand Python's interpreter lock around less, see docs/benchmarks.md); -s is one",
+           default=4, mount="max_threads"),
     Option("log", TEXT, "where a background daemon's messages go (default: with -b, a file in $TMPDIR; mounted "
            "by mount(8) or fstab, syslog)", mount="log", background_only=True),
     # -- -o only: accepted and ignored, for mount(8), fstab and systemd ---------------------------------------
