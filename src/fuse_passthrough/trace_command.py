@@ -216,7 +216,7 @@ def run_trace(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGHUP, old_hup)
     for line in pm.daemon_log().splitlines():  # the filesystem's own complaints, if any, are the user's too
-        if line and not line.startswith("Ignoring invalid max threads value"):  # libfuse 3.14.0 noise
+        if line:
             print(f"{PROG} trace: filesystem: {line}", file=sys.stderr)
     try:
         _print_trace(pm, args, output)
