@@ -75,6 +75,16 @@ SCRIPT = textwrap.dedent("""
     do("suid-mode", lambda: mode_of(p("suid")))
     do("truncate-suid2", lambda: os.truncate(p("suid2"), 1))
     do("suid2-mode", lambda: mode_of(p("suid2")))
+    def fallocate_to(path):
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.posix_fallocate(fd, 0, 8192)
+        finally:
+            os.close(fd)
+    do("fallocate-suid3", lambda: fallocate_to(p("suid3")))
+    do("suid3-mode", lambda: mode_of(p("suid3")))
+    do("open-trunc-suid4", lambda: os.close(os.open(p("suid4"), os.O_WRONLY | os.O_TRUNC)))
+    do("suid4-mode", lambda: mode_of(p("suid4")))
     do("chown-to-root", lambda: os.chown(p("pub", "f"), 0, -1))
     do("chown-noop", lambda: os.chown(p("pub", "f"), uid, -1))
     do("chgrp-own", lambda: os.chown(p("pub", "f"), -1, os.getgid()))
@@ -99,7 +109,7 @@ SCRIPT = textwrap.dedent("""
 
 # Everything the script may have created, relative to the base directory.
 CREATED = ["pub/f", "pub/x", "pub/d", "pub/l", "pub/p", "pub/s", "pub/c", "pub/h", "pub/hs", "sgid/f", "sgid/d",
-           "sgid/d/e", "sticky/mine", "suid", "suid2", "secret", "sticky/other", "xattrs"]
+           "sgid/d/e", "sticky/mine", "suid", "suid2", "suid3", "suid4", "secret", "sticky/other", "xattrs"]
 
 
 def prepare(b: Path) -> None:
@@ -112,7 +122,8 @@ def prepare(b: Path) -> None:
     os.chmod(b / "sgid", 0o2777)
     os.mkdir(b / "sticky")
     os.chmod(b / "sticky", 0o1777)
-    for name, mode in (("secret", 0o600), ("suid", 0o6777), ("suid2", 0o6777), ("sticky/other", 0o666)):
+    for name, mode in (("secret", 0o600), ("suid", 0o6777), ("suid2", 0o6777), ("suid3", 0o6777), ("suid4", 0o6777),
+                       ("sticky/other", 0o666)):
         (b / name).write_bytes(b"data")
         os.chown(b / name, OTHER, OTHER)
         os.chmod(b / name, mode)
@@ -186,6 +197,8 @@ def test_same_as_native_for_other_users(mount: Mount, workdir: Path, uid: int, g
         # A write by a non-owner clears setuid (and setgid, as group-exec is set), as natively.
         assert stat.S_IMODE(os.lstat(mount.src / "suid").st_mode) & 0o6000 == 0
         assert stat.S_IMODE(os.lstat(mount.src / "suid2").st_mode) & 0o6000 == 0
+        assert stat.S_IMODE(os.lstat(mount.src / "suid3").st_mode) & 0o6000 == 0  # fallocate
+        assert stat.S_IMODE(os.lstat(mount.src / "suid4").st_mode) & 0o6000 == 0  # open(O_TRUNC)
         assert (mount.src / "sticky" / "other").exists()
 
 

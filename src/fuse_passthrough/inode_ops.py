@@ -306,6 +306,13 @@ class InodeOperations:
             want |= abi.FUSE_CAP_EXPORT_SUPPORT
         if capable & abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP:  # libfuse >= 3.17 (3.14 never offers it)
             want |= abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP  # files opened with direct_io may still be mmapped
+        writes_as_caller = self.as_caller.enabled or os.geteuid() != 0  # (a non-root daemon never keeps them)
+        if ll.VERSION >= (3, 17) and capable & abi.FUSE_CAP_HANDLE_KILLPRIV_V2 and writes_as_caller:
+            # Clearing setuid/setgid bits and file capabilities on writes, truncates and O_TRUNC opens is ours:
+            # each is done as the caller, so SOURCE's filesystem clears them as it would for the caller. The
+            # kernel then marks the mount SB_NOSEC and asks getxattr("security.capability") once per inode
+            # instead of before every write. (libfuse 3.14 cannot pass the flag.)
+            want |= abi.FUSE_CAP_HANDLE_KILLPRIV_V2
         if ll.VERSION >= (3, 17):  # setting both want and want_ext is an error there
             conn.want_ext |= want
         else:
@@ -613,12 +620,15 @@ class InodeOperations:
         return os.pread(fi.fh, size, off)
 
     def write(self, req: int, ino: int, data: bytes, off: int, fi: Any) -> int:
-        # As the caller, so the source clears setuid/setgid bits as it would for them (root keeps them). Its
-        # supplementary groups (read from /proc, so only where they matter): a setgid bit without group-execute
-        # is kept for members of the file's group only.
-        sgid_only = os.fstat(fi.fh).st_mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID
-        with self._as_caller(req) if sgid_only else self._as_caller_ids(req):
+        with self._as_writer(req, fi.fh):
             return os.pwrite(fi.fh, data, off)
+
+    def _as_writer(self, req: int, fh: int) -> CallerCredentials:
+        """Data changes as the caller, so the source clears setuid/setgid bits as it would for them (root keeps
+        them). Its supplementary groups (read from /proc, so only where they matter): a setgid bit without
+        group-execute is kept for members of the file's group only."""
+        sgid_only = os.fstat(fh).st_mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID
+        return self._as_caller(req) if sgid_only else self._as_caller_ids(req)
 
     def flush(self, req: int, ino: int, fi: Any) -> None:
         # What close() of one descriptor does on the source (e.g. NFS reports write errors here).
@@ -643,13 +653,15 @@ class InodeOperations:
         (os.fdatasync if datasync else os.fsync)(fi.fh)
 
     def fallocate(self, req: int, ino: int, mode: int, off: int, length: int, fi: Any) -> None:
-        syscalls.fallocate(fi.fh, mode, off, length)
+        with self._as_writer(req, fi.fh):
+            syscalls.fallocate(fi.fh, mode, off, length)
 
     def copy_file_range(self, req: int, ino_in: int, off_in: int, fi_in: Any, ino_out: int, off_out: int,
                         fi_out: Any, length: int, flags: int) -> int:
         if flags:
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        return os.copy_file_range(fi_in.fh, fi_out.fh, length, off_in, off_out)
+        with self._as_writer(req, fi_out.fh):
+            return os.copy_file_range(fi_in.fh, fi_out.fh, length, off_in, off_out)
 
     def lseek(self, req: int, ino: int, off: int, whence: int, fi: Any) -> int:
         return os.lseek(fi.fh, off, whence)
