@@ -63,7 +63,7 @@ WATCHED = READS | WRITES | SYNCS | OPENS | LISTINGS | frozenset({"unlink", "rena
 DATA_OPS = frozenset({"read", "write", "copy_file_range", "fallocate", "fsync", "fdatasync", "flush", "lseek",
                       "truncate"})
 CLEANUP_OPS = frozenset({"release", "releasedir", "flush"})
-# failures that are not the program's doing: the kernel asks for security.capability before each write, and a
+# failures that are not the program's doing: the kernel asks for security.capability before writes, and a
 # file system without xattrs says so
 BENIGN_ERRORS = {("getxattr", "ENODATA"), ("getxattr", "EOPNOTSUPP"), ("listxattr", "EOPNOTSUPP"),
                  ("getxattr", "ENOTSUP"), ("listxattr", "ENOTSUP")}
@@ -546,7 +546,7 @@ def find(report: Report, th: Thresholds | None = None) -> list[Finding]:
             "errors", "warning" if serious >= th.errors_min else "info",
             f"{n} failed requests: " + ", ".join(f"{e} x{g.calls}" for e, g in totals[:4]), 0, n,
             "failures the program does not expect end in retries or give-ups; expected ones still cost requests "
-            "(the kernel probes security.capability before each write: ENODATA from getxattr is normal)",
+            "(the kernel probes security.capability before writes: ENODATA from getxattr is normal)",
             "look at the top paths of each errno: permissions (EACCES, EPERM), full disks (ENOSPC), races",
             {"by_errno": [{"errno": e, "count": g.calls, "ops": dict(g.ops.most_common(4)),
                            "paths": [{"path": p, "count": gg.calls} for ee, p, gg in groups if ee == e][:3]}
