@@ -306,7 +306,8 @@ class InodeOperations:
             want |= abi.FUSE_CAP_EXPORT_SUPPORT
         if capable & abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP:  # libfuse >= 3.17 (3.14 never offers it)
             want |= abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP  # files opened with direct_io may still be mmapped
-        writes_as_caller = self.as_caller.enabled or os.geteuid() != 0  # (a non-root daemon never keeps them)
+        # Not with kernel passthrough: the kernel writes the backing file with the daemon's credentials there.
+        writes_as_caller = (self.as_caller.enabled or os.geteuid() != 0) and not self.want_passthrough
         if ll.VERSION >= (3, 17) and capable & abi.FUSE_CAP_HANDLE_KILLPRIV_V2 and writes_as_caller:
             # Clearing setuid/setgid bits and file capabilities on writes, truncates and O_TRUNC opens is ours:
             # each is done as the caller, so SOURCE's filesystem clears them as it would for the caller. The
