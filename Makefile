@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock setup.py src/fuse_passthrough/_columns.c | md5sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock setup.py src/fuse_passthrough/_columns.c src/fuse_passthrough/lowlevel/_trampolines.c | md5sum | cut -c1-12)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 RUN_PKGS := fuse3 libfuse3-dev python3-venv attr gcc python3-dev
 # CPython's own tests (the benchmark's testsuite workload), for the system's python3
@@ -25,6 +25,8 @@ TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_l
 	tests/test_native_sequences.py tests/test_mount_helper.py tests/lowlevel tests/test_differential.py \
 	tests/test_multiuser.py tests/test_caching.py tests/test_native_behaviour.py tests/faults tests/test_faults.py \
 	tests/test_trace_command.py tests/test_behind_the_back.py
+# The POSIX tests again with every reply sent from Python (the binding's fallback where _trampolines.c is not built).
+TESTS_WITH_CTYPES_REPLIES := tests/test_ops.py tests/test_native_sequences.py
 TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
 	tests/test_native_sequences.py tests/test_stress_ng.py tests/test_behind_the_back.py
 
@@ -35,6 +37,7 @@ test: system-test $(STAMP) libfuse-3.17 install-launcher
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
+	FUSE_PASSTHROUGH_NO_TRAMPOLINES=1 $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_WITH_CTYPES_REPLIES)
 	$(MAKE) --no-print-directory test-libfuse-3.17
 
 test-libfuse-3.17: system-test $(STAMP) libfuse-3.17
@@ -73,7 +76,7 @@ system-run system-test system-bench: system-%:
 	  apt-get update -qq && $(APT) $$missing; \
 	fi
 
-$(STAMP): pyproject.toml requirements.lock setup.py src/fuse_passthrough/_columns.c
+$(STAMP): pyproject.toml requirements.lock setup.py src/fuse_passthrough/_columns.c src/fuse_passthrough/lowlevel/_trampolines.c
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@

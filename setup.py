@@ -1,8 +1,17 @@
-"""The package is Python but for one optional C module, src/fuse_passthrough/_columns.c: the per-event part of
-`report`'s tally (docs/report.md, "Speed and memory"). Without a C compiler or Python's headers the build goes on
-without it, and `report` does the same work in Python, with about 4 times the instructions per event. Everything
-else is in pyproject.toml."""
+"""The package is Python but for two optional C modules, built where a C compiler and Python's headers are (else
+the build goes on without them, and the same work is done in Python):
+
+- src/fuse_passthrough/_columns.c: the per-event part of `report`'s tally (docs/report.md, "Speed and memory");
+  without it `report` does the same work with about 4 times the instructions per event;
+- src/fuse_passthrough/lowlevel/_trampolines.c: the low-level binding's C entry points, which send each reply after
+  the Python callback has released the GIL (lowlevel/binding.py); without it replies are sent from Python.
+
+Neither links libfuse (the binding loads it at run time). Everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("fuse_passthrough._columns", ["src/fuse_passthrough/_columns.c"], optional=True)])
+setup(ext_modules=[
+    Extension("fuse_passthrough._columns", ["src/fuse_passthrough/_columns.c"], optional=True),
+    Extension("fuse_passthrough.lowlevel._trampolines", ["src/fuse_passthrough/lowlevel/_trampolines.c"],
+              optional=True),
+])

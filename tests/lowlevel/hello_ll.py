@@ -33,6 +33,7 @@ class Hello:
         self.data_path, self.status_path, self.want_passthrough = data_path, status_path, passthrough
         self.data_size = os.stat(data_path).st_size
         self.passthrough = False
+        self.trampolines = False  # set by main from the session
         self.counts: Counter[str] = Counter()
         self.threads: set[int] = set()
         self.lock = threading.Lock()
@@ -74,6 +75,7 @@ class Hello:
                 self.passthrough = True
         conn.max_readahead = 64 * 1024
         fields["passthrough"] = self.passthrough
+        fields["trampolines"] = self.trampolines
         self._status(event="init", **fields)
 
     def destroy(self) -> None:
@@ -167,7 +169,9 @@ def main(argv: list[str]) -> int:
     fs = Hello(data, status, "--passthrough" in flags)
     if "--plus" not in flags:
         fs.readdirplus = None  # type: ignore[assignment,method-assign]
-    session = ll.LowLevelSession(fs, mountpoint, ["fsname=hello_ll", "subtype=hello_ll", "ro"])
+    session = ll.LowLevelSession(fs, mountpoint, ["fsname=hello_ll", "subtype=hello_ll", "ro"],
+                                 trampolines=False if "--ctypes-replies" in flags else None)
+    fs.trampolines = session.trampolines
     ret = session.run(single_threaded="--single-threaded" in flags)
     return 0 if ret >= 0 else 1
 

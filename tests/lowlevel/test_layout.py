@@ -217,3 +217,45 @@ def test_layout_choice() -> None:
     for unsupported in [(3, 10), (3, 16), (2, 9)]:
         with pytest.raises(ImportError):
             abi.layout_for(unsupported)
+
+
+TRAMPOLINES_C = ROOT / "src/fuse_passthrough/lowlevel/_trampolines.c"
+
+
+def _offered(layout: abi.Layout) -> set[str]:
+    from fuse_passthrough.lowlevel.binding import LIFECYCLE, NOT_OFFERED
+    return {name for name, _ in layout.op_kinds} - LIFECYCLE - NOT_OFFERED
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is needed to compile the trampolines against the headers")
+@pytest.mark.parametrize("version", ["3.14", "3.17"])
+def test_trampolines_have_the_types_of_the_ops(version: str, tmp_path: Path) -> None:
+    """_trampolines.c declares its entry points without libfuse's headers; compiled with them
+    (FPT_CHECK_SIGNATURES), each is assigned to its fuse_lowlevel_ops member, and -Werror turns any difference of
+    type into a failure. Every operation the binding offers on this version is checked."""
+    import sysconfig
+
+    inc = _include_for(version)
+    layout = abi.layout_for(_header_version(inc))
+    r = subprocess.run(["gcc", "-fsyntax-only", "-Wall", "-Werror", "-DFPT_CHECK_SIGNATURES",
+                        f"-DFUSE_USE_VERSION={layout.use_version}", f"-I{inc}",
+                        f"-I{sysconfig.get_paths()['include']}", str(TRAMPOLINES_C)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    checked = set(re.findall(r"o->(\w+) = t_\1;", TRAMPOLINES_C.read_text()))
+    assert _offered(layout) <= checked, _offered(layout) - checked
+
+
+def test_a_trampoline_for_every_offered_operation() -> None:
+    """The built module (make installs it: gcc and python3-dev are among the packages) has a trampoline for each
+    operation LowLevelSession offers, and none for the others."""
+    from fuse_passthrough.lowlevel import _trampolines
+
+    for layout in (abi.LAYOUT_314, abi.LAYOUT_317):
+        offered = _offered(layout)
+        for name, _ in layout.op_kinds:
+            if name in offered:
+                assert _trampolines.trampoline(name) > 0
+            else:
+                with pytest.raises(KeyError):
+                    _trampolines.trampoline(name)

@@ -125,15 +125,20 @@ def start_hello(tmp_path: Path) -> Iterator:
 @pytest.mark.parametrize("version,flags", [
     ("3.14", ()),
     ("3.14", ("--single-threaded", "--plus")),
+    ("3.14", ("--ctypes-replies", "--plus")),
     ("3.17", ("--passthrough", "--plus")),
     ("3.17", ("--single-threaded",)),
-], ids=["3.14-mt", "3.14-st-plus", "3.17-mt-plus-passthrough", "3.17-st"])
+    ("3.17", ("--ctypes-replies", "--passthrough")),
+], ids=["3.14-mt", "3.14-st-plus", "3.14-ctypes-replies", "3.17-mt-plus-passthrough", "3.17-st",
+        "3.17-ctypes-replies-passthrough"])
 def test_hello_through_the_kernel(version: str, flags: tuple[str, ...], start_hello) -> None:
     h: Hello = start_hello(_library(version), *flags)
     init = h.status()[0]
     assert init["event"] == "init"
     assert tuple(init["version"][:2]) == tuple(int(x) for x in version.split("."))
     assert init["supports_passthrough"] is (version == "3.17")
+    # replies sent by the C trampolines (the module is built by make), or from Python where asked
+    assert init["trampolines"] is ("--ctypes-replies" not in flags)
 
     ls = h.run("ls", "-1a")
     assert sorted(ls.stdout.split()) == [".", "..", "boom", "data", "hello", "pt"], ls.stderr

@@ -330,6 +330,7 @@ FUNCTIONS: list[Function] = [
     F("fuse_req_ctx", CTXPTR, (REQ,), blocks=False),
     F("fuse_req_getgroups", INT, (REQ, INT, GIDS)),  # reads /proc/PID/task/TID/status
     F("fuse_req_interrupted", INT, (REQ,), blocks=False),
+    F("fuse_req_userdata", VOIDP, (REQ,), blocks=False),
     F("fuse_reply_err", INT, (REQ, INT)),
     F("fuse_reply_none", VOID, (REQ,)),
     F("fuse_reply_entry", INT, (REQ, CENTRY)),

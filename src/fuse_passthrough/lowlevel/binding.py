@@ -39,7 +39,15 @@ bmap, ioctl, poll, write_buf and retrieve_reply are declared (abi.py) but not of
 Per-request cost: libfuse's worker threads are not Python threads, so ctypes would create and destroy a Python
 thread state around every callback; each worker keeps one instead (one extra PyGILState_Ensure on its first
 callback, never released). Functions that cannot block (fuse_req_ctx, fuse_add_direntry*, ...) are called
-through PyDLL, keeping the GIL; replies, notifications and the loops release it.
+through PyDLL, keeping the GIL; notifications and the loops release it.
+
+Replies sent without the GIL: where the C module _trampolines.c is built (setup.py; always by `make`), libfuse
+calls a C trampoline per operation, which calls the ctypes callback and, once the callback has returned and
+released the GIL, sends the reply the callback recorded (`DEFERRED_REPLIES`). A reply sent from Python
+(`CTYPES_REPLIES`, the fallback, or FUSE_PASSTHROUGH_NO_TRAMPOLINES=1) releases the GIL for the write to /dev/fuse
+and must take it back to return, while the caller it just woke has another worker running Python for its next
+request: a wait for the GIL at the end of nearly every request. docs/benchmarks.md ("replies sent without the
+GIL") has the numbers.
 """
 
 from __future__ import annotations
@@ -67,6 +75,11 @@ from .abi import (  # noqa: F401  (re-exported)
 )
 
 log = logging.getLogger("fuse_passthrough.lowlevel")
+
+try:
+    from . import _trampolines
+except ImportError:  # built without a C compiler (setup.py): replies are sent from Python
+    _trampolines = None  # type: ignore[assignment]
 
 
 def library_path() -> str:
@@ -202,12 +215,6 @@ class NegativeEntry(FileNotFoundError):
         self.timeout = timeout
 
 
-def _reply_negative(req: int, timeout: float) -> None:
-    e = EntryParam()
-    e.entry_timeout = timeout
-    _reply_entry(req, byref(e))
-
-
 @dataclass(slots=True)
 class FdData:
     """A read's reply taken from a file descriptor by libfuse (fuse_reply_data: pread or splice, no copy
@@ -265,74 +272,130 @@ def _no_pin() -> None:
     pass
 
 
-def _reply_attr_tuple(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
-    st, timeout = result
-    _reply_attr(req, byref(st), timeout)
+@dataclass(frozen=True)
+class Replies:
+    """One way of sending libfuse's replies: each takes the request and what the reply carries (structs as
+    ctypes objects). `CTYPES_REPLIES` calls libfuse from Python; `DEFERRED_REPLIES` (the C module
+    _trampolines.c) records the reply for the C trampoline that called the callback, which sends it after the
+    callback has released the GIL."""
+    err: Callable[[int, int], Any]
+    none: Callable[[int], Any]
+    entry: Callable[[int, Any], Any]
+    create: Callable[[int, Any, Any], Any]
+    attr: Callable[[int, Any, float], Any]
+    readlink: Callable[[int, bytes], Any]
+    open: Callable[[int, Any], Any]
+    write: Callable[[int, int], Any]
+    buf: Callable[[int, Any, int], Any]
+    data: Callable[[int, Any, int], Any]
+    statfs: Callable[[int, Any], Any]
+    xattr: Callable[[int, int], Any]
+    lock: Callable[[int, Any], Any]
+    lseek: Callable[[int, int], Any]
 
 
-def _reply_read(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
-    if type(result) is bytes:
-        _reply_buf(req, result, len(result))
-    elif isinstance(result, FdData):
-        bv = LAYOUT.bufvec()
-        bv.count = 1
-        b = bv.buf[0]
-        b.size, b.flags, b.fd, b.pos = result.size, abi.FUSE_BUF_IS_FD | abi.FUSE_BUF_FD_SEEK, result.fd, result.offset
-        _reply_data(req, byref(bv), 0)
-    else:
-        _reply_buffer(req, result, cargs)
+CTYPES_REPLIES = Replies(
+    err=_reply_err, none=_reply_none,
+    entry=lambda req, e: _reply_entry(req, byref(e)),
+    create=lambda req, e, fi: _reply_create(req, byref(e), byref(fi)),
+    attr=lambda req, st, timeout: _reply_attr(req, byref(st), timeout),
+    readlink=_reply_readlink,
+    open=lambda req, fi: _reply_open(req, byref(fi)),
+    write=_reply_write, buf=_reply_buf,
+    data=lambda req, bv, flags: _reply_data(req, byref(bv), flags),
+    statfs=lambda req, sv: _reply_statfs(req, byref(sv)),
+    xattr=_reply_xattr,
+    lock=lambda req, lk: _reply_lock(req, byref(lk)),
+    lseek=_reply_lseek)
+
+DEFERRED_REPLIES: Replies | None = None
+if _trampolines is not None:
+    _trampolines.set_functions({sym: ctypes.cast(FUNCTIONS[sym], ctypes.c_void_p).value for sym in (
+        "fuse_reply_err", "fuse_reply_none", "fuse_reply_entry", "fuse_reply_create", "fuse_reply_attr",
+        "fuse_reply_readlink", "fuse_reply_open", "fuse_reply_write", "fuse_reply_buf", "fuse_reply_data",
+        "fuse_reply_statfs", "fuse_reply_xattr", "fuse_reply_lock", "fuse_reply_lseek", "fuse_req_userdata")})
+    _t = _trampolines
+    DEFERRED_REPLIES = Replies(
+        err=_t.reply_err, none=_t.reply_none, entry=_t.reply_entry, create=_t.reply_create, attr=_t.reply_attr,
+        readlink=_t.reply_readlink, open=_t.reply_open, write=_t.reply_write, buf=_t.reply_buf,
+        data=_t.reply_data, statfs=_t.reply_statfs, xattr=_t.reply_xattr, lock=_t.reply_lock,
+        lseek=_t.reply_lseek)
 
 
-def _reply_buffer(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
-    if isinstance(result, DirBuffer):
-        _reply_buf(req, result.buffer, result.used)
-    else:
+Reply = Callable[[int, Any, Sequence[Any]], None]
+
+
+def _reply_table(r: Replies) -> dict[str, Reply]:
+    """How each operation's result becomes its reply, given the handler's arguments `a` (structs, not
+    pointers; a[0] is req)."""
+    entry, buf = r.entry, r.buf
+
+    def attr(req: int, result: Any, a: Sequence[Any]) -> None:
+        st, timeout = result
+        r.attr(req, st, timeout)
+
+    def buffer(req: int, result: Any, a: Sequence[Any]) -> None:
+        if isinstance(result, DirBuffer):
+            buf(req, result.buffer, result.used)
+        else:
+            data = result if type(result) is bytes else bytes(result)
+            buf(req, data, len(data))
+
+    def read(req: int, result: Any, a: Sequence[Any]) -> None:
+        if type(result) is bytes:
+            buf(req, result, len(result))
+        elif isinstance(result, FdData):
+            bv = LAYOUT.bufvec()
+            bv.count = 1
+            b = bv.buf[0]
+            b.size, b.flags, b.fd, b.pos = (result.size, abi.FUSE_BUF_IS_FD | abi.FUSE_BUF_FD_SEEK, result.fd,
+                                            result.offset)
+            r.data(req, bv, 0)
+        else:
+            buffer(req, result, a)
+
+    def xattr_value(req: int, result: Any, a: Sequence[Any]) -> None:
+        size = a[-1]
         data = result if type(result) is bytes else bytes(result)
-        _reply_buf(req, data, len(data))
+        if size == 0:
+            r.xattr(req, len(data))
+        elif len(data) > size:
+            raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
+        else:
+            buf(req, data, len(data))
+
+    err = r.err
+
+    def ok(req: int, result: Any, a: Sequence[Any]) -> None:
+        err(req, 0)
+
+    def new_entry(req: int, e: Any, a: Sequence[Any]) -> None:
+        entry(req, e)
+
+    return {
+        "lookup": new_entry, "getattr": attr, "setattr": attr,
+        "readlink": lambda req, target, a: r.readlink(req, target),
+        "mknod": new_entry, "mkdir": new_entry, "symlink": new_entry, "link": new_entry,
+        "unlink": ok, "rmdir": ok, "rename": ok,
+        "open": lambda req, _, a: r.open(req, a[2]),
+        "opendir": lambda req, _, a: r.open(req, a[2]),
+        "create": lambda req, e, a: r.create(req, e, a[4]),
+        "tmpfile": lambda req, e, a: r.create(req, e, a[3]),
+        "read": read,
+        "write": lambda req, n, a: r.write(req, n),
+        "flush": ok, "release": ok, "fsync": ok, "releasedir": ok, "fsyncdir": ok,
+        "readdir": buffer, "readdirplus": buffer,
+        "statfs": lambda req, sv, a: r.statfs(req, sv),
+        "setxattr": ok, "removexattr": ok, "access": ok,
+        "getxattr": xattr_value, "listxattr": xattr_value,
+        "getlk": lambda req, lk, a: r.lock(req, lk),
+        "setlk": ok, "flock": ok, "fallocate": ok,
+        "copy_file_range": lambda req, n, a: r.write(req, n),
+        "lseek": lambda req, off, a: r.lseek(req, off),
+    }
 
 
-def _reply_xattr_value(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
-    size = cargs[-1]
-    data = result if type(result) is bytes else bytes(result)
-    if size == 0:
-        _reply_xattr(req, len(data))
-    elif len(data) > size:
-        raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
-    else:
-        _reply_buf(req, data, len(data))
-
-
-def _ok(req: int, result: Any, cargs: tuple[Any, ...]) -> None:
-    _reply_err(req, 0)
-
-
-Reply = Callable[[int, Any, tuple[Any, ...]], None]
-_REPLIES: dict[str, Reply] = {
-    "lookup": lambda req, e, a: _reply_entry(req, byref(e)),
-    "getattr": _reply_attr_tuple,
-    "setattr": _reply_attr_tuple,
-    "readlink": lambda req, target, a: _reply_readlink(req, target),
-    "mknod": lambda req, e, a: _reply_entry(req, byref(e)),
-    "mkdir": lambda req, e, a: _reply_entry(req, byref(e)),
-    "symlink": lambda req, e, a: _reply_entry(req, byref(e)),
-    "link": lambda req, e, a: _reply_entry(req, byref(e)),
-    "unlink": _ok, "rmdir": _ok, "rename": _ok,
-    "open": lambda req, r, a: _reply_open(req, a[2]),
-    "opendir": lambda req, r, a: _reply_open(req, a[2]),
-    "create": lambda req, e, a: _reply_create(req, byref(e), a[4]),
-    "tmpfile": lambda req, e, a: _reply_create(req, byref(e), a[3]),
-    "read": _reply_read,
-    "write": lambda req, n, a: _reply_write(req, n),
-    "flush": _ok, "release": _ok, "fsync": _ok, "releasedir": _ok, "fsyncdir": _ok,
-    "readdir": _reply_buffer, "readdirplus": _reply_buffer,
-    "statfs": lambda req, sv, a: _reply_statfs(req, byref(sv)),
-    "setxattr": _ok, "removexattr": _ok, "access": _ok,
-    "getxattr": _reply_xattr_value, "listxattr": _reply_xattr_value,
-    "getlk": lambda req, lk, a: _reply_lock(req, byref(lk)),
-    "setlk": _ok, "flock": _ok, "fallocate": _ok,
-    "copy_file_range": lambda req, n, a: _reply_write(req, n),
-    "lseek": lambda req, off, a: _reply_lseek(req, off),
-}
+LIFECYCLE = frozenset({"init", "destroy"})  # called by libfuse without a request: nothing to reply
 NOT_OFFERED = frozenset({"bmap", "ioctl", "poll", "write_buf", "retrieve_reply"})
 _POINTER_KINDS = (abi.FI, abi.STAT, abi.FLOCK)
 
@@ -367,7 +430,15 @@ class LowLevelSession:
     with handle_signals), and cleans up. The callbacks stay referenced by the session object."""
 
     def __init__(self, operations: object, mountpoint: str | os.PathLike[str], options: Sequence[str] = (),
-                 *, debug: bool = False, program: str = "fuse-passthrough", keep_thread_states: bool = True) -> None:
+                 *, debug: bool = False, program: str = "fuse-passthrough", keep_thread_states: bool = True,
+                 trampolines: bool | None = None) -> None:
+        if trampolines is None:
+            trampolines = DEFERRED_REPLIES is not None and not os.environ.get("FUSE_PASSTHROUGH_NO_TRAMPOLINES")
+        if trampolines and DEFERRED_REPLIES is None:
+            raise ValueError("the C module _trampolines is not built (setup.py)")
+        self.trampolines = trampolines
+        self._replies = DEFERRED_REPLIES if trampolines and DEFERRED_REPLIES is not None else CTYPES_REPLIES
+        self._reply_table = _reply_table(self._replies)
         self.operations = operations
         self._keep_thread_states = keep_thread_states
         self.mountpoint = os.path.abspath(os.fspath(mountpoint))
@@ -384,7 +455,16 @@ class LowLevelSession:
                 raise TypeError(f"{type(operations).__name__}.{name}: not offered by LowLevelSession")
             cb = LAYOUT.op_types[name](self._callback(name, kinds, handler))
             self._callbacks[name] = cb
-            setattr(self._ops, name, cb)
+            if trampolines and name not in LIFECYCLE:  # libfuse calls the trampoline, which calls cb
+                setattr(self._ops, name, LAYOUT.op_types[name](_trampolines.trampoline(name)))
+            else:
+                setattr(self._ops, name, cb)
+        # the session's userdata: its callbacks by operation, for the trampolines
+        self._table: int | None = None
+        if trampolines:
+            self._table = _trampolines.callback_table({
+                name: ctypes.cast(cb, ctypes.c_void_p).value for name, cb in self._callbacks.items()
+                if name not in LIFECYCLE})
         argv = [program.encode()]
         if options:
             argv += [b"-o", ",".join(options).encode()]
@@ -395,11 +475,12 @@ class LowLevelSession:
         if "fuse_session_new_versioned" in FUNCTIONS:
             self._version = abi.libfuse_version(VERSION[0], VERSION[1], VERSION[2], 0)
             se = FUNCTIONS["fuse_session_new_versioned"](byref(args), byref(self._ops), ctypes.sizeof(self._ops),
-                                                         byref(self._version), None)
+                                                         byref(self._version), self._table)
         else:
-            se = FUNCTIONS["fuse_session_new"](byref(args), byref(self._ops), ctypes.sizeof(self._ops), None)
+            se = FUNCTIONS["fuse_session_new"](byref(args), byref(self._ops), ctypes.sizeof(self._ops), self._table)
         FUNCTIONS["fuse_opt_free_args"](byref(args))
         if not se:
+            self._free_table()
             raise ValueError(f"fuse_session_new failed (options {list(options)}; libfuse said why on stderr)")
         self._se: int | None = se
         self._mounted = False
@@ -436,6 +517,7 @@ class LowLevelSession:
             return destroy
         if name in ("forget", "forget_multi"):
             multi = name == "forget_multi"
+            reply_none = self._replies.none
 
             def forget(req: int, a: Any, b: Any) -> None:
                 try:
@@ -449,13 +531,18 @@ class LowLevelSession:
                         handler(req, a, b)
                 except BaseException as exc:
                     failed(name, exc)
-                _reply_none(req)
+                reply_none(req)
             return forget
-        reply = _REPLIES[name]
+        reply = self._reply_table[name]
         convert = _converter(name, kinds)
-        reply_err = _reply_err
-        reply_negative = _reply_negative
+        reply_err = self._replies.err
+        reply_entry = self._replies.entry
         eio = _EIO
+
+        def reply_negative(req: int, timeout: float) -> None:
+            e = EntryParam()
+            e.entry_timeout = timeout
+            reply_entry(req, e)
 
         if convert is None:
             def callback(*cargs: Any) -> None:
@@ -482,7 +569,8 @@ class LowLevelSession:
                 pin()
             req = cargs[0]
             try:
-                reply(req, handler(*convert(cargs)), cargs)
+                args = convert(cargs)
+                reply(req, handler(*args), args)
             except OSError as exc:
                 reply_err(req, exc.errno or eio)
             except BaseException as exc:
@@ -540,6 +628,12 @@ class LowLevelSession:
         self.unmount()
         FUNCTIONS["fuse_session_destroy"](self._se)
         self._se = None
+        self._free_table()
+
+    def _free_table(self) -> None:
+        if self._table is not None:
+            _trampolines.free_callback_table(self._table)
+            self._table = None
 
     def run(self, *, handle_signals: bool = True, **loop_options: Any) -> int:
         """Mount, serve until unmounted (or, with handle_signals, SIGINT/SIGTERM/SIGHUP: libfuse's handlers,

@@ -1,0 +1,465 @@
+/* The low-level binding's C entry points (binding.py, "Replies sent without the GIL").
+ *
+ * libfuse calls a trampoline here for each request; it calls the session's ctypes callback for the operation
+ * (which takes the GIL, runs the Python handler and the layers, and returns having released the GIL), then sends
+ * the reply the callback left in this thread's `pending` slot. Why: a ctypes reply sent from Python releases the
+ * GIL for the write to /dev/fuse and must take it back to return. The reply wakes the caller, whose next request
+ * another worker is by then running Python for, so nearly every request ended with a worker waiting for the GIL
+ * (a futex wait and wake, two context switches) just to leave Python. Sending the reply here, with the GIL already
+ * released, ends a request without touching the GIL again.
+ *
+ * Python side, per request: exactly one of the reply_*() functions below, called with the GIL held from inside
+ * the callback (each replaces what an earlier call in the same request left). It records the libfuse reply and
+ * its arguments, and keeps a reference to the Python objects whose memory the reply points into (an entry, a
+ * stat, a buffer) until the next reply recorded on this thread, so the memory outlives the callback. The
+ * trampoline then calls libfuse's fuse_reply_* without the GIL; with nothing recorded it replies EIO (forget and
+ * forget_multi: no reply).
+ *
+ * No libfuse header is included and no libfuse struct is laid out here: arguments are passed through as the
+ * pointers and integers the headers declare (tests/lowlevel/test_layout.py compiles this file against each
+ * version's fuse_lowlevel.h and checks every trampoline's type against its fuse_lowlevel_ops member), and the
+ * fuse_reply_* functions are found in the library the binding loaded (set_functions), so one build serves
+ * libfuse 3.14 and 3.17 alike. The callbacks are per session: the session's userdata is its table
+ * (callback_table), read back with fuse_req_userdata.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#ifdef FPT_CHECK_SIGNATURES /* the layout test: the trampolines must have the ops' exact types */
+#include <fuse_lowlevel.h>
+typedef struct fuse_file_info fi_t;
+typedef struct stat stat_t;
+typedef struct flock flock_t;
+typedef struct fuse_forget_data forget_t;
+#else
+typedef struct fuse_req *fuse_req_t;
+typedef uint64_t fuse_ino_t;
+typedef struct fi_s fi_t;
+typedef struct stat stat_t;
+typedef struct flock flock_t;
+typedef struct forget_s forget_t;
+#endif
+
+enum kind { K_UNSET, K_ERR, K_NONE, K_ENTRY, K_CREATE, K_ATTR, K_READLINK, K_OPEN, K_WRITE, K_BUF, K_DATA, K_STATFS,
+            K_XATTR, K_LOCK, K_LSEEK };
+
+struct pending {
+    enum kind kind;
+    int num;            /* errno, fuse_reply_data's flags */
+    const void *p1, *p2;
+    uint64_t n;         /* a size or an offset */
+    double timeout;
+    PyObject *keep1, *keep2;
+};
+static __thread struct pending pending;
+
+/* libfuse's functions, from the library the binding loaded (set_functions) */
+static struct {
+    int (*err)(fuse_req_t, int);
+    void (*none)(fuse_req_t);
+    int (*entry)(fuse_req_t, const void *);
+    int (*create)(fuse_req_t, const void *, const void *);
+    int (*attr)(fuse_req_t, const void *, double);
+    int (*readlink)(fuse_req_t, const char *);
+    int (*open)(fuse_req_t, const void *);
+    int (*write)(fuse_req_t, size_t);
+    int (*buf)(fuse_req_t, const char *, size_t);
+    int (*data)(fuse_req_t, void *, int);
+    int (*statfs)(fuse_req_t, const void *);
+    int (*xattr)(fuse_req_t, size_t);
+    int (*lock)(fuse_req_t, const void *);
+    int (*lseek)(fuse_req_t, int64_t);
+    void *(*userdata)(fuse_req_t);
+} lib;
+
+enum op { O_lookup, O_forget, O_getattr, O_setattr, O_readlink, O_mknod, O_mkdir, O_unlink, O_rmdir, O_symlink,
+          O_rename, O_link, O_open, O_read, O_write, O_flush, O_release, O_fsync, O_opendir, O_readdir,
+          O_releasedir, O_fsyncdir, O_statfs, O_setxattr, O_getxattr, O_listxattr, O_removexattr, O_access,
+          O_create, O_getlk, O_setlk, O_forget_multi, O_flock, O_fallocate, O_readdirplus, O_copy_file_range,
+          O_lseek, O_tmpfile, NOPS };
+
+struct table { void *cb[NOPS]; };
+
+static void send_pending(fuse_req_t req, enum kind if_unset) {
+    struct pending *p = &pending;
+    enum kind k = p->kind == K_UNSET ? if_unset : p->kind;
+    p->kind = K_UNSET;
+    switch (k) {
+    case K_UNSET: lib.err(req, EIO); break; /* the callback recorded no reply */
+    case K_ERR: lib.err(req, p->num); break;
+    case K_NONE: lib.none(req); break;
+    case K_ENTRY: lib.entry(req, p->p1); break;
+    case K_CREATE: lib.create(req, p->p1, p->p2); break;
+    case K_ATTR: lib.attr(req, p->p1, p->timeout); break;
+    case K_READLINK: lib.readlink(req, p->p1); break;
+    case K_OPEN: lib.open(req, p->p1); break;
+    case K_WRITE: lib.write(req, (size_t)p->n); break;
+    case K_BUF: lib.buf(req, p->p1, (size_t)p->n); break;
+    case K_DATA: lib.data(req, (void *)p->p1, p->num); break;
+    case K_STATFS: lib.statfs(req, p->p1); break;
+    case K_XATTR: lib.xattr(req, (size_t)p->n); break;
+    case K_LOCK: lib.lock(req, p->p1); break;
+    case K_LSEEK: lib.lseek(req, (int64_t)p->n); break;
+    }
+}
+
+#define CB(op) (((struct table *)lib.userdata(req))->cb[O_##op])
+#define T(op, UNSET, PARAMS, ARGS) \
+    static void t_##op PARAMS { ((void (*) PARAMS)CB(op)) ARGS; send_pending(req, UNSET); }
+#define R K_UNSET
+T(lookup, R, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+T(forget, K_NONE, (fuse_req_t req, fuse_ino_t ino, uint64_t nlookup), (req, ino, nlookup))
+T(getattr, R, (fuse_req_t req, fuse_ino_t ino, fi_t *fi), (req, ino, fi))
+T(setattr, R, (fuse_req_t req, fuse_ino_t ino, stat_t *attr, int to_set, fi_t *fi), (req, ino, attr, to_set, fi))
+T(readlink, R, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+T(mknod, R, (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev),
+  (req, parent, name, mode, rdev))
+T(mkdir, R, (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode), (req, parent, name, mode))
+T(unlink, R, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+T(rmdir, R, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+T(symlink, R, (fuse_req_t req, const char *link, fuse_ino_t parent, const char *name), (req, link, parent, name))
+T(rename, R, (fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
+              unsigned int flags), (req, parent, name, newparent, newname, flags))
+T(link, R, (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname), (req, ino, newparent, newname))
+T(open, R, (fuse_req_t req, fuse_ino_t ino, fi_t *fi), (req, ino, fi))
+T(read, R, (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fi_t *fi), (req, ino, size, off, fi))
+T(write, R, (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, fi_t *fi),
+  (req, ino, buf, size, off, fi))
+T(flush, R, (fuse_req_t req, fuse_ino_t ino, fi_t *fi), (req, ino, fi))
+T(release, R, (fuse_req_t req, fuse_ino_t ino, fi_t *fi), (req, ino, fi))
+T(fsync, R, (fuse_req_t req, fuse_ino_t ino, int datasync, fi_t *fi), (req, ino, datasync, fi))
+T(opendir, R, (fuse_req_t req, fuse_ino_t ino, fi_t *fi), (req, ino, fi))
+T(readdir, R, (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fi_t *fi), (req, ino, size, off, fi))
+T(releasedir, R, (fuse_req_t req, fuse_ino_t ino, fi_t *fi), (req, ino, fi))
+T(fsyncdir, R, (fuse_req_t req, fuse_ino_t ino, int datasync, fi_t *fi), (req, ino, datasync, fi))
+T(statfs, R, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+T(setxattr, R, (fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags),
+  (req, ino, name, value, size, flags))
+T(getxattr, R, (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size), (req, ino, name, size))
+T(listxattr, R, (fuse_req_t req, fuse_ino_t ino, size_t size), (req, ino, size))
+T(removexattr, R, (fuse_req_t req, fuse_ino_t ino, const char *name), (req, ino, name))
+T(access, R, (fuse_req_t req, fuse_ino_t ino, int mask), (req, ino, mask))
+T(create, R, (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, fi_t *fi),
+  (req, parent, name, mode, fi))
+T(getlk, R, (fuse_req_t req, fuse_ino_t ino, fi_t *fi, flock_t *lock), (req, ino, fi, lock))
+T(setlk, R, (fuse_req_t req, fuse_ino_t ino, fi_t *fi, flock_t *lock, int sleep), (req, ino, fi, lock, sleep))
+T(forget_multi, K_NONE, (fuse_req_t req, size_t count, forget_t *forgets), (req, count, forgets))
+T(flock, R, (fuse_req_t req, fuse_ino_t ino, fi_t *fi, int op), (req, ino, fi, op))
+T(fallocate, R, (fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fi_t *fi),
+  (req, ino, mode, offset, length, fi))
+T(readdirplus, R, (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fi_t *fi), (req, ino, size, off, fi))
+T(copy_file_range, R, (fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fi_t *fi_in, fuse_ino_t ino_out,
+                       off_t off_out, fi_t *fi_out, size_t len, int flags),
+  (req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, len, flags))
+T(lseek, R, (fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fi_t *fi), (req, ino, off, whence, fi))
+T(tmpfile, R, (fuse_req_t req, fuse_ino_t parent, mode_t mode, fi_t *fi), (req, parent, mode, fi))
+#undef R
+
+#define E(op) {#op, (void *)t_##op}
+static const struct { const char *name; void *fn; } TRAMPOLINES[NOPS] = {
+    E(lookup), E(forget), E(getattr), E(setattr), E(readlink), E(mknod), E(mkdir), E(unlink), E(rmdir), E(symlink),
+    E(rename), E(link), E(open), E(read), E(write), E(flush), E(release), E(fsync), E(opendir), E(readdir),
+    E(releasedir), E(fsyncdir), E(statfs), E(setxattr), E(getxattr), E(listxattr), E(removexattr), E(access),
+    E(create), E(getlk), E(setlk), E(forget_multi), E(flock), E(fallocate), E(readdirplus), E(copy_file_range),
+    E(lseek), E(tmpfile)};
+
+#ifdef FPT_CHECK_SIGNATURES
+/* Each assignment must compile without a warning (-Werror): the trampoline has the member's type. */
+void fpt_check_signatures(struct fuse_lowlevel_ops *o) {
+    o->lookup = t_lookup; o->forget = t_forget; o->getattr = t_getattr; o->setattr = t_setattr;
+    o->readlink = t_readlink; o->mknod = t_mknod; o->mkdir = t_mkdir; o->unlink = t_unlink; o->rmdir = t_rmdir;
+    o->symlink = t_symlink; o->rename = t_rename; o->link = t_link; o->open = t_open; o->read = t_read;
+    o->write = t_write; o->flush = t_flush; o->release = t_release; o->fsync = t_fsync; o->opendir = t_opendir;
+    o->readdir = t_readdir; o->releasedir = t_releasedir; o->fsyncdir = t_fsyncdir; o->statfs = t_statfs;
+    o->setxattr = t_setxattr; o->getxattr = t_getxattr; o->listxattr = t_listxattr;
+    o->removexattr = t_removexattr; o->access = t_access; o->create = t_create; o->getlk = t_getlk;
+    o->setlk = t_setlk; o->forget_multi = t_forget_multi; o->flock = t_flock; o->fallocate = t_fallocate;
+    o->readdirplus = t_readdirplus; o->copy_file_range = t_copy_file_range; o->lseek = t_lseek;
+#if FUSE_MAJOR_VERSION * 100 + FUSE_MINOR_VERSION >= 317
+    o->tmpfile = t_tmpfile;
+#endif
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------ Python functions */
+static int find_op(PyObject *name) {
+    const char *s = PyUnicode_AsUTF8(name);
+    if (s == NULL)
+        return -1;
+    for (int i = 0; i < NOPS; i++)
+        if (strcmp(TRAMPOLINES[i].name, s) == 0)
+            return i;
+    PyErr_Format(PyExc_KeyError, "no trampoline for %R", name);
+    return -1;
+}
+
+static int as_address(PyObject *o, void **out) {
+    void *v = PyLong_AsVoidPtr(o);
+    if (v == NULL && PyErr_Occurred())
+        return 0;
+    *out = v;
+    return 1;
+}
+
+PyDoc_STRVAR(set_functions_doc, "set_functions(addresses: dict[str, int]): libfuse's fuse_reply_* and "
+             "fuse_req_userdata, by symbol, from the loaded library.");
+static PyObject *set_functions(PyObject *self, PyObject *addresses) {
+    static const struct { const char *symbol; void **slot; } SLOTS[] = {
+        {"fuse_reply_err", (void **)&lib.err}, {"fuse_reply_none", (void **)&lib.none},
+        {"fuse_reply_entry", (void **)&lib.entry}, {"fuse_reply_create", (void **)&lib.create},
+        {"fuse_reply_attr", (void **)&lib.attr}, {"fuse_reply_readlink", (void **)&lib.readlink},
+        {"fuse_reply_open", (void **)&lib.open}, {"fuse_reply_write", (void **)&lib.write},
+        {"fuse_reply_buf", (void **)&lib.buf}, {"fuse_reply_data", (void **)&lib.data},
+        {"fuse_reply_statfs", (void **)&lib.statfs}, {"fuse_reply_xattr", (void **)&lib.xattr},
+        {"fuse_reply_lock", (void **)&lib.lock}, {"fuse_reply_lseek", (void **)&lib.lseek},
+        {"fuse_req_userdata", (void **)&lib.userdata}};
+    if (!PyDict_Check(addresses))
+        return PyErr_Format(PyExc_TypeError, "a dict of addresses");
+    for (size_t i = 0; i < sizeof SLOTS / sizeof SLOTS[0]; i++) {
+        PyObject *a = PyDict_GetItemString(addresses, SLOTS[i].symbol);
+        void *v;
+        if (a == NULL)
+            return PyErr_Format(PyExc_KeyError, "%s", SLOTS[i].symbol);
+        if (!as_address(a, &v))
+            return NULL;
+        if (v == NULL)
+            return PyErr_Format(PyExc_ValueError, "%s: NULL", SLOTS[i].symbol);
+        *SLOTS[i].slot = v;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(trampoline_doc, "trampoline(op: str) -> int: the address of the C function to register for `op`.");
+static PyObject *trampoline(PyObject *self, PyObject *op) {
+    int i = find_op(op);
+    return i < 0 ? NULL : PyLong_FromVoidPtr(TRAMPOLINES[i].fn);
+}
+
+PyDoc_STRVAR(callback_table_doc, "callback_table(callbacks: dict[str, int]) -> int: a table of the callbacks' "
+             "addresses by operation, for a session's userdata; free it with free_callback_table once the session "
+             "is destroyed.");
+static PyObject *callback_table(PyObject *self, PyObject *callbacks) {
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    struct table *t;
+    if (!PyDict_Check(callbacks))
+        return PyErr_Format(PyExc_TypeError, "a dict of addresses");
+    t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return PyErr_NoMemory();
+    while (PyDict_Next(callbacks, &pos, &key, &value)) {
+        int i = find_op(key);
+        if (i < 0 || !as_address(value, &t->cb[i])) {
+            free(t);
+            return NULL;
+        }
+    }
+    return PyLong_FromVoidPtr(t);
+}
+
+static PyObject *free_callback_table(PyObject *self, PyObject *address) {
+    void *t;
+    if (!as_address(address, &t))
+        return NULL;
+    free(t);
+    Py_RETURN_NONE;
+}
+
+/* Record a reply in this thread's slot; objects whose memory it points into are kept until the next one. */
+static struct pending *record(enum kind kind, PyObject *keep1, PyObject *keep2) {
+    struct pending *p = &pending;
+    PyObject *old1 = p->keep1, *old2 = p->keep2;
+    Py_XINCREF(keep1);
+    Py_XINCREF(keep2);
+    p->keep1 = keep1;
+    p->keep2 = keep2;
+    p->kind = kind;
+    Py_XDECREF(old1);
+    Py_XDECREF(old2);
+    return p;
+}
+
+/* The address of a ctypes object's (or any buffer's) memory, and its length. */
+static int memory_of(PyObject *o, const void **ptr, Py_ssize_t *len) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(o, &view, PyBUF_SIMPLE) < 0)
+        return 0;
+    *ptr = view.buf;
+    if (len)
+        *len = view.len;
+    PyBuffer_Release(&view);
+    return 1;
+}
+
+static PyObject *reply_pointer(PyObject *const *args, Py_ssize_t nargs, enum kind kind) {
+    const void *p;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "(req, struct) expected");
+    if (!memory_of(args[1], &p, NULL))
+        return NULL;
+    record(kind, args[1], NULL)->p1 = p;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reply_size(PyObject *const *args, Py_ssize_t nargs, enum kind kind) {
+    unsigned long long n;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "(req, n) expected");
+    n = PyLong_AsUnsignedLongLongMask(args[1]);
+    if (n == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    record(kind, NULL, NULL)->n = n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reply_err(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    int e;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "(req, errno) expected");
+    e = PyLong_AsLong(args[1]);
+    if (e == -1 && PyErr_Occurred())
+        return NULL;
+    record(K_ERR, NULL, NULL)->num = e;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reply_none(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    record(K_NONE, NULL, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *reply_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return reply_pointer(args, nargs, K_ENTRY);
+}
+
+static PyObject *reply_create(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    const void *e, *fi;
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "(req, entry, fi) expected");
+    if (!memory_of(args[1], &e, NULL) || !memory_of(args[2], &fi, NULL))
+        return NULL;
+    struct pending *p = record(K_CREATE, args[1], args[2]);
+    p->p1 = e;
+    p->p2 = fi;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reply_attr(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    const void *st;
+    double timeout;
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "(req, stat, timeout) expected");
+    timeout = PyFloat_AsDouble(args[2]);
+    if (timeout == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!memory_of(args[1], &st, NULL))
+        return NULL;
+    struct pending *p = record(K_ATTR, args[1], NULL);
+    p->p1 = st;
+    p->timeout = timeout;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reply_readlink(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyBytes_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "(req, bytes) expected");
+    record(K_READLINK, args[1], NULL)->p1 = PyBytes_AS_STRING(args[1]); /* NUL-terminated */
+    Py_RETURN_NONE;
+}
+
+static PyObject *reply_open(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return reply_pointer(args, nargs, K_OPEN);
+}
+
+static PyObject *reply_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return reply_size(args, nargs, K_WRITE);
+}
+
+static PyObject *reply_buf(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    const void *data;
+    Py_ssize_t len, size;
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "(req, buffer, size) expected");
+    size = PyLong_AsSsize_t(args[2]);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    if (!memory_of(args[1], &data, &len))
+        return NULL;
+    if (size < 0 || size > len)
+        return PyErr_Format(PyExc_ValueError, "size %zd beyond the buffer's %zd bytes", size, len);
+    struct pending *p = record(K_BUF, args[1], NULL);
+    p->p1 = data;
+    p->n = (uint64_t)size;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reply_data(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    const void *bv;
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "(req, bufvec, flags) expected");
+    int flags = PyLong_AsLong(args[2]);
+    if (flags == -1 && PyErr_Occurred())
+        return NULL;
+    if (!memory_of(args[1], &bv, NULL))
+        return NULL;
+    struct pending *p = record(K_DATA, args[1], NULL);
+    p->p1 = bv;
+    p->num = flags;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reply_statfs(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return reply_pointer(args, nargs, K_STATFS);
+}
+
+static PyObject *reply_xattr(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return reply_size(args, nargs, K_XATTR);
+}
+
+static PyObject *reply_lock(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return reply_pointer(args, nargs, K_LOCK);
+}
+
+static PyObject *reply_lseek(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    long long off;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "(req, offset) expected");
+    off = PyLong_AsLongLong(args[1]);
+    if (off == -1 && PyErr_Occurred())
+        return NULL;
+    record(K_LSEEK, NULL, NULL)->n = (uint64_t)off;
+    Py_RETURN_NONE;
+}
+
+#define FAST(name, doc) {#name, (PyCFunction)(void (*)(void))name, METH_FASTCALL, doc}
+static PyMethodDef METHODS[] = {
+    {"set_functions", set_functions, METH_O, set_functions_doc},
+    {"trampoline", trampoline, METH_O, trampoline_doc},
+    {"callback_table", callback_table, METH_O, callback_table_doc},
+    {"free_callback_table", free_callback_table, METH_O, "free_callback_table(address: int)"},
+    FAST(reply_err, "reply_err(req, errno)"),
+    FAST(reply_none, "reply_none(req): no reply (forget)"),
+    FAST(reply_entry, "reply_entry(req, entry: fuse_entry_param)"),
+    FAST(reply_create, "reply_create(req, entry, fi)"),
+    FAST(reply_attr, "reply_attr(req, stat, timeout)"),
+    FAST(reply_readlink, "reply_readlink(req, target: bytes)"),
+    FAST(reply_open, "reply_open(req, fi)"),
+    FAST(reply_write, "reply_write(req, count)"),
+    FAST(reply_buf, "reply_buf(req, buffer, size)"),
+    FAST(reply_data, "reply_data(req, bufvec, flags)"),
+    FAST(reply_statfs, "reply_statfs(req, statvfs)"),
+    FAST(reply_xattr, "reply_xattr(req, size)"),
+    FAST(reply_lock, "reply_lock(req, flock)"),
+    FAST(reply_lseek, "reply_lseek(req, offset)"),
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_trampolines",
+                                    "C entry points for the low-level binding: replies sent without the GIL.", -1,
+                                    METHODS, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__trampolines(void) { return PyModule_Create(&MODULE); }
