@@ -40,7 +40,9 @@ class ProcessNames:
         # One lock for the descriptor table: a descriptor closed by one thread while another reads it could be
         # reused by a file opened meanwhile, and its contents would be read as a process name.
         self._lock = threading.Lock()
-        self._cmdline_reader: concurrent.futures.ThreadPoolExecutor | None = None
+        # Its one thread starts with the first read (ThreadPoolExecutor starts threads on demand).
+        self._cmdline_reader: concurrent.futures.ThreadPoolExecutor | None = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fpt-cmdline") if with_cmdline else None)
 
     def _read(self, pid: int, what: str, size: int) -> bytes | None:
         with self._lock:
@@ -99,15 +101,13 @@ class ProcessNames:
 
     def _read_cmdline(self, pid: int) -> list[str] | None:
         """None when the process is gone or its mm is locked for longer than CMDLINE_WAIT_S (then the read
-        finishes on the reader thread once the caller moves on, and is dropped)."""
-        if self._cmdline_reader is None:
-            with self._lock:
-                if self._cmdline_reader is None:
-                    self._cmdline_reader = concurrent.futures.ThreadPoolExecutor(
-                        1, thread_name_prefix="fpt-cmdline")
+        finishes on the reader thread once the caller moves on, and is dropped); None after close() too."""
+        reader = self._cmdline_reader
+        if reader is None:
+            return None
         try:
-            data = self._cmdline_reader.submit(_read_proc, pid, "cmdline", 65536).result(self.CMDLINE_WAIT_S)
-        except concurrent.futures.TimeoutError:
+            data = reader.submit(_read_proc, pid, "cmdline", 65536).result(self.CMDLINE_WAIT_S)
+        except (concurrent.futures.TimeoutError, RuntimeError):  # RuntimeError: shut down meanwhile
             return None
         if data is None:
             return None
