@@ -225,6 +225,20 @@ def test_create_in_setgid_directory(env: tuple[Path, Mount], uid: int, umask: in
     """, umask)
 
 
+@pytest.mark.parametrize("uid", [0, MEMBER], ids=["root", "user"])
+def test_umask_changed_between_creates(env: tuple[Path, Mount], uid: int) -> None:
+    """Each create has its caller's umask of the moment, though a worker thread keeps the last umask it set."""
+    same(env, uid, """
+        for i, u in enumerate((0o022, 0o077, 0o000, 0o027, 0o022, 0o000, 0o777, 0o002)):
+            os.umask(u)
+            do("create %o" % u, lambda: os.close(os.open(p("f%d" % i), os.O_CREAT | os.O_WRONLY, 0o777)))
+            do("mkdir %o" % u, lambda: os.mkdir(p("d%d" % i), 0o777))
+            do("mknod %o" % u, lambda: os.mkfifo(p("p%d" % i), 0o777))
+            for n in ("f", "d", "p"):
+                do("mode %s%d" % (n, i), lambda n=n: mode(p("%s%d" % (n, i))))
+    """)
+
+
 # 3. Default ACLs: the umask is not applied where the parent has one; the children inherit them.
 @pytest.mark.parametrize("uid", [0, MEMBER], ids=["root", "user"])
 @pytest.mark.parametrize("umask", [0o077, 0o022])

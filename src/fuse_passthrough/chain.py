@@ -63,19 +63,18 @@ class PathSource(Protocol):
     def path(self, ino: int, name: bytes | None = None) -> str | None: ...
 
 
-_req_ctx: Callable[[int], Any] | None = None
+_caller: Callable[[int], tuple[int, int, int, int]] | None = None
 
 
 def request_caller(req: int) -> tuple[int, int, int, int]:
     """(uid, gid, pid, umask) of the process behind a low-level request."""
-    global _req_ctx
+    global _caller
     if not req:
         return (0, 0, 0, 0)
-    if _req_ctx is None:
+    if _caller is None:
         from .lowlevel import binding as ll  # loads libfuse: not at import
-        _req_ctx = ll.req_ctx
-    c = _req_ctx(req)
-    return (c.uid, c.gid, c.pid, c.umask)
+        _caller = ll.caller
+    return _caller(req)
 
 
 class Call:

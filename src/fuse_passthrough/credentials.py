@@ -39,6 +39,13 @@ class CallerCredentials:
         self._with_groups = groups  # False: fsuid/fsgid only (enough for setuid clearing, half the cost)
         self._switched = threading.local()
 
+    def switches(self) -> bool:
+        """Whether entering switches anything (the caller is not the daemon's own uid and gid)."""
+        if not self.enabled:
+            return False
+        uid, gid, _pid, _umask = self._context()
+        return uid != self._uid or gid != self._gid
+
     def __enter__(self) -> bool:
         """Switch to the caller; returns True when a switch happened."""
         if not self.enabled:

@@ -102,24 +102,23 @@ def _handles_fd(source: str) -> int:
 
 
 class _CallerUmask:
-    """The caller's credentials and, when `umask` >= 0, its umask in this thread (which has its own)."""
+    """The caller's credentials and, when `umask` >= 0, its umask in this thread (which has its own: `thread`).
+    The umask stays set after the call (the next create's caller most often has the same one: no umask calls);
+    nothing else a worker thread does creates files."""
 
-    __slots__ = ("creds", "umask")
+    __slots__ = ("creds", "umask", "thread")
 
-    def __init__(self, creds: CallerCredentials, umask: int) -> None:
-        self.creds, self.umask = creds, umask
+    def __init__(self, creds: CallerCredentials, umask: int, thread: threading.local) -> None:
+        self.creds, self.umask, self.thread = creds, umask, thread
 
     def __enter__(self) -> None:
-        if self.umask >= 0:
+        if self.umask >= 0 and self.thread.umask != self.umask:
             os.umask(self.umask)
+            self.thread.umask = self.umask
         self.creds.__enter__()
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            self.creds.__exit__(None, None, None)
-        finally:
-            if self.umask >= 0:
-                os.umask(0)
+        self.creds.__exit__(None, None, None)
 
 
 class InodeOperations:
@@ -176,8 +175,7 @@ class InodeOperations:
 
     # -- the caller ---------------------------------------------------------------------------------------------
     def _caller_context(self) -> tuple[int, int, int, int]:
-        c = ll.req_ctx(self._request.req)
-        return c.uid, c.gid, c.pid, c.umask
+        return ll.caller(self._request.req)
 
     def _caller_groups(self) -> list[int] | None:
         return ll.req_groups(self._request.req)
@@ -209,8 +207,8 @@ class InodeOperations:
         return 0 < self.trusted.get(parent.key[0], 0) <= t0 and 0 < parent.watched <= t0
 
     def _entry(self, node: Node, st: os.stat_result, parent: Node | None, t0: int) -> abi.fuse_entry_param:
-        return ll.entry_param(node.nodeid, ll.stat_from(st), self._attr_timeout(node, t0),
-                              self._entry_timeout(parent, t0), node.generation)
+        return ll.entry_from(node.nodeid, st, self._attr_timeout(node, t0), self._entry_timeout(parent, t0),
+                             node.generation)
 
     def _lookup(self, parent: int, name: bytes) -> abi.fuse_entry_param:
         """Find `name` in `parent` and count one entry reply for it."""
@@ -286,8 +284,8 @@ class InodeOperations:
     def init(self, conn: Any) -> None:
         # Without FUSE_CAP_DONT_MASK the kernel applies the caller's umask before sending a mode; ours must not
         # mask it a second time. With it, each worker thread has a umask of its own (unshare(CLONE_FS)), set to
-        # the caller's around each create, so SOURCE's filesystem applies it only where the parent has no
-        # default ACL, as natively.
+        # the caller's for each create (when it differs from the last one), so SOURCE's filesystem applies it only
+        # where the parent has no default ACL, as natively.
         os.umask(0)
         capable = conn.capable_ext if ll.VERSION >= (3, 17) else conn.capable
         want = 0
@@ -331,10 +329,11 @@ class InodeOperations:
             self.on_init()
 
     def _own_fs(self) -> None:
-        """Give the calling worker thread its own umask (once), 0 between requests."""
+        """Give the calling worker thread its own umask (once)."""
         if not getattr(self._thread_fs, "own", False):
             syscalls.unshare(syscalls.CLONE_FS)
             os.umask(0)
+            self._thread_fs.umask = 0
             self._thread_fs.own = True
 
     def _creating(self, req: int) -> _CallerUmask:
@@ -342,9 +341,9 @@ class InodeOperations:
         umask."""
         self._request.req = req
         if not self.dont_mask:
-            return _CallerUmask(self.as_caller, -1)
+            return _CallerUmask(self.as_caller, -1, self._thread_fs)
         self._own_fs()
-        return _CallerUmask(self.as_caller, ll.req_ctx(req).umask)
+        return _CallerUmask(self.as_caller, ll.caller(req)[3], self._thread_fs)
 
     def destroy(self) -> None:
         if self.on_destroy is not None:
@@ -628,8 +627,11 @@ class InodeOperations:
         """Data changes as the caller, so the source clears setuid/setgid bits as it would for them (root keeps
         them). Its supplementary groups (read from /proc, so only where they matter): a setgid bit without
         group-execute is kept for members of the file's group only."""
+        ids = self._as_caller_ids(req)
+        if not ids.switches():  # the daemon's own ids: no groups to take either
+            return ids
         sgid_only = os.fstat(fh).st_mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID
-        return self._as_caller(req) if sgid_only else self._as_caller_ids(req)
+        return self._as_caller(req) if sgid_only else ids
 
     def flush(self, req: int, ino: int, fi: Any) -> None:
         # What close() of one descriptor does on the source (e.g. NFS reports write errors here).
@@ -735,7 +737,7 @@ class InodeOperations:
     # -- extended attributes ------------------------------------------------------------------------------------
     # "trusted." needs CAP_SYS_ADMIN on the source; the daemon has it, the caller may not.
     def _privileged(self, req: int, name: bytes) -> bool:
-        return name.startswith(b"trusted.") and ll.req_ctx(req).uid != _ROOT_UID
+        return name.startswith(b"trusted.") and ll.caller(req)[0] != _ROOT_UID
 
     def _xattr_path(self, node: Node) -> tuple[str, bool]:
         """A path for the xattr calls, and whether to follow it: a symlink's own attributes through its parent

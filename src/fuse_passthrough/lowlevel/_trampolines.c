@@ -21,13 +21,20 @@
  * fuse_reply_* functions are found in the library the binding loaded (set_functions), so one build serves
  * libfuse 3.14 and 3.17 alike. The callbacks are per session: the session's userdata is its table
  * (callback_table), read back with fuse_req_userdata.
+ *
+ * Also here, for the same reason of cost: the conversions every request makes (caller, fill_stat, fill_entry). In
+ * Python through ctypes they cost 1-2.5 us each (a field set per struct member); here a tenth of that. They use
+ * the two small structs libfuse declares by value (fuse_ctx, fuse_entry_param) and the system's struct stat; the
+ * layout test checks both against each version's headers (_Static_assert below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #ifdef FPT_CHECK_SIGNATURES /* the layout test: the trampolines must have the ops' exact types */
@@ -43,6 +50,22 @@ typedef struct fi_s fi_t;
 typedef struct stat stat_t;
 typedef struct flock flock_t;
 typedef struct forget_s forget_t;
+#endif
+
+/* fuse_common.h / fuse_lowlevel.h, the same in 3.14 and 3.17 (checked below) */
+struct fpt_ctx { uid_t uid; gid_t gid; pid_t pid; mode_t umask; };
+struct fpt_entry { fuse_ino_t ino; uint64_t generation; struct stat attr; double attr_timeout, entry_timeout; };
+
+#ifdef FPT_CHECK_SIGNATURES
+#define SAME(a, b, f) (offsetof(struct a, f) == offsetof(struct b, f) && sizeof(((struct a *)0)->f) == \
+                       sizeof(((struct b *)0)->f))
+_Static_assert(sizeof(struct fpt_ctx) == sizeof(struct fuse_ctx) && SAME(fpt_ctx, fuse_ctx, uid) &&
+               SAME(fpt_ctx, fuse_ctx, gid) && SAME(fpt_ctx, fuse_ctx, pid) && SAME(fpt_ctx, fuse_ctx, umask),
+               "struct fuse_ctx");
+_Static_assert(sizeof(struct fpt_entry) == sizeof(struct fuse_entry_param) && SAME(fpt_entry, fuse_entry_param, ino)
+               && SAME(fpt_entry, fuse_entry_param, generation) && SAME(fpt_entry, fuse_entry_param, attr) &&
+               SAME(fpt_entry, fuse_entry_param, attr_timeout) && SAME(fpt_entry, fuse_entry_param, entry_timeout),
+               "struct fuse_entry_param");
 #endif
 
 enum kind { K_UNSET, K_ERR, K_NONE, K_ENTRY, K_CREATE, K_ATTR, K_READLINK, K_OPEN, K_WRITE, K_BUF, K_DATA, K_STATFS,
@@ -75,6 +98,7 @@ static struct {
     int (*lock)(fuse_req_t, const void *);
     int (*lseek)(fuse_req_t, int64_t);
     void *(*userdata)(fuse_req_t);
+    const struct fpt_ctx *(*ctx)(fuse_req_t);
 } lib;
 
 enum op { O_lookup, O_forget, O_getattr, O_setattr, O_readlink, O_mknod, O_mkdir, O_unlink, O_rmdir, O_symlink,
@@ -206,8 +230,8 @@ static int as_address(PyObject *o, void **out) {
     return 1;
 }
 
-PyDoc_STRVAR(set_functions_doc, "set_functions(addresses: dict[str, int]): libfuse's fuse_reply_* and "
-             "fuse_req_userdata, by symbol, from the loaded library.");
+PyDoc_STRVAR(set_functions_doc, "set_functions(addresses: dict[str, int]): libfuse's fuse_reply_*, "
+             "fuse_req_userdata and fuse_req_ctx, by symbol, from the loaded library.");
 static PyObject *set_functions(PyObject *self, PyObject *addresses) {
     static const struct { const char *symbol; void **slot; } SLOTS[] = {
         {"fuse_reply_err", (void **)&lib.err}, {"fuse_reply_none", (void **)&lib.none},
@@ -217,7 +241,7 @@ static PyObject *set_functions(PyObject *self, PyObject *addresses) {
         {"fuse_reply_buf", (void **)&lib.buf}, {"fuse_reply_data", (void **)&lib.data},
         {"fuse_reply_statfs", (void **)&lib.statfs}, {"fuse_reply_xattr", (void **)&lib.xattr},
         {"fuse_reply_lock", (void **)&lib.lock}, {"fuse_reply_lseek", (void **)&lib.lseek},
-        {"fuse_req_userdata", (void **)&lib.userdata}};
+        {"fuse_req_userdata", (void **)&lib.userdata}, {"fuse_req_ctx", (void **)&lib.ctx}};
     if (!PyDict_Check(addresses))
         return PyErr_Format(PyExc_TypeError, "a dict of addresses");
     for (size_t i = 0; i < sizeof SLOTS / sizeof SLOTS[0]; i++) {
@@ -436,12 +460,137 @@ static PyObject *reply_lseek(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------------ conversions */
+PyDoc_STRVAR(caller_doc, "caller(req: int) -> (uid, gid, pid, umask) of the process behind the request.");
+static PyObject *caller(PyObject *self, PyObject *req) {
+    void *r;
+    if (!as_address(req, &r))
+        return NULL;
+    if (lib.ctx == NULL || r == NULL)
+        return PyErr_Format(PyExc_ValueError, "no request");
+    const struct fpt_ctx *c = lib.ctx(r);
+    return Py_BuildValue("(kkik)", (unsigned long)c->uid, (unsigned long)c->gid, (int)c->pid,
+                         (unsigned long)c->umask);
+}
+
+/* Where os.stat_result keeps each field (set_stat_fields: the fields past the tuple's ten have no fixed place). */
+enum { FLD_DEV, FLD_INO, FLD_NLINK, FLD_MODE, FLD_UID, FLD_GID, FLD_RDEV, FLD_SIZE, FLD_BLKSIZE, FLD_BLOCKS,
+       FLD_ATIME, FLD_MTIME, FLD_CTIME, NSTAT };
+static Py_ssize_t stat_index[NSTAT];
+static PyTypeObject *stat_type;
+
+PyDoc_STRVAR(set_stat_fields_doc, "set_stat_fields(stat_result: type, indices: tuple[int, ...]): where "
+             "os.stat_result keeps st_dev, st_ino, st_nlink, st_mode, st_uid, st_gid, st_rdev, st_size, st_blksize, "
+             "st_blocks, st_atime_ns, st_mtime_ns, st_ctime_ns.");
+static PyObject *set_stat_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != NSTAT)
+        return PyErr_Format(PyExc_TypeError, "(type, tuple of %d indices) expected", NSTAT);
+    for (int i = 0; i < NSTAT; i++) {
+        Py_ssize_t v = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[1], i));
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        stat_index[i] = v;
+    }
+    Py_XSETREF(stat_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_RETURN_NONE;
+}
+
+static unsigned long long field_u(PyObject *st, int f) {
+    return PyLong_AsUnsignedLongLong(PyStructSequence_GetItem(st, stat_index[f]));
+}
+
+static long long field_s(PyObject *st, int f) {
+    return PyLong_AsLongLong(PyStructSequence_GetItem(st, stat_index[f]));
+}
+
+static struct timespec field_time(PyObject *st, int f) {
+    long long ns = field_s(st, f);
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    if (ts.tv_nsec < 0) { /* floor, as divmod: before 1970 */
+        ts.tv_nsec += 1000000000;
+        ts.tv_sec -= 1;
+    }
+    return ts;
+}
+
+/* `out` (a struct stat) from os.stat_result `st`; 0 with an exception set on failure. */
+static int stat_of(PyObject *st, struct stat *out) {
+    if (stat_type == NULL || !Py_IS_TYPE(st, stat_type)) {
+        PyErr_Format(PyExc_TypeError, "an os.stat_result expected, not %.100s", Py_TYPE(st)->tp_name);
+        return 0;
+    }
+    memset(out, 0, sizeof *out);
+    out->st_dev = (dev_t)field_u(st, FLD_DEV);
+    out->st_ino = (ino_t)field_u(st, FLD_INO);
+    out->st_nlink = (nlink_t)field_u(st, FLD_NLINK);
+    out->st_mode = (mode_t)field_u(st, FLD_MODE);
+    out->st_uid = (uid_t)field_u(st, FLD_UID);
+    out->st_gid = (gid_t)field_u(st, FLD_GID);
+    out->st_rdev = (dev_t)field_u(st, FLD_RDEV);
+    out->st_size = (off_t)field_s(st, FLD_SIZE);
+    out->st_blksize = (blksize_t)field_s(st, FLD_BLKSIZE);
+    out->st_blocks = (blkcnt_t)field_s(st, FLD_BLOCKS);
+    out->st_atim = field_time(st, FLD_ATIME);
+    out->st_mtim = field_time(st, FLD_MTIME);
+    out->st_ctim = field_time(st, FLD_CTIME);
+    return !PyErr_Occurred();
+}
+
+/* The writable memory of `o` (a ctypes struct), which must be `size` bytes. */
+static void *writable(PyObject *o, size_t size, const char *what) {
+    Py_buffer view;
+    void *p;
+    if (PyObject_GetBuffer(o, &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    p = view.buf;
+    if ((size_t)view.len != size) {
+        PyErr_Format(PyExc_TypeError, "a %s (%zu bytes) expected, not %zd bytes", what, size, view.len);
+        p = NULL;
+    }
+    PyBuffer_Release(&view);
+    return p;
+}
+
+PyDoc_STRVAR(fill_stat_doc, "fill_stat(out: stat_t, st: os.stat_result): `out` set to `st`.");
+static PyObject *fill_stat(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    struct stat s, *out;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "(out, stat_result) expected");
+    if ((out = writable(args[0], sizeof *out, "struct stat")) == NULL || !stat_of(args[1], &s))
+        return NULL;
+    *out = s;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(fill_entry_doc, "fill_entry(out: fuse_entry_param, ino, generation, st: os.stat_result, attr_timeout, "
+             "entry_timeout): `out` set to these.");
+static PyObject *fill_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    struct fpt_entry e, *out;
+    if (nargs != 6)
+        return PyErr_Format(PyExc_TypeError,
+                            "(out, ino, generation, stat_result, attr_timeout, entry_timeout) expected");
+    if ((out = writable(args[0], sizeof *out, "struct fuse_entry_param")) == NULL || !stat_of(args[3], &e.attr))
+        return NULL;
+    e.ino = PyLong_AsUnsignedLongLong(args[1]);
+    e.generation = PyLong_AsUnsignedLongLong(args[2]);
+    e.attr_timeout = PyFloat_AsDouble(args[4]);
+    e.entry_timeout = PyFloat_AsDouble(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    *out = e;
+    Py_RETURN_NONE;
+}
+
 #define FAST(name, doc) {#name, (PyCFunction)(void (*)(void))name, METH_FASTCALL, doc}
 static PyMethodDef METHODS[] = {
     {"set_functions", set_functions, METH_O, set_functions_doc},
     {"trampoline", trampoline, METH_O, trampoline_doc},
     {"callback_table", callback_table, METH_O, callback_table_doc},
     {"free_callback_table", free_callback_table, METH_O, "free_callback_table(address: int)"},
+    {"caller", caller, METH_O, caller_doc},
+    FAST(set_stat_fields, set_stat_fields_doc),
+    FAST(fill_stat, fill_stat_doc),
+    FAST(fill_entry, fill_entry_doc),
     FAST(reply_err, "reply_err(req, errno)"),
     FAST(reply_none, "reply_none(req): no reply (forget)"),
     FAST(reply_entry, "reply_entry(req, entry: fuse_entry_param)"),
@@ -459,7 +608,8 @@ static PyMethodDef METHODS[] = {
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_trampolines",
-                                    "C entry points for the low-level binding: replies sent without the GIL.", -1,
+                                    "C entry points for the low-level binding: replies sent without the GIL, and "
+                                    "per-request conversions.", -1,
                                     METHODS, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__trampolines(void) { return PyModule_Create(&MODULE); }

@@ -33,7 +33,7 @@ from. Handlers, with what they return:
     copy_file_range(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, length, flags) -> int
     lseek(req, ino, off, whence, fi) -> int
 
-`req` is the request's address (an int) for `req_ctx`, `req_groups`, `req_interrupted`, `passthrough_open`.
+`req` is the request's address (an int) for `caller`, `req_ctx`, `req_groups`, `req_interrupted`, `passthrough_open`.
 bmap, ioctl, poll, write_buf and retrieve_reply are declared (abi.py) but not offered here.
 
 Per-request cost: libfuse's worker threads are not Python threads, so ctypes would create and destroy a Python
@@ -149,6 +149,15 @@ def req_ctx(req: int) -> abi.fuse_ctx:
     return _req_ctx(req).contents
 
 
+def _caller(req: int) -> tuple[int, int, int, int]:
+    c = _req_ctx(req).contents
+    return (c.uid, c.gid, c.pid, c.umask)
+
+
+caller: Callable[[int], tuple[int, int, int, int]] = _caller if _trampolines is None else _trampolines.caller
+"""(uid, gid, pid, umask) of the process behind the request (during the request only)."""
+
+
 def req_groups(req: int) -> list[int] | None:
     """Supplementary groups of the calling process (libfuse reads /proc), None when unavailable."""
     n = 64
@@ -186,8 +195,7 @@ def passthrough_close(req: int, backing_id: int) -> None:
         raise OSError(e, os.strerror(e))
 
 
-def stat_from(st: os.stat_result) -> abi.stat_t:
-    """A struct stat filled from an os.stat_result (for handlers that stat through os)."""
+def _stat_from(st: os.stat_result) -> abi.stat_t:
     s = Stat()
     s.st_dev, s.st_ino, s.st_nlink, s.st_mode = st.st_dev, st.st_ino, st.st_nlink, st.st_mode
     s.st_uid, s.st_gid, s.st_rdev, s.st_size = st.st_uid, st.st_gid, st.st_rdev, st.st_size
@@ -197,6 +205,41 @@ def stat_from(st: os.stat_result) -> abi.stat_t:
         ts = getattr(s, name[:5] + "im")
         ts.tv_sec, ts.tv_nsec = sec, nsec
     return s
+
+
+def _entry_from(ino: int, st: os.stat_result, attr_timeout: float, entry_timeout: float, generation: int = 0
+                ) -> abi.fuse_entry_param:
+    e = EntryParam()
+    e.ino, e.generation, e.attr = ino, generation, _stat_from(st)
+    e.attr_timeout, e.entry_timeout = attr_timeout, entry_timeout
+    return e
+
+
+def _compiled_stat_from(st: os.stat_result) -> abi.stat_t:
+    s = Stat()
+    _fill_stat(s, st)
+    return s
+
+
+def _compiled_entry_from(ino: int, st: os.stat_result, attr_timeout: float, entry_timeout: float,
+                         generation: int = 0) -> abi.fuse_entry_param:
+    e = EntryParam()
+    _fill_entry(e, ino, generation, st, attr_timeout, entry_timeout)
+    return e
+
+
+# The same conversions in C where _trampolines is built (a tenth of the cost: a ctypes field set per member here).
+stat_from: Callable[[os.stat_result], abi.stat_t] = _stat_from
+"""A struct stat filled from an os.stat_result (for handlers that stat through os)."""
+entry_from: Callable[..., abi.fuse_entry_param] = _entry_from
+"""entry_from(ino, st, attr_timeout, entry_timeout, generation=0): an entry reply for an os.stat_result."""
+if _trampolines is not None:
+    _probe = os.stat_result(tuple(range(os.stat_result.n_fields)))  # each field holds its own index
+    _trampolines.set_stat_fields(os.stat_result, tuple(getattr(_probe, f) for f in (
+        "st_dev", "st_ino", "st_nlink", "st_mode", "st_uid", "st_gid", "st_rdev", "st_size", "st_blksize",
+        "st_blocks", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")))
+    _fill_stat, _fill_entry = _trampolines.fill_stat, _trampolines.fill_entry
+    stat_from, entry_from = _compiled_stat_from, _compiled_entry_from
 
 
 def entry_param(ino: int, attr: abi.stat_t, attr_timeout: float, entry_timeout: float,
@@ -313,7 +356,8 @@ if _trampolines is not None:
     _trampolines.set_functions({sym: ctypes.cast(FUNCTIONS[sym], ctypes.c_void_p).value for sym in (
         "fuse_reply_err", "fuse_reply_none", "fuse_reply_entry", "fuse_reply_create", "fuse_reply_attr",
         "fuse_reply_readlink", "fuse_reply_open", "fuse_reply_write", "fuse_reply_buf", "fuse_reply_data",
-        "fuse_reply_statfs", "fuse_reply_xattr", "fuse_reply_lock", "fuse_reply_lseek", "fuse_req_userdata")})
+        "fuse_reply_statfs", "fuse_reply_xattr", "fuse_reply_lock", "fuse_reply_lseek", "fuse_req_userdata",
+        "fuse_req_ctx")})
     _t = _trampolines
     DEFERRED_REPLIES = Replies(
         err=_t.reply_err, none=_t.reply_none, entry=_t.reply_entry, create=_t.reply_create, attr=_t.reply_attr,
