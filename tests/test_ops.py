@@ -532,6 +532,8 @@ def test_flush_fsync_fdatasync_fsyncdir(env: Env) -> None:
     fd = os.open(env.mnt / "f", os.O_WRONLY | os.O_CREAT, 0o644)
     os.write(fd, b"x")
     os.close(fd)                                  # flush, not fsync
+    for _ in range(3):
+        os.close(os.open(env.mnt / "f", os.O_RDONLY))  # no flush: opened read-only, with FOPEN_NOFLUSH
     fd = os.open(env.mnt / "g", os.O_WRONLY | os.O_CREAT, 0o644)
     os.write(fd, b"y")
     os.fsync(fd)
@@ -546,7 +548,7 @@ def test_flush_fsync_fdatasync_fsyncdir(env: Env) -> None:
     for e in events:
         by_path.setdefault(e["path"], []).append(e)
     f_ops = [e["op"] for e in by_path["/f"]]
-    assert "flush" in f_ops and "fsync" not in f_ops
+    assert f_ops.count("flush") == 1 and f_ops.count("open") == 3 and "fsync" not in f_ops
     g_syncs = [e["args"]["datasync"] for e in by_path["/g"] if e["op"] == "fsync"]
     assert g_syncs == [0, 1]
     assert any(e["op"] == "fsyncdir" and e["errno"] is None for e in by_path["/"])

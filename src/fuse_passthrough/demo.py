@@ -54,7 +54,10 @@ WALKS = [
          "capabilities that the write must remove. With libfuse >= 3.17 this filesystem takes that on "
          "(FUSE_HANDLE_KILLPRIV_V2: it writes as the caller, so SOURCE clears set-id bits and capabilities "
          "itself) and the kernel asks once per file instead of before every write; with 3.14 it asks every time."),
-    Walk("Read a file", "cat bar", ["getattr", "open", "read", "getattr", "flush", "release"]),
+    Walk("Read a file", "cat bar", ["getattr", "open", "read", "getattr", "flush", "release"],
+         "The original saw a flush before the release, as for every close(). This filesystem opens a file read "
+         "only with FOPEN_NOFLUSH: closing a descriptor that cannot have written has nothing to report, so the "
+         "kernel does not ask (a local filesystem has no call there either)."),
     Walk("Make a directory", "mkdir notes"),
     Walk("Move a file", "mv bar notes/bar.txt"),
     Walk("Make a symbolic link", "ln -s notes/bar.txt shortcut"),
@@ -106,7 +109,8 @@ _GENERIC = {
     "init": "init: the kernel and libfuse agree on the protocol and capabilities when the mount is made.",
     "create": "create: open(O_CREAT) on a name that does not exist — create and open in one request.",
     "write": "write: the data (only its length is recorded, never the bytes), at an offset, to a handle.",
-    "flush": "flush: sent at close() of each descriptor, so the filesystem can report late errors.",
+    "flush": "flush: sent at close() of each descriptor that may have written, so the filesystem can report "
+             "late errors (read-only opens reply FOPEN_NOFLUSH: no flush).",
     "release": "release: the last descriptor of an open file is gone; the handle is freed.",
     "open": "open: a handle for an existing file, with the caller's access mode.",
     "read": "read: the kernel asks for whole pages (and reads ahead), not just what the program asked for.",

@@ -556,6 +556,10 @@ class InodeOperations:
 
     def _opened(self, req: int, node: Node, fd: int, fi: Any, st: os.stat_result | None = None) -> None:
         fi.fh = fd
+        if fi.flags & os.O_ACCMODE == os.O_RDONLY:
+            # FOPEN_NOFLUSH: a close() of a read-only descriptor has nothing to report (no write can have
+            # failed late), so the kernel sends no FLUSH for it, as a local filesystem has no call there either.
+            fi.noflush = 1
         if self.noatime:
             _set_noatime(fd)
         backing_id = 0
