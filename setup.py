@@ -1,12 +1,14 @@
-"""The package is Python but for two optional C modules, built where a C compiler and Python's headers are (else
+"""The package is Python but for three optional C modules, built where a C compiler and Python's headers are (else
 the build goes on without them, and the same work is done in Python):
 
 - src/fuse_passthrough/_columns.c: the per-event part of `report`'s tally (docs/report.md, "Speed and memory");
   without it `report` does the same work with about 4 times the instructions per event;
 - src/fuse_passthrough/lowlevel/_trampolines.c: the low-level binding's C entry points, which send each reply after
-  the Python callback has released the GIL (lowlevel/binding.py); without it replies are sent from Python.
+  the Python callback has released the GIL (lowlevel/binding.py); without it replies are sent from Python;
+- src/fuse_passthrough/tracing/_jsonl.c: the trace writer's JSONL lines with names beyond ASCII escaped as the
+  stdlib's json does (tracing/formats.py); without it those lines are encoded by the stdlib, ~4 us more each.
 
-Neither links libfuse (the binding loads it at run time). Everything else is in pyproject.toml."""
+None links libfuse (the binding loads it at run time). Everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -14,4 +16,5 @@ setup(ext_modules=[
     Extension("fuse_passthrough._columns", ["src/fuse_passthrough/_columns.c"], optional=True),
     Extension("fuse_passthrough.lowlevel._trampolines", ["src/fuse_passthrough/lowlevel/_trampolines.c"],
               optional=True),
+    Extension("fuse_passthrough.tracing._jsonl", ["src/fuse_passthrough/tracing/_jsonl.c"], optional=True),
 ])

@@ -5,6 +5,8 @@ import os
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fuse_passthrough.tracing import RotatingFile, TraceSink
 from fuse_passthrough.tracing.events import RawEvent
@@ -193,7 +195,7 @@ def test_compressed_rotation_gives_complete_files_under_the_cap(tmp_path, suffix
 
 @pytest.mark.parametrize("suffix", [".zst", ".gz"])
 def test_compressed_output_is_readable_while_written(tmp_path, suffix: str) -> None:
-    """Every write_lines ends in a flushed block: a reader sees all lines so far, before the file is closed."""
+    """Every write_lines (write_block) ends in a flushed block: a reader sees all lines so far, before the file is closed."""
     from fuse_passthrough.tracing.compression import TraceReader
 
     path = tmp_path / f"t.jsonl{suffix}"
@@ -208,3 +210,28 @@ def test_compressed_output_is_readable_while_written(tmp_path, suffix: str) -> N
         assert [json.loads(line)["n"] for line in data.splitlines()] == list(range(batch * 10 + 10))
     out.close()
     assert [json.loads(line)["n"] for line in _decompress(path).splitlines()] == list(range(30))
+
+
+@given(st.lists(st.lists(st.integers(1, 120), max_size=30), max_size=12), st.integers(20, 400))
+@settings(max_examples=60, deadline=None)
+def test_rotation_splits_batches_only_between_lines(tmp_path_factory, batches: list, max_bytes: int) -> None:
+    """Whatever the batches and line lengths: every line whole in one file, in order, nothing lost (enough
+    backups), and no file above the cap unless it holds one line longer than the cap alone."""
+    d = tmp_path_factory.mktemp("rot")
+    out = RotatingFile(str(d / "t.log"), max_bytes=max_bytes, backups=10_000)
+    n = 0
+    for batch in batches:
+        lines = []
+        for length in batch:
+            lines.append(f"{n:06d}".encode().ljust(length, b"x")[:max(length, 6)] + b"\n")
+            n += 1
+        out.write_lines(lines)
+    out.close()
+    files = _rotated_in_order(d, "t.log")
+    got = []
+    for f in files:
+        data = f.read_bytes()
+        file_lines = data.splitlines(keepends=True)
+        assert len(data) <= max_bytes or len(file_lines) == 1, (f.name, len(data))
+        got += file_lines
+    assert [int(line[:6]) for line in got] == list(range(n))

@@ -58,7 +58,7 @@ class Compressor:
         else:
             raise ValueError(f"unknown codec {codec!r}")
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
         """The compressed bytes of `data`, flushed: a reader can decode everything written so far."""
         if self._zstd is not None:
             return self._zstd.compress(data) + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)

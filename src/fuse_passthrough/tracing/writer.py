@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         body = _read_exact(stdin, _HEADER.unpack(header)[0])
         if body is None:
             break
-        lines = []
+        block, ends = bytearray(), []  # one buffer, not a list of lines (RotatingFile.write_block says why)
         add = summary.add
         for item in marshal.loads(body):
             try:
@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                 item = (*item[:4], None, *item[5:])
                 event = event_of(item)
             add(item[2], item[6], bool(item[5]), item[4], len(item) > 12 and bool(item[12]))
-            lines.append(encode(event))
-        output.write_lines(lines)
-        written += len(lines)
+            block += encode(event)
+            ends.append(len(block))
+        output.write_block(block, ends)
+        written += len(ends)
         output.flush()
     output.close()
     if not args.no_summary and written:

@@ -1,0 +1,3 @@
+# The compiled module _jsonl.c (optional: formats.py uses the stdlib encoder without it).
+
+def ascii_escaped(line: bytes, /) -> bytes: ...
