@@ -57,3 +57,22 @@ def test_process_tree_follows_descendants_and_their_kernel_releases() -> None:
     assert tree.accepts("open", ("/f", 0), 0, me, result=9)
     assert tree.accepts("release", ("/f", 9), 0, 0)  # kernel-issued, on a member's handle
     assert not tree.accepts("release", ("/g", 12), 0, 0)  # kernel-issued, someone else's handle
+
+
+def test_process_tree_keeps_both_releases_of_a_handle_number_given_again() -> None:
+    """A worker thread records the release of fh 9 after another recorded the open that got 9 again: the kernel's
+    release of the new open is still a member's."""
+    me = os.getpid()
+    tree = ProcessTree(me)
+    assert tree.accepts("open", ("/f", 0), 0, me, result=9)
+    assert tree.accepts("open", ("/f", 0), 0, me, result=9)  # recorded before the first one's release
+    assert tree.accepts("release", ("/f", 9), 0, 0)
+    assert tree.accepts("release", ("/f", 9), 0, 0)
+    assert not tree.accepts("release", ("/f", 9), 0, 0)  # both gone: a third is someone else's
+
+
+def test_process_tree_follows_passthrough_opens() -> None:
+    me = os.getpid()
+    tree = ProcessTree(me)
+    assert tree.accepts("open", ("/f", 0), 0, me, result=(7, 1))  # (fh, backing id)
+    assert tree.accepts("release", ("/f", 7), 0, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -78,7 +79,10 @@ class ProcessTree:
     def __init__(self, root: int) -> None:
         self.root = root
         self._member: dict[int, bool] = {root: True}
-        self._fhs: set[int] = set()
+        # Open handles of members, counted: the daemon may give a released handle's number to a new open before
+        # the release is recorded (another worker thread), and both releases must then be kept.
+        self._fhs: dict[int, int] = {}
+        self._fhs_lock = threading.Lock()
 
     def is_member(self, pid: int) -> bool:
         known = self._member.get(pid)
@@ -98,6 +102,14 @@ class ProcessTree:
             self._member[c] = result
         return result
 
+    def _released(self, fh: int) -> None:
+        with self._fhs_lock:
+            n = self._fhs.get(fh, 0)
+            if n > 1:
+                self._fhs[fh] = n - 1
+            elif n:
+                del self._fhs[fh]
+
     def accepts(self, op: str, args: tuple[Any, ...], err: int, pid: int, result: Any = None) -> bool:
         names = ARG_NAMES.get(op, ())
         fh = None
@@ -108,14 +120,17 @@ class ProcessTree:
             if fh is None or fh not in self._fhs:
                 return False
             if op in ("release", "releasedir"):
-                self._fhs.discard(fh)
+                self._released(fh)
             return True
         if not self.is_member(pid):
             return False
         if fh is not None:
             if op in ("release", "releasedir"):
-                self._fhs.discard(fh)
-        elif op in ("open", "create", "opendir") and not err and isinstance(result, int):
-            self._fhs.add(result)  # a handle of a member: kernel-issued ops on it belong to the trace
+                self._released(fh)
+        elif op in ("open", "create", "opendir") and not err and result is not None:
+            opened = result[0] if isinstance(result, tuple) else result  # (fh, backing id): kernel passthrough
+            if isinstance(opened, int):
+                with self._fhs_lock:  # a handle of a member: kernel-issued ops on it belong to the trace
+                    self._fhs[opened] = self._fhs.get(opened, 0) + 1
         return True
 
