@@ -209,10 +209,7 @@ def _stat_from(st: os.stat_result) -> abi.stat_t:
 
 def _entry_from(ino: int, st: os.stat_result, attr_timeout: float, entry_timeout: float, generation: int = 0
                 ) -> abi.fuse_entry_param:
-    e = EntryParam()
-    e.ino, e.generation, e.attr = ino, generation, _stat_from(st)
-    e.attr_timeout, e.entry_timeout = attr_timeout, entry_timeout
-    return e
+    return entry_param(ino, _stat_from(st), attr_timeout, entry_timeout, generation)
 
 
 def _compiled_stat_from(st: os.stat_result) -> abi.stat_t:
