@@ -97,7 +97,11 @@ def test_cached_paths_follow_every_change(tmp_path: Path) -> None:
                     victim = rng.choice(candidates)
                     if not any(p == victim for n in table._by_id.values() for p, _ in n.names):
                         table.forget(victim, table.get(victim).lookups)
-            for nodeid in list(table._by_id):
+            # Every node's path, or a few in any order: paths left uncached must come out right later too.
+            ids = list(table._by_id)
+            if rng.random() < 0.5:
+                ids = rng.sample(ids, min(3, len(ids)))
+            for nodeid in ids:
                 assert table.path(nodeid) == walked(table, nodeid), (step, nodeid)
                 checked += 1
             if step % 50 == 0:
@@ -108,7 +112,47 @@ def test_cached_paths_follow_every_change(tmp_path: Path) -> None:
     finally:
         table.close()
         os.close(root)
-    assert checked > 10_000  # the sequence did build a tree worth checking
+    assert checked > 5_000  # the sequence did build a tree worth checking
+
+
+def test_a_chain_made_and_removed_leaf_first_keeps_the_cached_paths(tmp_path: Path) -> None:
+    """A directory made or removed has no cached path below it, so every other cached path stays: each path the
+    trace asks for (the parent's, before each mkdir and rmdir) is one step, not a walk up 300 levels."""
+    src = tmp_path / "src"
+    src.mkdir()
+    root = os.open(src, os.O_PATH | os.O_DIRECTORY)
+    table = NodeTable(root)
+    try:
+        chain = [ROOT_ID]
+        for level in range(300):
+            parent = chain[-1]
+            assert table.path(parent, b"d") == "/" + "/".join(["d"] * (level + 1))
+            pfd = table.get(parent).fd
+            os.mkdir("d", dir_fd=pfd)
+            fd = os.open("d", os.O_PATH, dir_fd=pfd)
+            chain.append(table.enter(parent, b"d", fd, os.fstat(fd)).nodeid)
+        epoch = table._path_epoch
+        while len(chain) > 1:
+            leaf, parent = chain.pop(), chain[-1]
+            assert table.path(parent, b"d") == "/" + "/".join(["d"] * len(chain))
+            os.rmdir("d", dir_fd=table.get(parent).fd)
+            table.removed(parent, b"d")
+            table.forget(leaf, 1)
+        assert table._path_epoch == epoch
+        # a renamed directory still changes the paths below it
+        pfd = table.get(ROOT_ID).fd
+        os.makedirs(src / "a" / "b")
+        fd = os.open("a", os.O_PATH, dir_fd=pfd)
+        a = table.enter(ROOT_ID, b"a", fd, os.fstat(fd)).nodeid
+        fd = os.open("b", os.O_PATH, dir_fd=table.get(a).fd)
+        b = table.enter(a, b"b", fd, os.fstat(fd)).nodeid
+        assert table.path(b) == "/a/b"
+        os.rename(src / "a", src / "z")
+        table.renamed(ROOT_ID, b"a", ROOT_ID, b"z", False)
+        assert table.path(b) == "/z/b"
+    finally:
+        table.close()
+        os.close(root)
 
 
 def _is_below(table: NodeTable, nodeid: int, ancestor: int) -> bool:

@@ -23,6 +23,7 @@ handle from an earlier mount whose node id now names another file gives ESTALE (
 
 from __future__ import annotations
 
+import collections
 import errno
 import itertools
 import os
@@ -46,7 +47,7 @@ class Node:
     """One kernel inode. `lookups` and `opens` are changed under the table's lock only."""
 
     __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id",
-                 "cached_path", "gone", "watched", "pages", "absent")
+                 "cached_path", "paths_below", "gone", "watched", "pages", "absent")
 
     def __init__(self, nodeid: int, key: tuple[int, int], fd: int, kind: int) -> None:
         self.nodeid = nodeid
@@ -59,6 +60,8 @@ class Node:
         self.kind = kind  # stat.S_IFMT of the source object (it never changes for one inode)
         self.backing_id = 0
         self.cached_path: tuple[int, str] | None = None  # (the table's path epoch, the path) for traces
+        # A directory: the path epoch in which a path below it was built on its own (NodeTable.path).
+        self.paths_below = -1
         # A file whose last name went while no handle was open: its attributes then (`NodeTable.unlinked`).
         self.gone: os.stat_result | None = None
         # A directory: time.monotonic_ns() when the SOURCE watcher began to see its entries change (0: it does
@@ -94,6 +97,7 @@ class NodeTable:
         self._by_id: dict[int, Node] = {ROOT_ID: root}
         self._by_key: dict[tuple[int, int], Node] = {root.key: root}
         self._children: dict[tuple[int, bytes], int] = {}  # (parent id, name) -> node id
+        self._names_in: collections.Counter[int] = collections.Counter()  # parent id -> its names in _children
         self._ids = itertools.count(ROOT_ID + 1)
         # Paths are cached per node (traces ask for one per event); a directory's name changing makes every cached
         # path below it stale, so it starts a new epoch instead of finding the descendants.
@@ -158,6 +162,7 @@ class NodeTable:
             for entry in node.names:
                 if self._children.get(entry) == nodeid:
                     del self._children[entry]
+                    self._name_gone_locked(entry[0])
             node.names.clear()
             if node.absent:  # the kernel's negative entries under a directory go with it
                 self._absent -= len(node.absent)
@@ -291,18 +296,31 @@ class NodeTable:
                 p.absent.discard(name)
                 self._absent -= 1
         self._children[entry] = node.nodeid
+        self._names_in[parent] += 1
         node.names.append(entry)
         self._renamed_locked(node)
 
     def _renamed_locked(self, node: Node) -> None:
-        """`node`'s most recent name may have changed: its cached path, and a directory's descendants', go."""
+        """`node`'s most recent name may have changed: its cached path goes, and if a path cached since is built
+        on it, every cached path does (a new epoch). None can be when no name is in it any more (the name that
+        went took its node's cached path with it): so a directory made, or removed or forgotten once empty,
+        leaves the other cached paths alone (a 500-level chain made or removed costs one step per path asked
+        for, not a walk up every level)."""
         node.cached_path = None
-        if node.kind == stat.S_IFDIR:
+        if node.paths_below == self._path_epoch and node.nodeid in self._names_in:
             self._path_epoch += 1
+
+    def _name_gone_locked(self, parent: int) -> None:
+        left = self._names_in[parent] - 1
+        if left:
+            self._names_in[parent] = left
+        else:
+            del self._names_in[parent]
 
     def _unname_locked(self, parent: int, name: bytes) -> int | None:
         nodeid = self._children.pop((parent, name), None)
         if nodeid is not None:
+            self._name_gone_locked(parent)
             node = self._by_id.get(nodeid)
             if node is not None and (parent, name) in node.names:
                 node.names.remove((parent, name))
@@ -421,11 +439,14 @@ class NodeTable:
                 return None
             if up.cached_path is not None and up.cached_path[0] == epoch:
                 base = up.cached_path[1]
+                up.paths_below = epoch
                 break
             node = up
         for n in reversed(below):
             base = ("/" if base == "/" else base + "/") + os.fsdecode(n.names[-1][1])
             n.cached_path = (epoch, base)
+            if n is not below[0]:  # the path of the next one down was built on this one
+                n.paths_below = epoch
         return base
 
     def close(self) -> None:
@@ -435,6 +456,7 @@ class NodeTable:
             self._by_id = {ROOT_ID: self.root}
             self._by_key = {self.root.key: self.root}
             self._children.clear()
+            self._names_in.clear()
         for node in nodes:
             os.close(node.fd)
         os.close(self._released_fd)
