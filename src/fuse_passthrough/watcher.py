@@ -265,8 +265,9 @@ class FanotifyWatcher:
             try:
                 if handle is None:
                     raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-                _check(_libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_ONLYDIR, _FAN_MASK, _AT_FDCWD,
-                                           f"/proc/self/fd/{fd}".encode()))
+                # "." from the directory's own fd (O_PATH serves as a dirfd, not as the object to mark): the
+                # directory itself, with no walk of /proc (half the cost of a mark by its /proc/self/fd name)
+                _check(_libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_ONLYDIR, _FAN_MASK, fd, b"."))
             except OSError as e:
                 if e.errno not in (2, 20):  # ENOENT, ENOTDIR: gone already
                     self._failed = True
