@@ -2,8 +2,8 @@
 
 Requests name objects by node id (inodes.py): each is an O_PATH fd, so nothing is resolved by path and the last
 component of a name is never followed (O_NOFOLLOW; the kernel resolves symlinks itself). Calls that take only a
-path use the node's /proc/self/fd name. Open files are plain fds (fi.fh), directories too (their listings are
-kept per handle for readdir offsets). Objects are created, and permission-sensitive changes made, with the
+path use the node's /proc/self/fd name. Open files are plain fds (fi.fh); an open directory is a handle with its
+listing (for readdir offsets) and an fd opened when first needed (`_DirHandle`). Objects are created, and permission-sensitive changes made, with the
 caller's credentials when running as root (credentials.py, given the low-level request's context).
 
 Handlers follow lowlevel/binding.py: they return the reply's value or raise OSError. This module knows nothing
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import stat
 import sys
@@ -80,6 +81,19 @@ def _statvfs(sv: os.statvfs_result) -> abi.statvfs_t:
     out.f_bavail, out.f_files, out.f_ffree, out.f_favail = sv.f_bavail, sv.f_files, sv.f_ffree, sv.f_favail
     out.f_fsid, out.f_flag, out.f_namemax = sv.f_fsid, sv.f_flag, sv.f_namemax
     return out
+
+
+class _DirHandle:
+    """An open directory (fi.fh is its number). Most opens list nothing the kernel has not kept (cache_readdir)
+    or only serve as a dirfd in the caller's process, so the directory's own fd is opened at the first readdir
+    or fsyncdir, when the open needs no permission check of ours (`InodeOperations.opendir`)."""
+
+    __slots__ = ("node", "fd", "listing")
+
+    def __init__(self, node: Node, fd: int) -> None:
+        self.node = node
+        self.fd = fd  # -1 until needed
+        self.listing: list[tuple[bytes, int, int]] | None = None
 
 
 def _set_noatime(fd: int) -> None:
@@ -167,7 +181,10 @@ class InodeOperations:
                                            caller_groups=self._caller_groups)
         self.as_caller_ids = CallerCredentials(caller_credentials, groups=False, context=self._caller_context,
                                                caller_groups=self._caller_groups)
-        self._listings: dict[int, list[tuple[bytes, int, int]]] = {}  # directory fh -> listing
+        self._dirs: dict[int, _DirHandle] = {}  # open directories by fi.fh
+        self._dir_numbers = itertools.count(1)
+        # As root, a caller with the daemon's own ids could open any directory: its open needs no check here.
+        self._root = os.geteuid() == _ROOT_UID
         # Called with each directory node the kernel learns (the SOURCE watcher watches it).
         self.on_directory: Callable[[Node], None] | None = None
         self.on_init: Callable[[], None] | None = None
@@ -350,9 +367,10 @@ class InodeOperations:
             self.on_destroy()
 
     def close(self) -> None:
-        for fd in self._listings:
-            os.close(fd)
-        self._listings.clear()
+        for handle in self._dirs.values():
+            if handle.fd != -1:
+                os.close(handle.fd)
+        self._dirs.clear()
         self.nodes.close()
         os.close(self.nodes.root.fd)
         if self.nodes.handles_fd != -1:
@@ -676,30 +694,50 @@ class InodeOperations:
     # -- directories --------------------------------------------------------------------------------------------
     def opendir(self, req: int, ino: int, fi: Any) -> None:
         node = self.nodes.get(ino)
-        with self._as_caller(req):
-            fi.fh = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        if self.nodiratime:
-            _set_noatime(fi.fh)
+        fd = -1
+        self._request.req = req
+        if not self._root or self.as_caller.switches():
+            with self.as_caller:  # the caller's permission to read it, checked at open as natively
+                fd = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            if self.nodiratime:
+                _set_noatime(fd)  # as the daemon: O_NOATIME needs the owner's ids or CAP_FOWNER
+        handle = _DirHandle(node, fd)
+        fi.fh = number = next(self._dir_numbers)
+        self._dirs[number] = handle
         if self.auto_cache and self.entry_timeout > 0:
             # The kernel keeps the listing (FOPEN_CACHE_DIR) and, while the directory is unchanged, serves the
             # next opendir's readdirs from it, as it keeps a file's pages: no READDIR(PLUS) request and no lookup
             # per entry. Any change of its entries changes its ctime; the watcher's invalidation drops it too.
             fi.cache_readdir = 1
-            fi.keep_cache = int(self._pages_unchanged(node, os.fstat(fi.fh), self.nodiratime))
+            fi.keep_cache = int(self._pages_unchanged(node, os.fstat(node.fd), self.nodiratime))
+
+    def _open_dir(self, node: Node) -> int:
+        fd = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if self.nodiratime:
+            _set_noatime(fd)
+        return fd
+
+    def _dir_fd(self, fh: int) -> int:
+        handle = self._dirs[fh]
+        if handle.fd == -1:
+            handle.fd = self._open_dir(handle.node)
+        return handle.fd
 
     def _listing(self, fh: int, off: int) -> list[tuple[bytes, int, int]]:
         """(name, d_ino, type bits) of the directory, read again at offset 0 (opendir, rewinddir); offsets
         are positions in this list (the kernel serialises the readdirs of one handle)."""
-        listing = self._listings.get(fh)
+        handle = self._dirs[fh]
+        listing = handle.listing
         if listing is None or off == 0:
-            st = os.fstat(fh)
+            fd = self._dir_fd(fh)
+            st = os.fstat(fd)
             if st.st_nlink == 0:  # removed while open: lists nothing, not even "." and "..", as natively
                 listing = []
             else:
-                listing = [(b".", st.st_ino, stat.S_IFDIR), (b"..", os.stat("..", dir_fd=fh).st_ino, stat.S_IFDIR)]
-                with os.scandir(fh) as it:  # scandir(fd) rewinds the shared descriptor when closed
+                listing = [(b".", st.st_ino, stat.S_IFDIR), (b"..", os.stat("..", dir_fd=fd).st_ino, stat.S_IFDIR)]
+                with os.scandir(fd) as it:  # scandir(fd) rewinds the shared descriptor when closed
                     listing.extend((os.fsencode(e.name), e.inode(), _type_bits(e)) for e in it)
-            self._listings[fh] = listing
+            handle.listing = listing
         return listing
 
     def readdir(self, req: int, ino: int, size: int, off: int, fi: Any) -> ll.DirBuffer:
@@ -732,11 +770,12 @@ class InodeOperations:
         return buf
 
     def releasedir(self, req: int, ino: int, fi: Any) -> None:
-        self._listings.pop(fi.fh, None)
-        os.close(fi.fh)
+        handle = self._dirs.pop(fi.fh)
+        if handle.fd != -1:
+            os.close(handle.fd)
 
     def fsyncdir(self, req: int, ino: int, datasync: int, fi: Any) -> None:
-        (os.fdatasync if datasync else os.fsync)(fi.fh)
+        (os.fdatasync if datasync else os.fsync)(self._dir_fd(fi.fh))
 
     # -- extended attributes ------------------------------------------------------------------------------------
     # "trusted." needs CAP_SYS_ADMIN on the source; the daemon has it, the caller may not.
