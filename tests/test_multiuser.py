@@ -102,6 +102,7 @@ SCRIPT = textwrap.dedent("""
     do("set-user-others", lambda: os.setxattr(p("xattrs"), "user.v", b"1"))
     do("set-user-own", lambda: os.setxattr(p("pub", "f"), "user.v", b"1"))
     do("secret-dir-list", lambda: os.listdir(p("closed")))
+    do("secret-dir-open", lambda: os.close(os.open(p("closed"), os.O_RDONLY | os.O_DIRECTORY)))
     do("secret-dir-stat", lambda: os.stat(p("closed", "f")).st_size)
     do("access-secret", lambda: [os.access(p("secret"), m) for m in (os.R_OK, os.W_OK, os.X_OK)])
     print(json.dumps(out))

@@ -3,8 +3,9 @@
 Requests name objects by node id (inodes.py): each is an O_PATH fd, so nothing is resolved by path and the last
 component of a name is never followed (O_NOFOLLOW; the kernel resolves symlinks itself). Calls that take only a
 path use the node's /proc/self/fd name. Open files are plain fds (fi.fh); an open directory is a handle with its
-listing (for readdir offsets) and an fd opened when first needed (`_DirHandle`). Objects are created, and permission-sensitive changes made, with the
-caller's credentials when running as root (credentials.py, given the low-level request's context).
+listing (for readdir offsets) and an fd opened when first needed (`_DirHandle`). Objects are created, and
+permission-sensitive changes made, with the caller's credentials when running as root (credentials.py, given the
+low-level request's context).
 
 Handlers follow lowlevel/binding.py: they return the reply's value or raise OSError. This module knows nothing
 about tracing or faults (layers wrap it: chain.py).
@@ -694,14 +695,9 @@ class InodeOperations:
     # -- directories --------------------------------------------------------------------------------------------
     def opendir(self, req: int, ino: int, fi: Any) -> None:
         node = self.nodes.get(ino)
-        fd = -1
         self._request.req = req
-        if not self._root or self.as_caller.switches():
-            with self.as_caller:  # the caller's permission to read it, checked at open as natively
-                fd = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            if self.nodiratime:
-                _set_noatime(fd)  # as the daemon: O_NOATIME needs the owner's ids or CAP_FOWNER
-        handle = _DirHandle(node, fd)
+        must_check = not self._root or self.as_caller.switches()  # the caller's permission, at open as natively
+        handle = _DirHandle(node, self._open_dir(node, as_caller=True) if must_check else -1)
         fi.fh = number = next(self._dir_numbers)
         self._dirs[number] = handle
         if self.auto_cache and self.entry_timeout > 0:
@@ -711,10 +707,14 @@ class InodeOperations:
             fi.cache_readdir = 1
             fi.keep_cache = int(self._pages_unchanged(node, os.fstat(node.fd), self.nodiratime))
 
-    def _open_dir(self, node: Node) -> int:
-        fd = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def _open_dir(self, node: Node, as_caller: bool = False) -> int:
+        if as_caller:
+            with self.as_caller:
+                fd = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            fd = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         if self.nodiratime:
-            _set_noatime(fd)
+            _set_noatime(fd)  # as the daemon: O_NOATIME needs the owner's ids or CAP_FOWNER
         return fd
 
     def _dir_fd(self, fh: int) -> int:
