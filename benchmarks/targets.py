@@ -193,11 +193,15 @@ def all_targets() -> dict[str, Target]:
                ["--no-trace", "--single-threaded"]),
         Target("ours_trace_st", "fuse-passthrough traced, --single-threaded", "ours", ["--single-threaded"],
                trace=True),
-        # worker threads (default 4; libfuse's is 10): fewer hand the interpreter lock around less, more serve more at once
+        # worker threads (default one per core, 2 to 4; libfuse's is 10): fewer hand the interpreter lock around
+        # less, more serve more at once
         *(Target(f"ours_notrace_mt{n}", f"fuse-passthrough --no-trace -o max_threads={n}", "ours",
-                 ["--no-trace", "-o", f"max_threads={n}"]) for n in (1, 2, 10)),
+                 ["--no-trace", "-o", f"max_threads={n}"]) for n in (1, 2, 4, 10)),
         *(Target(f"ours_trace_mt{n}", f"fuse-passthrough traced -o max_threads={n}", "ours",
-                 ["-o", f"max_threads={n}"], trace=True) for n in (1, 2, 10)),
+                 ["-o", f"max_threads={n}"], trace=True) for n in (1, 2, 4, 10)),
+        # every open of a directory answered (OPENDIR/RELEASEDIR), as before 2026-12-05 10:30
+        Target("ours_trace_dir_handles", "fuse-passthrough traced -o dir_handles", "ours", ["-o", "dir_handles"],
+               trace=True),
         # strict mode (-o timeout=0): the previous default, every lookup reaches the daemon
         Target("ours_notrace_strict", "fuse-passthrough --no-trace -o timeout=0", "ours",
                ["--no-trace", "-o", "timeout=0"]),

@@ -153,10 +153,10 @@ def test_every_cache_option_is_read_by_the_daemon() -> None:
     import inspect
 
     from fuse_passthrough import inode_mount
-    served = inspect.getsource(inode_mount.serve)
+    served = inspect.getsource(inode_mount.serve) + inspect.getsource(inode_mount.needs_dir_handles)
     cache = {o.mount for o in table.OPTIONS if o.mount and o.goes == table.CONFIG}
     assert cache == {"attr_timeout", "entry_timeout", "negative_timeout", "kernel_cache", "auto_cache",
-                     "noauto_cache", "direct_io"}
+                     "noauto_cache", "direct_io", "dir_handles"}
     assert all(f'"{key}"' in served for key in cache)
 
 
@@ -210,10 +210,11 @@ def test_atime_options_are_kept_in_order_for_the_daemon() -> None:
     assert {"relatime", "nodiratime", "strictatime"} <= table.HELPER_OPTIONS
 
 
-@pytest.mark.parametrize("max_threads,served_at_once", [("2", 2), ("10", 6), (None, 4)])
+@pytest.mark.parametrize("max_threads,served_at_once", [
+    ("2", 2), ("4", 4), ("10", 6), (None, min(6, table.lookup("max_threads").default))])  # type: ignore[union-attr]
 def test_max_threads_bounds_the_requests_served_at_once(workdir: Path, max_threads: str | None,
                                                         served_at_once: int) -> None:
-    """-o max_threads=N (default 4): six mkdirs that each take 0.3 s (an injected delay), sent at once in six
+    """-o max_threads=N (default: one per core, 2 to 4): six mkdirs that each take 0.3 s (an injected delay), sent at once in six
     directories (the kernel serialises those of one directory), are served N at a time."""
     src = workdir / "src"
     for i in range(6):

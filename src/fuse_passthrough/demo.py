@@ -47,7 +47,11 @@ WALKS = [
          "The original saw access('/', 1) for the search permission; with default_permissions the kernel "
          "checks it itself."),
     Walk("List the root directory", "ls -l", ["getattr", "access", "opendir", "readdir", "getattr",
-                                             "releasedir"]),
+                                             "releasedir"],
+         "The original saw opendir and releasedir around the readdir. Here the first opendir is answered ENOSYS "
+         "(FUSE_NO_OPENDIR_SUPPORT): the kernel then opens directories itself, sends no opendir or releasedir "
+         "again, and keeps the listing until the directory changes (through the mount, or in SOURCE: the "
+         "watcher tells it). readdirplus gives each name with its attributes, so ls -l needs no getattr per file."),
     Walk("Create a file", "echo foo > bar", ["getattr", "create", "getattr", "flush", "getxattr", "write",
                                              "flush", "release"],
          "The original's getxattr('security.capability') before the write is the kernel checking for file "
@@ -77,6 +81,9 @@ def explain(event: dict[str, Any], seen_before: dict[str, int]) -> str | None:
     if op == "getattr" and err == "ENOENT":
         return ("getattr -> ENOENT: the kernel looks a name up before creating it (libfuse turns LOOKUP into "
                 "getattr on the path); 'does not exist' is the answer that allows the create.")
+    if op == "opendir" and err == "ENOSYS":
+        return ("opendir -> ENOSYS: on purpose. The kernel takes it as 'open directories yourself' and never "
+                "sends opendir or releasedir again on this mount; readdir comes without a handle.")
     if op == "lookup" and err == "ENOENT":
         return ("lookup -> ENOENT: the kernel looks a name up before creating it; 'does not exist' is the "
                 "answer that allows the create.")

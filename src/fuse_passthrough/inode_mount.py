@@ -319,6 +319,22 @@ def raise_fd_limit() -> None:
             continue
 
 
+def needs_dir_handles(args: argparse.Namespace, opts: Any) -> bool:
+    """Whether directory opens must reach the daemon (else InodeOperations asks the kernel not to send them).
+    They must where the daemon checks who may list a directory (other users come in and the kernel does not
+    check: allow_other without default_permissions, or a daemon that is not root), where a listing must be
+    checked against SOURCE at each open (no watcher to drop the kernel's kept listings, strict mode,
+    noauto_cache), where a fault rule may name opendir or releasedir, and with -o dir_handles."""
+    config = opts.config
+    kernel = opts.kernel
+    cached = (bool(config.get("auto_cache", True)) and not config.get("noauto_cache")
+              and float(config.get("entry_timeout", 1.0)) > 0 and float(config.get("attr_timeout", 1.0)) > 0)
+    checked = "default_permissions" in kernel or (
+        os.geteuid() == 0 and not kernel.get("allow_other") and not kernel.get("allow_root"))
+    faults = bool(args.fault_file) or any({"opendir", "releasedir"} & rule.ops for rule in args.fault)
+    return bool(config.get("dir_handles")) or not (cached and opts.watch and checked) or faults
+
+
 def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, output: Any,
           on_ready: Any = None) -> int:
     """Mount `src` at `mnt` and serve until unmounted or stopped (SIGINT, SIGTERM, SIGHUP:
@@ -339,7 +355,8 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
                           keep_cache=bool(config.get("kernel_cache")),
                           auto_cache=bool(config.get("auto_cache", True)) and not config.get("noauto_cache"),
                           # FUSE_CAP_POSIX_ACL turns default_permissions on: not under no_default_permissions
-                          posix_acl="default_permissions" in opts.kernel, **atime_options(opts.atime))
+                          posix_acl="default_permissions" in opts.kernel, **atime_options(opts.atime),
+                          dir_handles=needs_dir_handles(args, opts))
     ops.long_negative = defaults and isinstance(config.get("negative_timeout"), DefaultSeconds)
     layers: list[Any] = []
     sink = None

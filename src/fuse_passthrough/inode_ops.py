@@ -2,8 +2,10 @@
 
 Requests name objects by node id (inodes.py): each is an O_PATH fd, so nothing is resolved by path and the last
 component of a name is never followed (O_NOFOLLOW; the kernel resolves symlinks itself). Calls that take only a
-path use the node's /proc/self/fd name. Open files are plain fds (fi.fh); an open directory is a handle with its
-listing (for readdir offsets) and an fd opened when first needed (`_DirHandle`). Objects are created, and
+path use the node's /proc/self/fd name. Open files are plain fds (fi.fh). Directories are opened without a
+handle of ours where nothing depends on their open (`dir_handles` False: the kernel sends no OPENDIR/RELEASEDIR
+and keeps listings, which the watcher's invalidations drop); a readdir then lists a snapshot named by its offsets.
+Otherwise an open directory is a handle with its listing and an fd opened when first needed (`_DirHandle`). Objects are created, and
 permission-sensitive changes made, with the caller's credentials when running as root (credentials.py, given the
 low-level request's context).
 
@@ -97,6 +99,21 @@ class _DirHandle:
         self.listing: list[tuple[bytes, int, int]] | None = None
 
 
+_SNAPSHOTS_KEPT = 512  # listings of readers that stopped before the end, at most
+_SNAPSHOT_NUMBERS = 0x7FFFFFFF  # offsets stay positive 64-bit numbers
+
+
+def _read_listing(fd: int) -> list[tuple[bytes, int, int]]:
+    """(name, d_ino, type bits) of the directory open as `fd`, "." and ".." first."""
+    st = os.fstat(fd)
+    if st.st_nlink == 0:  # removed while open: lists nothing, not even "." and "..", as natively
+        return []
+    listing = [(b".", st.st_ino, stat.S_IFDIR), (b"..", os.stat("..", dir_fd=fd).st_ino, stat.S_IFDIR)]
+    with os.scandir(fd) as it:  # scandir(fd) rewinds the shared descriptor when closed
+        listing.extend((os.fsencode(e.name), e.inode(), _type_bits(e)) for e in it)
+    return listing
+
+
 def _set_noatime(fd: int) -> None:
     """O_NOATIME on an fd opened as the caller: set as the daemon (owner or CAP_FOWNER), where it may."""
     try:
@@ -147,7 +164,8 @@ class InodeOperations:
     def __init__(self, source: str, *, attr_timeout: float = 1.0, entry_timeout: float = 1.0,
                  negative_timeout: float = 0.0, kernel_passthrough: bool = False, direct_io: bool = False,
                  keep_cache: bool = False, auto_cache: bool = True, caller_credentials: bool | None = None,
-                 posix_acl: bool = True, noatime: bool = False, nodiratime: bool = False) -> None:
+                 posix_acl: bool = True, noatime: bool = False, nodiratime: bool = False,
+                 dir_handles: bool = True) -> None:
         self.source = os.path.realpath(source)
         self.nodes = NodeTable(os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC),
                                _handles_fd(self.source))
@@ -184,6 +202,13 @@ class InodeOperations:
                                                caller_groups=self._caller_groups)
         self._dirs: dict[int, _DirHandle] = {}  # open directories by fi.fh
         self._dir_numbers = itertools.count(1)
+        # False: no OPENDIR/RELEASEDIR (FUSE_CAP_NO_OPENDIR_SUPPORT, asked for at init); only where the open needs
+        # no permission check of ours and the kernel's kept listings are dropped when SOURCE changes (serve()).
+        self.dir_handles = dir_handles
+        # Without handles: listings read at offset 0, by number (the high 32 bits of the offsets they give).
+        self._snapshots: dict[int, list[tuple[bytes, int, int]]] = {}
+        self._snapshot_numbers = itertools.count(1)
+        self._snapshots_lock = threading.Lock()
         # As root, a caller with the daemon's own ids could open any directory: its open needs no check here.
         self._root = os.geteuid() == _ROOT_UID
         # Called with each directory node the kernel learns (the SOURCE watcher watches it).
@@ -258,6 +283,10 @@ class InodeOperations:
                     self.on_directory(node)
                 t0 = time.monotonic_ns()
                 st = os.fstat(node.fd)
+                if st.st_nlink == 0 and not node.opens and not node.is_dir:
+                    # Unlinked and open nowhere through the mount: its FORGET is on the way (a worker may not
+                    # have served it yet). A file handle of a deleted file is stale, as on ext4.
+                    raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
             except BaseException:
                 self.nodes.forget(node.nodeid, 1)
                 raise
@@ -330,6 +359,12 @@ class InodeOperations:
             # kernel then marks the mount SB_NOSEC and asks getxattr("security.capability") once per inode
             # instead of before every write. (libfuse 3.14 cannot pass the flag.)
             want |= abi.FUSE_CAP_HANDLE_KILLPRIV_V2
+        if not self.dir_handles and capable & abi.FUSE_CAP_NO_OPENDIR_SUPPORT:
+            # The first OPENDIR's ENOSYS tells the kernel to open directories itself from then on: no OPENDIR or
+            # RELEASEDIR request, and listings kept in its cache (checked against the directory's mtime).
+            want |= abi.FUSE_CAP_NO_OPENDIR_SUPPORT
+        else:
+            self.dir_handles = True
         if ll.VERSION >= (3, 17):  # setting both want and want_ext is an error there
             conn.want_ext |= want
         else:
@@ -694,6 +729,8 @@ class InodeOperations:
 
     # -- directories --------------------------------------------------------------------------------------------
     def opendir(self, req: int, ino: int, fi: Any) -> None:
+        if not self.dir_handles:
+            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
         node = self.nodes.get(ino)
         self._request.req = req
         must_check = not self._root or self.as_caller.switches()  # the caller's permission, at open as natively
@@ -729,31 +766,54 @@ class InodeOperations:
         handle = self._dirs[fh]
         listing = handle.listing
         if listing is None or off == 0:
-            fd = self._dir_fd(fh)
-            st = os.fstat(fd)
-            if st.st_nlink == 0:  # removed while open: lists nothing, not even "." and "..", as natively
-                listing = []
-            else:
-                listing = [(b".", st.st_ino, stat.S_IFDIR), (b"..", os.stat("..", dir_fd=fd).st_ino, stat.S_IFDIR)]
-                with os.scandir(fd) as it:  # scandir(fd) rewinds the shared descriptor when closed
-                    listing.extend((os.fsencode(e.name), e.inode(), _type_bits(e)) for e in it)
-            handle.listing = listing
+            listing = handle.listing = _read_listing(self._dir_fd(fh))
         return listing
 
+    def _snapshot(self, ino: int, off: int) -> tuple[list[tuple[bytes, int, int]], int, int]:
+        """(listing, index to start at, base of the offsets to give) for a readdir without a handle. Offset 0
+        reads the directory into a new snapshot; the offsets given carry its number, so each reader goes on in
+        its own listing however readers interleave. A snapshot is dropped when read to its end, or when the
+        oldest of _SNAPSHOTS_KEPT (a reader that stopped early): such a reader's next readdir reads the directory
+        again and goes on at the same position."""
+        number, start = off >> 32, off & 0xFFFFFFFF
+        with self._snapshots_lock:
+            listing = self._snapshots.get(number) if number else None
+        if listing is None:
+            fd = self._open_dir(self.nodes.get(ino))
+            try:
+                listing = _read_listing(fd)
+            finally:
+                os.close(fd)
+            number = number or next(self._snapshot_numbers) % _SNAPSHOT_NUMBERS + 1
+            with self._snapshots_lock:
+                self._snapshots[number] = listing
+                if len(self._snapshots) > _SNAPSHOTS_KEPT:
+                    del self._snapshots[next(iter(self._snapshots))]
+        if start >= len(listing):  # the reader is at the end
+            with self._snapshots_lock:
+                self._snapshots.pop(number, None)
+        return listing, start, number << 32
+
     def readdir(self, req: int, ino: int, size: int, off: int, fi: Any) -> ll.DirBuffer:
-        listing = self._listing(fi.fh, off)
+        if fi.fh:
+            listing, start, base = self._listing(fi.fh, off), off, 0
+        else:
+            listing, start, base = self._snapshot(ino, off)
         buf = ll.DirBuffer(req, size)
         st = ll.Stat()
-        for i in range(off, len(listing)):
+        for i in range(start, len(listing)):
             st.st_ino, st.st_mode = listing[i][1], listing[i][2]
-            if not buf.add(listing[i][0], st, i + 1):
+            if not buf.add(listing[i][0], st, base | (i + 1)):
                 break
         return buf
 
     def readdirplus(self, req: int, ino: int, size: int, off: int, fi: Any) -> ll.DirBuffer:
-        listing = self._listing(fi.fh, off)
+        if fi.fh:
+            listing, start, base = self._listing(fi.fh, off), off, 0
+        else:
+            listing, start, base = self._snapshot(ino, off)
         buf = ll.DirBuffer(req, size)
-        for i in range(off, len(listing)):
+        for i in range(start, len(listing)):
             name, d_ino, kind = listing[i]
             if name == b"." or name == b"..":
                 e = ll.EntryParam()  # node id 0: no entry, no lookup count (the kernel skips these)
@@ -763,7 +823,7 @@ class InodeOperations:
                     e = self._lookup(ino, name)
                 except OSError:  # gone since the listing
                     continue
-            if not buf.add_plus(name, e, i + 1):
+            if not buf.add_plus(name, e, base | (i + 1)):
                 if e.ino:
                     self.nodes.forget(e.ino, 1)
                 break
@@ -775,7 +835,14 @@ class InodeOperations:
             os.close(handle.fd)
 
     def fsyncdir(self, req: int, ino: int, datasync: int, fi: Any) -> None:
-        (os.fdatasync if datasync else os.fsync)(self._dir_fd(fi.fh))
+        if fi.fh:
+            (os.fdatasync if datasync else os.fsync)(self._dir_fd(fi.fh))
+            return
+        fd = self._open_dir(self.nodes.get(ino))
+        try:
+            (os.fdatasync if datasync else os.fsync)(fd)
+        finally:
+            os.close(fd)
 
     # -- extended attributes ------------------------------------------------------------------------------------
     # "trusted." needs CAP_SYS_ADMIN on the source; the daemon has it, the caller may not.

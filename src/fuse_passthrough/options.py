@@ -14,6 +14,7 @@ mount(8) helper accepts (`HELPER_OPTIONS`).
 from __future__ import annotations
 
 import argparse
+import os
 import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -157,6 +158,10 @@ def _ignored(*names: str, prefix: bool = False) -> list[Option]:
     return [Option(n, SWITCH, _IGNORED_HELP, mount=n, goes=IGNORED, prefix=prefix) for n in names]
 
 
+# Every handler runs Python: workers beyond the cores mostly wait for the interpreter lock (measured on 2 cores:
+# 2 workers beat 4 and 10, docs/benchmarks.md "Worker threads").
+DEFAULT_MAX_THREADS = min(4, max(2, os.cpu_count() or 2))
+
 OPTIONS: tuple[Option, ...] = (
     # -- the commands' own flags ------------------------------------------------------------------------------
     Option("source", Kind("text", "DIR"), "directory to mount (default: current)", default=".",
@@ -273,6 +278,11 @@ OPTIONS: tuple[Option, ...] = (
            "unchanged (the default)", mount="auto_cache", goes=CONFIG),
     Option("noauto_cache", SWITCH, "drop a file's cached data at every open, changed or not", mount="noauto_cache",
            goes=CONFIG),
+    Option("dir_handles", SWITCH, "answer every open of a directory (OPENDIR and RELEASEDIR requests, in the trace "
+           "too). By default a watched, cached mount where the kernel or the daemon's own ids decide who may list "
+           "a directory answers the first with ENOSYS, and the kernel then opens directories itself and keeps "
+           "their listings until SOURCE changes them; with this option listings are also checked at each open",
+           mount="dir_handles", goes=CONFIG),
     Option("direct_io", SWITCH, "bypass the page cache: every read and write reaches the daemon",
            mount="direct_io", goes=CONFIG),
     # -- -o only: the daemon's own ----------------------------------------------------------------------------
@@ -281,9 +291,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("remount", SWITCH, "change the options of the mount at MOUNTPOINT live (mount -o remount,... does "
            "the same): ro/rw, [no]suid, [no]dev, [no]exec, sync/async, dirsync and the atime options; the others "
            "are fixed while the daemon runs", mount="remount"),
-    Option("max_threads", POSITIVE, "at most N requests served at once (worker threads; default 4: fewer than "
-           "libfuse's 10 hand Python's interpreter lock around less, see docs/benchmarks.md); -s is one",
-           default=4, mount="max_threads"),
+    Option("max_threads", POSITIVE, "at most N requests served at once (worker threads; default one per core, "
+           f"at least 2 and at most 4, here {DEFAULT_MAX_THREADS}: more workers than cores hand Python's interpreter "
+           "lock around more than they overlap, see docs/benchmarks.md); -s is one",
+           default=DEFAULT_MAX_THREADS, mount="max_threads"),
     Option("log", TEXT, "where a background daemon's messages go (default: with -b, a file in $TMPDIR; mounted "
            "by mount(8) or fstab, syslog)", mount="log", background_only=True),
     # -- -o only: accepted and ignored, for mount(8), fstab and systemd ---------------------------------------

@@ -146,8 +146,12 @@ def test_random_access_and_repeated_listings(workdir: Path) -> None:
             os.pwrite(fd, b"p" * 4096, rng.randrange(1000) * 4096)
         os.close(fd)
         os.mkdir("spool")
-        for _ in range(12):
+        for i in range(12):  # a spool polled as jobs arrive: each listing after a change reaches the filesystem
+            open(f"spool/job{i}", "w").close()
             os.listdir("spool")
+        os.mkdir("still")
+        for _ in range(12):  # unchanged: listed from the kernel's cache after the first time
+            os.listdir("still")
     """)
     got = findings(trace)
     rnd = got["random-access"]
@@ -158,6 +162,19 @@ def test_random_access_and_repeated_listings(workdir: Path) -> None:
     assert lists["level"] == "warning"
     assert lists["evidence"]["directories"][0]["path"] == "/spool"
     assert lists["evidence"]["directories"][0]["listings"] == 12
+    assert [d["path"] for d in lists["evidence"]["directories"]] == ["/spool"]
+
+
+def test_repeated_listings_of_an_unchanged_directory_with_directory_handles(workdir: Path) -> None:
+    """With -o dir_handles every open of the directory reaches the filesystem (opendir), listed or not."""
+    trace = traced(workdir, "handles", """
+        import os
+        os.mkdir("still")
+        for _ in range(12):
+            os.listdir("still")
+    """, "-o", "dir_handles")
+    lists = findings(trace)["repeated-listings"]
+    assert [(d["path"], d["listings"]) for d in lists["evidence"]["directories"]] == [("/still", 12)]
 
 
 def test_injected_faults_errors_and_slow_outliers(workdir: Path) -> None:

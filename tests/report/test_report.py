@@ -178,7 +178,7 @@ def test_blank_lines_and_empty_trace(tmp_path: Path, capsys: pytest.CaptureFixtu
     ('{"v":1,"op":"read","ts":1.0,"duration_ns":"5","pid":1}', "bad 'duration_ns'"),
     ('{"v":1,"op":"read","ts":NaN,"duration_ns":5,"pid":1}', "bad 'ts'"),
     ('{"v":1,"op":"read","ts":1.0,"duration_ns":5,"pid":1,"errno":2}', "bad 'errno'"),
-    ('{"v":3,"op":"read","ts":1.0,"duration_ns":5,"pid":1}', "schema version 3"),
+    ('{"v":4,"op":"read","ts":1.0,"duration_ns":5,"pid":1}', "schema version 4"),
 ])
 def test_malformed_line_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, why: str) -> None:
     f = tmp_path / "t.jsonl"

@@ -28,7 +28,7 @@ def test_create_event_fields() -> None:
     assert ev["args"] == {"mode": "0o100664", "flags": "O_WRONLY|O_CREAT|O_TRUNC"}
     assert ev["result"] == {"fh": 5}
     assert ev["errno"] is None
-    assert ev["duration_ns"] == 1234 and ev["comm"] == "sh" and ev["v"] == 2
+    assert ev["duration_ns"] == 1234 and ev["comm"] == "sh" and ev["v"] == 3
 
 
 def test_error_event_has_errno_name_and_no_result() -> None:

@@ -74,7 +74,7 @@ def test_every_jsonl_line_has_every_field_with_its_type(mount: Mount) -> None:
         assert set(e) == set(FIELD_TYPES) | {"result"}
         for k, t in FIELD_TYPES.items():
             assert isinstance(e[k], t), (k, e)
-        assert e["duration_ns"] >= 0 and e["v"] == 2
+        assert e["duration_ns"] >= 0 and e["v"] == 3
         seqs.append(e["seq"])
     assert seqs == list(range(1, len(seqs) + 1))
     by_op = {e["op"]: e for e in map(json.loads, lines)}

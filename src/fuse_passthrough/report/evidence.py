@@ -34,9 +34,12 @@ NO_SEQ = np.iinfo(np.int64).max
 _NONE = np.iinfo(np.int64).min  # a field that is absent (or not an int that fits)
 
 # operation kinds (Tally.op_kind, per operation number)
-OTHER, READ, WRITE, OPEN, CREATE, SYNC, LIST, MKNOD, UNLINK, RENAME, MISSING = range(11)  # MISSING: ENOENT
+OTHER, READ, WRITE, OPEN, CREATE, SYNC, LIST, MKNOD, UNLINK, RENAME, MISSING, DIR_READ = range(12)  # MISSING: ENOENT
+# DIR_READ: a readdir, a listing (LIST) where it starts one without a handle (offset 0, fh 0: the kernel opened
+# the directory itself, no opendir), else OTHER (Tally._add_evidence); it never reaches add_batch.
 KINDS = {"read": READ, "write": WRITE, "open": OPEN, "create": CREATE, "fsync": SYNC, "fdatasync": SYNC,
-         "opendir": LIST, "mknod": MKNOD, "unlink": UNLINK, "rename": RENAME}
+         "opendir": LIST, "mknod": MKNOD, "unlink": UNLINK, "rename": RENAME, "readdir": DIR_READ,
+         "readdirplus": DIR_READ}
 # per kind: the row its count and its time go to (_SPARE: none), its example kind and process kind (-1: none)
 _COUNT_ROW = np.array([_SPARE, READS_N, WRITES_N, OPENS_N, OPENS_N, SYNCS_N, LISTS_N, _SPARE, _SPARE, _SPARE,
                        MISSING_N])

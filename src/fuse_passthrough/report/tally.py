@@ -639,6 +639,11 @@ class Tally:
         kind = c.kind
         pi = c.path
         none = self.paths.names.number.get(None)
+        dir_reads = kind == evidence.DIR_READ
+        if dir_reads.any():
+            kind = kind.copy()
+            kind[dir_reads] = np.where((c.offset[dir_reads] == 0) & (c.fh[dir_reads] == 0), evidence.LIST,
+                                       evidence.OTHER)
         ok = kind > 0
         if none is not None:
             ok &= pi != none

@@ -43,7 +43,7 @@ CALL_ARG_NAMES: dict[str, tuple[str, ...]] = {
     "listxattr": ("path",),
     "removexattr": ("path", "name"),
     "opendir": ("path",),
-    "readdir": ("path", "fh"),
+    "readdir": ("path", "offset", "fh"),
     "readdir_with_offset": ("path", "offset", "fh"),
     "releasedir": ("path", "fh"),
     "fsyncdir": ("path", "datasync", "fh"),
@@ -62,15 +62,16 @@ LOWLEVEL_ARG_NAMES: dict[str, tuple[str, ...]] = {
     "lookup": ("path",),
     "forget": ("path", "nlookup"),
     "forget_multi": ("count",),
-    "readdirplus": ("path", "fh"),
+    "readdirplus": ("path", "offset", "fh"),
     "tmpfile": ("path", "mode", "flags"),
 }
 ARG_NAMES: dict[str, tuple[str, ...]] = {**CALL_ARG_NAMES, **LOWLEVEL_ARG_NAMES}
 
 # 2: the low-level requests' own operations (lookup, forget, forget_multi, readdirplus, tmpfile;
 # LOWLEVEL_ARG_NAMES) may appear; the fields and the other operations are as in 1, which readers still accept (SUPPORTED_VERSIONS).
-SCHEMA_VERSION = 2
-SUPPORTED_VERSIONS = frozenset({1, 2})
+# 3: readdir and readdirplus carry their offset (0: a listing starts; fh 0: a directory the kernel opened itself).
+SCHEMA_VERSION = 3
+SUPPORTED_VERSIONS = frozenset({1, 2, 3})
 SCHEMA_FIELDS = ("v", "seq", "ts", "op", "path", "path2", "args", "result", "errno", "duration_ns",
                  "pid", "uid", "gid", "comm")
 KERNEL_COMM = "[kernel]"  # pid 0: the kernel asked on its own behalf (writeback, release after exit...)
