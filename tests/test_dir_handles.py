@@ -206,32 +206,44 @@ def test_what_keeps_directory_handles(workdir: Path, args: list[str]) -> None:
     assert failed == (3 if "--fault" in args else 0)
 
 
-def test_snapshots_keep_each_reader_in_its_own_listing(tmp_path: Path) -> None:
-    """The listing a reader started is the one it goes on in (by the offsets it was given), whatever changed
-    since and whoever started another; one pushed out by 512 newer ones is read again, at the same index."""
-    from fuse_passthrough.inode_ops import _SNAPSHOTS_KEPT, InodeOperations
+def test_a_reader_goes_on_after_its_offset_in_any_later_listing(tmp_path: Path) -> None:
+    """Offsets are hashes of the names: after a change and a listing read again by another reader, a reader
+    going on after its offset gets every name still there that it has not had, none twice."""
+    from fuse_passthrough.inode_ops import InodeOperations
     from fuse_passthrough.inodes import ROOT_ID
 
-    for i in range(10):
+    for i in range(300):
         (tmp_path / f"f{i}").touch()
     ops = InodeOperations(str(tmp_path))
     try:
-        first, start, base = ops._snapshot(ROOT_ID, 0)
-        assert start == 0 and base and len(first) == 12
-        for i in range(10):
-            os.unlink(tmp_path / f"f{i}")
-        (tmp_path / "new").touch()
-        second, _, base2 = ops._snapshot(ROOT_ID, 0)  # another reader, after the change
-        assert base2 != base and len(second) == 3
-        again, start, same = ops._snapshot(ROOT_ID, base | 5)  # the first goes on in its own listing
-        assert (again, start, same) == (first, 5, base)
-        end, start, _ = ops._snapshot(ROOT_ID, base | len(first))  # its end: dropped
-        assert start == len(end)
-        fresh, start, _ = ops._snapshot(ROOT_ID, base | 1)
-        assert fresh == second and start == 1  # gone: read again, same index
-        for _ in range(_SNAPSHOTS_KEPT):
-            ops._snapshot(ROOT_ID, 0)
-        assert ops._snapshot(ROOT_ID, base2 | 1)[0] == second  # pushed out, read again
-        assert len(ops._snapshots) <= _SNAPSHOTS_KEPT
+        for k in (0, 1, 2, 50, 150, 299):
+            (offsets, entries), start = ops._listing(ROOT_ID, 0, 0)
+            assert start == 0 and len(entries) == 302 and offsets == sorted(set(offsets))
+            had = {name for name, _, _ in entries[:k + 1]}
+            at = offsets[k]
+            going = [os.fsdecode(name) for name, _, _ in entries[max(k + 1, 2):k + 21]]
+            for name in going:  # names it has not had: some go
+                os.unlink(tmp_path / name)
+            gone = [os.fsdecode(name) for name, _, _ in entries[2:min(k + 1, 4)]]
+            for name in gone:  # and some it had: gone for good
+                os.unlink(tmp_path / name)
+            for name, _, _ in entries[4:min(k + 1, 7)]:  # or back under other inodes
+                os.unlink(tmp_path / os.fsdecode(name))
+                (tmp_path / os.fsdecode(name)).touch()
+            for i in range(20):
+                (tmp_path / f"new{k}-{i}").touch()
+                (tmp_path / f"a{k}-{i}").touch()  # before every other name in any order by name
+            ops._listing(ROOT_ID, 0, 0)  # another reader lists it again
+            (offsets2, entries2), start = ops._listing(ROOT_ID, at, 0)
+            rest = [name for name, _, _ in entries2[start:]]
+            assert len(rest) == len(set(rest)) and not had & set(rest)
+            added = {b"%s%d-%d" % (p, k, i) for i in range(20) for p in (b"new", b"a")}
+            stayed = {os.fsencode(n) for n in os.listdir(tmp_path)} - had - added
+            assert stayed <= set(rest)
+            for i in range(20):  # back to 300 names
+                os.unlink(tmp_path / f"new{k}-{i}")
+                os.unlink(tmp_path / f"a{k}-{i}")
+            for name in going + gone:
+                (tmp_path / name).touch()
     finally:
         ops.close()

@@ -4,7 +4,8 @@ Requests name objects by node id (inodes.py): each is an O_PATH fd, so nothing i
 component of a name is never followed (O_NOFOLLOW; the kernel resolves symlinks itself). Calls that take only a
 path use the node's /proc/self/fd name. Open files are plain fds (fi.fh). Directories are opened without a
 handle of ours where nothing depends on their open (`dir_handles` False: the kernel sends no OPENDIR/RELEASEDIR
-and keeps listings, which the watcher's invalidations drop); a readdir then lists a snapshot named by its offsets.
+and keeps listings, which the watcher's invalidations drop). Readdir offsets are hashes of the names, so a reader
+goes on correctly in any listing read since (`_read_listing`).
 Otherwise an open directory is a handle with its listing and an fd opened when first needed (`_DirHandle`). Objects are created, and
 permission-sensitive changes made, with the caller's credentials when running as root (credentials.py, given the
 low-level request's context).
@@ -15,6 +16,7 @@ about tracing or faults (layers wrap it: chain.py).
 
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import itertools
@@ -96,22 +98,35 @@ class _DirHandle:
     def __init__(self, node: Node, fd: int) -> None:
         self.node = node
         self.fd = fd  # -1 until needed
-        self.listing: list[tuple[bytes, int, int]] | None = None
+        self.listing: Listing | None = None
 
 
-_SNAPSHOTS_KEPT = 512  # listings of readers that stopped before the end, at most
-_SNAPSHOT_NUMBERS = 0x7FFFFFFF  # offsets stay positive 64-bit numbers
+_LISTINGS_KEPT = 512  # directories whose last listing is kept for readdirs without a handle, at most
+_OFFSET_MASK = (1 << 62) - 1
+# (offsets, entries): the entries (name, d_ino, type bits) in the order of their offsets
+Listing = tuple[list[int], list[tuple[bytes, int, int]]]
 
 
-def _read_listing(fd: int) -> list[tuple[bytes, int, int]]:
-    """(name, d_ino, type bits) of the directory open as `fd`, "." and ".." first."""
+def _read_listing(fd: int) -> Listing:
+    """The directory open as `fd`: "." and ".." at offsets 1 and 2, then each name at an offset made from a hash
+    of the name (this daemon's), in that order, as ext4 orders by hash. A reader that goes on after an offset
+    is given every name still there that it has not had, once, from any listing read since, however the
+    directory changed: offsets are not positions in one listing. (Hashes that collide: the later name takes the
+    next free offset.)"""
     st = os.fstat(fd)
     if st.st_nlink == 0:  # removed while open: lists nothing, not even "." and "..", as natively
-        return []
-    listing = [(b".", st.st_ino, stat.S_IFDIR), (b"..", os.stat("..", dir_fd=fd).st_ino, stat.S_IFDIR)]
+        return [], []
     with os.scandir(fd) as it:  # scandir(fd) rewinds the shared descriptor when closed
-        listing.extend((os.fsencode(e.name), e.inode(), _type_bits(e)) for e in it)
-    return listing
+        named = sorted((max(3, hash(name) & _OFFSET_MASK), name, e.inode(), _type_bits(e))
+                       for e in it for name in (os.fsencode(e.name),))
+    offsets = [1, 2]
+    entries = [(b".", st.st_ino, stat.S_IFDIR), (b"..", os.stat("..", dir_fd=fd).st_ino, stat.S_IFDIR)]
+    last = 2
+    for off, name, ino, kind in named:
+        last = off if off > last else last + 1
+        offsets.append(last)
+        entries.append((name, ino, kind))
+    return offsets, entries
 
 
 def _set_noatime(fd: int) -> None:
@@ -205,10 +220,9 @@ class InodeOperations:
         # False: no OPENDIR/RELEASEDIR (FUSE_CAP_NO_OPENDIR_SUPPORT, asked for at init); only where the open needs
         # no permission check of ours and the kernel's kept listings are dropped when SOURCE changes (serve()).
         self.dir_handles = dir_handles
-        # Without handles: listings read at offset 0, by number (the high 32 bits of the offsets they give).
-        self._snapshots: dict[int, list[tuple[bytes, int, int]]] = {}
-        self._snapshot_numbers = itertools.count(1)
-        self._snapshots_lock = threading.Lock()
+        # Without handles: each directory's last listing, read again at offset 0 (by node id; oldest out first).
+        self._listings: dict[int, Listing] = {}
+        self._listings_lock = threading.Lock()
         # As root, a caller with the daemon's own ids could open any directory: its open needs no check here.
         self._root = os.geteuid() == _ROOT_UID
         # Called with each directory node the kernel learns (the SOURCE watcher watches it).
@@ -760,61 +774,46 @@ class InodeOperations:
             handle.fd = self._open_dir(handle.node)
         return handle.fd
 
-    def _listing(self, fh: int, off: int) -> list[tuple[bytes, int, int]]:
-        """(name, d_ino, type bits) of the directory, read again at offset 0 (opendir, rewinddir); offsets
-        are positions in this list (the kernel serialises the readdirs of one handle)."""
-        handle = self._dirs[fh]
-        listing = handle.listing
-        if listing is None or off == 0:
-            listing = handle.listing = _read_listing(self._dir_fd(fh))
-        return listing
-
-    def _snapshot(self, ino: int, off: int) -> tuple[list[tuple[bytes, int, int]], int, int]:
-        """(listing, index to start at, base of the offsets to give) for a readdir without a handle. Offset 0
-        reads the directory into a new snapshot; the offsets given carry its number, so each reader goes on in
-        its own listing however readers interleave. A snapshot is dropped when read to its end, or when the
-        oldest of _SNAPSHOTS_KEPT (a reader that stopped early): such a reader's next readdir reads the directory
-        again and goes on at the same position."""
-        number, start = off >> 32, off & 0xFFFFFFFF
-        with self._snapshots_lock:
-            listing = self._snapshots.get(number) if number else None
-        if listing is None:
-            fd = self._open_dir(self.nodes.get(ino))
-            try:
-                listing = _read_listing(fd)
-            finally:
-                os.close(fd)
-            number = number or next(self._snapshot_numbers) % _SNAPSHOT_NUMBERS + 1
-            with self._snapshots_lock:
-                self._snapshots[number] = listing
-                if len(self._snapshots) > _SNAPSHOTS_KEPT:
-                    del self._snapshots[next(iter(self._snapshots))]
-        if start >= len(listing):  # the reader is at the end
-            with self._snapshots_lock:
-                self._snapshots.pop(number, None)
-        return listing, start, number << 32
+    def _listing(self, ino: int, off: int, fh: int) -> tuple[Listing, int]:
+        """The directory's listing (read again at offset 0: opendir, rewinddir, a new reader) and the index of
+        the first entry after `off`. With a handle (`fh`), the handle's own; without, the directory's last one,
+        which any reader may continue in (offsets are names' hashes, `_read_listing`)."""
+        if fh:
+            handle = self._dirs[fh]
+            listing = handle.listing
+            if listing is None or off == 0:
+                listing = handle.listing = _read_listing(self._dir_fd(fh))
+        else:
+            with self._listings_lock:
+                listing = None if off == 0 else self._listings.get(ino)
+            if listing is None:
+                fd = self._open_dir(self.nodes.get(ino))
+                try:
+                    listing = _read_listing(fd)
+                finally:
+                    os.close(fd)
+                with self._listings_lock:
+                    self._listings.pop(ino, None)
+                    self._listings[ino] = listing
+                    if len(self._listings) > _LISTINGS_KEPT:
+                        del self._listings[next(iter(self._listings))]
+        return listing, bisect.bisect_right(listing[0], off)
 
     def readdir(self, req: int, ino: int, size: int, off: int, fi: Any) -> ll.DirBuffer:
-        if fi.fh:
-            listing, start, base = self._listing(fi.fh, off), off, 0
-        else:
-            listing, start, base = self._snapshot(ino, off)
+        (offsets, entries), start = self._listing(ino, off, fi.fh)
         buf = ll.DirBuffer(req, size)
         st = ll.Stat()
-        for i in range(start, len(listing)):
-            st.st_ino, st.st_mode = listing[i][1], listing[i][2]
-            if not buf.add(listing[i][0], st, base | (i + 1)):
+        for i in range(start, len(entries)):
+            st.st_ino, st.st_mode = entries[i][1], entries[i][2]
+            if not buf.add(entries[i][0], st, offsets[i]):
                 break
         return buf
 
     def readdirplus(self, req: int, ino: int, size: int, off: int, fi: Any) -> ll.DirBuffer:
-        if fi.fh:
-            listing, start, base = self._listing(fi.fh, off), off, 0
-        else:
-            listing, start, base = self._snapshot(ino, off)
+        (offsets, entries), start = self._listing(ino, off, fi.fh)
         buf = ll.DirBuffer(req, size)
-        for i in range(start, len(listing)):
-            name, d_ino, kind = listing[i]
+        for i in range(start, len(entries)):
+            name, d_ino, kind = entries[i]
             if name == b"." or name == b"..":
                 e = ll.EntryParam()  # node id 0: no entry, no lookup count (the kernel skips these)
                 e.attr.st_ino, e.attr.st_mode = d_ino, kind
@@ -823,7 +822,7 @@ class InodeOperations:
                     e = self._lookup(ino, name)
                 except OSError:  # gone since the listing
                     continue
-            if not buf.add_plus(name, e, base | (i + 1)):
+            if not buf.add_plus(name, e, offsets[i]):
                 if e.ino:
                     self.nodes.forget(e.ino, 1)
                 break
