@@ -101,7 +101,10 @@ class _DirHandle:
         self.listing: Listing | None = None
 
 
-_LISTINGS_KEPT = 512  # directories whose last listing is kept for readdirs without a handle, at most
+# Listings kept for readdirs without a handle, until read to their end, at most (the oldest go first): the
+# directories, and their entries in all.
+_LISTINGS_KEPT = 512
+_LISTED_ENTRIES_KEPT = 100_000
 _OFFSET_MASK = (1 << 62) - 1
 # (offsets, entries): the entries (name, d_ino, type bits) in the order of their offsets
 Listing = tuple[list[int], list[tuple[bytes, int, int]]]
@@ -220,8 +223,10 @@ class InodeOperations:
         # False: no OPENDIR/RELEASEDIR (FUSE_CAP_NO_OPENDIR_SUPPORT, asked for at init); only where the open needs
         # no permission check of ours and the kernel's kept listings are dropped when SOURCE changes (serve()).
         self.dir_handles = dir_handles
-        # Without handles: each directory's last listing, read again at offset 0 (by node id; oldest out first).
+        # Without handles: each directory's last listing, read again at offset 0 (by node id; oldest out first),
+        # dropped when a reader reaches its end; `_listed` entries in all.
         self._listings: dict[int, Listing] = {}
+        self._listed = 0
         self._listings_lock = threading.Lock()
         # As root, a caller with the daemon's own ids could open any directory: its open needs no check here.
         self._root = os.geteuid() == _ROOT_UID
@@ -793,11 +798,25 @@ class InodeOperations:
                 finally:
                     os.close(fd)
                 with self._listings_lock:
-                    self._listings.pop(ino, None)
-                    self._listings[ino] = listing
-                    if len(self._listings) > _LISTINGS_KEPT:
-                        del self._listings[next(iter(self._listings))]
+                    self._keep_listing(ino, listing)
+            start = bisect.bisect_right(listing[0], off)
+            if start == len(listing[0]):  # a reader at its end: most listings are read once, whole
+                with self._listings_lock:
+                    self._keep_listing(ino, None)
+            return listing, start
         return listing, bisect.bisect_right(listing[0], off)
+
+    def _keep_listing(self, ino: int, listing: Listing | None) -> None:
+        """Keep `listing` as the directory's last (None: drop it), within the bounds (under _listings_lock)."""
+        old = self._listings.pop(ino, None)
+        if old is not None:
+            self._listed -= len(old[0])
+        if listing is None:
+            return
+        self._listings[ino] = listing
+        self._listed += len(listing[0])
+        while len(self._listings) > _LISTINGS_KEPT or self._listed > _LISTED_ENTRIES_KEPT and len(self._listings) > 1:
+            self._listed -= len(self._listings.pop(next(iter(self._listings)))[0])
 
     def readdir(self, req: int, ino: int, size: int, off: int, fi: Any) -> ll.DirBuffer:
         (offsets, entries), start = self._listing(ino, off, fi.fh)
