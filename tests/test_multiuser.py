@@ -234,3 +234,40 @@ def test_files_created_by_other_user_never_owned_by_root(workdir: Path) -> None:
         owners = {(os.lstat(src / n).st_uid, os.lstat(src / n).st_gid) for n in os.listdir(src)}
         assert owners == {(1000, 1000)}
         assert len(os.listdir(src)) == 400
+
+
+# A file capability (vfs_cap_data revision 2: cap_net_bind_service permitted and effective).
+FILE_CAPS = (0x02000001).to_bytes(4, "little") + (1 << 10).to_bytes(4, "little") + bytes(12)
+CHANGE = textwrap.dedent("""
+    import os, sys
+    path, how = sys.argv[1], sys.argv[2]
+    if how == "truncate":
+        os.truncate(path, 1)
+    else:
+        fd = os.open(path, os.O_WRONLY | (os.O_APPEND if how == "append" else 0))
+        for i in range(3):  # the kernel checks the capability before each write where it must (not SB_NOSEC)
+            os.write(fd, b"w")
+        os.close(fd)
+""")
+
+
+@pytest.mark.parametrize("uid", [0, 1000])
+@pytest.mark.parametrize("how", ["write", "append", "truncate"])
+def test_data_changes_drop_file_capabilities_as_natively(mount: Mount, workdir: Path, uid: int, how: str) -> None:
+    # Clearing them is the kernel's before each write where the file system has not taken it on
+    # (FUSE_HANDLE_KILLPRIV_V2), SOURCE's own where it has (the daemon writes as the caller).
+    nat = workdir / "native"
+    nat.mkdir()
+    kept = {}
+    for b, check in ((nat, nat), (mount.mnt, mount.src)):
+        f = b / "caps"
+        f.write_bytes(b"data")
+        os.chmod(f, 0o666)
+        os.setxattr(f, "security.capability", FILE_CAPS)
+        assert os.getxattr(check / "caps", "security.capability") == FILE_CAPS
+        r = run_as(uid, uid, [PY, "-c", CHANGE, str(f), how], groups=[uid], timeout=60)
+        assert r.returncode == 0, r.stderr
+        kept[b] = "security.capability" in os.listxattr(check / "caps")
+    assert_same_stat(mount.mnt / "caps", mount.src / "caps")
+    assert kept[mount.mnt] == kept[nat]
+    assert not kept[nat]  # the scenario is about something: natively a write drops them, even root's

@@ -55,9 +55,9 @@ WALKS = [
     Walk("Create a file", "echo foo > bar", ["getattr", "create", "getattr", "flush", "getxattr", "write",
                                              "flush", "release"],
          "The original's getxattr('security.capability') before the write is the kernel checking for file "
-         "capabilities that the write must remove. With libfuse >= 3.17 this filesystem takes that on "
-         "(FUSE_HANDLE_KILLPRIV_V2: it writes as the caller, so SOURCE clears set-id bits and capabilities "
-         "itself) and the kernel asks once per file instead of before every write; with 3.14 it asks every time."),
+         "capabilities that the write must remove. This filesystem takes that on (FUSE_HANDLE_KILLPRIV_V2: it "
+         "writes as the caller, so SOURCE clears set-id bits and capabilities itself) and the kernel asks once "
+         "per file instead of before every write."),
     Walk("Read a file", "cat bar", ["getattr", "open", "read", "getattr", "flush", "release"],
          "The original saw a flush before the release, as for every close(). This filesystem opens a file read "
          "only with FOPEN_NOFLUSH: closing a descriptor that cannot have written has nothing to report, so the "

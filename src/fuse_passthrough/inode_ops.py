@@ -372,11 +372,11 @@ class InodeOperations:
             want |= abi.FUSE_CAP_DIRECT_IO_ALLOW_MMAP  # files opened with direct_io may still be mmapped
         # Not with kernel passthrough: the kernel writes the backing file with the daemon's credentials there.
         writes_as_caller = (self.as_caller.enabled or os.geteuid() != 0) and not self.want_passthrough
-        if ll.VERSION >= (3, 17) and capable & abi.FUSE_CAP_HANDLE_KILLPRIV_V2 and writes_as_caller:
+        if capable & abi.FUSE_CAP_HANDLE_KILLPRIV_V2 and writes_as_caller:
             # Clearing setuid/setgid bits and file capabilities on writes, truncates and O_TRUNC opens is ours:
             # each is done as the caller, so SOURCE's filesystem clears them as it would for the caller. The
             # kernel then marks the mount SB_NOSEC and asks getxattr("security.capability") once per inode
-            # instead of before every write. (libfuse 3.14 cannot pass the flag.)
+            # instead of before every write. (libfuse < 3.17 offers it through the binding's own I/O.)
             want |= abi.FUSE_CAP_HANDLE_KILLPRIV_V2
         if not self.dir_handles and capable & abi.FUSE_CAP_NO_OPENDIR_SUPPORT:
             # The first OPENDIR's ENOSYS tells the kernel to open directories itself from then on: no OPENDIR or

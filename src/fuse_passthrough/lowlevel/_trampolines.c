@@ -36,6 +36,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #ifdef FPT_CHECK_SIGNATURES /* the layout test: the trampolines must have the ops' exact types */
 #include <fuse_lowlevel.h>
@@ -99,6 +101,8 @@ static struct {
     int (*lseek)(fuse_req_t, int64_t);
     void *(*userdata)(fuse_req_t);
     const struct fpt_ctx *(*ctx)(fuse_req_t);
+    int (*session_fd)(void *);
+    int (*custom_io)(void *, const void *, int); /* libfuse < 3.17 (session_io) */
 } lib;
 
 enum op { O_lookup, O_forget, O_getattr, O_setattr, O_readlink, O_mknod, O_mkdir, O_unlink, O_rmdir, O_symlink,
@@ -107,7 +111,14 @@ enum op { O_lookup, O_forget, O_getattr, O_setattr, O_readlink, O_mknod, O_mkdir
           O_create, O_getlk, O_setlk, O_forget_multi, O_flock, O_fallocate, O_readdirplus, O_copy_file_range,
           O_lseek, O_tmpfile, NOPS };
 
-struct table { void *cb[NOPS]; };
+/* A session's userdata: its callbacks, and what its own I/O (below) saw of the INIT exchange. */
+struct table {
+    void *cb[NOPS];
+    uint64_t init_unique;   /* the INIT request's, once read */
+    int init_read;
+    int killpriv_v2_offered;  /* the kernel's INIT flags had FUSE_HANDLE_KILLPRIV_V2 */
+    int killpriv_v2_wanted;   /* set it in the INIT reply */
+};
 
 static void send_pending(fuse_req_t req, enum kind if_unset) {
     struct pending *p = &pending;
@@ -230,8 +241,119 @@ static int as_address(PyObject *o, void **out) {
     return 1;
 }
 
+/* ------------------------------------------------------------------------------------------ the session's I/O
+ * FUSE_HANDLE_KILLPRIV_V2 makes the kernel leave clearing set-id bits and capabilities on write, truncate and
+ * O_TRUNC open to the file system and mark the superblock SB_NOSEC, so that it asks getxattr("security.capability")
+ * once per inode instead of before every write (docs/benchmarks.md, 2026-12-04 21:53). libfuse < 3.17 has no
+ * capability bit for it and never sets the flag in its INIT reply. There the session reads and writes /dev/fuse
+ * through these two functions (fuse_session_custom_io on the fd fuse_session_mount opened): the same read(2) and
+ * writev(2), except that they note whether the kernel's INIT request offers the flag, and set it in the INIT reply
+ * when the file system asked for it (binding.py: it sees FUSE_CAP_HANDLE_KILLPRIV_V2 as on 3.17). libfuse 3.14
+ * ignores the kill flags of later requests; the file system needs none (it writes as the caller). The structs
+ * are the kernel's (linux/fuse.h; checked below), the same for every protocol version libfuse 3 speaks. */
+#define FPT_FUSE_INIT 26
+#define FPT_HANDLE_KILLPRIV_V2 (1u << 28)
+struct fpt_in_header { uint32_t len, opcode; uint64_t unique, nodeid; uint32_t uid, gid, pid; uint16_t extlen, pad; };
+struct fpt_out_header { uint32_t len; int32_t error; uint64_t unique; };
+struct fpt_init { uint32_t major, minor, max_readahead, flags; }; /* the start of fuse_init_in and fuse_init_out */
+struct fpt_custom_io {
+    ssize_t (*writev)(int, struct iovec *, int, void *);
+    ssize_t (*read)(int, void *, size_t, void *);
+    void *splice_receive, *splice_send; /* NULL: libfuse does not offer splice (the file system asks for none) */
+};
+
+static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata) {
+    ssize_t n = read(fd, buf, buf_len);
+    struct table *t = userdata;
+    if (!t->init_read && n >= (ssize_t)(sizeof(struct fpt_in_header) + sizeof(struct fpt_init))) {
+        const struct fpt_in_header *h = buf;
+        if (h->opcode == FPT_FUSE_INIT) { /* the first request of a session */
+            const struct fpt_init *in = (const void *)(h + 1);
+            t->init_unique = h->unique;
+            t->killpriv_v2_offered = (in->flags & FPT_HANDLE_KILLPRIV_V2) != 0;
+            t->init_read = 1;
+        }
+    }
+    return n; /* errno as read(2) left it: libfuse reads it */
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
+    struct table *t = userdata;
+    if (t->killpriv_v2_wanted && count >= 2 && iov[0].iov_len == sizeof(struct fpt_out_header) &&
+        iov[1].iov_len >= sizeof(struct fpt_init)) {
+        const struct fpt_out_header *o = iov[0].iov_base;
+        if (o->unique == t->init_unique && o->error == 0) {
+            ((struct fpt_init *)iov[1].iov_base)->flags |= FPT_HANDLE_KILLPRIV_V2;
+            t->killpriv_v2_wanted = 0;
+        }
+    }
+    return writev(fd, iov, count);
+}
+
+#ifdef FPT_CHECK_SIGNATURES
+#include <linux/fuse.h>
+_Static_assert(FPT_FUSE_INIT == FUSE_INIT && FPT_HANDLE_KILLPRIV_V2 == FUSE_HANDLE_KILLPRIV_V2, "linux/fuse.h");
+_Static_assert(sizeof(struct fpt_in_header) == sizeof(struct fuse_in_header) &&
+               SAME(fpt_in_header, fuse_in_header, opcode) && SAME(fpt_in_header, fuse_in_header, unique) &&
+               sizeof(struct fpt_out_header) == sizeof(struct fuse_out_header) &&
+               SAME(fpt_out_header, fuse_out_header, error) && SAME(fpt_out_header, fuse_out_header, unique) &&
+               SAME(fpt_init, fuse_init_in, flags) && SAME(fpt_init, fuse_init_out, flags), "linux/fuse.h");
+_Static_assert(SAME(fpt_custom_io, fuse_custom_io, writev) && SAME(fpt_custom_io, fuse_custom_io, read) &&
+               SAME(fpt_custom_io, fuse_custom_io, splice_receive) &&
+               SAME(fpt_custom_io, fuse_custom_io, splice_send), "struct fuse_custom_io");
+#if FUSE_MAJOR_VERSION * 100 + FUSE_MINOR_VERSION < 317
+_Static_assert(sizeof(struct fpt_custom_io) == sizeof(struct fuse_custom_io), "struct fuse_custom_io");
+#endif
+void fpt_check_io(struct fuse_custom_io *io) { io->read = io_read; io->writev = io_writev; }
+#endif
+
+PyDoc_STRVAR(session_io_doc, "session_io(session: int, table: int): the session (libfuse < 3.17, mounted) reads and "
+             "writes /dev/fuse through this module (see killpriv_v2_offered); `table` is its userdata.");
+static PyObject *session_io(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    void *se, *t;
+    int rc;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "(session, table) expected");
+    if (!as_address(args[0], &se) || !as_address(args[1], &t))
+        return NULL;
+    if (lib.custom_io == NULL || lib.session_fd == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "this libfuse has no fuse_session_custom_io");
+    struct fpt_custom_io io = {io_writev, io_read, NULL, NULL};
+    rc = lib.custom_io(se, &io, lib.session_fd(se)); /* libfuse copies `io` */
+    if (rc != 0)
+        return PyErr_Format(PyExc_OSError, "fuse_session_custom_io failed (%d)", rc);
+    Py_RETURN_NONE;
+}
+
+static struct table *table_at(PyObject *address) {
+    void *t;
+    if (!as_address(address, &t))
+        return NULL;
+    if (t == NULL)
+        PyErr_SetString(PyExc_ValueError, "no table");
+    return t;
+}
+
+PyDoc_STRVAR(killpriv_v2_offered_doc, "killpriv_v2_offered(table: int) -> bool: whether the session's INIT request, "
+             "read through session_io, offers FUSE_HANDLE_KILLPRIV_V2 (call from the init handler).");
+static PyObject *killpriv_v2_offered(PyObject *self, PyObject *address) {
+    struct table *t = table_at(address);
+    return t == NULL ? NULL : PyBool_FromLong(t->init_read && t->killpriv_v2_offered);
+}
+
+PyDoc_STRVAR(want_killpriv_v2_doc, "want_killpriv_v2(table: int): set FUSE_HANDLE_KILLPRIV_V2 in the session's INIT "
+             "reply (from the init handler, where killpriv_v2_offered).");
+static PyObject *want_killpriv_v2(PyObject *self, PyObject *address) {
+    struct table *t = table_at(address);
+    if (t == NULL)
+        return NULL;
+    t->killpriv_v2_wanted = t->init_read && t->killpriv_v2_offered;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(set_functions_doc, "set_functions(addresses: dict[str, int]): libfuse's fuse_reply_*, "
-             "fuse_req_userdata and fuse_req_ctx, by symbol, from the loaded library.");
+             "fuse_req_userdata, fuse_req_ctx, fuse_session_fd and (where it has it) fuse_session_custom_io, by "
+             "symbol, from the loaded library.");
 static PyObject *set_functions(PyObject *self, PyObject *addresses) {
     static const struct { const char *symbol; void **slot; } SLOTS[] = {
         {"fuse_reply_err", (void **)&lib.err}, {"fuse_reply_none", (void **)&lib.none},
@@ -241,7 +363,10 @@ static PyObject *set_functions(PyObject *self, PyObject *addresses) {
         {"fuse_reply_buf", (void **)&lib.buf}, {"fuse_reply_data", (void **)&lib.data},
         {"fuse_reply_statfs", (void **)&lib.statfs}, {"fuse_reply_xattr", (void **)&lib.xattr},
         {"fuse_reply_lock", (void **)&lib.lock}, {"fuse_reply_lseek", (void **)&lib.lseek},
-        {"fuse_req_userdata", (void **)&lib.userdata}, {"fuse_req_ctx", (void **)&lib.ctx}};
+        {"fuse_req_userdata", (void **)&lib.userdata}, {"fuse_req_ctx", (void **)&lib.ctx},
+        {"fuse_session_fd", (void **)&lib.session_fd}};
+    static const struct { const char *symbol; void **slot; } OPTIONAL[] = {
+        {"fuse_session_custom_io", (void **)&lib.custom_io}};
     if (!PyDict_Check(addresses))
         return PyErr_Format(PyExc_TypeError, "a dict of addresses");
     for (size_t i = 0; i < sizeof SLOTS / sizeof SLOTS[0]; i++) {
@@ -254,6 +379,13 @@ static PyObject *set_functions(PyObject *self, PyObject *addresses) {
         if (v == NULL)
             return PyErr_Format(PyExc_ValueError, "%s: NULL", SLOTS[i].symbol);
         *SLOTS[i].slot = v;
+    }
+    for (size_t i = 0; i < sizeof OPTIONAL / sizeof OPTIONAL[0]; i++) {
+        PyObject *a = PyDict_GetItemString(addresses, OPTIONAL[i].symbol);
+        void *v = NULL;
+        if (a != NULL && !as_address(a, &v))
+            return NULL;
+        *OPTIONAL[i].slot = v;
     }
     Py_RETURN_NONE;
 }
@@ -588,6 +720,9 @@ static PyMethodDef METHODS[] = {
     {"callback_table", callback_table, METH_O, callback_table_doc},
     {"free_callback_table", free_callback_table, METH_O, "free_callback_table(address: int)"},
     {"caller", caller, METH_O, caller_doc},
+    FAST(session_io, session_io_doc),
+    {"killpriv_v2_offered", killpriv_v2_offered, METH_O, killpriv_v2_offered_doc},
+    {"want_killpriv_v2", want_killpriv_v2, METH_O, want_killpriv_v2_doc},
     FAST(set_stat_fields, set_stat_fields_doc),
     FAST(fill_stat, fill_stat_doc),
     FAST(fill_entry, fill_entry_doc),

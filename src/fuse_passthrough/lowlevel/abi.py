@@ -231,6 +231,7 @@ LOOPCFG = K("struct fuse_loop_config *", c_void_p)
 CTXPTR = K("const struct fuse_ctx *", POINTER(fuse_ctx))
 GIDS = K("gid_t *", POINTER(c_uint32))
 CIOVEC = K("const struct iovec *", c_void_p)
+CUSTOMIO = K("const struct fuse_custom_io *", c_void_p)  # built and passed by _trampolines.c
 CSTR = K("const char *", c_char_p)
 VERSIONP = K("struct libfuse_version *", POINTER(libfuse_version))
 BUFCOPY = K("enum fuse_buf_copy_flags", c_int)
@@ -314,6 +315,8 @@ FUNCTIONS: list[Function] = [
     F("fuse_session_unmount", VOID, (SESSION,)),
     F("fuse_session_destroy", VOID, (SESSION,)),
     F("fuse_session_fd", INT, (SESSION,), blocks=False),
+    # 3.17 replaced it by fuse_session_custom_io_317 (a header wrapper); only < 3.17 needs it (_trampolines.c).
+    F("fuse_session_custom_io", INT, (SESSION, CUSTOMIO, INT), blocks=False, since=(3, 14), until=(3, 17)),
     F("fuse_session_exit", VOID, (SESSION,), blocks=False),
     F("fuse_session_exited", INT, (SESSION,), blocks=False),
     F("fuse_session_loop", INT, (SESSION,)),

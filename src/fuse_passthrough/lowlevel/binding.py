@@ -48,6 +48,11 @@ released the GIL, sends the reply the callback recorded (`DEFERRED_REPLIES`). A 
 and must take it back to return, while the caller it just woke has another worker running Python for its next
 request: a wait for the GIL at the end of nearly every request. docs/benchmarks.md ("replies sent without the
 GIL") has the numbers.
+
+FUSE_HANDLE_KILLPRIV_V2 on libfuse < 3.17, which has no capability bit for it: with the C module, the mounted
+session reads and writes /dev/fuse through _trampolines.c (fuse_session_custom_io on the same fd), which notes
+whether the kernel's INIT offers the flag and sets it in the INIT reply when the init handler asked for
+FUSE_CAP_HANDLE_KILLPRIV_V2, offered to it in `conn.capable` as 3.17 offers it (`own_io`).
 """
 
 from __future__ import annotations
@@ -354,7 +359,7 @@ if _trampolines is not None:
         "fuse_reply_err", "fuse_reply_none", "fuse_reply_entry", "fuse_reply_create", "fuse_reply_attr",
         "fuse_reply_readlink", "fuse_reply_open", "fuse_reply_write", "fuse_reply_buf", "fuse_reply_data",
         "fuse_reply_statfs", "fuse_reply_xattr", "fuse_reply_lock", "fuse_reply_lseek", "fuse_req_userdata",
-        "fuse_req_ctx")})
+        "fuse_req_ctx", "fuse_session_fd", "fuse_session_custom_io") if sym in FUNCTIONS})
     _t = _trampolines
     DEFERRED_REPLIES = Replies(
         err=_t.reply_err, none=_t.reply_none, entry=_t.reply_entry, create=_t.reply_create, attr=_t.reply_attr,
@@ -478,6 +483,9 @@ class LowLevelSession:
         if trampolines and DEFERRED_REPLIES is None:
             raise ValueError("the C module _trampolines is not built (setup.py)")
         self.trampolines = trampolines
+        # libfuse < 3.17: /dev/fuse read and written through _trampolines.c, which adds FUSE_HANDLE_KILLPRIV_V2 to
+        # the INIT exchange (the init handler sees FUSE_CAP_HANDLE_KILLPRIV_V2 offered as on 3.17).
+        self.own_io = trampolines and "fuse_session_custom_io" in FUNCTIONS
         self._replies = DEFERRED_REPLIES if trampolines and DEFERRED_REPLIES is not None else CTYPES_REPLIES
         self._reply_table = _reply_table(self._replies)
         self.operations = operations
@@ -544,10 +552,20 @@ class LowLevelSession:
         pin = _pin_thread_state if self._keep_thread_states else _no_pin
         if name == "init":
             def init(userdata: Any, conn: Any) -> None:
+                c = conn.contents
+                table = self._table
+                offered = table is not None and self.own_io and _trampolines.killpriv_v2_offered(table)
+                if offered:
+                    c.capable |= abi.FUSE_CAP_HANDLE_KILLPRIV_V2
                 try:
-                    handler(conn.contents)
+                    handler(c)
                 except BaseException as exc:
                     failed(name, exc)
+                if offered and table is not None:
+                    if c.want & abi.FUSE_CAP_HANDLE_KILLPRIV_V2:
+                        _trampolines.want_killpriv_v2(table)
+                    c.want &= ~abi.FUSE_CAP_HANDLE_KILLPRIV_V2  # not libfuse's to send: the reply gets it
+                    c.capable &= ~abi.FUSE_CAP_HANDLE_KILLPRIV_V2
             return init
         if name == "destroy":
             def destroy(userdata: Any) -> None:
@@ -635,6 +653,8 @@ class LowLevelSession:
         if FUNCTIONS["fuse_session_mount"](self.session, os.fsencode(self.mountpoint)) != 0:
             raise OSError(errno.EIO, f"fuse_session_mount failed for {self.mountpoint} (libfuse said why on stderr)")
         self._mounted = True
+        if self.own_io and self._table is not None:
+            _trampolines.session_io(self.session, self._table)
 
     def loop(self, *, single_threaded: bool = False, max_threads: int = 10, max_idle_threads: int | None = None,
              clone_fd: bool = False) -> int:
