@@ -65,9 +65,9 @@ def test_more_fsyncs_is_the_one_change(runs: dict[str, Path]) -> None:
     # and the findings: 20 syncs for 160 KiB is a storm, 5 were not
     assert {"id": "fsync-storm", "level": "warning"}.items() <= d["findings"]["appeared"][0].items()
     assert [f["id"] for f in d["findings"]["appeared"]] == ["fsync-storm"]
-    # gone: the info-level fsync finding (now a storm), and metadata-heavy (the syncs are data requests: metadata
-    # fell below half of the requests)
-    assert {f["id"]: f["level"] for f in d["findings"]["gone"]} == {"fsync": "info", "metadata-heavy": "info"}
+    # gone: the info-level fsync finding (now a storm). (Data requests are most of both runs: the kernel asks
+    # getxattr("security.capability") once for the journal, not before each of its 40 writes: FUSE_HANDLE_KILLPRIV_V2.)
+    assert {f["id"]: f["level"] for f in d["findings"]["gone"]} == {"fsync": "info"}
 
 
 def test_one_more_reread_is_the_one_change(runs: dict[str, Path]) -> None:

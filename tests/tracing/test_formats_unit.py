@@ -77,6 +77,13 @@ def test_names_beyond_ascii_from_the_fast_path(escaping: str) -> None:
     assert b"/a\\u007f\\u00e6\\u4e2d\\ud83d\\ude00" in line
 
 
+def test_del_in_an_ascii_line_is_escaped_as_the_stdlib_does(escaping: str) -> None:
+    # orjson writes DEL raw, and a line holding nothing else beyond printable ASCII is still ASCII
+    event = to_event(RawEvent(1, 1.5, "getattr", ("/a\x7f", None), None, 2, 10, 1, 0, 0, "sh", None))
+    assert format_jsonl_bytes(event) == format_jsonl(event).encode("ascii")
+    assert b"/a\\u007f" in format_jsonl_bytes(event)
+
+
 @settings(max_examples=400, derandomize=True)
 @given(st.text())
 def test_c_escaping_is_the_stdlibs_for_any_text(text: str) -> None:
@@ -95,3 +102,94 @@ def test_c_escaping_refuses_what_is_not_utf8() -> None:
     for bad in (b"\xff", b"a\xc3", b"\xe0\x80\x80", b"\xf4\x90\x80\x80", b"\xed\xa0\x80x"[:2]):
         with pytest.raises(ValueError):
             formats._ascii_escaped(bad)
+
+
+# -- the compiled writer: a batch of raw events at once (formats.encode_jsonl_batch, _jsonl.c encode_events)
+big_ints = st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
+timespecs = st.tuples(big_ints, st.sampled_from([0, 5, (1 << 30) - 1, (1 << 30) - 2]) | st.integers(0, 10 ** 9))
+tricky_names = st.sampled_from(["/a\x7f", "/t\tn\nr\r\b\f\x01", '/q"\\', "/\U0001f600\u00e9", "/\udcff"])
+ARG_VALUES = {
+    "path": st.none() | names | tricky_names, "path2": st.none() | names | tricky_names,
+    "mode": st.none() | st.integers(0, 0o177777) | big_ints, "flags": st.none() | st.integers(0, 2 ** 32),
+    "mask": st.integers(0, 8), "whence": st.integers(0, 6), "times": st.none() | st.tuples(timespecs, timespecs),
+    "dev": st.integers(0, 2 ** 40), "uid": st.sampled_from([-1, 0, 1000]), "gid": st.sampled_from([-1, 0, 1000]),
+    "name": st.text(max_size=20), "lock": st.none() | st.text(max_size=5),
+}
+other_values = st.none() | st.booleans() | big_ints | st.text(max_size=10)
+statfs = st.fixed_dictionaries({k: st.integers(0, 2 ** 40) for k in ("f_bsize", "f_blocks", "f_bfree", "f_files",
+                                                                      "f_ffree")})
+RESULTS = {
+    "stat": stat_tuples | st.lists(st.integers(0, 9), min_size=6, max_size=6),
+    "fh": big_ints | st.tuples(ints, ints), "entries": big_ints, "size": big_ints, "statfs": statfs,
+}
+
+
+@st.composite
+def any_raw_events(draw: st.DrawFn) -> tuple[object, ...]:
+    from fuse_passthrough.tracing.events import ARG_NAMES, RESULT_FORMS
+
+    op = draw(st.sampled_from(sorted(ARG_NAMES)) | st.just("no_such_op"))
+    arg_names = ARG_NAMES.get(op, ("path", "size"))
+    args = tuple(draw(ARG_VALUES.get(n, other_values)) for n in arg_names)
+    args = args[:draw(st.integers(0, len(args)))] if draw(st.booleans()) else args
+    if draw(st.integers(0, 19)) == 0:
+        args += (1,)  # more arguments than the operation has names for
+    form = RESULT_FORMS.get(op)
+    result = draw(st.none() | (RESULTS[form] if form else other_values | st.lists(st.text(max_size=5), max_size=3)))
+    err = draw(st.sampled_from([0, 0, 0, 2, 61, 9999]))
+    ts = draw(st.floats(min_value=1e9, max_value=4e9) | st.sampled_from([0.0, 1e16, 1.5]))
+    comm = draw(st.none() | st.text(max_size=16))
+    cmdline = draw(st.none() | st.none() | st.lists(st.text(max_size=5), max_size=2))
+    injected = draw(st.none() | st.none() | st.just({"errno": 28}) | st.just({"short": 3, "delay_ns": 5}))
+    return (draw(big_ints), ts, op, args, result, err, draw(st.integers(0, 10 ** 12)), draw(st.integers(0, 2 ** 22)),
+            draw(st.sampled_from([0, 1000])), draw(st.sampled_from([0, 1000])), comm, cmdline, injected)
+
+
+def _python_line(item: tuple[object, ...]) -> bytes:
+    from fuse_passthrough.tracing.events import event_of
+
+    line = format_jsonl_bytes(event_of(item))
+    assert line == format_jsonl(event_of(item)).encode("ascii")
+    return line
+
+
+@settings(max_examples=600, derandomize=True)
+@given(st.lists(any_raw_events(), max_size=20))
+def test_compiled_batches_are_byte_identical_to_the_python_path(items: list[tuple[object, ...]]) -> None:
+    if formats._encode_events is None:
+        pytest.skip("_jsonl.c is not built")
+    block, ends = formats.encode_jsonl_batch(items, _python_line)
+    lines = [_python_line(i) for i in items]
+    assert bytes(block) == b"".join(lines)
+    assert [len(x) for x in lines] == [e - s for s, e in zip([0, *ends], ends, strict=False)]
+
+
+def test_compiled_batches_leave_only_the_unusual_to_python() -> None:
+    if formats._encode_events is None:
+        pytest.skip("_jsonl.c is not built")
+    usual = [
+        (1, 1.5, "lookup", ("/a/\u00e9\udcff",), (0o100644, 3, 7, 1, 0, 0), 0, 10, 5, 0, 0, "sh", None, None),
+        (2, 1.5, "create", ("/a/b", 0o100644, 0o100301), 17, 0, 10, 5, 0, 0, "sh", None, None),
+        (3, 1.5, "getxattr", ("/a/b", "security.capability", 0), None, 61, 10, 5, 0, 0, "sh", None, None),
+        (4, 1.5, "write", ("/a/b", 4, 0, 17), 4, 0, 10, 5, 0, 0, "sh", None, None),
+        (5, 1.5, "release", ("/a/b", 17), 0, 0, 10, 0, 0, 0, "[kernel]", None, None),
+        (6, 1.5, "readdirplus", ("/a", 0, 0), 12, 0, 10, 5, 0, 0, None, None, None),
+        (7, 1.5, "open", ("/a/b", 0o100000), (18, 2), 0, 10, 5, 0, 0, "cat", None, None),
+        (8, 1.5, "utimens", ("/a/b", ((1, (1 << 30) - 1), (2, 3)), None), 0, 0, 10, 5, 0, 0, "touch", None, None),
+    ]
+    unusual = [
+        (9, 1.5, "getattr", ("/a", None), None, 2, 10, 5, 0, 0, "sh", ["sh", "-c"], None),  # cmdline
+        (10, 1.5, "write", ("/a", 4, 0, 1), None, 28, 10, 5, 0, 0, "sh", None, {"errno": 28}),  # injected
+        (11, 1.5, "write", ("/a", 4, 2 ** 70, 1), 4, 0, 10, 5, 0, 0, "sh", None, None),  # beyond 64 bits
+        (12, 1.5, "mystery", ("/a",), 0, 0, 10, 5, 0, 0, "sh", None, None),  # an operation events.py lacks
+    ]
+    called = []
+
+    def python_line(item: tuple[object, ...]) -> bytes:
+        called.append(item[0])
+        return _python_line(item)
+
+    block, ends = formats.encode_jsonl_batch(usual + unusual, python_line)
+    assert bytes(block) == b"".join(_python_line(i) for i in usual + unusual)
+    assert called == [9, 10, 11, 12]
+    assert len(ends) == 12

@@ -208,23 +208,34 @@ def stat_summary(st: Any) -> dict[str, Any]:
             "uid": st.st_uid, "gid": st.st_gid}
 
 
+# How a result appears in its event, by operation (decode_result; the compiled writer reads the same table):
+# "stat": stat_summary; "fh": {"fh": n} (with "passthrough": backing id); "entries"/"size": {form: result};
+# "statfs": the fields people look at. Any other operation's result is written as it is.
+RESULT_FORMS: dict[str, str] = {
+    "getattr": "stat", "lookup": "stat",
+    "open": "fh", "create": "fh", "opendir": "fh", "tmpfile": "fh",
+    "readdir": "entries", "readdir_with_offset": "entries", "readdirplus": "entries",
+    "getxattr": "size",
+    "statfs": "statfs",
+}
+
+
 def decode_result(op: str, result: Any) -> Any:
     """The JSON value of a result; data is reduced to its length in the hot path already."""
     if result is None:
         return None
-    if op == "getattr" or op == "lookup":
+    form = RESULT_FORMS.get(op)
+    if form is None:
+        return result
+    if form == "stat":
         return stat_summary(result)
-    if op in ("open", "create", "opendir", "tmpfile"):
+    if form == "fh":
         if isinstance(result, (tuple, list)):  # kernel passthrough: (fh, backing id)
             return {"fh": result[0], "passthrough": result[1]}
         return {"fh": result}
-    if op in ("readdir", "readdir_with_offset", "readdirplus"):
-        return {"entries": result}
-    if op == "getxattr":
-        return {"size": result}
-    if op == "statfs":
+    if form == "statfs":
         return {k: result.get(k) for k in ("f_bsize", "f_blocks", "f_bfree", "f_files", "f_ffree")}
-    return result
+    return {form: result}
 
 
 def errno_name(err: int) -> str | None:
@@ -270,13 +281,13 @@ def to_event(raw: RawEvent) -> dict[str, Any]:
 
 
 # The argument names decode_arg changes (every other value goes into the event as it is).
-_DECODED = frozenset({"flags", "mode", "mask", "whence", "times", "dev"})
+DECODED_ARGS = frozenset({"flags", "mode", "mask", "whence", "times", "dev"})
 _Plan = tuple[tuple[str, Callable[[Any], Any] | None], ...]
 _PLANS: dict[str, _Plan] = {}
 
 
 def _plan(op: str) -> _Plan:
-    plan = tuple((name, functools.partial(decode_arg, op, name) if name in _DECODED else None)
+    plan = tuple((name, functools.partial(decode_arg, op, name) if name in DECODED_ARGS else None)
                  for name in ARG_NAMES.get(op, ()))
     _PLANS[op] = plan
     return plan

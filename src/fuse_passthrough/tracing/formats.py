@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import errno as errno_mod
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from .events import ARG_NAMES, DATA_ARGS, KERNEL_COMM
+from .events import (
+    ARG_NAMES,
+    DATA_ARGS,
+    DECODED_ARGS,
+    KERNEL_COMM,
+    RESULT_FORMS,
+    SCHEMA_VERSION,
+    decode_arg,
+    decode_result,
+)
 
 try:
     from ._jsonl import ascii_escaped as _ascii_escaped
+    from ._jsonl import encode_events as _encode_events
 except ImportError:  # built without a C compiler (setup.py)
     _ascii_escaped = None  # type: ignore[assignment]
+    _encode_events = None  # type: ignore[assignment]
 
 FORMATS = ("text", "jsonl")
 
@@ -97,7 +110,7 @@ def format_jsonl_bytes(event: dict[str, Any]) -> bytes:
         line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # surrogates, or an int beyond 64 bits
         return format_jsonl(event).encode("ascii")
-    if line.isascii():
+    if line.isascii() and b"\x7f" not in line:  # the stdlib escapes DEL too
         return line
     return format_jsonl(event).encode("ascii") if _ascii_escaped is None else _ascii_escaped(line)
 
@@ -120,3 +133,50 @@ def encoder(name: str) -> Callable[[dict[str, Any]], bytes]:
         return fmt(event).encode("utf-8", "backslashreplace")
 
     return encode
+
+
+# For the compiled writer (_jsonl.c encode_events), what events.event_of knows, per operation: each argument's JSON
+# key, kind (_ARG_*), decoder and cache of decoded values; how the result is written (_RESULT_*) and with what.
+_ARG_PLAIN, _ARG_PATH, _ARG_PATH2, _ARG_DECODED = range(4)
+_RESULT_PLAIN, _RESULT_STAT, _RESULT_FH, _RESULT_WRAPPED, _RESULT_DECODED = range(5)
+_UNCACHED = frozenset({"times"})  # values too varied to be worth remembering
+
+
+def _plan(op: str, names: tuple[str, ...]) -> tuple[Any, ...]:
+    args = []
+    for name in names:
+        kind = (_ARG_PATH if name == "path" else _ARG_PATH2 if name == "path2" else
+                _ARG_DECODED if name in DECODED_ARGS else _ARG_PLAIN)
+        decoder = functools.partial(decode_arg, op, name) if kind == _ARG_DECODED else None
+        cache: dict[Any, Any] | None = {} if kind == _ARG_DECODED and name not in _UNCACHED else None
+        args.append((_JSON.encode(name).encode() + b":", kind, decoder, cache))
+    form = RESULT_FORMS.get(op)
+    result: tuple[int, Any]
+    if form is None:
+        result = (_RESULT_PLAIN, None)
+    elif form in ("entries", "size"):
+        result = (_RESULT_WRAPPED, b"{" + _JSON.encode(form).encode() + b":")
+    else:
+        kind = {"stat": _RESULT_STAT, "fh": _RESULT_FH}.get(form, _RESULT_DECODED)
+        result = (kind, functools.partial(decode_result, op))
+    return (tuple(args), *result)
+
+
+_PLANS = {op: _plan(op, names) for op, names in ARG_NAMES.items()}
+_HEAD = b'{"v":' + str(SCHEMA_VERSION).encode() + b',"seq":'
+_ERRNO_NAMES = dict(errno_mod.errorcode)  # events.errno_name's
+
+
+def encode_jsonl_batch(items: list[tuple[Any, ...]], encode_item: Callable[[tuple[Any, ...]], bytes]
+                       ) -> tuple[bytes | bytearray, list[int]]:
+    """The JSONL lines of raw events in one buffer, and where each ends: `encode_item(item)` for each (the
+    Python path: `format_jsonl_bytes(event_of(item))` and whatever the caller does about failures), written by
+    the compiled module where it is built (the same bytes, ~10x less CPU; it calls `encode_item` for what it does
+    not handle)."""
+    if _encode_events is not None:
+        return _encode_events(items, _PLANS, _HEAD, _ERRNO_NAMES, encode_item)
+    block, ends = bytearray(), []
+    for item in items:
+        block += encode_item(item)
+        ends.append(len(block))
+    return block, ends

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from .events import event_of
-from .formats import encoder
+from .formats import encode_jsonl_batch, encoder
 from .sinks import RotatingFile, StreamOutput
 from .stats import Summary
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         output = StreamOutput(sys.stderr.buffer)
     encode = encoder(args.format)
+    jsonl = args.format == "jsonl"
     summary = Summary()
     signal.signal(signal.SIGUSR1, lambda *_: summary.render(sys.stderr))
     # Stopping is the daemon's decision (it closes our input): a Ctrl-C for the foreground group, or a SIGTERM
@@ -62,6 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     stdin = sys.stdin.buffer
     written = 0
     unencodable = 0
+
+    def encode_item(item: tuple[Any, ...]) -> bytes:
+        nonlocal unencodable
+        try:
+            event = event_of(item)
+        except Exception as e:  # a result this version cannot describe: the event without it, never a stop
+            if not unencodable:
+                print(f"fuse-passthrough: trace writer: the result of {item[2]} event {item[0]} could not be "
+                      f"encoded ({type(e).__name__}: {e}); written without it (said once)", file=sys.stderr)
+            unencodable += 1
+            event = event_of((*item[:4], None, *item[5:]))
+        return encode(event)
+
     while True:
         header = _read_exact(stdin, _HEADER.size)
         if header is None:
@@ -69,21 +83,17 @@ def main(argv: list[str] | None = None) -> int:
         body = _read_exact(stdin, _HEADER.unpack(header)[0])
         if body is None:
             break
-        block, ends = bytearray(), []  # one buffer, not a list of lines (RotatingFile.write_block says why)
+        items = marshal.loads(body)
         add = summary.add
-        for item in marshal.loads(body):
-            try:
-                event = event_of(item)
-            except Exception as e:  # a result this version cannot describe: the event without it, never a stop
-                if not unencodable:
-                    print(f"fuse-passthrough: trace writer: the result of {item[2]} event {item[0]} could not be "
-                          f"encoded ({type(e).__name__}: {e}); written without it (said once)", file=sys.stderr)
-                unencodable += 1
-                item = (*item[:4], None, *item[5:])
-                event = event_of(item)
+        for item in items:
             add(item[2], item[6], bool(item[5]), item[4], len(item) > 12 and bool(item[12]))
-            block += encode(event)
-            ends.append(len(block))
+        if jsonl:
+            block, ends = encode_jsonl_batch(items, encode_item)
+        else:
+            block, ends = bytearray(), []  # one buffer, not a list of lines (RotatingFile.write_block says why)
+            for item in items:
+                block += encode_item(item)
+                ends.append(len(block))
         output.write_block(block, ends)
         written += len(ends)
         output.flush()
