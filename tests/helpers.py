@@ -158,3 +158,19 @@ def wait_for(cond: Any, timeout: float = 10, what: str = "") -> None:
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+# statfs f_type of the filesystems whose files have no flush operation (ext2/3/4, xfs, btrfs, tmpfs): close()
+# there has nothing to report, and a mount of them opens files with FOPEN_NOFLUSH (no FLUSH requests).
+FLUSHLESS_FILESYSTEMS = {0xEF53, 0x58465342, 0x9123683E, 0x01021994}
+
+
+def close_reports_nothing(path: str | os.PathLike[str]) -> bool:
+    """Whether closes of files on `path`'s filesystem send no FLUSH through a default mount of it."""
+    import ctypes
+    import struct
+
+    buf = ctypes.create_string_buffer(256)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.statfs(os.fsencode(os.fspath(path)), buf) == 0, os.strerror(ctypes.get_errno())
+    return struct.unpack_from("=l", buf, 0)[0] & 0xFFFFFFFF in FLUSHLESS_FILESYSTEMS

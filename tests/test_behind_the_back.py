@@ -497,6 +497,26 @@ def test_mmap_store_then_msync_updates_mtime(workdir: Path) -> None:
     run_both(workdir, "fanotify", lambda r: _mmap_store(r, sync=True))
 
 
+def _mmap_store_after_close(r: Run) -> None:
+    """Stores through a mapping whose descriptor is closed are in S once it is unmapped (FUSE writes the dirty
+    pages back then), whether or not the close sent a FLUSH (FOPEN_NOFLUSH on a filesystem whose close() does
+    nothing)."""
+    (r.m / "f").write_bytes(b"\0" * 8192)
+    fd = os.open(r.m / "f", os.O_RDWR)
+    mm = mmap.mmap(fd, 8192)
+    mm[0:6] = b"before"
+    os.close(fd)
+    mm[4096:4101] = b"after"
+    r.see("M while mapped", lambda: (r.m / "f").read_bytes()[:6] + (r.m / "f").read_bytes()[4096:4101])
+    mm.close()
+    r.see("S after munmap", lambda: (r.s / "f").read_bytes()[:6] + (r.s / "f").read_bytes()[4096:4101])
+
+
+@pytest.mark.parametrize("extra", [[], ["-o", "flush"]])
+def test_mmap_stores_are_in_source_once_unmapped(workdir: Path, extra: list[str]) -> None:
+    run_both(workdir, "fanotify", _mmap_store_after_close, extra)
+
+
 @pytest.mark.xfail(not PASSTHROUGH, strict=True, raises=AssertionError,
                    reason="FUSE without a writeback cache marks its inodes S_NOCMTIME and has no write-fault "
                           "request: the daemon learns of a store through mmap only when the page is written back "

@@ -71,7 +71,7 @@ def test_data_bypasses_the_daemon_and_the_trace_says_so(workdir: Path, passthrou
     """The same writes and reads with and without --passthrough: same bytes; only the daemon sees data ops."""
     payload = os.urandom(5 << 20)
     args = ["--passthrough"] if passthrough else []
-    with Mount(workdir / "src", workdir / "mnt", *args) as m:
+    with Mount(workdir / "src", workdir / "mnt", *args, "-o", "flush") as m:  # flush: a request at every close
         assert _write_and_read(m.mnt, payload) == payload
         assert (m.src / "data").read_bytes() == payload
         assert m.unmount() == 0

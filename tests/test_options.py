@@ -153,10 +153,11 @@ def test_every_cache_option_is_read_by_the_daemon() -> None:
     import inspect
 
     from fuse_passthrough import inode_mount
-    served = inspect.getsource(inode_mount.serve) + inspect.getsource(inode_mount.needs_dir_handles)
+    served = (inspect.getsource(inode_mount.serve) + inspect.getsource(inode_mount.needs_dir_handles)
+              + inspect.getsource(inode_mount.needs_flush))
     cache = {o.mount for o in table.OPTIONS if o.mount and o.goes == table.CONFIG}
     assert cache == {"attr_timeout", "entry_timeout", "negative_timeout", "kernel_cache", "auto_cache",
-                     "noauto_cache", "direct_io", "dir_handles"}
+                     "noauto_cache", "direct_io", "dir_handles", "flush"}
     assert all(f'"{key}"' in served for key in cache)
 
 

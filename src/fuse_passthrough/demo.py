@@ -57,7 +57,9 @@ WALKS = [
          "The original's getxattr('security.capability') before the write is the kernel checking for file "
          "capabilities that the write must remove. This filesystem takes that on (FUSE_HANDLE_KILLPRIV_V2: it "
          "writes as the caller, so SOURCE clears set-id bits and capabilities itself) and the kernel asks once "
-         "per file instead of before every write."),
+         "per file instead of before every write. The original's two flushes (one per close() of a descriptor "
+         "of the file) are gone where SOURCE is ext4, xfs, btrfs or tmpfs: their close() has nothing to report, "
+         "so the file is opened with FOPEN_NOFLUSH and the kernel does not ask; on NFS it would."),
     Walk("Read a file", "cat bar", ["getattr", "open", "read", "getattr", "flush", "release"],
          "The original saw a flush before the release, as for every close(). This filesystem opens a file read "
          "only with FOPEN_NOFLUSH: closing a descriptor that cannot have written has nothing to report, so the "
@@ -117,7 +119,7 @@ _GENERIC = {
     "create": "create: open(O_CREAT) on a name that does not exist — create and open in one request.",
     "write": "write: the data (only its length is recorded, never the bytes), at an offset, to a handle.",
     "flush": "flush: sent at close() of each descriptor that may have written, so the filesystem can report "
-             "late errors (read-only opens reply FOPEN_NOFLUSH: no flush).",
+             "late errors (not for read-only opens, nor where SOURCE's close() reports nothing: FOPEN_NOFLUSH).",
     "release": "release: the last descriptor of an open file is gone; the handle is freed.",
     "open": "open: a handle for an existing file, with the caller's access mode.",
     "read": "read: the kernel asks for whole pages (and reads ahead), not just what the program asked for.",

@@ -335,6 +335,13 @@ def needs_dir_handles(args: argparse.Namespace, opts: Any) -> bool:
     return bool(config.get("dir_handles")) or not (cached and opts.watch and checked) or faults
 
 
+def needs_flush(args: argparse.Namespace, opts: Any) -> bool:
+    """Whether every close() of a descriptor that may have written must reach the daemon (FLUSH), also where
+    SOURCE's close() has nothing to report: with -o flush, and where a fault rule may name flush."""
+    faults = bool(args.fault_file) or any("flush" in rule.ops for rule in args.fault)
+    return bool(opts.config.get("flush")) or faults
+
+
 def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, output: Any,
           on_ready: Any = None) -> int:
     """Mount `src` at `mnt` and serve until unmounted or stopped (SIGINT, SIGTERM, SIGHUP:
@@ -356,7 +363,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
                           auto_cache=bool(config.get("auto_cache", True)) and not config.get("noauto_cache"),
                           # FUSE_CAP_POSIX_ACL turns default_permissions on: not under no_default_permissions
                           posix_acl="default_permissions" in opts.kernel, **atime_options(opts.atime),
-                          dir_handles=needs_dir_handles(args, opts))
+                          dir_handles=needs_dir_handles(args, opts), flushes=needs_flush(args, opts))
     ops.long_negative = defaults and isinstance(config.get("negative_timeout"), DefaultSeconds)
     layers: list[Any] = []
     sink = None

@@ -57,6 +57,9 @@ _SETTLED_SECONDS_NS = 2_000_000_000
 # update the atime (strictatime). The mount's own noatime (which remount may change) makes the last two "while
 # unchanged".
 _KEEP_NEVER, _KEEP_ALWAYS, _KEEP_RELATIME, _KEEP_STRICTATIME = 0, 1, 2, 3
+# statfs f_type of the filesystems whose regular files have no flush operation: close() there cannot fail or do
+# anything (ext4 with ext2/3, xfs, btrfs, tmpfs). NFS, CIFS, FUSE, overlayfs, f2fs have one.
+_FLUSHLESS_FILESYSTEMS = frozenset({0xEF53, 0x58465342, 0x9123683E, 0x01021994})
 _DAY_NS = 86400 * 1_000_000_000
 
 
@@ -183,7 +186,7 @@ class InodeOperations:
                  negative_timeout: float = 0.0, kernel_passthrough: bool = False, direct_io: bool = False,
                  keep_cache: bool = False, auto_cache: bool = True, caller_credentials: bool | None = None,
                  posix_acl: bool = True, noatime: bool = False, nodiratime: bool = False,
-                 dir_handles: bool = True) -> None:
+                 dir_handles: bool = True, flushes: bool = True) -> None:
         self.source = os.path.realpath(source)
         self.nodes = NodeTable(os.open(self.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC),
                                _handles_fd(self.source))
@@ -201,6 +204,9 @@ class InodeOperations:
         self.keep_cache = keep_cache  # -o kernel_cache: keep pages at every open
         self.auto_cache = auto_cache  # keep them while the file is unchanged (Node.pages)
         self._keeping: dict[int, int] = {}  # st_dev -> _KEEP_*: when its files' pages may be kept
+        # False: writable files of a filesystem whose close() does nothing are opened with FOPEN_NOFLUSH.
+        self.flushes = flushes
+        self._flushless: dict[int, bool] = {}  # st_dev -> whether close() there does nothing
         self.want_passthrough = kernel_passthrough
         self.passthrough = False  # the kernel accepted it (init)
         self.passthrough_refused: str | None = None  # why not, when it was asked for
@@ -629,9 +635,10 @@ class InodeOperations:
 
     def _opened(self, req: int, node: Node, fd: int, fi: Any, st: os.stat_result | None = None) -> None:
         fi.fh = fd
-        if fi.flags & os.O_ACCMODE == os.O_RDONLY:
-            # FOPEN_NOFLUSH: a close() of a read-only descriptor has nothing to report (no write can have
-            # failed late), so the kernel sends no FLUSH for it, as a local filesystem has no call there either.
+        if fi.flags & os.O_ACCMODE == os.O_RDONLY or not self.flushes and self._close_reports_nothing(node):
+            # FOPEN_NOFLUSH: the kernel sends no FLUSH at close(). A read-only descriptor has nothing to report (no
+            # write can have failed late), and neither has any on a filesystem whose files have no flush
+            # operation (ext4, xfs, btrfs, tmpfs: their close() cannot fail); NFS reports write errors there.
             fi.noflush = 1
         if self.noatime:
             _set_noatime(fd)
@@ -683,6 +690,15 @@ class InodeOperations:
                                           or now - st.st_atime_ns >= _DAY_NS):
             return False  # a read updates the atime
         return unchanged
+
+    def _close_reports_nothing(self, node: Node) -> bool:
+        """Whether close() of the node's files does nothing on SOURCE (no flush operation), by device."""
+        dev = node.key[0]
+        nothing = self._flushless.get(dev)
+        if nothing is None:
+            from .watcher import filesystem_type
+            nothing = self._flushless[dev] = filesystem_type(node.proc) in _FLUSHLESS_FILESYSTEMS
+        return nothing
 
     def _keeping_of(self, node: Node) -> int:
         from .watcher import local_filesystem

@@ -283,6 +283,9 @@ OPTIONS: tuple[Option, ...] = (
            "a directory answers the first with ENOSYS, and the kernel then opens directories itself and keeps "
            "their listings until SOURCE changes them; with this option listings are also checked at each open",
            mount="dir_handles", goes=CONFIG),
+    Option("flush", SWITCH, "send a FLUSH at every close() of a descriptor that may have written (in the trace "
+           "too). By default files on a filesystem whose close() has nothing to report (ext4, xfs, btrfs, tmpfs) "
+           "are opened with FOPEN_NOFLUSH, and the kernel does not ask", mount="flush", goes=CONFIG),
     Option("direct_io", SWITCH, "bypass the page cache: every read and write reaches the daemon",
            mount="direct_io", goes=CONFIG),
     # -- -o only: the daemon's own ----------------------------------------------------------------------------
