@@ -202,6 +202,8 @@ def all_targets() -> dict[str, Target]:
         # every open of a directory answered (OPENDIR/RELEASEDIR), as before 2026-12-05 10:30
         Target("ours_trace_dir_handles", "fuse-passthrough traced -o dir_handles", "ours", ["-o", "dir_handles"],
                trace=True),
+        # a FLUSH at every close() of a writer, as before 2026-12-05 14:00 (now only where SOURCE's close() reports)
+        Target("ours_trace_flush", "fuse-passthrough traced -o flush", "ours", ["-o", "flush"], trace=True),
         # strict mode (-o timeout=0): the previous default, every lookup reaches the daemon
         Target("ours_notrace_strict", "fuse-passthrough --no-trace -o timeout=0", "ours",
                ["--no-trace", "-o", "timeout=0"]),
