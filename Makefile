@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock setup.py src/fuse_passthrough/_columns.c src/fuse_passthrough/lowlevel/_trampolines.c src/fuse_passthrough/tracing/_jsonl.c | md5sum | cut -c1-12)
+CSOURCES := $(wildcard src/fuse_passthrough/*.c src/fuse_passthrough/*/*.c)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock setup.py $(CSOURCES) | md5sum | cut -c1-12)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 RUN_PKGS := fuse3 libfuse3-dev python3-venv attr gcc python3-dev
 # CPython's own tests (the benchmark's testsuite workload), for the system's python3
@@ -76,7 +77,7 @@ system-run system-test system-bench: system-%:
 	  apt-get update -qq && $(APT) $$missing; \
 	fi
 
-$(STAMP): pyproject.toml requirements.lock setup.py src/fuse_passthrough/_columns.c src/fuse_passthrough/lowlevel/_trampolines.c src/fuse_passthrough/tracing/_jsonl.c
+$(STAMP): pyproject.toml requirements.lock setup.py $(CSOURCES)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@

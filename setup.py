@@ -1,4 +1,4 @@
-"""The package is Python but for three optional C modules, built where a C compiler and Python's headers are (else
+"""The package is Python but for four optional C modules, built where a C compiler and Python's headers are (else
 the build goes on without them, and the same work is done in Python):
 
 - src/fuse_passthrough/_columns.c: the per-event part of `report`'s tally (docs/report.md, "Speed and memory");
@@ -6,7 +6,9 @@ the build goes on without them, and the same work is done in Python):
 - src/fuse_passthrough/lowlevel/_trampolines.c: the low-level binding's C entry points, which send each reply after
   the Python callback has released the GIL (lowlevel/binding.py); without it replies are sent from Python;
 - src/fuse_passthrough/tracing/_jsonl.c: the trace writer's JSONL lines with names beyond ASCII escaped as the
-  stdlib's json does (tracing/formats.py); without it those lines are encoded by the stdlib, ~4 us more each.
+  stdlib's json does (tracing/formats.py); without it those lines are encoded by the stdlib, ~4 us more each;
+- src/fuse_passthrough/tracing/_recorder.c: the tracing layer's per-request work (timing, caller, event tuple,
+  hand-off to the sink; tracing/layer.py); without it a Python closure does the same.
 
 None links libfuse (the binding loads it at run time). Everything else is in pyproject.toml."""
 
@@ -17,4 +19,5 @@ setup(ext_modules=[
     Extension("fuse_passthrough.lowlevel._trampolines", ["src/fuse_passthrough/lowlevel/_trampolines.c"],
               optional=True),
     Extension("fuse_passthrough.tracing._jsonl", ["src/fuse_passthrough/tracing/_jsonl.c"], optional=True),
+    Extension("fuse_passthrough.tracing._recorder", ["src/fuse_passthrough/tracing/_recorder.c"], optional=True),
 ])

@@ -29,9 +29,12 @@ import itertools
 import os
 import stat
 import struct
+import sys
 import threading
 
 from . import syscalls
+
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsdecode's
 
 ROOT_ID = 1
 # Records of forgotten nodes kept for file handles: ~135 bytes each (tests/test_native_behaviour.py measures it),
@@ -410,11 +413,20 @@ class NodeTable:
     def path(self, nodeid: int, name: bytes | None = None) -> str | None:
         """A path of the node (its most recent name, up to the root), or of `name` in it; None when no name
         is known (e.g. unlinked)."""
-        with self._lock:
-            base = self._path_locked(nodeid)
+        # A path cached in this epoch needs no lock (every traced request asks): both are replaced, never changed
+        # in place, under the lock, so this reads the path as it was just before or just after a concurrent rename.
+        node = self._by_id.get(nodeid)
+        cached = node.cached_path if node is not None else None
+        if cached is not None and cached[0] == self._path_epoch:
+            base: str | None = cached[1]
+        elif nodeid == ROOT_ID:
+            base = "/"
+        else:
+            with self._lock:
+                base = self._path_locked(nodeid)
         if base is None or name is None:
             return base
-        return ("/" if base == "/" else base + "/") + os.fsdecode(name)
+        return ("/" if base == "/" else base + "/") + name.decode(_FS_ENCODING, _FS_ERRORS)
 
     def _path_locked(self, nodeid: int) -> str | None:
         if nodeid == ROOT_ID:

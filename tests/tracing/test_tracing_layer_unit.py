@@ -191,9 +191,22 @@ def _handler_args(op: str) -> tuple[Any, ...]:
     }[op]
 
 
+def _generic(handler: Any) -> bool:
+    """The chain's generic path: a Call through the layers' handle()."""
+    return getattr(handler, "__qualname__", "").startswith("LayerChain._chained")
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 @pytest.mark.parametrize("fail", [False, True])
-def test_the_direct_path_records_what_the_generic_path_records(fail: bool) -> None:
+def test_the_direct_path_records_what_the_generic_path_records(fail: bool, compiled: bool,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from fuse_passthrough.tracing import layer
     from fuse_passthrough.tracing.layer import DESCRIBE
+
+    if compiled and layer.Recorder is None:
+        pytest.skip("the C module _recorder is not built")
+    if not compiled:
+        monkeypatch.setattr(layer, "Recorder", None)
 
     def make_ops() -> Any:
         class AllOps:
@@ -215,8 +228,10 @@ def test_the_direct_path_records_what_the_generic_path_records(fail: bool) -> No
     direct = LayerChain(make_ops(), [TracingLayer(direct_sink)], context=context)
     generic = LayerChain(make_ops(), [TracingLayer(generic_sink), Passing()], context=context)
     ops = [op for op in DESCRIBE if op not in ("init", "destroy")]
-    assert all("direct" in getattr(direct, op).__qualname__ for op in ops)
-    assert not any("direct" in getattr(generic, op).__qualname__ for op in ops)
+    assert not any(_generic(getattr(direct, op)) for op in ops)
+    assert all(_generic(getattr(generic, op)) for op in ops)
+    if compiled:
+        assert {type(getattr(direct, op)).__name__ for op in ops if op not in layer.MULTI} == {"Traced"}
     for op in ops:
         for c in (direct, generic):
             try:
@@ -231,3 +246,87 @@ def test_the_direct_path_records_what_the_generic_path_records(fail: bool) -> No
     assert [comparable(r) for r in direct_sink.items] == [comparable(r) for r in generic_sink.items]
     assert [e["op"] for e in direct_sink.events()][:8] == ["lookup", "forget", "forget_multi", "getattr", "chmod",
                                                            "chown", "truncate", "utimens"]
+
+
+class HotPathSink(ListSink):
+    """A sink with ProcessSink's hot path: a deque the compiled layer appends to, and the call at `batch`."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__()
+        import collections
+        self.pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.batch = batch
+        self.backlogs: list[int] = []
+
+    def hot_path(self) -> tuple[Any, int, Any]:
+        return self.pending, self.batch, self.backlogs.append
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_events_reach_a_sink_through_its_hot_path(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    from fuse_passthrough.tracing import layer
+
+    if compiled and layer.Recorder is None:
+        pytest.skip("the C module _recorder is not built")
+    if not compiled:
+        monkeypatch.setattr(layer, "Recorder", None)
+        monkeypatch.setattr(HotPathSink, "put", lambda self, raw: self.pending.append(raw)
+                            or (len(self.pending) >= self.batch and self.backlogs.append(len(self.pending))))
+    sink = HotPathSink(batch=2)
+    tracing = TracingLayer(sink)
+    me = os.getpid()
+    # a name cached long enough ago to be trusted: events take it without reading /proc
+    now = time.perf_counter_ns()
+    tracing.names.cache[me] = (now - 10**9, now, "cached-name", None)
+    c = LayerChain(Ops(), [tracing], context=lambda req: (1000, 100, me, 0o22))
+    c.lookup(5, 1, b"bar")
+    with pytest.raises(OSError) as raised:
+        c.lookup(5, 1, b"nope")
+    assert raised.value.errno == errno.ENOENT
+    c.write(5, 2, b"abcd", 0, FileInfo(fh=7))
+    events = [to_event(RawEvent(*raw)) for raw in sink.pending]
+    assert [(e["op"], e["path"], e["args"], e["errno"]) for e in events] == [
+        ("lookup", "/bar", {}, None), ("lookup", "/nope", {}, "ENOENT"),
+        ("write", "/bar", {"size": 4, "offset": 0, "fh": 7}, None)]
+    assert events[0]["result"]["ino"] == 2 and events[1]["result"] is None and events[2]["result"] == 4
+    assert {(e["pid"], e["uid"], e["gid"], e["comm"]) for e in events} == {(me, 1000, 100, "cached-name")}
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    assert sink.backlogs == [2, 3]
+    assert not sink.items  # put() was not used
+    # a name cached too long ago is read again
+    tracing.names.cache[me] = (now - 10**10, now - 10**10, "stale", None)
+    c.lookup(5, 1, b"bar")
+    with open(f"/proc/{me}/comm") as f:
+        assert to_event(RawEvent(*sink.pending[-1]))["comm"] == f.read().strip()
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_a_failure_without_an_errno_is_recorded_as_eio_and_raised_as_it_was(
+        compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fuse_passthrough.tracing import layer
+
+    if compiled and layer.Recorder is None:
+        pytest.skip("the C module _recorder is not built")
+    if not compiled:
+        monkeypatch.setattr(layer, "Recorder", None)
+    failure = KeyError("x")
+
+    class Failing(Ops):
+        def unlink(self, req: int, parent: int, name: bytes) -> None:
+            raise failure
+
+        def rmdir(self, req: int, parent: int, name: bytes) -> None:
+            raise OSError("no errno")
+
+    sink = ListSink()
+    c = LayerChain(Failing(), [TracingLayer(sink)], context=context)
+    with pytest.raises(KeyError) as raised:
+        c.unlink(5, 1, b"bar")
+    assert raised.value is failure and raised.value.__traceback__ is not None
+    with pytest.raises(OSError):
+        c.rmdir(5, 1, b"d")
+    assert [(e["op"], e["path"], e["errno"]) for e in sink.events()] == [("unlink", "/bar", "EIO"),
+                                                                        ("rmdir", "/d", "EIO")]

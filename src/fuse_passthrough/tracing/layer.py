@@ -27,6 +27,11 @@ from .filters import EventFilter
 from .processes import ProcessNames
 from .sinks import EventSink
 
+try:
+    from ._recorder import Recorder
+except ImportError:  # not built (setup.py): the same events from the Python closure in `direct`
+    Recorder = None  # type: ignore[misc, assignment]
+
 Calls = list[tuple[str, tuple[Any, ...]]]  # (traced op, its arguments): a SETATTR's events
 
 
@@ -158,6 +163,7 @@ class TracingLayer:
         self.filter = event_filter or EventFilter()
         self.names = ProcessNames(with_cmdline)
         self._seq = itertools.count(1)
+        self._recorders: dict[Any, Any] = {}  # context -> its Recorder
 
     def wants(self, op: str) -> bool:
         return op in DESCRIBE and any(self.filter.accepts_op(o) for o in EVENT_OPS[op])
@@ -202,6 +208,9 @@ class TracingLayer:
         node2_i, name2_i = second if second is not None else (-1, None)
         nodes_path = nodes.path
         multi = op in MULTI
+        if Recorder is not None and not multi:
+            return self._recorder(context).traced(op, fn, nodes_path, node_i, -1 if name_i is None else name_i,
+                                                  node2_i, -1 if name2_i is None else name2_i, args_of, result_of)
         accepts_op = self.filter.accepts_op
         put = self.sink.put
         seq = self._seq
@@ -267,6 +276,18 @@ class TracingLayer:
 
         handler.__name__ = op
         return handler
+
+    def _recorder(self, context: Callable[[int], tuple[int, int, int, int]]) -> Any:
+        """The compiled closure's shared part (_recorder.c), one per context function."""
+        rec = self._recorders.get(context)
+        if rec is None:
+            hot_path = getattr(self.sink, "hot_path", None)
+            pending, batch, backlog = hot_path() if hot_path is not None else (None, 0, None)
+            names = self.names
+            rec = self._recorders[context] = Recorder(
+                self._seq, names.cache, names.lookup, names.YOUNG_NS, names.TTL_NS, context, self.sink.put,
+                pending, batch, backlog)
+        return rec
 
     def close(self) -> None:
         self.names.close()

@@ -299,8 +299,17 @@ class ProcessSink:
         pending = self._pending
         pending.append(raw)  # a deque: appends from several threads need no lock of ours
         n = len(pending)
-        if n < self._batch:
-            return
+        if n >= self._batch:
+            self._backlog(n)
+
+    def hot_path(self) -> tuple[collections.deque[tuple[Any, ...]], int, Callable[[int], None]]:
+        """`put` in parts, for the compiled tracing layer (_recorder.c): append to the deque, then call the
+        function with the deque's length once it reaches the count."""
+        return self._pending, self._batch, self._backlog
+
+    def _backlog(self, n: int) -> None:
+        """`n` events are pending, at least a batch: wake the flusher; wait while the writer is too far behind."""
+        pending = self._pending
         if not self._wake.is_set():
             self._wake.set()
         if n >= self._max_pending:

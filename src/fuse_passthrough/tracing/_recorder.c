@@ -1,0 +1,460 @@
+/* The tracing layer's per-request work in C (tracing/layer.py, TracingLayer.direct).
+ *
+ * A traced request used to run a Python closure around the handler: read the paths, describe the arguments, time
+ * the call, look the caller's name up in the cache, build the event tuple and hand it to the sink. Measured in the
+ * daemon (docs/benchmarks.md), that closure cost about as much CPU per request as the handler itself; the parts
+ * that are not Python-level knowledge of the events (the timing, the caller, the name cache, the tuple, the sink's
+ * append) are done here. What an event says stays in Python: the paths come from the node table's `path`, the
+ * arguments and the result from layer.py's DESCRIBE functions, a name not in the cache from ProcessNames.lookup.
+ *
+ * Recorder(seq, cache, lookup, young_ns, ttl_ns, context, put, pending, batch, backlog): what every traced
+ * handler shares: the event numbers (an iterator, shared with the layer's generic path), the process-name cache
+ * (pid -> (first seen, last read, comm, cmdline), times in CLOCK_MONOTONIC ns as time.perf_counter_ns) and its
+ * `lookup(pid, now_ns)`, `context(req) -> (uid, gid, pid, umask)`, and the sink: `pending.append(raw)` then
+ * `backlog(len(pending))` once `batch` are pending, or `put(raw)` where `pending` is None.
+ *
+ * Recorder.traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of) -> a callable
+ * `(req, *a)` that records exactly what layer.py's Python closure records (tests/tracing/test_tracing_layer_unit.py
+ * runs both against the generic path): one event (seq, start, op, args_of(a, p, p2, umask), result_of(result, a)
+ * or None, errno or 0, duration ns, pid, uid, gid, comm, cmdline, None), paths read before the call (index -1:
+ * none; name index -1: the node's own path).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <stddef.h>
+#include <time.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *seq, *cache, *lookup, *context, *put, *pending, *append, *backlog;
+    long long young, ttl;
+    Py_ssize_t batch;
+} Recorder;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Recorder *rec;
+    PyObject *op, *fn, *nodes_path, *args_of, *result_of, *name;
+    int node_i, name_i, node2_i, name2_i;
+} Traced;
+
+static long long now_ns(clockid_t clock) {
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* nodes_path(a[node_i]) or nodes_path(a[node_i], a[name_i]); None for node_i < 0 */
+static PyObject *path_of(PyObject *nodes_path, PyObject *const *a, Py_ssize_t n, int node_i, int name_i) {
+    PyObject *args[2];
+    if (node_i < 0)
+        Py_RETURN_NONE;
+    if (node_i >= n || name_i >= n) {
+        PyErr_SetString(PyExc_TypeError, "traced handler: too few arguments");
+        return NULL;
+    }
+    args[0] = a[node_i];
+    if (name_i < 0)
+        return PyObject_Vectorcall(nodes_path, args, 1, NULL);
+    args[1] = a[name_i];
+    return PyObject_Vectorcall(nodes_path, args, 2, NULL);
+}
+
+/* (comm, cmdline) of `pid` as new references: the cache's entry while it is valid, else lookup(pid, t1) */
+static int names_of(Recorder *r, PyObject *pid, long long t1, PyObject **comm, PyObject **cmdline) {
+    PyObject *hit = PyDict_GetItemWithError(r->cache, pid), *found, *now;
+    if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 4) {
+        long long first = PyLong_AsLongLong(PyTuple_GET_ITEM(hit, 0));
+        long long last = PyLong_AsLongLong(PyTuple_GET_ITEM(hit, 1));
+        if (PyErr_Occurred())
+            return -1;
+        if (t1 - first > r->young && t1 - last < r->ttl) {
+            *comm = Py_NewRef(PyTuple_GET_ITEM(hit, 2));
+            *cmdline = Py_NewRef(PyTuple_GET_ITEM(hit, 3));
+            return 0;
+        }
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    now = PyLong_FromLongLong(t1);
+    if (now == NULL)
+        return -1;
+    found = PyObject_CallFunctionObjArgs(r->lookup, pid, now, NULL);
+    Py_DECREF(now);
+    if (found == NULL)
+        return -1;
+    if (!PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2) {
+        Py_DECREF(found);
+        PyErr_SetString(PyExc_TypeError, "lookup() must return (comm, cmdline)");
+        return -1;
+    }
+    *comm = Py_NewRef(PyTuple_GET_ITEM(found, 0));
+    *cmdline = Py_NewRef(PyTuple_GET_ITEM(found, 1));
+    Py_DECREF(found);
+    return 0;
+}
+
+/* Build the event and hand it to the sink. Steals nothing. */
+static int record(Traced *t, PyObject *caller, PyObject *described, PyObject *result, int err, long long t0,
+                  long long t1) {
+    Recorder *r = t->rec;
+    PyObject *comm = NULL, *cmdline = NULL, *seq = NULL, *raw = NULL, *pid = PyTuple_GET_ITEM(caller, 2);
+    long long d = t1 - t0;
+    int rc = -1;
+    if (names_of(r, pid, t1, &comm, &cmdline) < 0)
+        return -1;
+    seq = PyIter_Next(r->seq);
+    if (seq == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "the event numbers ran out");
+        goto done;
+    }
+    raw = PyTuple_New(13);
+    if (raw == NULL)
+        goto done;
+    PyTuple_SET_ITEM(raw, 0, seq);
+    seq = NULL;
+    PyTuple_SET_ITEM(raw, 1, PyFloat_FromDouble((double)now_ns(CLOCK_REALTIME) / 1e9 - (double)d / 1e9));
+    PyTuple_SET_ITEM(raw, 2, Py_NewRef(t->op));
+    PyTuple_SET_ITEM(raw, 3, Py_NewRef(described));
+    PyTuple_SET_ITEM(raw, 4, Py_NewRef(result));
+    PyTuple_SET_ITEM(raw, 5, PyLong_FromLong(err));
+    PyTuple_SET_ITEM(raw, 6, PyLong_FromLongLong(d));
+    PyTuple_SET_ITEM(raw, 7, Py_NewRef(pid));
+    PyTuple_SET_ITEM(raw, 8, Py_NewRef(PyTuple_GET_ITEM(caller, 0)));
+    PyTuple_SET_ITEM(raw, 9, Py_NewRef(PyTuple_GET_ITEM(caller, 1)));
+    PyTuple_SET_ITEM(raw, 10, comm);
+    PyTuple_SET_ITEM(raw, 11, cmdline);
+    PyTuple_SET_ITEM(raw, 12, Py_NewRef(Py_None));
+    comm = cmdline = NULL;
+    if (PyTuple_GET_ITEM(raw, 1) == NULL || PyTuple_GET_ITEM(raw, 5) == NULL || PyTuple_GET_ITEM(raw, 6) == NULL)
+        goto done;
+    if (r->pending == Py_None) {
+        PyObject *ok = PyObject_CallOneArg(r->put, raw);
+        if (ok == NULL)
+            goto done;
+        Py_DECREF(ok);
+    } else {
+        PyObject *ok = PyObject_CallOneArg(r->append, raw);
+        Py_ssize_t n;
+        if (ok == NULL)
+            goto done;
+        Py_DECREF(ok);
+        n = PyObject_Size(r->pending);
+        if (n < 0)
+            goto done;
+        if (n >= r->batch) {
+            PyObject *count = PyLong_FromSsize_t(n);
+            if (count == NULL)
+                goto done;
+            ok = PyObject_CallOneArg(r->backlog, count);
+            Py_DECREF(count);
+            if (ok == NULL)
+                goto done;
+            Py_DECREF(ok);
+        }
+    }
+    rc = 0;
+done:
+    Py_XDECREF(comm);
+    Py_XDECREF(cmdline);
+    Py_XDECREF(seq);
+    Py_XDECREF(raw);
+    return rc;
+}
+
+/* The errno an exception stands for: an OSError's positive errno, else EIO (as layer.py). */
+static int errno_of(PyObject *exc) {
+    int e = EIO;
+    if (exc != NULL && PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_OSError)) {
+        PyObject *v = PyObject_GetAttrString(exc, "errno");
+        if (v == NULL) {
+            PyErr_Clear();
+        } else {
+            if (PyLong_Check(v)) {
+                long x = PyLong_AsLong(v);
+                if (x > 0 && x <= 0x7fffffff)
+                    e = (int)x;
+                else
+                    PyErr_Clear();
+            }
+            Py_DECREF(v);
+        }
+    }
+    return e;
+}
+
+static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Traced *t = (Traced *)self;
+    Recorder *r = t->rec;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), na;
+    PyObject *const *a;
+    PyObject *p = NULL, *p2 = NULL, *caller = NULL, *described = NULL, *atuple = NULL, *result = NULL;
+    PyObject *call[4], *ret = NULL;
+    long long t0, t1;
+    int truth;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_SetString(PyExc_TypeError, "traced handler: no keyword arguments");
+        return NULL;
+    }
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "traced handler: req expected");
+        return NULL;
+    }
+    a = args + 1;
+    na = nargs - 1;
+    p = path_of(t->nodes_path, a, na, t->node_i, t->name_i);
+    if (p == NULL)
+        goto done;
+    p2 = path_of(t->nodes_path, a, na, t->node2_i, t->name2_i);
+    if (p2 == NULL)
+        goto done;
+    truth = PyObject_IsTrue(args[0]);
+    if (truth < 0)
+        goto done;
+    if (truth) {
+        caller = PyObject_CallOneArg(r->context, args[0]);
+        if (caller == NULL)
+            goto done;
+    } else {
+        caller = Py_BuildValue("(iiii)", 0, 0, 0, 0);
+        if (caller == NULL)
+            goto done;
+    }
+    if (!PyTuple_Check(caller) || PyTuple_GET_SIZE(caller) != 4) {
+        PyErr_SetString(PyExc_TypeError, "context() must return (uid, gid, pid, umask)");
+        goto done;
+    }
+    atuple = PyTuple_New(na);
+    if (atuple == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < na; i++)
+        PyTuple_SET_ITEM(atuple, i, Py_NewRef(a[i]));
+    call[0] = atuple;
+    call[1] = p;
+    call[2] = p2;
+    call[3] = PyTuple_GET_ITEM(caller, 3);
+    described = PyObject_Vectorcall(t->args_of, call, 4, NULL);
+    if (described == NULL)
+        goto done;
+    t0 = now_ns(CLOCK_MONOTONIC);
+    result = PyObject_Vectorcall(t->fn, args, nargs, NULL);
+    t1 = now_ns(CLOCK_MONOTONIC);
+    if (result == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (record(t, caller, described, Py_None, errno_of(value), t0, t1) < 0) {
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            goto done;
+        }
+        if (tb != NULL && value != NULL)
+            PyException_SetTraceback(value, tb);
+        PyErr_Restore(type, value, tb);
+        goto done;
+    } else {
+        PyObject *res_args[2] = {result, atuple};
+        PyObject *res = PyObject_Vectorcall(t->result_of, res_args, 2, NULL);
+        if (res == NULL)
+            goto done;
+        if (record(t, caller, described, res, 0, t0, t1) < 0) {
+            Py_DECREF(res);
+            goto done;
+        }
+        Py_DECREF(res);
+        ret = Py_NewRef(result);
+    }
+done:
+    Py_XDECREF(p);
+    Py_XDECREF(p2);
+    Py_XDECREF(caller);
+    Py_XDECREF(described);
+    Py_XDECREF(atuple);
+    Py_XDECREF(result);
+    return ret;
+}
+
+static int traced_traverse(Traced *t, visitproc visit, void *arg) {
+    Py_VISIT(t->rec);
+    Py_VISIT(t->op);
+    Py_VISIT(t->fn);
+    Py_VISIT(t->nodes_path);
+    Py_VISIT(t->args_of);
+    Py_VISIT(t->result_of);
+    Py_VISIT(t->name);
+    return 0;
+}
+
+static int traced_clear(Traced *t) {
+    Py_CLEAR(t->rec);
+    Py_CLEAR(t->op);
+    Py_CLEAR(t->fn);
+    Py_CLEAR(t->nodes_path);
+    Py_CLEAR(t->args_of);
+    Py_CLEAR(t->result_of);
+    Py_CLEAR(t->name);
+    return 0;
+}
+
+static void traced_dealloc(Traced *t) {
+    PyObject_GC_UnTrack(t);
+    traced_clear(t);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyObject *traced_get_name(Traced *t, void *closure) { return Py_NewRef(t->name); }
+
+static PyObject *traced_get_wrapped(Traced *t, void *closure) { return Py_NewRef(t->fn); }
+
+static PyGetSetDef traced_getset[] = {
+    {"__name__", (getter)traced_get_name, NULL, "the operation", NULL},
+    {"__wrapped__", (getter)traced_get_wrapped, NULL, "the handler traced", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject TracedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fuse_passthrough.tracing._recorder.Traced",
+    .tp_basicsize = sizeof(Traced),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "a handler traced by a Recorder (Recorder.traced)",
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Traced, vectorcall),
+    .tp_traverse = (traverseproc)traced_traverse,
+    .tp_clear = (inquiry)traced_clear,
+    .tp_dealloc = (destructor)traced_dealloc,
+    .tp_getset = traced_getset,
+};
+
+static PyObject *recorder_traced(Recorder *r, PyObject *args) {
+    PyObject *op, *fn, *nodes_path, *args_of, *result_of;
+    int node_i, name_i, node2_i, name2_i;
+    Traced *t;
+    if (!PyArg_ParseTuple(args, "UOOiiiiOO:traced", &op, &fn, &nodes_path, &node_i, &name_i, &node2_i, &name2_i,
+                          &args_of, &result_of))
+        return NULL;
+    if ((node_i >= 0 || node2_i >= 0) && !PyCallable_Check(nodes_path))
+        return PyErr_Format(PyExc_TypeError, "nodes_path must be callable");
+    t = PyObject_GC_New(Traced, &TracedType);
+    if (t == NULL)
+        return NULL;
+    t->vectorcall = traced_call;
+    t->rec = (Recorder *)Py_NewRef((PyObject *)r);
+    t->op = Py_NewRef(op);
+    t->name = Py_NewRef(op);
+    t->fn = Py_NewRef(fn);
+    t->nodes_path = Py_NewRef(nodes_path);
+    t->args_of = Py_NewRef(args_of);
+    t->result_of = Py_NewRef(result_of);
+    t->node_i = node_i;
+    t->name_i = name_i;
+    t->node2_i = node2_i;
+    t->name2_i = name2_i;
+    PyObject_GC_Track(t);
+    return (PyObject *)t;
+}
+
+static int recorder_init(Recorder *r, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"seq", "cache", "lookup", "young_ns", "ttl_ns", "context", "put", "pending", "batch",
+                         "backlog", NULL};
+    PyObject *seq, *cache, *lookup, *context, *put, *pending, *backlog, *append = NULL;
+    long long young, ttl;
+    Py_ssize_t batch;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OLLOOOnO:Recorder", kw, &seq, &PyDict_Type, &cache, &lookup,
+                                     &young, &ttl, &context, &put, &pending, &batch, &backlog))
+        return -1;
+    if (!PyIter_Check(seq)) {
+        PyErr_SetString(PyExc_TypeError, "seq must be an iterator");
+        return -1;
+    }
+    if (pending != Py_None) {
+        append = PyObject_GetAttrString(pending, "append");
+        if (append == NULL)
+            return -1;
+    }
+    Py_XSETREF(r->seq, Py_NewRef(seq));
+    Py_XSETREF(r->cache, Py_NewRef(cache));
+    Py_XSETREF(r->lookup, Py_NewRef(lookup));
+    Py_XSETREF(r->context, Py_NewRef(context));
+    Py_XSETREF(r->put, Py_NewRef(put));
+    Py_XSETREF(r->pending, Py_NewRef(pending));
+    Py_XSETREF(r->append, append);
+    Py_XSETREF(r->backlog, Py_NewRef(backlog));
+    r->young = young;
+    r->ttl = ttl;
+    r->batch = batch;
+    return 0;
+}
+
+static int recorder_traverse(Recorder *r, visitproc visit, void *arg) {
+    Py_VISIT(r->seq);
+    Py_VISIT(r->cache);
+    Py_VISIT(r->lookup);
+    Py_VISIT(r->context);
+    Py_VISIT(r->put);
+    Py_VISIT(r->pending);
+    Py_VISIT(r->append);
+    Py_VISIT(r->backlog);
+    return 0;
+}
+
+static int recorder_clear(Recorder *r) {
+    Py_CLEAR(r->seq);
+    Py_CLEAR(r->cache);
+    Py_CLEAR(r->lookup);
+    Py_CLEAR(r->context);
+    Py_CLEAR(r->put);
+    Py_CLEAR(r->pending);
+    Py_CLEAR(r->append);
+    Py_CLEAR(r->backlog);
+    return 0;
+}
+
+static void recorder_dealloc(Recorder *r) {
+    PyObject_GC_UnTrack(r);
+    recorder_clear(r);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyMethodDef recorder_methods[] = {
+    {"traced", (PyCFunction)recorder_traced, METH_VARARGS,
+     "traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of) -> the traced handler"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RecorderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fuse_passthrough.tracing._recorder.Recorder",
+    .tp_basicsize = sizeof(Recorder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "what the traced handlers share (see the module's comment)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)recorder_init,
+    .tp_traverse = (traverseproc)recorder_traverse,
+    .tp_clear = (inquiry)recorder_clear,
+    .tp_dealloc = (destructor)recorder_dealloc,
+    .tp_methods = recorder_methods,
+};
+
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_recorder",
+                                    "The tracing layer's per-request work (see _recorder.c).", -1, NULL,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__recorder(void) {
+    PyObject *m;
+    if (PyType_Ready(&TracedType) < 0 || PyType_Ready(&RecorderType) < 0)
+        return NULL;
+    m = PyModule_Create(&MODULE);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0 ||
+        PyModule_AddObjectRef(m, "Traced", (PyObject *)&TracedType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
