@@ -330,3 +330,9 @@ def test_a_failure_without_an_errno_is_recorded_as_eio_and_raised_as_it_was(
         c.rmdir(5, 1, b"d")
     assert [(e["op"], e["path"], e["errno"]) for e in sink.events()] == [("unlink", "/bar", "EIO"),
                                                                         ("rmdir", "/d", "EIO")]
+
+
+def test_the_compiled_recorder_is_built() -> None:
+    """make test (and make run) install a C compiler and Python's headers: the build must not have skipped it."""
+    from fuse_passthrough.tracing import layer
+    assert layer.Recorder is not None
