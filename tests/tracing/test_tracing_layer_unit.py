@@ -73,6 +73,9 @@ class Ops:
     def write(self, req: int, ino: int, data: bytes, off: int, fi: Any) -> int:
         return len(data)
 
+    def open(self, req: int, ino: int, fi: Any) -> None:
+        fi.fh, fi.backing_id = 21, 9  # kernel passthrough: the event's result is (fh, backing id)
+
 
 def context(req: int) -> tuple[int, int, int, int]:
     return (1000, 100, 0, 0o22)  # pid 0 reads no /proc
@@ -287,14 +290,16 @@ def test_events_reach_a_sink_through_its_hot_path(compiled: bool, monkeypatch: p
         c.lookup(5, 1, b"nope")
     assert raised.value.errno == errno.ENOENT
     c.write(5, 2, b"abcd", 0, FileInfo(fh=7))
+    c.open(5, 2, FileInfo(flags=0o2))
     events = [to_event(RawEvent(*raw)) for raw in sink.pending]
     assert [(e["op"], e["path"], e["args"], e["errno"]) for e in events] == [
         ("lookup", "/bar", {}, None), ("lookup", "/nope", {}, "ENOENT"),
-        ("write", "/bar", {"size": 4, "offset": 0, "fh": 7}, None)]
+        ("write", "/bar", {"size": 4, "offset": 0, "fh": 7}, None), ("open", "/bar", {"flags": "O_RDWR"}, None)]
     assert events[0]["result"]["ino"] == 2 and events[1]["result"] is None and events[2]["result"] == 4
+    assert events[3]["result"] == {"fh": 21, "passthrough": 9}
     assert {(e["pid"], e["uid"], e["gid"], e["comm"]) for e in events} == {(me, 1000, 100, "cached-name")}
-    assert [e["seq"] for e in events] == [1, 2, 3]
-    assert sink.backlogs == [2, 3]
+    assert [e["seq"] for e in events] == [1, 2, 3, 4]
+    assert sink.backlogs == [2, 3, 4]
     assert not sink.items  # put() was not used
     # a name cached too long ago is read again
     tracing.names.cache[me] = (now - 10**10, now - 10**10, "stale", None)
@@ -336,3 +341,19 @@ def test_the_compiled_recorder_is_built() -> None:
     """make test (and make run) install a C compiler and Python's headers: the build must not have skipped it."""
     from fuse_passthrough.tracing import layer
     assert layer.Recorder is not None
+
+
+def test_the_compiled_layer_rejects_a_plan_it_cannot_follow() -> None:
+    from fuse_passthrough.tracing import layer
+
+    if layer.Recorder is None:
+        pytest.skip("the C module _recorder is not built")
+    rec = layer.Recorder(iter(range(1, 10)), {}, lambda pid, now: ("x", None), 0, 0, context, print, None, 0, None)
+
+    def traced(plan: Any) -> Any:
+        return rec.traced("write", print, Nodes().path, 0, -1, -1, -1, print, print, plan)
+    assert traced(layer.PLANS["write"]).__name__ == "write"
+    for bad in [(("path",), ("nonesuch",)), (("same",), ("same",)), (("path",), ("path",)), (("attr", 1),),
+                (("arg", "x"), ("same",)), ()]:
+        with pytest.raises((ValueError, TypeError)):
+            traced(bad)

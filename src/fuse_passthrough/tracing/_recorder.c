@@ -23,6 +23,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 #include <time.h>
 
 typedef struct {
@@ -32,13 +33,30 @@ typedef struct {
     Py_ssize_t batch;
 } Recorder;
 
+/* A step of a plan (layer.py PLANS): how one argument of the event, or its result, is made. */
+enum step_kind { S_PATH, S_PATH2, S_ARG, S_ATTR, S_LEN, S_MASKED, S_FH, S_DECODE, S_CONST,      /* arguments */
+                 S_SAME, S_RLEN, S_ENTRY_STAT, S_FIRST_STAT, S_OPENED, S_ARG_FH, S_RATTR, S_RDECODE }; /* results */
+struct step { enum step_kind kind; int i; PyObject *obj; /* an attribute's name, a constant */ };
+
+static const struct { const char *name; enum step_kind kind; int has_i, has_obj; } STEPS[] = {
+    {"path", S_PATH, 0, 0}, {"path2", S_PATH2, 0, 0}, {"arg", S_ARG, 1, 0}, {"attr", S_ATTR, 1, 1},
+    {"len", S_LEN, 1, 0}, {"masked", S_MASKED, 1, 0}, {"fh", S_FH, 1, 0}, {"decode", S_DECODE, 1, 0},
+    {"const", S_CONST, 0, 1}, {"same", S_SAME, 0, 0}, {"result_len", S_RLEN, 0, 0},
+    {"entry_stat", S_ENTRY_STAT, 0, 0}, {"first_stat", S_FIRST_STAT, 0, 0}, {"opened", S_OPENED, 1, 0},
+    {"arg_fh", S_ARG_FH, 1, 0}, {"result_attr", S_RATTR, 0, 1}, {"result_decode", S_RDECODE, 0, 0},
+};
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     Recorder *rec;
     PyObject *op, *fn, *nodes_path, *args_of, *result_of, *name;
     int node_i, name_i, node2_i, name2_i;
+    Py_ssize_t nsteps;     /* -1: no plan, args_of and result_of describe the call */
+    struct step *steps;    /* the arguments' steps, then the result's */
 } Traced;
+
+static PyObject *S_FH_NAME, *S_INO_NAME, *S_ATTR_NAME, *S_BACKING_NAME, *STAT_NAMES[6];
 
 static long long now_ns(clockid_t clock) {
     struct timespec ts;
@@ -186,6 +204,152 @@ static int errno_of(PyObject *exc) {
     return e;
 }
 
+/* (st_mode, st_size, st_ino, st_nlink, st_uid, st_gid) of a stat, as layer.py's _stat_tuple */
+static PyObject *stat_tuple(PyObject *st) {
+    PyObject *t = PyTuple_New(6);
+    if (t == NULL)
+        return NULL;
+    for (int k = 0; k < 6; k++) {
+        PyObject *v = PyObject_GetAttr(st, STAT_NAMES[k]);
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, k, v);
+    }
+    return t;
+}
+
+static PyObject *decoded(PyObject *name) { /* os.fsdecode */
+    if (PyUnicode_Check(name))
+        return Py_NewRef(name);
+    if (PyBytes_Check(name))
+        return PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+    return PyErr_Format(PyExc_TypeError, "expected str or bytes, not %.100s", Py_TYPE(name)->tp_name);
+}
+
+static PyObject *int_attr(PyObject *o, PyObject *name) { /* int(o.name) */
+    PyObject *v = PyObject_GetAttr(o, name), *n;
+    if (v == NULL)
+        return NULL;
+    n = PyNumber_Long(v);
+    Py_DECREF(v);
+    return n;
+}
+
+/* One step of a plan; `a` (na of them) are the handler's arguments after req, `r` its result. */
+static PyObject *step_value(const struct step *s, PyObject *const *a, Py_ssize_t na, PyObject *p, PyObject *p2,
+                            PyObject *umask, PyObject *r) {
+    if (s->i >= na && s->i > 0)
+        return PyErr_Format(PyExc_TypeError, "traced handler: argument %d expected", s->i);
+    if (na == 0 && (s->kind == S_ARG || s->kind == S_ATTR || s->kind == S_LEN || s->kind == S_MASKED ||
+                    s->kind == S_FH || s->kind == S_DECODE || s->kind == S_OPENED || s->kind == S_ARG_FH))
+        return PyErr_Format(PyExc_TypeError, "traced handler: argument %d expected", s->i);
+    switch (s->kind) {
+    case S_PATH: return Py_NewRef(p);
+    case S_PATH2: return Py_NewRef(p2);
+    case S_ARG: return Py_NewRef(a[s->i]);
+    case S_ATTR: return PyObject_GetAttr(a[s->i], s->obj);
+    case S_LEN: {
+        Py_ssize_t n = PyObject_Size(a[s->i]);
+        return n < 0 ? NULL : PyLong_FromSsize_t(n);
+    }
+    case S_MASKED: {
+        long mode = PyLong_AsLong(a[s->i]), mask = PyLong_AsLong(umask);
+        if (PyErr_Occurred())
+            return NULL;
+        return PyLong_FromLong(mode & ~(mask & 0777));
+    }
+    case S_FH: return a[s->i] == Py_None ? Py_NewRef(Py_None) : int_attr(a[s->i], S_FH_NAME);
+    case S_DECODE: return decoded(a[s->i]);
+    case S_CONST: return Py_NewRef(s->obj);
+    case S_SAME: return Py_NewRef(r);
+    case S_RLEN: {
+        Py_ssize_t n = PyObject_Size(r);
+        return n < 0 ? NULL : PyLong_FromSsize_t(n);
+    }
+    case S_ENTRY_STAT: { /* a negative entry (ino 0) has no attributes */
+        PyObject *ino = PyObject_GetAttr(r, S_INO_NAME), *st, *out;
+        int truth;
+        if (ino == NULL)
+            return NULL;
+        truth = PyObject_IsTrue(ino);
+        Py_DECREF(ino);
+        if (truth <= 0)
+            return truth < 0 ? NULL : Py_NewRef(Py_None);
+        st = PyObject_GetAttr(r, S_ATTR_NAME);
+        if (st == NULL)
+            return NULL;
+        out = stat_tuple(st);
+        Py_DECREF(st);
+        return out;
+    }
+    case S_FIRST_STAT: {
+        PyObject *st = PySequence_GetItem(r, 0), *out;
+        if (st == NULL)
+            return NULL;
+        out = stat_tuple(st);
+        Py_DECREF(st);
+        return out;
+    }
+    case S_OPENED: { /* fh, or (fh, backing id) */
+        PyObject *fh = int_attr(a[s->i], S_FH_NAME), *bid, *n, *out;
+        int truth;
+        if (fh == NULL)
+            return NULL;
+        bid = PyObject_GetAttr(a[s->i], S_BACKING_NAME);
+        if (bid == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                Py_DECREF(fh);
+                return NULL;
+            }
+            PyErr_Clear();
+            return fh;
+        }
+        truth = PyObject_IsTrue(bid);
+        if (truth <= 0) {
+            Py_DECREF(bid);
+            if (truth < 0) {
+                Py_DECREF(fh);
+                return NULL;
+            }
+            return fh;
+        }
+        n = PyNumber_Long(bid);
+        Py_DECREF(bid);
+        if (n == NULL) {
+            Py_DECREF(fh);
+            return NULL;
+        }
+        out = PyTuple_Pack(2, fh, n);
+        Py_DECREF(fh);
+        Py_DECREF(n);
+        return out;
+    }
+    case S_ARG_FH: return int_attr(a[s->i], S_FH_NAME);
+    case S_RATTR: return PyObject_GetAttr(r, s->obj);
+    case S_RDECODE: return decoded(r);
+    }
+    return PyErr_Format(PyExc_SystemError, "unknown plan step %d", (int)s->kind);
+}
+
+/* the event's arguments from the plan: every step but the last (the result's) */
+static PyObject *described_by_plan(Traced *t, PyObject *const *a, Py_ssize_t na, PyObject *p, PyObject *p2,
+                                   PyObject *umask) {
+    PyObject *out = PyTuple_New(t->nsteps - 1);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < t->nsteps - 1; k++) {
+        PyObject *v = step_value(&t->steps[k], a, na, p, p2, umask, Py_None);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, k, v);
+    }
+    return out;
+}
+
 static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Traced *t = (Traced *)self;
     Recorder *r = t->rec;
@@ -227,16 +391,20 @@ static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargs
         PyErr_SetString(PyExc_TypeError, "context() must return (uid, gid, pid, umask)");
         goto done;
     }
-    atuple = PyTuple_New(na);
-    if (atuple == NULL)
-        goto done;
-    for (Py_ssize_t i = 0; i < na; i++)
-        PyTuple_SET_ITEM(atuple, i, Py_NewRef(a[i]));
-    call[0] = atuple;
-    call[1] = p;
-    call[2] = p2;
-    call[3] = PyTuple_GET_ITEM(caller, 3);
-    described = PyObject_Vectorcall(t->args_of, call, 4, NULL);
+    if (t->nsteps >= 0) {
+        described = described_by_plan(t, a, na, p, p2, PyTuple_GET_ITEM(caller, 3));
+    } else {
+        atuple = PyTuple_New(na);
+        if (atuple == NULL)
+            goto done;
+        for (Py_ssize_t i = 0; i < na; i++)
+            PyTuple_SET_ITEM(atuple, i, Py_NewRef(a[i]));
+        call[0] = atuple;
+        call[1] = p;
+        call[2] = p2;
+        call[3] = PyTuple_GET_ITEM(caller, 3);
+        described = PyObject_Vectorcall(t->args_of, call, 4, NULL);
+    }
     if (described == NULL)
         goto done;
     t0 = now_ns(CLOCK_MONOTONIC);
@@ -257,8 +425,11 @@ static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargs
         PyErr_Restore(type, value, tb);
         goto done;
     } else {
-        PyObject *res_args[2] = {result, atuple};
-        PyObject *res = PyObject_Vectorcall(t->result_of, res_args, 2, NULL);
+        PyObject *res_args[2] = {result, atuple}, *res;
+        if (t->nsteps >= 0)
+            res = step_value(&t->steps[t->nsteps - 1], a, na, p, p2, PyTuple_GET_ITEM(caller, 3), result);
+        else
+            res = PyObject_Vectorcall(t->result_of, res_args, 2, NULL);
         if (res == NULL)
             goto done;
         if (record(t, caller, described, res, 0, t0, t1) < 0) {
@@ -279,6 +450,8 @@ done:
 }
 
 static int traced_traverse(Traced *t, visitproc visit, void *arg) {
+    for (Py_ssize_t k = 0; k < t->nsteps; k++)
+        Py_VISIT(t->steps[k].obj);
     Py_VISIT(t->rec);
     Py_VISIT(t->op);
     Py_VISIT(t->fn);
@@ -289,7 +462,16 @@ static int traced_traverse(Traced *t, visitproc visit, void *arg) {
     return 0;
 }
 
+static void free_steps(Traced *t) {
+    for (Py_ssize_t k = 0; k < t->nsteps; k++)
+        Py_CLEAR(t->steps[k].obj);
+    PyMem_Free(t->steps);
+    t->steps = NULL;
+    t->nsteps = -1;
+}
+
 static int traced_clear(Traced *t) {
+    free_steps(t);
     Py_CLEAR(t->rec);
     Py_CLEAR(t->op);
     Py_CLEAR(t->fn);
@@ -330,18 +512,88 @@ static PyTypeObject TracedType = {
     .tp_getset = traced_getset,
 };
 
+/* plan: (argument steps..., result step), each a tuple (name, [index], [object]) as STEPS says */
+static int parse_plan(Traced *t, PyObject *plan) {
+    Py_ssize_t n;
+    if (plan == Py_None)
+        return 0;
+    if (!PyTuple_Check(plan) || (n = PyTuple_GET_SIZE(plan)) < 1) {
+        PyErr_SetString(PyExc_TypeError, "a plan is a non-empty tuple of steps");
+        return -1;
+    }
+    t->steps = PyMem_Calloc((size_t)n, sizeof(struct step));
+    if (t->steps == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->nsteps = n;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *st = PyTuple_GET_ITEM(plan, k);
+        const char *name;
+        size_t j;
+        Py_ssize_t at = 1;
+        if (!PyTuple_Check(st) || PyTuple_GET_SIZE(st) < 1 || !(name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(st, 0)))) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "a plan step is (name, [index], [object])");
+            return -1;
+        }
+        for (j = 0; j < sizeof(STEPS) / sizeof(STEPS[0]) && strcmp(STEPS[j].name, name); j++)
+            ;
+        if (j == sizeof(STEPS) / sizeof(STEPS[0]) || PyTuple_GET_SIZE(st) != 1 + STEPS[j].has_i + STEPS[j].has_obj
+            || (k < n - 1 ? STEPS[j].kind > S_CONST : STEPS[j].kind < S_CONST)) { /* arguments', then a result's */
+            PyErr_Format(PyExc_ValueError, "plan step %zd: %R", k, st);
+            return -1;
+        }
+        t->steps[k].kind = STEPS[j].kind;
+        if (STEPS[j].has_i) {
+            long i = PyLong_AsLong(PyTuple_GET_ITEM(st, at++));
+            if (i < 0 || i > 64) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "plan step %zd: bad index", k);
+                return -1;
+            }
+            t->steps[k].i = (int)i;
+        }
+        if (STEPS[j].has_obj) {
+            PyObject *o = PyTuple_GET_ITEM(st, at);
+            if (STEPS[j].kind != S_CONST) {
+                if (!PyUnicode_Check(o)) {
+                    PyErr_Format(PyExc_TypeError, "plan step %zd: an attribute name expected", k);
+                    return -1;
+                }
+                o = PyUnicode_FromObject(o);
+                if (o == NULL)
+                    return -1;
+                PyUnicode_InternInPlace(&o);
+                t->steps[k].obj = o;
+            } else {
+                t->steps[k].obj = Py_NewRef(o);
+            }
+        }
+    }
+    return 0;
+}
+
 static PyObject *recorder_traced(Recorder *r, PyObject *args) {
-    PyObject *op, *fn, *nodes_path, *args_of, *result_of;
+    PyObject *op, *fn, *nodes_path, *args_of, *result_of, *plan = Py_None;
     int node_i, name_i, node2_i, name2_i;
     Traced *t;
-    if (!PyArg_ParseTuple(args, "UOOiiiiOO:traced", &op, &fn, &nodes_path, &node_i, &name_i, &node2_i, &name2_i,
-                          &args_of, &result_of))
+    if (!PyArg_ParseTuple(args, "UOOiiiiOO|O:traced", &op, &fn, &nodes_path, &node_i, &name_i, &node2_i, &name2_i,
+                          &args_of, &result_of, &plan))
         return NULL;
     if ((node_i >= 0 || node2_i >= 0) && !PyCallable_Check(nodes_path))
         return PyErr_Format(PyExc_TypeError, "nodes_path must be callable");
     t = PyObject_GC_New(Traced, &TracedType);
     if (t == NULL)
         return NULL;
+    t->nsteps = -1;
+    t->steps = NULL;
+    t->rec = NULL;
+    t->op = t->name = t->fn = t->nodes_path = t->args_of = t->result_of = NULL;
+    if (parse_plan(t, plan) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
     t->vectorcall = traced_call;
     t->rec = (Recorder *)Py_NewRef((PyObject *)r);
     t->op = Py_NewRef(op);
@@ -422,7 +674,8 @@ static void recorder_dealloc(Recorder *r) {
 
 static PyMethodDef recorder_methods[] = {
     {"traced", (PyCFunction)recorder_traced, METH_VARARGS,
-     "traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of) -> the traced handler"},
+     "traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of, plan=None) -> the traced "
+     "handler"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -446,8 +699,15 @@ static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_recorder",
 
 PyMODINIT_FUNC PyInit__recorder(void) {
     PyObject *m;
+    static const char *stat_fields[6] = {"st_mode", "st_size", "st_ino", "st_nlink", "st_uid", "st_gid"};
     if (PyType_Ready(&TracedType) < 0 || PyType_Ready(&RecorderType) < 0)
         return NULL;
+    if (!(S_FH_NAME = PyUnicode_InternFromString("fh")) || !(S_INO_NAME = PyUnicode_InternFromString("ino")) || !(S_ATTR_NAME = PyUnicode_InternFromString("attr")) ||
+        !(S_BACKING_NAME = PyUnicode_InternFromString("backing_id")))
+        return NULL;
+    for (int k = 0; k < 6; k++)
+        if (!(STAT_NAMES[k] = PyUnicode_InternFromString(stat_fields[k])))
+            return NULL;
     m = PyModule_Create(&MODULE);
     if (m == NULL)
         return NULL;

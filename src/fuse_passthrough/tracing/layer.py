@@ -141,6 +141,46 @@ DESCRIBE: dict[str, Describe] = {
     "copy_file_range": (lambda a, p, p2, u: (p, a[2].fh, a[1], p2, a[5].fh, a[4], a[6], a[7]), _same),
     "lseek": (lambda a, p, p2, u: (p, a[3].fh, a[1], a[2]), _same),
 }
+# The same descriptions as steps for the compiled layer (_recorder.c), which follows them without a Python call:
+# the event's arguments, then its result. ("path"), ("path2"): the call's paths; ("arg", i): a[i]; ("attr", i,
+# name): a[i].name; ("len", i); ("masked", i): a[i] & ~(umask & 0o777); ("fh", i): _fh(a[i]); ("decode", i):
+# os.fsdecode(a[i]); ("const", v). Results: ("const", v), ("same"), ("result_len"), ("entry_stat"): lookup's,
+# ("first_stat"): _stat_tuple(r[0]), ("opened", i): _opened_at(i), ("arg_fh", i): int(a[i].fh), ("result_attr",
+# name), ("result_decode"). An operation without a plan is described by the functions above; the test
+# test_the_direct_path_records_what_the_generic_path_records holds both to the same events.
+_P, _P2, _ZERO = ("path",), ("path2",), ("const", 0)
+PLANS: dict[str, tuple[tuple[Any, ...], ...]] = {
+    "lookup": (_P, ("entry_stat",)),
+    "forget": (_P, ("arg", 1), ("const", None)),
+    "forget_multi": (("len", 0), ("const", None)),
+    "getattr": (_P, ("fh", 1), ("first_stat",)),
+    "readlink": (_P, ("result_decode",)),
+    "mknod": (_P, ("masked", 2), ("arg", 3), _ZERO),
+    "mkdir": (_P, ("masked", 2), _ZERO),
+    "symlink": (_P, ("decode", 0), _ZERO),
+    "link": (_P2, _P, _ZERO),
+    "unlink": (_P, _ZERO),
+    "rmdir": (_P, _ZERO),
+    "rename": (_P, _P2, ("arg", 4), _ZERO),
+    "open": (_P, ("attr", 1, "flags"), ("opened", 1)),
+    "create": (_P, ("masked", 2), ("attr", 3, "flags"), ("opened", 3)),
+    "tmpfile": (_P, ("masked", 1), ("attr", 2, "flags"), ("opened", 2)),
+    "read": (_P, ("arg", 1), ("arg", 2), ("attr", 3, "fh"), ("result_len",)),
+    "write": (_P, ("len", 1), ("arg", 2), ("attr", 3, "fh"), ("same",)),
+    "flush": (_P, ("attr", 1, "fh"), _ZERO),
+    "release": (_P, ("attr", 1, "fh"), _ZERO),
+    "fsync": (_P, ("arg", 1), ("attr", 2, "fh"), _ZERO),
+    "opendir": (_P, ("arg_fh", 1)),
+    "readdir": (_P, ("arg", 2), ("attr", 3, "fh"), ("result_attr", "entries")),
+    "readdirplus": (_P, ("arg", 2), ("attr", 3, "fh"), ("result_attr", "entries")),
+    "releasedir": (_P, ("attr", 1, "fh"), _ZERO),
+    "fsyncdir": (_P, ("arg", 1), ("attr", 2, "fh"), _ZERO),
+    "access": (_P, ("arg", 1), _ZERO),
+    "setxattr": (_P, ("decode", 1), ("len", 2), ("arg", 3), _ZERO, _ZERO),
+    "getxattr": (_P, ("decode", 1), _ZERO, ("result_len",)),
+    "removexattr": (_P, ("decode", 1), _ZERO),
+    "lseek": (_P, ("attr", 3, "fh"), ("arg", 1), ("arg", 2), ("same",)),
+}
 MULTI = frozenset({"setattr"})
 # Which traced operations each handler can record (for --ops / --exclude-ops: a handler none of whose events
 # is wanted is not wrapped at all).
@@ -210,7 +250,8 @@ class TracingLayer:
         multi = op in MULTI
         if Recorder is not None and not multi:
             return self._recorder(context).traced(op, fn, nodes_path, node_i, -1 if name_i is None else name_i,
-                                                  node2_i, -1 if name2_i is None else name2_i, args_of, result_of)
+                                                  node2_i, -1 if name2_i is None else name2_i, args_of, result_of,
+                                                  PLANS.get(op))
         accepts_op = self.filter.accepts_op
         put = self.sink.put
         seq = self._seq
