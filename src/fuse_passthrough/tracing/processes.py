@@ -81,7 +81,8 @@ class ProcessNames:
                 os.close(fd)
 
     def lookup(self, pid: int, now_ns: int) -> tuple[str | None, list[str] | None]:
-        if pid == 0:
+        if pid == 0:  # in the cache too, where the tracing layer looks first (releases and forgets are pid 0)
+            self.cache[0] = (now_ns - self.YOUNG_NS - 1, now_ns, KERNEL_COMM, None)
             return KERNEL_COMM, None
         hit = self.cache.get(pid)
         if hit is not None and now_ns - hit[0] > self.YOUNG_NS and now_ns - hit[1] < self.TTL_NS:
