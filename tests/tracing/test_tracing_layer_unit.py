@@ -234,7 +234,7 @@ def test_the_direct_path_records_what_the_generic_path_records(fail: bool, compi
     assert not any(_generic(getattr(direct, op)) for op in ops)
     assert all(_generic(getattr(generic, op)) for op in ops)
     if compiled:
-        assert {type(getattr(direct, op)).__name__ for op in ops if op not in layer.MULTI} == {"Traced"}
+        assert {type(getattr(direct, op)).__name__ for op in ops} == {"Traced"}
     for op in ops:
         for c in (direct, generic):
             try:
@@ -357,3 +357,21 @@ def test_the_compiled_layer_rejects_a_plan_it_cannot_follow() -> None:
                 (("arg", "x"), ("same",)), ()]:
         with pytest.raises((ValueError, TypeError)):
             traced(bad)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_a_setattr_records_only_the_attribute_kinds_the_op_filter_wants(
+        compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fuse_passthrough.tracing import layer
+
+    if compiled and layer.Recorder is None:
+        pytest.skip("the C module _recorder is not built")
+    if not compiled:
+        monkeypatch.setattr(layer, "Recorder", None)
+    sink = ListSink()
+    c = LayerChain(Ops(), [TracingLayer(sink, EventFilter(exclude_ops={"chmod", "truncate"}))], context=context)
+    attr = abi.stat_t()
+    attr.st_mode, attr.st_size, attr.st_uid = 0o100600, 9, 5
+    c.setattr(5, 2, attr, abi.FUSE_SET_ATTR_MODE | abi.FUSE_SET_ATTR_UID | abi.FUSE_SET_ATTR_SIZE, FileInfo(fh=4))
+    assert [(e["op"], e["args"]) for e in sink.events()] == [("chown", {"uid": 5, "gid": -1, "fh": 4})]
+    assert [e["seq"] for e in sink.events()] == [1]

@@ -13,11 +13,14 @@
  * `lookup(pid, now_ns)`, `context(req) -> (uid, gid, pid, umask)`, and the sink: `pending.append(raw)` then
  * `backlog(len(pending))` once `batch` are pending, or `put(raw)` where `pending` is None.
  *
- * Recorder.traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of) -> a callable
- * `(req, *a)` that records exactly what layer.py's Python closure records (tests/tracing/test_tracing_layer_unit.py
- * runs both against the generic path): one event (seq, start, op, args_of(a, p, p2, umask), result_of(result, a)
- * or None, errno or 0, duration ns, pid, uid, gid, comm, cmdline, None), paths read before the call (index -1:
- * none; name index -1: the node's own path).
+ * Recorder.traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of, plan, accepts_op) -> a
+ * callable `(req, *a)` that records exactly what layer.py's Python closure records (tests/tracing/
+ * test_tracing_layer_unit.py runs both against the generic path): one event (seq, start, op, args, result or None,
+ * errno or 0, duration ns, pid, uid, gid, comm, cmdline, None), paths read before the call (index -1: none; name
+ * index -1: the node's own path). The event's arguments and result follow `plan` (layer.py PLANS: steps read
+ * from the handler's arguments and result, no Python call) or, without one, come from args_of(a, p, p2, umask)
+ * and result_of(result, a). With `accepts_op` (SETATTR), args_of gives a list of (op, args), one event each
+ * whose op it accepts.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -51,6 +54,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     Recorder *rec;
     PyObject *op, *fn, *nodes_path, *args_of, *result_of, *name;
+    PyObject *accepts_op;  /* a MULTI operation's filter of its events' ops; NULL: one event, op */
     int node_i, name_i, node2_i, name2_i;
     Py_ssize_t nsteps;     /* -1: no plan, args_of and result_of describe the call */
     struct step *steps;    /* the arguments' steps, then the result's */
@@ -114,72 +118,105 @@ static int names_of(Recorder *r, PyObject *pid, long long t1, PyObject **comm, P
     return 0;
 }
 
-/* Build the event and hand it to the sink. Steals nothing. */
-static int record(Traced *t, PyObject *caller, PyObject *described, PyObject *result, int err, long long t0,
-                  long long t1) {
-    Recorder *r = t->rec;
-    PyObject *comm = NULL, *cmdline = NULL, *seq = NULL, *raw = NULL, *pid = PyTuple_GET_ITEM(caller, 2);
-    long long d = t1 - t0;
-    int rc = -1;
-    if (names_of(r, pid, t1, &comm, &cmdline) < 0)
-        return -1;
+/* One event (op, args) to the sink. Steals nothing. */
+static int emit(Recorder *r, PyObject *caller, PyObject *op, PyObject *args, PyObject *result, int err,
+                long long d, PyObject *comm, PyObject *cmdline) {
+    PyObject *seq, *raw, *ok;
     seq = PyIter_Next(r->seq);
     if (seq == NULL) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_RuntimeError, "the event numbers ran out");
-        goto done;
+        return -1;
     }
     raw = PyTuple_New(13);
-    if (raw == NULL)
-        goto done;
+    if (raw == NULL) {
+        Py_DECREF(seq);
+        return -1;
+    }
     PyTuple_SET_ITEM(raw, 0, seq);
-    seq = NULL;
     PyTuple_SET_ITEM(raw, 1, PyFloat_FromDouble((double)now_ns(CLOCK_REALTIME) / 1e9 - (double)d / 1e9));
-    PyTuple_SET_ITEM(raw, 2, Py_NewRef(t->op));
-    PyTuple_SET_ITEM(raw, 3, Py_NewRef(described));
+    PyTuple_SET_ITEM(raw, 2, Py_NewRef(op));
+    PyTuple_SET_ITEM(raw, 3, Py_NewRef(args));
     PyTuple_SET_ITEM(raw, 4, Py_NewRef(result));
     PyTuple_SET_ITEM(raw, 5, PyLong_FromLong(err));
     PyTuple_SET_ITEM(raw, 6, PyLong_FromLongLong(d));
-    PyTuple_SET_ITEM(raw, 7, Py_NewRef(pid));
+    PyTuple_SET_ITEM(raw, 7, Py_NewRef(PyTuple_GET_ITEM(caller, 2)));
     PyTuple_SET_ITEM(raw, 8, Py_NewRef(PyTuple_GET_ITEM(caller, 0)));
     PyTuple_SET_ITEM(raw, 9, Py_NewRef(PyTuple_GET_ITEM(caller, 1)));
-    PyTuple_SET_ITEM(raw, 10, comm);
-    PyTuple_SET_ITEM(raw, 11, cmdline);
+    PyTuple_SET_ITEM(raw, 10, Py_NewRef(comm));
+    PyTuple_SET_ITEM(raw, 11, Py_NewRef(cmdline));
     PyTuple_SET_ITEM(raw, 12, Py_NewRef(Py_None));
-    comm = cmdline = NULL;
-    if (PyTuple_GET_ITEM(raw, 1) == NULL || PyTuple_GET_ITEM(raw, 5) == NULL || PyTuple_GET_ITEM(raw, 6) == NULL)
-        goto done;
-    if (r->pending == Py_None) {
-        PyObject *ok = PyObject_CallOneArg(r->put, raw);
-        if (ok == NULL)
-            goto done;
-        Py_DECREF(ok);
-    } else {
-        PyObject *ok = PyObject_CallOneArg(r->append, raw);
-        Py_ssize_t n;
-        if (ok == NULL)
-            goto done;
-        Py_DECREF(ok);
-        n = PyObject_Size(r->pending);
-        if (n < 0)
-            goto done;
-        if (n >= r->batch) {
-            PyObject *count = PyLong_FromSsize_t(n);
-            if (count == NULL)
-                goto done;
-            ok = PyObject_CallOneArg(r->backlog, count);
-            Py_DECREF(count);
-            if (ok == NULL)
-                goto done;
-            Py_DECREF(ok);
-        }
+    if (PyTuple_GET_ITEM(raw, 1) == NULL || PyTuple_GET_ITEM(raw, 5) == NULL || PyTuple_GET_ITEM(raw, 6) == NULL) {
+        Py_DECREF(raw);
+        return -1;
     }
-    rc = 0;
+    if (r->pending == Py_None) {
+        ok = PyObject_CallOneArg(r->put, raw);
+        Py_DECREF(raw);
+        if (ok == NULL)
+            return -1;
+        Py_DECREF(ok);
+        return 0;
+    }
+    ok = PyObject_CallOneArg(r->append, raw);
+    Py_DECREF(raw);
+    if (ok == NULL)
+        return -1;
+    Py_DECREF(ok);
+    Py_ssize_t n = PyObject_Size(r->pending);
+    if (n < 0)
+        return -1;
+    if (n >= r->batch) {
+        PyObject *count = PyLong_FromSsize_t(n);
+        if (count == NULL)
+            return -1;
+        ok = PyObject_CallOneArg(r->backlog, count);
+        Py_DECREF(count);
+        if (ok == NULL)
+            return -1;
+        Py_DECREF(ok);
+    }
+    return 0;
+}
+
+/* The call's events: one, or for a MULTI operation one per (op, args) of `described` that the filter accepts. */
+static int record(Traced *t, PyObject *caller, PyObject *described, PyObject *result, int err, long long t0,
+                  long long t1) {
+    Recorder *r = t->rec;
+    PyObject *comm = NULL, *cmdline = NULL;
+    int rc = -1;
+    if (names_of(r, PyTuple_GET_ITEM(caller, 2), t1, &comm, &cmdline) < 0)
+        return -1;
+    if (t->accepts_op == NULL) {
+        rc = emit(r, caller, t->op, described, result, err, t1 - t0, comm, cmdline);
+    } else {
+        PyObject *it = PyObject_GetIter(described), *pair;
+        if (it == NULL)
+            goto done;
+        while ((pair = PyIter_Next(it)) != NULL) {
+            PyObject *ok;
+            int accepted;
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "a MULTI description is a list of (op, args)");
+                Py_DECREF(pair);
+                break;
+            }
+            ok = PyObject_CallOneArg(t->accepts_op, PyTuple_GET_ITEM(pair, 0));
+            accepted = ok == NULL ? -1 : PyObject_IsTrue(ok);
+            Py_XDECREF(ok);
+            if (accepted < 0 || (accepted && emit(r, caller, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1),
+                                                  result, err, t1 - t0, comm, cmdline) < 0)) {
+                Py_DECREF(pair);
+                break;
+            }
+            Py_DECREF(pair);
+        }
+        Py_DECREF(it);
+        rc = PyErr_Occurred() ? -1 : 0;
+    }
 done:
     Py_XDECREF(comm);
     Py_XDECREF(cmdline);
-    Py_XDECREF(seq);
-    Py_XDECREF(raw);
     return rc;
 }
 
@@ -459,6 +496,7 @@ static int traced_traverse(Traced *t, visitproc visit, void *arg) {
     Py_VISIT(t->args_of);
     Py_VISIT(t->result_of);
     Py_VISIT(t->name);
+    Py_VISIT(t->accepts_op);
     return 0;
 }
 
@@ -479,6 +517,7 @@ static int traced_clear(Traced *t) {
     Py_CLEAR(t->args_of);
     Py_CLEAR(t->result_of);
     Py_CLEAR(t->name);
+    Py_CLEAR(t->accepts_op);
     return 0;
 }
 
@@ -575,12 +614,14 @@ static int parse_plan(Traced *t, PyObject *plan) {
 }
 
 static PyObject *recorder_traced(Recorder *r, PyObject *args) {
-    PyObject *op, *fn, *nodes_path, *args_of, *result_of, *plan = Py_None;
+    PyObject *op, *fn, *nodes_path, *args_of, *result_of, *plan = Py_None, *accepts_op = Py_None;
     int node_i, name_i, node2_i, name2_i;
     Traced *t;
-    if (!PyArg_ParseTuple(args, "UOOiiiiOO|O:traced", &op, &fn, &nodes_path, &node_i, &name_i, &node2_i, &name2_i,
-                          &args_of, &result_of, &plan))
+    if (!PyArg_ParseTuple(args, "UOOiiiiOO|OO:traced", &op, &fn, &nodes_path, &node_i, &name_i, &node2_i, &name2_i,
+                          &args_of, &result_of, &plan, &accepts_op))
         return NULL;
+    if (accepts_op != Py_None && plan != Py_None)
+        return PyErr_Format(PyExc_ValueError, "a MULTI operation has no plan");
     if ((node_i >= 0 || node2_i >= 0) && !PyCallable_Check(nodes_path))
         return PyErr_Format(PyExc_TypeError, "nodes_path must be callable");
     t = PyObject_GC_New(Traced, &TracedType);
@@ -590,6 +631,7 @@ static PyObject *recorder_traced(Recorder *r, PyObject *args) {
     t->steps = NULL;
     t->rec = NULL;
     t->op = t->name = t->fn = t->nodes_path = t->args_of = t->result_of = NULL;
+    t->accepts_op = accepts_op == Py_None ? NULL : Py_NewRef(accepts_op);
     if (parse_plan(t, plan) < 0) {
         Py_DECREF(t);
         return NULL;
@@ -674,8 +716,8 @@ static void recorder_dealloc(Recorder *r) {
 
 static PyMethodDef recorder_methods[] = {
     {"traced", (PyCFunction)recorder_traced, METH_VARARGS,
-     "traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of, plan=None) -> the traced "
-     "handler"},
+     "traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of, plan=None, accepts_op=None) "
+     "-> the traced handler"},
     {NULL, NULL, 0, NULL},
 };
 

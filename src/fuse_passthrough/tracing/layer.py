@@ -248,10 +248,10 @@ class TracingLayer:
         node2_i, name2_i = second if second is not None else (-1, None)
         nodes_path = nodes.path
         multi = op in MULTI
-        if Recorder is not None and not multi:
+        if Recorder is not None:
             return self._recorder(context).traced(op, fn, nodes_path, node_i, -1 if name_i is None else name_i,
                                                   node2_i, -1 if name2_i is None else name2_i, args_of, result_of,
-                                                  PLANS.get(op))
+                                                  PLANS.get(op), self.filter.accepts_op if multi else None)
         accepts_op = self.filter.accepts_op
         put = self.sink.put
         seq = self._seq
