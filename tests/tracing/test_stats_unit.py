@@ -2,6 +2,10 @@
 
 import io
 import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fuse_passthrough.tracing.stats import Summary
 
@@ -38,3 +42,18 @@ def test_render_and_json(tmp_path) -> None:
     assert "open" in text and "total" in text and "% time" in text
     s.write_json(str(tmp_path / "s.json"))
     assert json.loads((tmp_path / "s.json").read_text())["ops"]["open"]["calls"] == 1
+
+
+@given(st.lists(st.tuples(
+    st.sampled_from(["read", "write", "copy_file_range", "getattr"]), st.integers(0, 10**12),
+    st.sampled_from([0, 0, 2, 28]), st.one_of(st.none(), st.integers(0, 1 << 40), st.booleans(), st.text(max_size=2)),
+    st.sampled_from([None, "", "errno=EIO"])), max_size=40))
+def test_a_batch_adds_up_as_its_events_one_by_one(events: list[tuple[Any, ...]]) -> None:
+    items = [(i, 0.0, op, (), result, err, ns, 1, 0, 0, "x", None, injected)
+             for i, (op, ns, err, result, injected) in enumerate(events)]
+    one_by_one, batch = Summary(), Summary()
+    for item in items:
+        one_by_one.add(item[2], item[6], bool(item[5]), item[4], bool(item[12]))
+    batch.add_batch(items)
+    assert batch.as_dict() == one_by_one.as_dict()
+    assert {op: s.histogram for op, s in batch.ops.items()} == {op: s.histogram for op, s in one_by_one.ops.items()}

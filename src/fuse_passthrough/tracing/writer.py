@@ -84,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if body is None:
             break
         items = marshal.loads(body)
-        add = summary.add
-        for item in items:
-            add(item[2], item[6], bool(item[5]), item[4], len(item) > 12 and bool(item[12]))
+        summary.add_batch(items)
         if jsonl:
             block, ends = encode_jsonl_batch(items, encode_item)
         else:
