@@ -165,7 +165,9 @@ class Result(bytes):
         self = super().__new__(cls, b"user.a\0")
         self.ino = 2
         self.attr = abi.stat_t()
-        self.attr.st_mode, self.attr.st_size, self.attr.st_ino = 0o100644, 5, 2
+        # every field an event reads, at the edges of its type (the compiled layer reads the struct's memory)
+        self.attr.st_mode, self.attr.st_size, self.attr.st_ino = 0o100644, 2**40 + 5, 2**63 + 2
+        self.attr.st_nlink, self.attr.st_uid, self.attr.st_gid = 3, 1000, 2**32 - 2
         self.entries = 3
         for k in ("f_bsize", "f_blocks", "f_bfree", "f_files", "f_ffree"):
             setattr(self, k, 4)

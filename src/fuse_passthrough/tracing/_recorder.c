@@ -11,7 +11,8 @@
  * handler shares: the event numbers (an iterator, shared with the layer's generic path), the process-name cache
  * (pid -> (first seen, last read, comm, cmdline), times in CLOCK_MONOTONIC ns as time.perf_counter_ns) and its
  * `lookup(pid, now_ns)`, `context(req) -> (uid, gid, pid, umask)`, and the sink: `pending.append(raw)` then
- * `backlog(len(pending))` once `batch` are pending, or `put(raw)` where `pending` is None.
+ * `backlog(len(pending))` once `batch` are pending, or `put(raw)` where `pending` is None; `stat_type`
+ * (optional): abi.stat_t, whose instances are read as the system's struct stat.
  *
  * Recorder.traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of, plan, accepts_op) -> a
  * callable `(req, *a)` that records exactly what layer.py's Python closure records (tests/tracing/
@@ -27,11 +28,13 @@
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 typedef struct {
     PyObject_HEAD
     PyObject *seq, *cache, *lookup, *context, *put, *pending, *append, *backlog;
+    PyObject *stat_type;  /* the ctypes struct stat (abi.stat_t), read as the C struct; NULL: by attribute */
     long long young, ttl;
     Py_ssize_t batch;
 } Recorder;
@@ -241,9 +244,28 @@ static int errno_of(PyObject *exc) {
     return e;
 }
 
-/* (st_mode, st_size, st_ino, st_nlink, st_uid, st_gid) of a stat, as layer.py's _stat_tuple */
-static PyObject *stat_tuple(PyObject *st) {
-    PyObject *t = PyTuple_New(6);
+/* (st_mode, st_size, st_ino, st_nlink, st_uid, st_gid) of a stat, as layer.py's _stat_tuple. An abi.stat_t is the
+ * system's struct stat (tests/lowlevel/test_layout.py; _trampolines.c fills it as one): read as that, not
+ * through six ctypes field reads. */
+static PyObject *stat_tuple(PyObject *stat_type, PyObject *st) {
+    PyObject *t;
+    if (stat_type != NULL && (PyObject *)Py_TYPE(st) == stat_type) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(st, &view, PyBUF_SIMPLE) == 0) {
+            if (view.len == (Py_ssize_t)sizeof(struct stat)) {
+                struct stat c;
+                memcpy(&c, view.buf, sizeof c);
+                PyBuffer_Release(&view);
+                return Py_BuildValue("(KLKKkk)", (unsigned long long)c.st_mode, (long long)c.st_size,
+                                     (unsigned long long)c.st_ino, (unsigned long long)c.st_nlink,
+                                     (unsigned long)c.st_uid, (unsigned long)c.st_gid);
+            }
+            PyBuffer_Release(&view);
+        } else {
+            PyErr_Clear();
+        }
+    }
+    t = PyTuple_New(6);
     if (t == NULL)
         return NULL;
     for (int k = 0; k < 6; k++) {
@@ -275,7 +297,7 @@ static PyObject *int_attr(PyObject *o, PyObject *name) { /* int(o.name) */
 }
 
 /* One step of a plan; `a` (na of them) are the handler's arguments after req, `r` its result. */
-static PyObject *step_value(const struct step *s, PyObject *const *a, Py_ssize_t na, PyObject *p, PyObject *p2,
+static PyObject *step_value(PyObject *stat_type, const struct step *s, PyObject *const *a, Py_ssize_t na, PyObject *p, PyObject *p2,
                             PyObject *umask, PyObject *r) {
     if (s->i >= na && s->i > 0)
         return PyErr_Format(PyExc_TypeError, "traced handler: argument %d expected", s->i);
@@ -317,7 +339,7 @@ static PyObject *step_value(const struct step *s, PyObject *const *a, Py_ssize_t
         st = PyObject_GetAttr(r, S_ATTR_NAME);
         if (st == NULL)
             return NULL;
-        out = stat_tuple(st);
+        out = stat_tuple(stat_type, st);
         Py_DECREF(st);
         return out;
     }
@@ -325,7 +347,7 @@ static PyObject *step_value(const struct step *s, PyObject *const *a, Py_ssize_t
         PyObject *st = PySequence_GetItem(r, 0), *out;
         if (st == NULL)
             return NULL;
-        out = stat_tuple(st);
+        out = stat_tuple(stat_type, st);
         Py_DECREF(st);
         return out;
     }
@@ -377,7 +399,7 @@ static PyObject *described_by_plan(Traced *t, PyObject *const *a, Py_ssize_t na,
     if (out == NULL)
         return NULL;
     for (Py_ssize_t k = 0; k < t->nsteps - 1; k++) {
-        PyObject *v = step_value(&t->steps[k], a, na, p, p2, umask, Py_None);
+        PyObject *v = step_value(t->rec->stat_type, &t->steps[k], a, na, p, p2, umask, Py_None);
         if (v == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -464,7 +486,8 @@ static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargs
     } else {
         PyObject *res_args[2] = {result, atuple}, *res;
         if (t->nsteps >= 0)
-            res = step_value(&t->steps[t->nsteps - 1], a, na, p, p2, PyTuple_GET_ITEM(caller, 3), result);
+            res = step_value(r->stat_type, &t->steps[t->nsteps - 1], a, na, p, p2, PyTuple_GET_ITEM(caller, 3),
+                             result);
         else
             res = PyObject_Vectorcall(t->result_of, res_args, 2, NULL);
         if (res == NULL)
@@ -654,13 +677,17 @@ static PyObject *recorder_traced(Recorder *r, PyObject *args) {
 
 static int recorder_init(Recorder *r, PyObject *args, PyObject *kwds) {
     static char *kw[] = {"seq", "cache", "lookup", "young_ns", "ttl_ns", "context", "put", "pending", "batch",
-                         "backlog", NULL};
-    PyObject *seq, *cache, *lookup, *context, *put, *pending, *backlog, *append = NULL;
+                         "backlog", "stat_type", NULL};
+    PyObject *seq, *cache, *lookup, *context, *put, *pending, *backlog, *append = NULL, *stat_type = Py_None;
     long long young, ttl;
     Py_ssize_t batch;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OLLOOOnO:Recorder", kw, &seq, &PyDict_Type, &cache, &lookup,
-                                     &young, &ttl, &context, &put, &pending, &batch, &backlog))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OLLOOOnO|O:Recorder", kw, &seq, &PyDict_Type, &cache, &lookup,
+                                     &young, &ttl, &context, &put, &pending, &batch, &backlog, &stat_type))
         return -1;
+    if (stat_type != Py_None && !PyType_Check(stat_type)) {
+        PyErr_SetString(PyExc_TypeError, "stat_type must be a type");
+        return -1;
+    }
     if (!PyIter_Check(seq)) {
         PyErr_SetString(PyExc_TypeError, "seq must be an iterator");
         return -1;
@@ -678,6 +705,7 @@ static int recorder_init(Recorder *r, PyObject *args, PyObject *kwds) {
     Py_XSETREF(r->pending, Py_NewRef(pending));
     Py_XSETREF(r->append, append);
     Py_XSETREF(r->backlog, Py_NewRef(backlog));
+    Py_XSETREF(r->stat_type, stat_type == Py_None ? NULL : Py_NewRef(stat_type));
     r->young = young;
     r->ttl = ttl;
     r->batch = batch;
@@ -693,6 +721,7 @@ static int recorder_traverse(Recorder *r, visitproc visit, void *arg) {
     Py_VISIT(r->pending);
     Py_VISIT(r->append);
     Py_VISIT(r->backlog);
+    Py_VISIT(r->stat_type);
     return 0;
 }
 
@@ -705,6 +734,7 @@ static int recorder_clear(Recorder *r) {
     Py_CLEAR(r->pending);
     Py_CLEAR(r->append);
     Py_CLEAR(r->backlog);
+    Py_CLEAR(r->stat_type);
     return 0;
 }
 

@@ -10,7 +10,8 @@ class Recorder:
     def __init__(self, seq: Iterator[int], cache: dict[int, tuple[int, int, str | None, list[str] | None]],
                  lookup: Callable[[int, int], tuple[str | None, list[str] | None]], young_ns: int, ttl_ns: int,
                  context: Callable[[int], tuple[int, int, int, int]], put: Callable[[tuple[Any, ...]], None],
-                 pending: Any, batch: int, backlog: Callable[[int], None] | None) -> None: ...
+                 pending: Any, batch: int, backlog: Callable[[int], None] | None,
+                 stat_type: type | None = None) -> None: ...
     def traced(self, op: str, fn: Callable[..., Any], nodes_path: Callable[..., str | None], node_i: int,
                name_i: int, node2_i: int, name2_i: int, args_of: Callable[..., Any],
                result_of: Callable[[Any, tuple[Any, ...]], Any], plan: tuple[tuple[Any, ...], ...] | None = None,

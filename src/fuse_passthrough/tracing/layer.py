@@ -327,7 +327,7 @@ class TracingLayer:
             names = self.names
             rec = self._recorders[context] = Recorder(
                 self._seq, names.cache, names.lookup, names.YOUNG_NS, names.TTL_NS, context, self.sink.put,
-                pending, batch, backlog)
+                pending, batch, backlog, abi.stat_t)
         return rec
 
     def close(self) -> None:
