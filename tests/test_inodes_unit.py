@@ -25,12 +25,32 @@ def walked(table: NodeTable, nodeid: int) -> str | None:
     return "/" + "/".join(reversed(parts))
 
 
+def traced_paths(table: NodeTable) -> Any:
+    """(nodeid, name) -> the path an event of the compiled tracing layer (tracing/_recorder.c) gets: read from the
+    table's cache without its lock, or asked of `path`; None where that module is not built."""
+    from fuse_passthrough.tracing import layer
+    if layer.Recorder is None:
+        return None
+    events: list[tuple[Any, ...]] = []
+    rec = layer.Recorder(iter(range(1, 1 << 62)), {}, lambda pid, now: ("x", None), 0, 0, lambda req: (0, 0, 0, 0),
+                         events.append, None, 0, None)
+    args = (table.path, 0, 1, -1, -1, print, print, (("path",), ("const", 0)), None, table.path_cache())
+    of_node = rec.traced("getattr", lambda req, ino, name: None, *args[:2], -1, *args[3:])
+    of_name = rec.traced("lookup", lambda req, ino, name: None, *args)
+
+    def path(nodeid: int, name: bytes | None = None) -> str | None:
+        (of_node if name is None else of_name)(5, nodeid, name)
+        return events.pop()[3][0]  # type: ignore[no-any-return]
+    return path
+
+
 def test_cached_paths_follow_every_change(tmp_path: Path) -> None:
     rng = random.Random(7)
     src = tmp_path / "src"
     src.mkdir()
     root = os.open(src, os.O_PATH | os.O_DIRECTORY)
     table = NodeTable(root)
+    traced = traced_paths(table)
     dirs = [ROOT_ID]
     files: list[int] = []
     checked = 0
@@ -102,13 +122,19 @@ def test_cached_paths_follow_every_change(tmp_path: Path) -> None:
             if rng.random() < 0.5:
                 ids = rng.sample(ids, min(3, len(ids)))
             for nodeid in ids:
+                if traced is not None and rng.random() < 0.5:  # the compiled layer reads the same cache
+                    assert traced(nodeid) == walked(table, nodeid), (step, nodeid)
                 assert table.path(nodeid) == walked(table, nodeid), (step, nodeid)
                 checked += 1
+                if traced is not None:
+                    assert traced(nodeid) == walked(table, nodeid), (step, nodeid)
             if step % 50 == 0:
                 some = rng.choice(list(table._by_id))
                 base = walked(table, some)
-                expect = None if base is None else ("/" if base == "/" else base + "/") + "x"
-                assert table.path(some, b"x") == expect
+                expect = None if base is None else ("/" if base == "/" else base + "/") + "x\udcff"
+                assert table.path(some, b"x\xff") == expect
+                if traced is not None:
+                    assert traced(some, b"x\xff") == expect
     finally:
         table.close()
         os.close(root)

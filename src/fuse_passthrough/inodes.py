@@ -410,6 +410,12 @@ class NodeTable:
         assert node is not None
         return node, self.child(node.nodeid, parts[-1]), parts[-1]
 
+    def path_cache(self) -> tuple[NodeTable, int]:
+        """(this table, the root's id) for the compiled tracing layer (tracing/_recorder.c), which reads what `path`
+        reads without the lock before asking it: "/" for the root, else `_by_id[nodeid].cached_path` while it is
+        `(_path_epoch, path)`."""
+        return self, ROOT_ID
+
     def path(self, nodeid: int, name: bytes | None = None) -> str | None:
         """A path of the node (its most recent name, up to the root), or of `name` in it; None when no name
         is known (e.g. unlinked)."""

@@ -21,7 +21,8 @@
  * index -1: the node's own path). The event's arguments and result follow `plan` (layer.py PLANS: steps read
  * from the handler's arguments and result, no Python call) or, without one, come from args_of(a, p, p2, umask)
  * and result_of(result, a). With `accepts_op` (SETATTR), args_of gives a list of (op, args), one event each
- * whose op it accepts.
+ * whose op it accepts. With `path_cache` (table, root id), a path NodeTable has cached is read here
+ * (inodes.py, NodeTable.path_cache), and `nodes_path` asked only for the others.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -58,12 +59,14 @@ typedef struct {
     Recorder *rec;
     PyObject *op, *fn, *nodes_path, *args_of, *result_of, *name;
     PyObject *accepts_op;  /* a MULTI operation's filter of its events' ops; NULL: one event, op */
+    PyObject *table;       /* the node table whose cached paths are read here (inodes.py NodeTable), or NULL */
+    PyObject *root_id;
     int node_i, name_i, node2_i, name2_i;
     Py_ssize_t nsteps;     /* -1: no plan, args_of and result_of describe the call */
     struct step *steps;    /* the arguments' steps, then the result's */
 } Traced;
 
-static PyObject *S_FH_NAME, *S_INO_NAME, *S_ATTR_NAME, *S_BACKING_NAME, *STAT_NAMES[6];
+static PyObject *S_BY_ID_NAME, *S_EPOCH_NAME, *S_CACHED_NAME, *S_FH_NAME, *S_INO_NAME, *S_ATTR_NAME, *S_BACKING_NAME, *STAT_NAMES[6];
 
 static long long now_ns(clockid_t clock) {
     struct timespec ts;
@@ -71,14 +74,68 @@ static long long now_ns(clockid_t clock) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* The node's path as NodeTable.path finds it without its lock: "/" for the root, else the node's cached_path
+ * (epoch, path) while the table's _path_epoch is that epoch. New reference; NULL without an error: not cached. */
+static PyObject *cached_path(PyObject *table, PyObject *root_id, PyObject *nodeid) {
+    PyObject *by_id, *node, *cached, *epoch, *out = NULL;
+    int same = PyObject_RichCompareBool(nodeid, root_id, Py_EQ);
+    if (same != 0)
+        return same < 0 ? NULL : PyUnicode_FromString("/");
+    by_id = PyObject_GetAttr(table, S_BY_ID_NAME);
+    if (by_id == NULL)
+        return NULL;
+    node = PyDict_Check(by_id) ? PyDict_GetItemWithError(by_id, nodeid) : NULL;
+    if (node == NULL) {
+        Py_DECREF(by_id);
+        return NULL;
+    }
+    Py_INCREF(node);
+    Py_DECREF(by_id);
+    cached = PyObject_GetAttr(node, S_CACHED_NAME);
+    Py_DECREF(node);
+    if (cached == NULL)
+        return NULL;
+    if (PyTuple_Check(cached) && PyTuple_GET_SIZE(cached) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(cached, 1))) {
+        epoch = PyObject_GetAttr(table, S_EPOCH_NAME);
+        if (epoch != NULL) {
+            same = PyObject_RichCompareBool(PyTuple_GET_ITEM(cached, 0), epoch, Py_EQ);
+            Py_DECREF(epoch);
+            if (same > 0)
+                out = Py_NewRef(PyTuple_GET_ITEM(cached, 1));
+        }
+    }
+    Py_DECREF(cached);
+    return out;
+}
+
 /* nodes_path(a[node_i]) or nodes_path(a[node_i], a[name_i]); None for node_i < 0 */
-static PyObject *path_of(PyObject *nodes_path, PyObject *const *a, Py_ssize_t n, int node_i, int name_i) {
-    PyObject *args[2];
+static PyObject *path_of(Traced *t, PyObject *const *a, Py_ssize_t n, int node_i, int name_i) {
+    PyObject *args[2], *nodes_path = t->nodes_path;
     if (node_i < 0)
         Py_RETURN_NONE;
     if (node_i >= n || name_i >= n) {
         PyErr_SetString(PyExc_TypeError, "traced handler: too few arguments");
         return NULL;
+    }
+    if (t->table != NULL) {
+        PyObject *base = cached_path(t->table, t->root_id, a[node_i]), *name, *out;
+        if (base != NULL && name_i < 0)
+            return base;
+        if (base != NULL && PyBytes_Check(a[name_i])) { /* base/name, as NodeTable.path joins them */
+            name = PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(a[name_i]), PyBytes_GET_SIZE(a[name_i]));
+            if (name == NULL) {
+                Py_DECREF(base);
+                return NULL;
+            }
+            out = PyUnicode_GET_LENGTH(base) == 1 && PyUnicode_READ_CHAR(base, 0) == '/'
+                      ? PyUnicode_FromFormat("/%U", name) : PyUnicode_FromFormat("%U/%U", base, name);
+            Py_DECREF(base);
+            Py_DECREF(name);
+            return out;
+        }
+        Py_XDECREF(base);
+        if (PyErr_Occurred())
+            return NULL;
     }
     args[0] = a[node_i];
     if (name_i < 0)
@@ -428,10 +485,10 @@ static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargs
     }
     a = args + 1;
     na = nargs - 1;
-    p = path_of(t->nodes_path, a, na, t->node_i, t->name_i);
+    p = path_of(t, a, na, t->node_i, t->name_i);
     if (p == NULL)
         goto done;
-    p2 = path_of(t->nodes_path, a, na, t->node2_i, t->name2_i);
+    p2 = path_of(t, a, na, t->node2_i, t->name2_i);
     if (p2 == NULL)
         goto done;
     truth = PyObject_IsTrue(args[0]);
@@ -520,6 +577,8 @@ static int traced_traverse(Traced *t, visitproc visit, void *arg) {
     Py_VISIT(t->result_of);
     Py_VISIT(t->name);
     Py_VISIT(t->accepts_op);
+    Py_VISIT(t->table);
+    Py_VISIT(t->root_id);
     return 0;
 }
 
@@ -541,6 +600,8 @@ static int traced_clear(Traced *t) {
     Py_CLEAR(t->result_of);
     Py_CLEAR(t->name);
     Py_CLEAR(t->accepts_op);
+    Py_CLEAR(t->table);
+    Py_CLEAR(t->root_id);
     return 0;
 }
 
@@ -638,10 +699,11 @@ static int parse_plan(Traced *t, PyObject *plan) {
 
 static PyObject *recorder_traced(Recorder *r, PyObject *args) {
     PyObject *op, *fn, *nodes_path, *args_of, *result_of, *plan = Py_None, *accepts_op = Py_None;
+    PyObject *table = Py_None, *root_id = Py_None;
     int node_i, name_i, node2_i, name2_i;
     Traced *t;
-    if (!PyArg_ParseTuple(args, "UOOiiiiOO|OO:traced", &op, &fn, &nodes_path, &node_i, &name_i, &node2_i, &name2_i,
-                          &args_of, &result_of, &plan, &accepts_op))
+    if (!PyArg_ParseTuple(args, "UOOiiiiOO|OO(OO):traced", &op, &fn, &nodes_path, &node_i, &name_i, &node2_i,
+                          &name2_i, &args_of, &result_of, &plan, &accepts_op, &table, &root_id))
         return NULL;
     if (accepts_op != Py_None && plan != Py_None)
         return PyErr_Format(PyExc_ValueError, "a MULTI operation has no plan");
@@ -655,6 +717,8 @@ static PyObject *recorder_traced(Recorder *r, PyObject *args) {
     t->rec = NULL;
     t->op = t->name = t->fn = t->nodes_path = t->args_of = t->result_of = NULL;
     t->accepts_op = accepts_op == Py_None ? NULL : Py_NewRef(accepts_op);
+    t->table = table == Py_None ? NULL : Py_NewRef(table);
+    t->root_id = table == Py_None ? NULL : Py_NewRef(root_id);
     if (parse_plan(t, plan) < 0) {
         Py_DECREF(t);
         return NULL;
@@ -746,8 +810,8 @@ static void recorder_dealloc(Recorder *r) {
 
 static PyMethodDef recorder_methods[] = {
     {"traced", (PyCFunction)recorder_traced, METH_VARARGS,
-     "traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of, plan=None, accepts_op=None) "
-     "-> the traced handler"},
+     "traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of, plan=None, accepts_op=None, "
+     "path_cache=(None, None)) -> the traced handler"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -774,7 +838,10 @@ PyMODINIT_FUNC PyInit__recorder(void) {
     static const char *stat_fields[6] = {"st_mode", "st_size", "st_ino", "st_nlink", "st_uid", "st_gid"};
     if (PyType_Ready(&TracedType) < 0 || PyType_Ready(&RecorderType) < 0)
         return NULL;
-    if (!(S_FH_NAME = PyUnicode_InternFromString("fh")) || !(S_INO_NAME = PyUnicode_InternFromString("ino")) || !(S_ATTR_NAME = PyUnicode_InternFromString("attr")) ||
+    if (!(S_BY_ID_NAME = PyUnicode_InternFromString("_by_id")) ||
+        !(S_EPOCH_NAME = PyUnicode_InternFromString("_path_epoch")) ||
+        !(S_CACHED_NAME = PyUnicode_InternFromString("cached_path")) ||
+        !(S_FH_NAME = PyUnicode_InternFromString("fh")) || !(S_INO_NAME = PyUnicode_InternFromString("ino")) || !(S_ATTR_NAME = PyUnicode_InternFromString("attr")) ||
         !(S_BACKING_NAME = PyUnicode_InternFromString("backing_id")))
         return NULL;
     for (int k = 0; k < 6; k++)

@@ -15,4 +15,5 @@ class Recorder:
     def traced(self, op: str, fn: Callable[..., Any], nodes_path: Callable[..., str | None], node_i: int,
                name_i: int, node2_i: int, name2_i: int, args_of: Callable[..., Any],
                result_of: Callable[[Any, tuple[Any, ...]], Any], plan: tuple[tuple[Any, ...], ...] | None = None,
-               accepts_op: Callable[[str], bool] | None = None) -> Traced: ...
+               accepts_op: Callable[[str], bool] | None = None,
+               path_cache: tuple[Any, int] | tuple[None, None] = (None, None)) -> Traced: ...

@@ -251,7 +251,8 @@ class TracingLayer:
         if Recorder is not None:
             return self._recorder(context).traced(op, fn, nodes_path, node_i, -1 if name_i is None else name_i,
                                                   node2_i, -1 if name2_i is None else name2_i, args_of, result_of,
-                                                  PLANS.get(op), self.filter.accepts_op if multi else None)
+                                                  PLANS.get(op), self.filter.accepts_op if multi else None,
+                                                  getattr(nodes, "path_cache", lambda: (None, None))())
         accepts_op = self.filter.accepts_op
         put = self.sink.put
         seq = self._seq
