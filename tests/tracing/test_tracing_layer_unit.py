@@ -196,22 +196,25 @@ def _handler_args(op: str) -> tuple[Any, ...]:
     }[op]
 
 
+@pytest.fixture(params=[True, False], ids=["compiled", "python"])
+def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The direct path compiled (tracing/_recorder.c) or its Python closure (where the module is not built)."""
+    from fuse_passthrough.tracing import layer
+    if request.param and layer.Recorder is None:
+        pytest.skip("the C module _recorder is not built")
+    if not request.param:
+        monkeypatch.setattr(layer, "Recorder", None)
+    return bool(request.param)
+
+
 def _generic(handler: Any) -> bool:
     """The chain's generic path: a Call through the layers' handle()."""
     return getattr(handler, "__qualname__", "").startswith("LayerChain._chained")
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 @pytest.mark.parametrize("fail", [False, True])
-def test_the_direct_path_records_what_the_generic_path_records(fail: bool, compiled: bool,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from fuse_passthrough.tracing import layer
+def test_the_direct_path_records_what_the_generic_path_records(fail: bool, compiled: bool) -> None:
     from fuse_passthrough.tracing.layer import DESCRIBE
-
-    if compiled and layer.Recorder is None:
-        pytest.skip("the C module _recorder is not built")
-    if not compiled:
-        monkeypatch.setattr(layer, "Recorder", None)
 
     def make_ops() -> Any:
         class AllOps:
@@ -267,17 +270,11 @@ class HotPathSink(ListSink):
         return self.pending, self.batch, self.backlogs.append
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 def test_events_reach_a_sink_through_its_hot_path(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
     import time
 
-    from fuse_passthrough.tracing import layer
-
-    if compiled and layer.Recorder is None:
-        pytest.skip("the C module _recorder is not built")
     if not compiled:
-        monkeypatch.setattr(layer, "Recorder", None)
         monkeypatch.setattr(HotPathSink, "put", lambda self, raw: self.pending.append(raw)
                             or (len(self.pending) >= self.batch and self.backlogs.append(len(self.pending))))
     sink = HotPathSink(batch=2)
@@ -310,15 +307,7 @@ def test_events_reach_a_sink_through_its_hot_path(compiled: bool, monkeypatch: p
         assert to_event(RawEvent(*sink.pending[-1]))["comm"] == f.read().strip()
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
-def test_a_failure_without_an_errno_is_recorded_as_eio_and_raised_as_it_was(
-        compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fuse_passthrough.tracing import layer
-
-    if compiled and layer.Recorder is None:
-        pytest.skip("the C module _recorder is not built")
-    if not compiled:
-        monkeypatch.setattr(layer, "Recorder", None)
+def test_a_failure_without_an_errno_is_recorded_as_eio_and_raised_as_it_was(compiled: bool) -> None:
     failure = KeyError("x")
 
     class Failing(Ops):
@@ -361,15 +350,7 @@ def test_the_compiled_layer_rejects_a_plan_it_cannot_follow() -> None:
             traced(bad)
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
-def test_a_setattr_records_only_the_attribute_kinds_the_op_filter_wants(
-        compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fuse_passthrough.tracing import layer
-
-    if compiled and layer.Recorder is None:
-        pytest.skip("the C module _recorder is not built")
-    if not compiled:
-        monkeypatch.setattr(layer, "Recorder", None)
+def test_a_setattr_records_only_the_attribute_kinds_the_op_filter_wants(compiled: bool) -> None:
     sink = ListSink()
     c = LayerChain(Ops(), [TracingLayer(sink, EventFilter(exclude_ops={"chmod", "truncate"}))], context=context)
     attr = abi.stat_t()
