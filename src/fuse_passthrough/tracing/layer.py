@@ -194,7 +194,8 @@ class TracingLayer:
     Two ways in, with the same events: `handle(call, next)`, the chain's generic path (any layers), and
     `direct(op, handler, nodes, context)`, which the chain uses when this is the only layer that wants `op` (the
     default traced mount): one closure per handler that reads the paths, calls the handler and records, without
-    building a `Call` (a traced request's daemon CPU is mostly Python calls: see docs/benchmarks.md).
+    building a `Call`, compiled where _recorder.c is built (following PLANS) and in Python otherwise (a traced
+    request's daemon CPU was mostly Python calls: see docs/benchmarks.md).
     """
 
     def __init__(self, sink: EventSink, event_filter: EventFilter | None = None, *,
