@@ -188,20 +188,18 @@ class TraceSink:
             except queue.Empty:
                 pass
             block, ends = bytearray(), []
-            stop = False
+            items = [item for item in batch if item is not _STOP]
+            stop = len(items) < len(batch)
             with self._lock:
-                for item in batch:
-                    if item is _STOP:
-                        stop = True
-                        continue
-                    self.summary.add(item[2], item[6], bool(item[5]), item[4], len(item) > 12 and bool(item[12]))
+                self.summary.add_batch(items)
+                for item in items:
                     event = event_of(item)
                     if self._on_event is not None:
                         self._on_event(event)
                     if self.output is not None:
                         block += encode(event)
                         ends.append(len(block))
-                self.written += len(batch) - stop
+                self.written += len(items)
             if self.output is not None and ends:
                 self.output.write_block(block, ends)
                 if q.empty():
