@@ -1,8 +1,11 @@
 """The writer: nothing lost, nothing above the rotation cap, flushed on close."""
 
 import json
+import marshal
 import os
+import struct
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +13,18 @@ from hypothesis import strategies as st
 
 from fuse_passthrough.tracing import RotatingFile, TraceSink
 from fuse_passthrough.tracing.events import RawEvent
+
+
+@pytest.fixture(params=["compiled", "python"])
+def pending_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """ProcessSink's pending events as the C extension keeps them (EventBuffer), and as the Python fallback does."""
+    from fuse_passthrough.tracing import sinks
+
+    if request.param == "python":
+        monkeypatch.setattr(sinks, "EventBuffer", None)
+    else:
+        assert sinks.EventBuffer is not None, "make builds the C extension"
+    return str(request.param)
 
 
 def ev(seq: int) -> RawEvent:
@@ -57,7 +72,54 @@ def test_rotation_without_backups_restarts_the_file(tmp_path) -> None:
     assert os.path.getsize(path) <= 5000 and not (tmp_path / "t.log.1").exists()
 
 
-def test_process_sink_writes_everything_and_the_summary(tmp_path) -> None:
+class Odd:
+    """A value marshal cannot write (a custom filesystem's result)."""
+
+    def __repr__(self) -> str:
+        return "Odd()"
+
+
+_SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.binary(max_size=8)
+            | st.text(max_size=8) | st.sampled_from(["\udc80name", "é", "x" * 255, "y" * 256, ""]) | st.just(Odd()))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=3)
+                       | st.dictionaries(st.text(max_size=3), inner, max_size=2), max_leaves=6)
+
+
+@pytest.mark.parametrize("kind", ["compiled", "python"])
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(st.lists(_VALUES, max_size=13).map(tuple), max_size=6))
+def test_pending_events_leave_as_one_frame_the_writer_reads(events: list[tuple[Any, ...]], kind: str) -> None:
+    """What the writer decodes is what was appended: every value marshal can write, unchanged; any other as
+    _marshalable makes it (its repr), inside tuples item by item, and nothing else of the event changed."""
+    from fuse_passthrough.tracing.sinks import EventBuffer, PendingEvents, _marshalable
+
+    def expected(value: Any) -> Any:
+        if type(value) is tuple:
+            return tuple(map(expected, value))
+        try:
+            marshal.dumps(value)
+        except ValueError:
+            return _marshalable(value)
+        return value
+
+    assert EventBuffer is not None, "make builds the C extension"
+    pending = EventBuffer(_marshalable) if kind == "compiled" else PendingEvents()
+    for raw in events:
+        pending.append(raw)
+    assert len(pending) == len(events)
+    taken = pending.take()
+    if not events:
+        assert taken is None
+        return
+    assert taken is not None
+    frame, count = taken
+    assert count == len(events) and len(pending) == 0 and pending.take() is None
+    (length,) = struct.unpack_from("<I", frame)
+    assert length == len(frame) - 4
+    assert marshal.loads(frame[4:]) == [expected(raw) for raw in events]
+
+
+def test_process_sink_writes_everything_and_the_summary(tmp_path, pending_kind: str) -> None:
     from fuse_passthrough.tracing.sinks import ProcessSink
 
     out, summary = tmp_path / "t.jsonl", tmp_path / "s.json"
@@ -74,6 +136,21 @@ def test_process_sink_writes_everything_and_the_summary(tmp_path) -> None:
     assert len({json.loads(line)["seq"] for line in lines}) == 15_000
     data = json.loads(summary.read_text())
     assert data["total_calls"] == 15_000 and data["ops"]["getattr"]["errors"] == 15_000
+
+
+def test_the_writer_process_writes_a_value_marshal_cannot_as_its_repr(tmp_path, pending_kind: str) -> None:
+    from fuse_passthrough.tracing.sinks import ProcessSink
+
+    out = tmp_path / "t.jsonl"
+    sink = ProcessSink("jsonl", str(out), summary=False, batch=2)
+    odd = RawEvent(2, 1.0, "getxattr", ("/odd", Odd(), 0), Odd(), 0, 100, 1, 0, 0, "t", ["t", "-x"])
+    for raw in (ev(1), odd, ev(3)):
+        sink.put(tuple(raw))
+    sink.close()
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["seq"] for e in events] == [1, 2, 3] and sink.written == 3 and sink.lost == 0
+    assert events[1]["path"] == "/odd" and events[1]["args"]["name"] == "Odd()"
+    assert events[1]["result"] == {"size": "Odd()"}  # getxattr's result is the value's size
 
 
 def test_the_writer_process_writes_an_event_it_cannot_describe_without_its_result(tmp_path) -> None:

@@ -3,7 +3,9 @@ call, one event per attribute kind of a SETATTR, what a fault layer did, and fil
 
 from __future__ import annotations
 
+import collections
 import errno
+import marshal
 from typing import Any
 
 import pytest
@@ -232,16 +234,20 @@ def test_the_direct_path_records_what_the_generic_path_records(fail: bool, compi
                 setattr(ops, op, handler(op))
         return ops
 
+    from fuse_passthrough.tracing.sinks import _stand_in, pending_events
+
     direct_sink, generic_sink = ListSink(), ListSink()
+    buffered_sink = HotPathSink(batch=10**6, pending=pending_events())  # as into a ProcessSink
     direct = LayerChain(make_ops(), [TracingLayer(direct_sink)], context=context)
     generic = LayerChain(make_ops(), [TracingLayer(generic_sink), Passing()], context=context)
+    buffered = LayerChain(make_ops(), [TracingLayer(buffered_sink)], context=context)
     ops = [op for op in DESCRIBE if op not in ("init", "destroy")]
     assert not any(_generic(getattr(direct, op)) for op in ops)
     assert all(_generic(getattr(generic, op)) for op in ops)
     if compiled:
         assert {type(getattr(direct, op)).__name__ for op in ops} == {"Traced"}
     for op in ops:
-        for c in (direct, generic):
+        for c in (direct, generic, buffered):
             try:
                 getattr(c, op)(5, *_handler_args(op))
             except OSError:
@@ -252,32 +258,49 @@ def test_the_direct_path_records_what_the_generic_path_records(fail: bool, compi
         r = RawEvent(*raw)
         return (r.seq, r.op, r.args, r.result, r.err, r.pid, r.uid, r.gid, r.comm, r.cmdline, r.injected)
     assert [comparable(r) for r in direct_sink.items] == [comparable(r) for r in generic_sink.items]
+    # what a ProcessSink's writer decodes: the same, with what marshal cannot write as its repr
+    assert [comparable(r) for r in buffered_sink.taken()] == [comparable(_stand_in(r)) for r in generic_sink.items]
     assert [e["op"] for e in direct_sink.events()][:8] == ["lookup", "forget", "forget_multi", "getattr", "chmod",
                                                            "chown", "truncate", "utimens"]
 
 
 class HotPathSink(ListSink):
-    """A sink with ProcessSink's hot path: a deque the compiled layer appends to, and the call at `batch`."""
+    """A sink with ProcessSink's hot path: pending events the compiled layer appends to (a deque, or ProcessSink's
+    own, sinks.pending_events), and the call at `batch`; `put` does the same."""
 
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int, pending: Any = None) -> None:
         super().__init__()
         import collections
-        self.pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.pending = collections.deque() if pending is None else pending
         self.batch = batch
         self.backlogs: list[int] = []
+        self.puts = 0
+
+    def put(self, raw: tuple[Any, ...]) -> None:
+        self.puts += 1
+        self.pending.append(raw)
+        if len(self.pending) >= self.batch:
+            self.backlogs.append(len(self.pending))
 
     def hot_path(self) -> tuple[Any, int, Any]:
         return self.pending, self.batch, self.backlogs.append
 
+    def taken(self) -> list[tuple[Any, ...]]:
+        """What a ProcessSink's writer would decode."""
+        if isinstance(self.pending, collections.deque):
+            return list(self.pending)
+        frame = self.pending.take()
+        return [] if frame is None else marshal.loads(frame[0][4:])
 
-def test_events_reach_a_sink_through_its_hot_path(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+
+@pytest.mark.parametrize("pending", ["deque", "process sink's"])
+def test_events_reach_a_sink_through_its_hot_path(compiled: bool, pending: str) -> None:
     import os
     import time
 
-    if not compiled:
-        monkeypatch.setattr(HotPathSink, "put", lambda self, raw: self.pending.append(raw)
-                            or (len(self.pending) >= self.batch and self.backlogs.append(len(self.pending))))
-    sink = HotPathSink(batch=2)
+    from fuse_passthrough.tracing.sinks import pending_events
+
+    sink = HotPathSink(batch=2, pending=pending_events() if pending != "deque" else None)
     tracing = TracingLayer(sink)
     me = os.getpid()
     # a name cached long enough ago to be trusted: events take it without reading /proc
@@ -290,7 +313,7 @@ def test_events_reach_a_sink_through_its_hot_path(compiled: bool, monkeypatch: p
     assert raised.value.errno == errno.ENOENT
     c.write(5, 2, b"abcd", 0, FileInfo(fh=7))
     c.open(5, 2, FileInfo(flags=0o2))
-    events = [to_event(RawEvent(*raw)) for raw in sink.pending]
+    events = [to_event(RawEvent(*raw)) for raw in sink.taken()]
     assert [(e["op"], e["path"], e["args"], e["errno"]) for e in events] == [
         ("lookup", "/bar", {}, None), ("lookup", "/nope", {}, "ENOENT"),
         ("write", "/bar", {"size": 4, "offset": 0, "fh": 7}, None), ("open", "/bar", {"flags": "O_RDWR"}, None)]
@@ -299,12 +322,12 @@ def test_events_reach_a_sink_through_its_hot_path(compiled: bool, monkeypatch: p
     assert {(e["pid"], e["uid"], e["gid"], e["comm"]) for e in events} == {(me, 1000, 100, "cached-name")}
     assert [e["seq"] for e in events] == [1, 2, 3, 4]
     assert sink.backlogs == [2, 3, 4]
-    assert not sink.items  # put() was not used
+    assert sink.puts == (0 if compiled else 4)  # the compiled layer appends itself
     # a name cached too long ago is read again
     tracing.names.cache[me] = (now - 10**10, now - 10**10, "stale", None)
     c.lookup(5, 1, b"bar")
     with open(f"/proc/{me}/comm") as f:
-        assert to_event(RawEvent(*sink.pending[-1]))["comm"] == f.read().strip()
+        assert to_event(RawEvent(*sink.taken()[-1]))["comm"] == f.read().strip()
 
 
 def test_a_failure_without_an_errno_is_recorded_as_eio_and_raised_as_it_was(compiled: bool) -> None:

@@ -10,8 +10,9 @@
  * Recorder(seq, cache, lookup, young_ns, ttl_ns, context, put, pending, batch, backlog): what every traced
  * handler shares: the event numbers (an iterator, shared with the layer's generic path), the process-name cache
  * (pid -> (first seen, last read, comm, cmdline), times in CLOCK_MONOTONIC ns as time.perf_counter_ns) and its
- * `lookup(pid, now_ns)`, `context(req) -> (uid, gid, pid, umask)`, and the sink: `pending.append(raw)` then
- * `backlog(len(pending))` once `batch` are pending, or `put(raw)` where `pending` is None; `stat_type`
+ * `lookup(pid, now_ns)`, `context(req) -> (uid, gid, pid, umask)`, and the sink: `pending.append(raw)` (an
+ * EventBuffer, below: the event's fields encoded straight into it) then `backlog(len(pending))` once `batch` are
+ * pending, or `put(raw)` where `pending` is None; `stat_type`
  * (optional): abi.stat_t, whose instances are read as the system's struct stat.
  *
  * Recorder.traced(op, fn, nodes_path, node_i, name_i, node2_i, name2_i, args_of, result_of, plan, accepts_op) -> a
@@ -26,11 +27,232 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <marshal.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+
+/* EventBuffer: the events a ProcessSink has not sent yet, already in the form its writer reads (tracing/writer.py):
+ * one frame, a 4-byte little-endian length then a marshal'ed list of event tuples. Appending encodes the tuple's
+ * fields at once (marshal's encoding without back-references, so records concatenate), so a pending event is bytes, not
+ * a tuple of a dozen objects for the garbage collector to walk and marshal.dumps to encode later under the GIL. */
+typedef struct {
+    PyObject_HEAD
+    char *buf;
+    Py_ssize_t len, cap, count;
+    PyObject *marshalable;  /* value -> a marshalable stand-in, for what marshal refuses (sinks._marshalable) */
+} EventBuffer;
+
+#define FRAME_HEAD 9  /* frame length (4), TYPE_LIST '[', event count (4) */
+
+static int eb_reserve(EventBuffer *b, Py_ssize_t n) {
+    if (b->len + n <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->len + n)
+        cap *= 2;
+    char *p = PyMem_Realloc(b->buf, (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->buf = p;
+    b->cap = cap;
+    return 0;
+}
+
+static void eb_u32(char *p, uint32_t v) {
+    p[0] = (char)(v & 0xff);
+    p[1] = (char)((v >> 8) & 0xff);
+    p[2] = (char)((v >> 16) & 0xff);
+    p[3] = (char)(v >> 24);
+}
+
+static int eb_tagged(EventBuffer *b, char tag, uint32_t v) { /* a type code and a 4-byte little-endian word */
+    if (eb_reserve(b, 5) < 0)
+        return -1;
+    b->buf[b->len] = tag;
+    eb_u32(b->buf + b->len + 1, v);
+    b->len += 5;
+    return 0;
+}
+
+static int eb_marshal(EventBuffer *b, PyObject *v) { /* marshal's own encoding, version 2 */
+    PyObject *data = PyMarshal_WriteObjectToString(v, 2);
+    if (data == NULL && b->marshalable != NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyObject *stand_in;
+        PyErr_Clear();
+        stand_in = PyObject_CallOneArg(b->marshalable, v);
+        if (stand_in == NULL)
+            return -1;
+        data = PyMarshal_WriteObjectToString(stand_in, 2);
+        Py_DECREF(stand_in);
+    }
+    if (data == NULL)
+        return -1;
+    if (eb_reserve(b, PyBytes_GET_SIZE(data)) < 0) {
+        Py_DECREF(data);
+        return -1;
+    }
+    memcpy(b->buf + b->len, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
+    b->len += PyBytes_GET_SIZE(data);
+    Py_DECREF(data);
+    return 0;
+}
+
+/* One value as marshal writes it: the common types here, anything else through marshal itself. */
+static int eb_value(EventBuffer *b, PyObject *v) {
+    if (v == Py_None || v == Py_True || v == Py_False) {
+        if (eb_reserve(b, 1) < 0)
+            return -1;
+        b->buf[b->len++] = v == Py_None ? 'N' : v == Py_True ? 'T' : 'F';
+        return 0;
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred())
+            return -1;
+        if (!overflow && x >= INT32_MIN && x <= INT32_MAX)
+            return eb_tagged(b, 'i', (uint32_t)(int32_t)x);
+        return eb_marshal(b, v);
+    }
+    if (PyFloat_CheckExact(v)) {
+        if (eb_reserve(b, 9) < 0)
+            return -1;
+        b->buf[b->len] = 'g';
+        if (PyFloat_Pack8(PyFloat_AS_DOUBLE(v), b->buf + b->len + 1, 1) < 0)
+            return -1;
+        b->len += 9;
+        return 0;
+    }
+    if (PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v) && PyUnicode_GET_LENGTH(v) < 256) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(v); /* TYPE_SHORT_ASCII: read without a UTF-8 decoder */
+        if (eb_reserve(b, 2 + n) < 0)
+            return -1;
+        b->buf[b->len] = 'z';
+        b->buf[b->len + 1] = (char)n;
+        memcpy(b->buf + b->len + 2, PyUnicode_DATA(v), (size_t)n);
+        b->len += 2 + n;
+        return 0;
+    }
+    if (PyTuple_CheckExact(v)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        if (eb_tagged(b, '(', (uint32_t)n) < 0)
+            return -1;
+        for (Py_ssize_t k = 0; k < n; k++)
+            if (eb_value(b, PyTuple_GET_ITEM(v, k)) < 0)
+                return -1;
+        return 0;
+    }
+    return eb_marshal(b, v);
+}
+
+/* One event of `n` fields (RawEvent's order): whole, or not at all. */
+static int eb_event(EventBuffer *b, PyObject *const *fields, Py_ssize_t n) {
+    Py_ssize_t start = b->len;
+    if (b->len == 0) {
+        if (eb_reserve(b, FRAME_HEAD) < 0)
+            return -1;
+        b->len = FRAME_HEAD;
+        start = b->len;
+    }
+    if (eb_tagged(b, '(', (uint32_t)n) < 0)
+        goto fail;
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (eb_value(b, fields[k]) < 0)
+            goto fail;
+    b->count++;
+    return 0;
+fail:
+    b->len = start;
+    return -1;
+}
+
+static PyObject *eb_append(EventBuffer *b, PyObject *raw) {
+    if (!PyTuple_Check(raw))
+        return PyErr_Format(PyExc_TypeError, "an event is a tuple, not %.100s", Py_TYPE(raw)->tp_name);
+    if (eb_event(b, &PyTuple_GET_ITEM(raw, 0), PyTuple_GET_SIZE(raw)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *eb_take(EventBuffer *b, PyObject *unused) {
+    PyObject *frame, *out;
+    Py_ssize_t count = b->count;
+    if (count == 0)
+        Py_RETURN_NONE;
+    eb_u32(b->buf, (uint32_t)(b->len - 4));
+    b->buf[4] = '[';
+    eb_u32(b->buf + 5, (uint32_t)count);
+    frame = PyBytes_FromStringAndSize(b->buf, b->len);
+    if (frame == NULL)
+        return NULL;
+    b->len = 0;
+    b->count = 0;
+    if (b->cap > (1 << 22)) { /* a burst's buffer is not kept */
+        PyMem_Free(b->buf);
+        b->buf = NULL;
+        b->cap = 0;
+    }
+    out = Py_BuildValue("(Nn)", frame, count);
+    return out;
+}
+
+static Py_ssize_t eb_length(EventBuffer *b) { return b->count; }
+
+static int eb_init(EventBuffer *b, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"marshalable", NULL};
+    PyObject *marshalable = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:EventBuffer", kw, &marshalable))
+        return -1;
+    Py_XSETREF(b->marshalable, marshalable == Py_None ? NULL : Py_NewRef(marshalable));
+    return 0;
+}
+
+static int eb_traverse(EventBuffer *b, visitproc visit, void *arg) {
+    Py_VISIT(b->marshalable);
+    return 0;
+}
+
+static int eb_clear(EventBuffer *b) {
+    Py_CLEAR(b->marshalable);
+    return 0;
+}
+
+static void eb_dealloc(EventBuffer *b) {
+    PyObject_GC_UnTrack(b);
+    eb_clear(b);
+    PyMem_Free(b->buf);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+static PyMethodDef eb_methods[] = {
+    {"append", (PyCFunction)eb_append, METH_O, "append(event tuple): encode it after the others"},
+    {"take", (PyCFunction)eb_take, METH_NOARGS,
+     "take() -> (frame, count) of everything appended since the last take, or None when nothing was"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods eb_as_sequence = {.sq_length = (lenfunc)eb_length};
+
+static PyTypeObject EventBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fuse_passthrough.tracing._recorder.EventBuffer",
+    .tp_basicsize = sizeof(EventBuffer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "pending events, encoded as the trace writer reads them (see the module's comment)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)eb_init,
+    .tp_traverse = (traverseproc)eb_traverse,
+    .tp_clear = (inquiry)eb_clear,
+    .tp_dealloc = (destructor)eb_dealloc,
+    .tp_methods = eb_methods,
+    .tp_as_sequence = &eb_as_sequence,
+};
 
 typedef struct {
     PyObject_HEAD
@@ -187,6 +409,42 @@ static int emit(Recorder *r, PyObject *caller, PyObject *op, PyObject *args, PyO
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_RuntimeError, "the event numbers ran out");
         return -1;
+    }
+    if (Py_IS_TYPE(r->pending, &EventBufferType)) {
+        EventBuffer *b = (EventBuffer *)r->pending;
+        PyObject *f[13];
+        int rc;
+        f[0] = seq;
+        f[1] = PyFloat_FromDouble((double)now_ns(CLOCK_REALTIME) / 1e9 - (double)d / 1e9);
+        f[2] = op;
+        f[3] = args;
+        f[4] = result;
+        f[5] = PyLong_FromLong(err);
+        f[6] = PyLong_FromLongLong(d);
+        f[7] = PyTuple_GET_ITEM(caller, 2);
+        f[8] = PyTuple_GET_ITEM(caller, 0);
+        f[9] = PyTuple_GET_ITEM(caller, 1);
+        f[10] = comm;
+        f[11] = cmdline;
+        f[12] = Py_None;
+        rc = f[1] == NULL || f[5] == NULL || f[6] == NULL ? -1 : eb_event(b, f, 13);
+        Py_DECREF(seq);
+        Py_XDECREF(f[1]);
+        Py_XDECREF(f[5]);
+        Py_XDECREF(f[6]);
+        if (rc < 0)
+            return -1;
+        if (b->count >= r->batch) {
+            PyObject *count = PyLong_FromSsize_t(b->count);
+            if (count == NULL)
+                return -1;
+            ok = PyObject_CallOneArg(r->backlog, count);
+            Py_DECREF(count);
+            if (ok == NULL)
+                return -1;
+            Py_DECREF(ok);
+        }
+        return 0;
     }
     raw = PyTuple_New(13);
     if (raw == NULL) {
@@ -756,7 +1014,7 @@ static int recorder_init(Recorder *r, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "seq must be an iterator");
         return -1;
     }
-    if (pending != Py_None) {
+    if (pending != Py_None && !Py_IS_TYPE(pending, &EventBufferType)) {
         append = PyObject_GetAttrString(pending, "append");
         if (append == NULL)
             return -1;
@@ -836,7 +1094,7 @@ static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_recorder",
 PyMODINIT_FUNC PyInit__recorder(void) {
     PyObject *m;
     static const char *stat_fields[6] = {"st_mode", "st_size", "st_ino", "st_nlink", "st_uid", "st_gid"};
-    if (PyType_Ready(&TracedType) < 0 || PyType_Ready(&RecorderType) < 0)
+    if (PyType_Ready(&TracedType) < 0 || PyType_Ready(&RecorderType) < 0 || PyType_Ready(&EventBufferType) < 0)
         return NULL;
     if (!(S_BY_ID_NAME = PyUnicode_InternFromString("_by_id")) ||
         !(S_EPOCH_NAME = PyUnicode_InternFromString("_path_epoch")) ||
@@ -851,7 +1109,8 @@ PyMODINIT_FUNC PyInit__recorder(void) {
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0 ||
-        PyModule_AddObjectRef(m, "Traced", (PyObject *)&TracedType) < 0) {
+        PyModule_AddObjectRef(m, "Traced", (PyObject *)&TracedType) < 0 ||
+        PyModule_AddObjectRef(m, "EventBuffer", (PyObject *)&EventBufferType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -29,6 +29,11 @@ from .events import event_of
 from .formats import encoder, formatter
 from .stats import Summary
 
+try:
+    from ._recorder import EventBuffer
+except ImportError:  # built without its C extension: PendingEvents below does the same in Python
+    EventBuffer = None  # type: ignore[assignment,misc]
+
 _STOP = object()
 _BATCH = 2048
 
@@ -230,11 +235,45 @@ class TraceSink:
 _FRAME = struct.Struct("<I")
 
 
+class PendingEvents:
+    """Events not sent yet, and how they leave: `take()` gives one frame of everything appended since the last take
+    (a 4-byte little-endian length, then the marshal'ed list of event tuples: what tracing/writer.py reads) and its
+    event count, or None.
+
+    This is the Python version; _recorder.c's EventBuffer, used where it is built, encodes each event when it is
+    appended (the compiled tracing layer writes its fields straight in), so no tuples pile up for the collector
+    and no marshal.dumps of the batch holds the GIL."""
+
+    def __init__(self) -> None:
+        self._events: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.append = self._events.append  # a deque: appends from several threads need no lock of ours
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def take(self) -> tuple[bytes, int] | None:
+        popleft = self._events.popleft
+        batch = [popleft() for _ in range(len(self._events))]
+        if not batch:
+            return None
+        try:
+            body = marshal.dumps(batch)
+        except ValueError:  # a custom filesystem returned something exotic: record its repr
+            body = marshal.dumps([tuple(map(_stand_in, t)) for t in batch])
+        return _FRAME.pack(len(body)) + body, len(batch)
+
+
+def pending_events() -> Any:
+    """An EventBuffer where the C extension is built, else a PendingEvents."""
+    return EventBuffer(_marshalable) if EventBuffer is not None else PendingEvents()
+
+
 class ProcessSink:
     """Ship raw events in marshal'ed batches to a writer process that formats and writes them.
 
-    The hot path appends a tuple to a deque (atomic, no lock). A flusher thread sends what is there every 20 ms
-    or every `batch` events; a full pipe blocks the flusher, and a full deque (`max_pending`) blocks the
+    The hot path appends an event to the pending ones (`pending_events`: encoded as it comes, where the C
+    extension is built; atomic, no lock). A flusher thread sends what is there every 20 ms
+    or every `batch` events; a full pipe blocks the flusher, and `max_pending` events waiting block the
     filesystem.
     The writer process prints the summary itself when its input ends (see tracing/writer.py).
 
@@ -278,7 +317,7 @@ class ProcessSink:
         self._fd = self.proc.stdin.fileno()
         self._batch = batch
         self._max_pending = max_pending
-        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._pending = pending_events()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -295,14 +334,14 @@ class ProcessSink:
 
     def put(self, raw: tuple[Any, ...]) -> None:
         pending = self._pending
-        pending.append(raw)  # a deque: appends from several threads need no lock of ours
+        pending.append(raw)  # atomic: an EventBuffer's append holds the GIL throughout, a deque's needs no lock
         n = len(pending)
         if n >= self._batch:
             self._backlog(n)
 
-    def hot_path(self) -> tuple[collections.deque[tuple[Any, ...]], int, Callable[[int], None]]:
-        """`put` in parts, for the compiled tracing layer (_recorder.c): append to the deque, then call the
-        function with the deque's length once it reaches the count."""
+    def hot_path(self) -> tuple[Any, int, Callable[[int], None]]:
+        """`put` in parts, for the compiled tracing layer (_recorder.c): append to the pending events (an
+        EventBuffer: encoded there), then call the function with their count once it reaches the batch size."""
         return self._pending, self._batch, self._backlog
 
     def _backlog(self, n: int) -> None:
@@ -333,24 +372,19 @@ class ProcessSink:
             self._wake.clear()
             with self._lock:
                 closing = self._closing  # read before taking the events: all of them were put before close
-            pending = self._pending
-            popleft = pending.popleft
-            batch = [popleft() for _ in range(len(pending))]
+            taken = self._pending.take()
             with self._room:
                 self._room.notify_all()
-            if self._idle_writer and not self.writer_idle and len(batch) < self._batch:
+            count = taken[1] if taken is not None else 0
+            if self._idle_writer and not self.writer_idle and count < self._batch:
                 self._set_writer_idle(True)  # caught up
-            if batch:
-                self._send(batch)
+            if taken is not None:
+                self._send(*taken)
             if closing:
                 return
 
-    def _send(self, batch: list[tuple[Any, ...]]) -> None:
-        try:
-            body = marshal.dumps(batch)
-        except ValueError:  # a custom filesystem returned something exotic: record its repr
-            body = marshal.dumps([_marshalable(t) for t in batch])
-        data = memoryview(_FRAME.pack(len(body)) + body)
+    def _send(self, frame: bytes, count: int) -> None:
+        data = memoryview(frame)
         try:
             while data:
                 data = data[os.write(self._fd, data):]
@@ -359,9 +393,9 @@ class ProcessSink:
             if not self.lost:
                 print(f"fuse-passthrough: the trace writer stopped ({e.strerror}); events from now on are "
                       "counted as lost, not written", file=sys.stderr)
-            self.lost += len(batch)
+            self.lost += count
             return
-        self.written += len(batch)
+        self.written += count
 
     def request_summary(self) -> None:
         """Have the writer print the summary so far (SIGUSR1)."""
@@ -385,6 +419,18 @@ class ProcessSink:
             print(f"fuse-passthrough: {self.lost} events were lost because the trace writer stopped",
                   file=sys.stderr)
         return status
+
+
+def _stand_in(value: Any) -> Any:
+    """An event's field as an EventBuffer writes it: unchanged where marshal can write it, a tuple item by item,
+    anything else as `_marshalable` makes it."""
+    if type(value) is tuple:
+        return tuple(map(_stand_in, value))
+    try:
+        marshal.dumps(value)
+    except ValueError:
+        return _marshalable(value)
+    return value
 
 
 def _marshalable(value: Any) -> Any:
