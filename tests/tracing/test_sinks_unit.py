@@ -119,6 +119,34 @@ def test_pending_events_leave_as_one_frame_the_writer_reads(events: list[tuple[A
     assert marshal.loads(frame[4:]) == [expected(raw) for raw in events]
 
 
+def test_an_event_buffer_refers_back_to_names_and_drops_a_failed_event_whole() -> None:
+    """Op and process names repeat as back-references within a frame; an event that cannot be encoded (no
+    stand-in given) raises, leaves nothing of itself, and the frame's later references still resolve."""
+    from fuse_passthrough.tracing.sinks import EventBuffer
+
+    assert EventBuffer is not None, "make builds the C extension"
+    op, comm, other = "lookup", "cc1plus", "".join(["getat", "tr"])
+    good = [(i, 0.5, op, (f"/f{i}",), None, 0, 10, 1, 0, 0, comm, None, None) for i in range(3)]
+    pending = EventBuffer()
+    pending.append(good[0])
+    with pytest.raises(ValueError):
+        pending.append((9, 0.5, other, ("/x",), None, 0, 10, 1, 0, 0, "new-name", None, Odd()))
+    assert len(pending) == 1
+    pending.append(good[1])
+    again = [(n, 0.5, other, ("/y",), None, 0, 10, 1, 0, 0, comm, None, None) for n in (3, 4)]
+    pending.append(again[0])
+    pending.append(good[2])
+    pending.append(again[1])  # "getattr" again: a reference to where the failed event did not leave it
+    taken = pending.take()
+    assert taken is not None
+    frame, count = taken
+    assert count == 5 and marshal.loads(frame[4:]) == [good[0], good[1], again[0], good[2], again[1]]
+    assert frame.count(b"cc1plus") == 1 and frame.count(b"lookup") == 1  # the others are references
+    pending.append(good[0])  # a new frame starts without references into the last one
+    second = pending.take()
+    assert second is not None and marshal.loads(second[0][4:]) == [good[0]]
+
+
 def test_process_sink_writes_everything_and_the_summary(tmp_path, pending_kind: str) -> None:
     from fuse_passthrough.tracing.sinks import ProcessSink
 

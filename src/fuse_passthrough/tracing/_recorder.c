@@ -37,13 +37,19 @@
 
 /* EventBuffer: the events a ProcessSink has not sent yet, already in the form its writer reads (tracing/writer.py):
  * one frame, a 4-byte little-endian length then a marshal'ed list of event tuples. Appending encodes the tuple's
- * fields at once (marshal's encoding without back-references, so records concatenate), so a pending event is bytes, not
+ * fields at once (marshal's encoding; back-references only to names this frame already holds), so a pending event is bytes, not
  * a tuple of a dozen objects for the garbage collector to walk and marshal.dumps to encode later under the GIL. */
+#define REF_SLOTS 64
+
 typedef struct {
     PyObject_HEAD
     char *buf;
     Py_ssize_t len, cap, count;
     PyObject *marshalable;  /* value -> a marshalable stand-in, for what marshal refuses (sinks._marshalable) */
+    /* Op and process names already in this frame (by identity, direct-mapped): written again as a back-reference,
+     * so the writer makes one str of each per frame, not one per event. */
+    struct { PyObject *str; uint32_t ref; } seen[REF_SLOTS];
+    uint32_t refs;  /* objects flagged FLAG_REF so far in this frame: the next one's index */
 } EventBuffer;
 
 #define FRAME_HEAD 9  /* frame length (4), TYPE_LIST '[', event count (4) */
@@ -103,8 +109,9 @@ static int eb_marshal(EventBuffer *b, PyObject *v) { /* marshal's own encoding, 
     return 0;
 }
 
-/* One value as marshal writes it: the common types here, anything else through marshal itself. */
-static int eb_value(EventBuffer *b, PyObject *v) {
+/* One value as marshal writes it: the common types here, anything else through marshal itself. A `shared` string
+ * (an op or process name: few, each in many events) is written once per frame, then referred to. */
+static int eb_value(EventBuffer *b, PyObject *v, int shared) {
     if (v == Py_None || v == Py_True || v == Py_False) {
         if (eb_reserve(b, 1) < 0)
             return -1;
@@ -131,9 +138,17 @@ static int eb_value(EventBuffer *b, PyObject *v) {
     }
     if (PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v) && PyUnicode_GET_LENGTH(v) < 256) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(v); /* TYPE_SHORT_ASCII: read without a UTF-8 decoder */
+        size_t slot = ((uintptr_t)v >> 4) % REF_SLOTS;
+        if (shared && b->seen[slot].str == v)
+            return eb_tagged(b, 'r', b->seen[slot].ref); /* TYPE_REF */
         if (eb_reserve(b, 2 + n) < 0)
             return -1;
         b->buf[b->len] = 'z';
+        if (shared) {
+            Py_XSETREF(b->seen[slot].str, Py_NewRef(v));
+            b->seen[slot].ref = b->refs++;
+            b->buf[b->len] = (char)('z' | 0x80); /* FLAG_REF: the reader keeps it for later references */
+        }
         b->buf[b->len + 1] = (char)n;
         memcpy(b->buf + b->len + 2, PyUnicode_DATA(v), (size_t)n);
         b->len += 2 + n;
@@ -144,7 +159,7 @@ static int eb_value(EventBuffer *b, PyObject *v) {
         if (eb_tagged(b, '(', (uint32_t)n) < 0)
             return -1;
         for (Py_ssize_t k = 0; k < n; k++)
-            if (eb_value(b, PyTuple_GET_ITEM(v, k)) < 0)
+            if (eb_value(b, PyTuple_GET_ITEM(v, k), 0) < 0)
                 return -1;
         return 0;
     }
@@ -154,6 +169,7 @@ static int eb_value(EventBuffer *b, PyObject *v) {
 /* One event of `n` fields (RawEvent's order): whole, or not at all. */
 static int eb_event(EventBuffer *b, PyObject *const *fields, Py_ssize_t n) {
     Py_ssize_t start = b->len;
+    uint32_t refs = b->refs;
     if (b->len == 0) {
         if (eb_reserve(b, FRAME_HEAD) < 0)
             return -1;
@@ -163,12 +179,16 @@ static int eb_event(EventBuffer *b, PyObject *const *fields, Py_ssize_t n) {
     if (eb_tagged(b, '(', (uint32_t)n) < 0)
         goto fail;
     for (Py_ssize_t k = 0; k < n; k++)
-        if (eb_value(b, fields[k]) < 0)
+        if (eb_value(b, fields[k], k == 2 || k == 10) < 0) /* op, comm */
             goto fail;
     b->count++;
     return 0;
 fail:
     b->len = start;
+    b->refs = refs; /* the strings the dropped part flagged are not in the stream: forget them */
+    for (int k = 0; k < REF_SLOTS; k++)
+        if (b->seen[k].str != NULL && b->seen[k].ref >= refs)
+            Py_CLEAR(b->seen[k].str);
     return -1;
 }
 
@@ -193,6 +213,9 @@ static PyObject *eb_take(EventBuffer *b, PyObject *unused) {
         return NULL;
     b->len = 0;
     b->count = 0;
+    b->refs = 0;
+    for (int k = 0; k < REF_SLOTS; k++)
+        Py_CLEAR(b->seen[k].str);
     if (b->cap > (1 << 22)) { /* a burst's buffer is not kept */
         PyMem_Free(b->buf);
         b->buf = NULL;
@@ -220,6 +243,8 @@ static int eb_traverse(EventBuffer *b, visitproc visit, void *arg) {
 
 static int eb_clear(EventBuffer *b) {
     Py_CLEAR(b->marshalable);
+    for (int k = 0; k < REF_SLOTS; k++)
+        Py_CLEAR(b->seen[k].str);
     return 0;
 }
 
