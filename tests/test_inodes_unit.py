@@ -135,6 +135,9 @@ def test_cached_paths_follow_every_change(tmp_path: Path) -> None:
                 assert table.path(some, b"x\xff") == expect
                 if traced is not None:
                     assert traced(some, b"x\xff") == expect
+        assert table.path(10**9) is None and table.path(10**9, b"x") is None  # a node the table does not hold
+        if traced is not None:
+            assert traced(10**9) is None and traced(10**9, b"x") is None
     finally:
         table.close()
         os.close(root)

@@ -419,20 +419,39 @@ class NodeTable:
     def path(self, nodeid: int, name: bytes | None = None) -> str | None:
         """A path of the node (its most recent name, up to the root), or of `name` in it; None when no name
         is known (e.g. unlinked)."""
-        # A path cached in this epoch needs no lock (every traced request asks): both are replaced, never changed
-        # in place, under the lock, so this reads the path as it was just before or just after a concurrent rename.
+        # Read without the lock where it is one step (every traced request asks): a path cached in this epoch, no
+        # name (unlinked, forgotten: the FORGET after every unlink), or a name in a directory whose path is cached.
+        # The lock orders only the steps of a change (names, cached paths and epoch are each replaced, never changed
+        # in place), so this reads the path as it was just before or just after a concurrent rename; only a path
+        # built under the lock is cached (one built here could outlive the rename it raced).
         node = self._by_id.get(nodeid)
-        cached = node.cached_path if node is not None else None
-        if cached is not None and cached[0] == self._path_epoch:
-            base: str | None = cached[1]
+        base: str | None
+        if node is None:
+            base = None
+        elif (cached := node.cached_path) is not None and cached[0] == self._path_epoch:
+            base = cached[1]
         elif nodeid == ROOT_ID:
             base = "/"
+        elif not (names := node.names):
+            base = None
+        elif (up := self._one_step(*names[-1])) is not None:
+            base = up
         else:
             with self._lock:
                 base = self._path_locked(nodeid)
         if base is None or name is None:
             return base
         return ("/" if base == "/" else base + "/") + name.decode(_FS_ENCODING, _FS_ERRORS)
+
+    def _one_step(self, parent: int, name: bytes) -> str | None:
+        """parent's path + name while parent's path is "/" or cached in this epoch, else None."""
+        if parent == ROOT_ID:
+            return "/" + name.decode(_FS_ENCODING, _FS_ERRORS)
+        up = self._by_id.get(parent)
+        cached = up.cached_path if up is not None else None
+        if cached is None or cached[0] != self._path_epoch:
+            return None
+        return cached[1] + "/" + name.decode(_FS_ENCODING, _FS_ERRORS)
 
     def _path_locked(self, nodeid: int) -> str | None:
         if nodeid == ROOT_ID:

@@ -37,8 +37,9 @@
 
 /* EventBuffer: the events a ProcessSink has not sent yet, already in the form its writer reads (tracing/writer.py):
  * one frame, a 4-byte little-endian length then a marshal'ed list of event tuples. Appending encodes the tuple's
- * fields at once (marshal's encoding; back-references only to names this frame already holds), so a pending event is bytes, not
- * a tuple of a dozen objects for the garbage collector to walk and marshal.dumps to encode later under the GIL. */
+ * fields at once (marshal's encoding; back-references only to names this frame already holds), so a pending event
+ * is bytes, not a tuple of a dozen objects for the garbage collector to walk and marshal.dumps to encode later
+ * under the GIL. */
 #define REF_SLOTS 64
 
 typedef struct {
@@ -46,8 +47,8 @@ typedef struct {
     char *buf;
     Py_ssize_t len, cap, count;
     PyObject *marshalable;  /* value -> a marshalable stand-in, for what marshal refuses (sinks._marshalable) */
-    /* Op and process names already in this frame (by identity, direct-mapped): written again as a back-reference,
-     * so the writer makes one str of each per frame, not one per event. */
+    /* Op and process names already in this frame (by identity, hashed on the address): written again as a
+     * back-reference, so the writer makes one str of each per frame, not one per event. */
     struct { PyObject *str; uint32_t ref; } seen[REF_SLOTS];
     uint32_t refs;  /* objects flagged FLAG_REF so far in this frame: the next one's index */
 } EventBuffer;
@@ -139,8 +140,17 @@ static int eb_value(EventBuffer *b, PyObject *v, int shared) {
     if (PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v) && PyUnicode_GET_LENGTH(v) < 256) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(v); /* TYPE_SHORT_ASCII: read without a UTF-8 decoder */
         size_t slot = ((uintptr_t)v >> 4) % REF_SLOTS;
-        if (shared && b->seen[slot].str == v)
-            return eb_tagged(b, 'r', b->seen[slot].ref); /* TYPE_REF */
+        if (shared) { /* its slot, or the first free one of the next few; all taken: the first is reused */
+            for (int k = 0; k < 4; k++) {
+                size_t at = (slot + (size_t)k) % REF_SLOTS;
+                if (b->seen[at].str == v)
+                    return eb_tagged(b, 'r', b->seen[at].ref); /* TYPE_REF */
+                if (b->seen[at].str == NULL) {
+                    slot = at;
+                    break;
+                }
+            }
+        }
         if (eb_reserve(b, 2 + n) < 0)
             return -1;
         b->buf[b->len] = 'z';
@@ -313,7 +323,7 @@ typedef struct {
     struct step *steps;    /* the arguments' steps, then the result's */
 } Traced;
 
-static PyObject *S_BY_ID_NAME, *S_EPOCH_NAME, *S_CACHED_NAME, *S_FH_NAME, *S_INO_NAME, *S_ATTR_NAME, *S_BACKING_NAME, *STAT_NAMES[6];
+static PyObject *S_BY_ID_NAME, *S_EPOCH_NAME, *S_CACHED_NAME, *S_NAMES_NAME, *S_FH_NAME, *S_INO_NAME, *S_ATTR_NAME, *S_BACKING_NAME, *STAT_NAMES[6];
 
 static long long now_ns(clockid_t clock) {
     struct timespec ts;
@@ -321,37 +331,81 @@ static long long now_ns(clockid_t clock) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* The node's path as NodeTable.path finds it without its lock: "/" for the root, else the node's cached_path
- * (epoch, path) while the table's _path_epoch is that epoch. New reference; NULL without an error: not cached. */
+/* node.cached_path's path while it is of the table's current _path_epoch: a new reference, or NULL (no error) */
+static PyObject *valid_cached(PyObject *node, PyObject *epoch) {
+    PyObject *cached = PyObject_GetAttr(node, S_CACHED_NAME), *out = NULL;
+    if (cached == NULL)
+        return NULL;
+    if (PyTuple_Check(cached) && PyTuple_GET_SIZE(cached) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(cached, 1))) {
+        int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(cached, 0), epoch, Py_EQ);
+        if (same > 0)
+            out = Py_NewRef(PyTuple_GET_ITEM(cached, 1));
+    }
+    Py_DECREF(cached);
+    return out;
+}
+
+/* The node's path as NodeTable.path finds it without its lock: "/" for the root; None for a node unknown or
+ * without a name; the cached path of the current epoch; its last name in a directory whose path is "/" or cached
+ * (NodeTable._one_step). A new reference; NULL without an error: ask path(). */
 static PyObject *cached_path(PyObject *table, PyObject *root_id, PyObject *nodeid) {
-    PyObject *by_id, *node, *cached, *epoch, *out = NULL;
+    PyObject *by_id, *node, *epoch, *names, *out = NULL;
     int same = PyObject_RichCompareBool(nodeid, root_id, Py_EQ);
     if (same != 0)
         return same < 0 ? NULL : PyUnicode_FromString("/");
     by_id = PyObject_GetAttr(table, S_BY_ID_NAME);
     if (by_id == NULL)
         return NULL;
-    node = PyDict_Check(by_id) ? PyDict_GetItemWithError(by_id, nodeid) : NULL;
-    if (node == NULL) {
+    if (!PyDict_Check(by_id)) {
         Py_DECREF(by_id);
         return NULL;
     }
+    node = PyDict_GetItemWithError(by_id, nodeid);
+    if (node == NULL) {
+        Py_DECREF(by_id);
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
     Py_INCREF(node);
-    Py_DECREF(by_id);
-    cached = PyObject_GetAttr(node, S_CACHED_NAME);
-    Py_DECREF(node);
-    if (cached == NULL)
-        return NULL;
-    if (PyTuple_Check(cached) && PyTuple_GET_SIZE(cached) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(cached, 1))) {
-        epoch = PyObject_GetAttr(table, S_EPOCH_NAME);
-        if (epoch != NULL) {
-            same = PyObject_RichCompareBool(PyTuple_GET_ITEM(cached, 0), epoch, Py_EQ);
-            Py_DECREF(epoch);
-            if (same > 0)
-                out = Py_NewRef(PyTuple_GET_ITEM(cached, 1));
+    epoch = PyObject_GetAttr(table, S_EPOCH_NAME);
+    if (epoch == NULL)
+        goto done;
+    out = valid_cached(node, epoch);
+    if (out != NULL || PyErr_Occurred())
+        goto done;
+    names = PyObject_GetAttr(node, S_NAMES_NAME);
+    if (names == NULL)
+        goto done;
+    if (PyList_Check(names) && PyList_GET_SIZE(names) == 0) {
+        out = Py_NewRef(Py_None);
+    } else if (PyList_Check(names)) {
+        PyObject *last = PyList_GET_ITEM(names, PyList_GET_SIZE(names) - 1), *parent, *name, *base = NULL, *up;
+        if (PyTuple_Check(last) && PyTuple_GET_SIZE(last) == 2 && PyBytes_Check(PyTuple_GET_ITEM(last, 1))) {
+            Py_INCREF(last);
+            parent = PyTuple_GET_ITEM(last, 0);
+            same = PyObject_RichCompareBool(parent, root_id, Py_EQ);
+            if (same > 0) {
+                base = PyUnicode_FromString("");
+            } else if (same == 0 && (up = PyDict_GetItemWithError(by_id, parent)) != NULL) {
+                Py_INCREF(up);
+                base = valid_cached(up, epoch);
+                Py_DECREF(up);
+            }
+            if (base != NULL) {
+                name = PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(PyTuple_GET_ITEM(last, 1)),
+                                                        PyBytes_GET_SIZE(PyTuple_GET_ITEM(last, 1)));
+                if (name != NULL)
+                    out = PyUnicode_FromFormat("%U/%U", base, name);
+                Py_XDECREF(name);
+                Py_DECREF(base);
+            }
+            Py_DECREF(last);
         }
     }
-    Py_DECREF(cached);
+    Py_DECREF(names);
+done:
+    Py_XDECREF(epoch);
+    Py_DECREF(node);
+    Py_DECREF(by_id);
     return out;
 }
 
@@ -366,7 +420,7 @@ static PyObject *path_of(Traced *t, PyObject *const *a, Py_ssize_t n, int node_i
     }
     if (t->table != NULL) {
         PyObject *base = cached_path(t->table, t->root_id, a[node_i]), *name, *out;
-        if (base != NULL && name_i < 0)
+        if (base != NULL && (name_i < 0 || base == Py_None))
             return base;
         if (base != NULL && PyBytes_Check(a[name_i])) { /* base/name, as NodeTable.path joins them */
             name = PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(a[name_i]), PyBytes_GET_SIZE(a[name_i]));
@@ -1124,6 +1178,7 @@ PyMODINIT_FUNC PyInit__recorder(void) {
     if (!(S_BY_ID_NAME = PyUnicode_InternFromString("_by_id")) ||
         !(S_EPOCH_NAME = PyUnicode_InternFromString("_path_epoch")) ||
         !(S_CACHED_NAME = PyUnicode_InternFromString("cached_path")) ||
+        !(S_NAMES_NAME = PyUnicode_InternFromString("names")) ||
         !(S_FH_NAME = PyUnicode_InternFromString("fh")) || !(S_INO_NAME = PyUnicode_InternFromString("ino")) || !(S_ATTR_NAME = PyUnicode_InternFromString("attr")) ||
         !(S_BACKING_NAME = PyUnicode_InternFromString("backing_id")))
         return NULL;
