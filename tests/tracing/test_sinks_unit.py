@@ -91,10 +91,10 @@ _VALUES = st.recursive(_SCALARS, lambda inner: st.tuples(inner, inner) | st.list
 def test_pending_events_leave_as_one_frame_the_writer_reads(events: list[tuple[Any, ...]], kind: str) -> None:
     """What the writer decodes is what was appended: every value marshal can write, unchanged; any other as
     _marshalable makes it (its repr), inside tuples item by item, and nothing else of the event changed."""
-    from fuse_passthrough.tracing.sinks import EventBuffer, PendingEvents, _marshalable, _stand_in
+    from fuse_passthrough.tracing.sinks import EventBuffer, PendingEvents, _stand_in
 
     assert EventBuffer is not None, "make builds the C extension"
-    pending = EventBuffer(_marshalable) if kind == "compiled" else PendingEvents()
+    pending = EventBuffer(_stand_in) if kind == "compiled" else PendingEvents()
     for raw in events:
         pending.append(raw)
     assert len(pending) == len(events)
@@ -136,6 +136,29 @@ def test_an_event_buffer_refers_back_to_names_and_drops_a_failed_event_whole() -
     pending.append(good[0])  # a new frame starts without references into the last one
     second = pending.take()
     assert second is not None and marshal.loads(second[0][4:]) == [good[0]]
+
+
+def test_an_event_buffer_asks_for_stand_ins_with_nothing_of_the_event_written() -> None:
+    """The stand-in function is Python code: another thread may take the GIL while it runs and append (or take)
+    events. It must find the buffer whole: here it appends an event itself, which lands whole, before."""
+    from fuse_passthrough.tracing.sinks import EventBuffer, _stand_in
+
+    assert EventBuffer is not None, "make builds the C extension"
+    other = (7, 0.5, "getattr", ("/other",), None, 0, 10, 1, 0, 0, "cc1", None, None)
+
+    def stand_in(value: Any) -> Any:
+        if isinstance(value, Odd) and len(pending) == 1:
+            pending.append(other)  # as another thread would, meanwhile
+        return _stand_in(value)
+
+    pending = EventBuffer(stand_in)
+    first = (1, 0.5, "lookup", ("/a",), None, 0, 10, 1, 0, 0, "cc1", None, None)
+    pending.append(first)
+    pending.append((2, 0.5, "getxattr", ("/odd", Odd(), 0), Odd(), 0, 10, 1, 0, 0, "cc1", None, None))
+    taken = pending.take()
+    assert taken is not None and taken[1] == 3
+    assert marshal.loads(taken[0][4:]) == [first, other, (2, 0.5, "getxattr", ("/odd", "Odd()", 0), "Odd()", 0, 10,
+                                                          1, 0, 0, "cc1", None, None)]
 
 
 def test_process_sink_writes_everything_and_the_summary(tmp_path, pending_kind: str) -> None:

@@ -46,7 +46,7 @@ typedef struct {
     PyObject_HEAD
     char *buf;
     Py_ssize_t len, cap, count;
-    PyObject *marshalable;  /* value -> a marshalable stand-in, for what marshal refuses (sinks._marshalable) */
+    PyObject *stand_in;  /* field -> what marshal can write, for an event it refuses (sinks._stand_in); or NULL */
     /* Op and process names already in this frame (by identity, hashed on the address): written again as a
      * back-reference, so the writer makes one str of each per frame, not one per event. */
     struct { PyObject *str; uint32_t ref; } seen[REF_SLOTS];
@@ -89,15 +89,6 @@ static int eb_tagged(EventBuffer *b, char tag, uint32_t v) { /* a type code and 
 
 static int eb_marshal(EventBuffer *b, PyObject *v) { /* marshal's own encoding, version 2 */
     PyObject *data = PyMarshal_WriteObjectToString(v, 2);
-    if (data == NULL && b->marshalable != NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
-        PyObject *stand_in;
-        PyErr_Clear();
-        stand_in = PyObject_CallOneArg(b->marshalable, v);
-        if (stand_in == NULL)
-            return -1;
-        data = PyMarshal_WriteObjectToString(stand_in, 2);
-        Py_DECREF(stand_in);
-    }
     if (data == NULL)
         return -1;
     if (eb_reserve(b, PyBytes_GET_SIZE(data)) < 0) {
@@ -176,8 +167,9 @@ static int eb_value(EventBuffer *b, PyObject *v, int shared) {
     return eb_marshal(b, v);
 }
 
-/* One event of `n` fields (RawEvent's order): whole, or not at all. */
-static int eb_event(EventBuffer *b, PyObject *const *fields, Py_ssize_t n) {
+/* One event of `n` fields (RawEvent's order), whole or not at all: nothing here runs Python code, so no other
+ * thread (they append and take with the GIL) sees a part of it. */
+static int eb_encode(EventBuffer *b, PyObject *const *fields, Py_ssize_t n) {
     Py_ssize_t start = b->len;
     uint32_t refs = b->refs;
     if (b->len == 0) {
@@ -200,6 +192,32 @@ fail:
         if (b->seen[k].str != NULL && b->seen[k].ref >= refs)
             Py_CLEAR(b->seen[k].str);
     return -1;
+}
+
+/* An event; one marshal refuses (a custom filesystem's exotic result) is written as stand_in makes its fields, asked
+ * with nothing of the event in the buffer. */
+static int eb_event(EventBuffer *b, PyObject *const *fields, Py_ssize_t n) {
+    PyObject *f;
+    int rc;
+    if (eb_encode(b, fields, n) == 0)
+        return 0;
+    if (b->stand_in == NULL || !PyErr_ExceptionMatches(PyExc_ValueError))
+        return -1;
+    PyErr_Clear();
+    f = PyTuple_New(n);
+    if (f == NULL)
+        return -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *v = PyObject_CallOneArg(b->stand_in, fields[k]);
+        if (v == NULL) {
+            Py_DECREF(f);
+            return -1;
+        }
+        PyTuple_SET_ITEM(f, k, v);
+    }
+    rc = eb_encode(b, &PyTuple_GET_ITEM(f, 0), n);
+    Py_DECREF(f);
+    return rc;
 }
 
 static PyObject *eb_append(EventBuffer *b, PyObject *raw) {
@@ -238,21 +256,21 @@ static PyObject *eb_take(EventBuffer *b, PyObject *unused) {
 static Py_ssize_t eb_length(EventBuffer *b) { return b->count; }
 
 static int eb_init(EventBuffer *b, PyObject *args, PyObject *kwds) {
-    static char *kw[] = {"marshalable", NULL};
-    PyObject *marshalable = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:EventBuffer", kw, &marshalable))
+    static char *kw[] = {"stand_in", NULL};
+    PyObject *stand_in = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:EventBuffer", kw, &stand_in))
         return -1;
-    Py_XSETREF(b->marshalable, marshalable == Py_None ? NULL : Py_NewRef(marshalable));
+    Py_XSETREF(b->stand_in, stand_in == Py_None ? NULL : Py_NewRef(stand_in));
     return 0;
 }
 
 static int eb_traverse(EventBuffer *b, visitproc visit, void *arg) {
-    Py_VISIT(b->marshalable);
+    Py_VISIT(b->stand_in);
     return 0;
 }
 
 static int eb_clear(EventBuffer *b) {
-    Py_CLEAR(b->marshalable);
+    Py_CLEAR(b->stand_in);
     for (int k = 0; k < REF_SLOTS; k++)
         Py_CLEAR(b->seen[k].str);
     return 0;

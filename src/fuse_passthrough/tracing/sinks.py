@@ -265,7 +265,7 @@ class PendingEvents:
 
 def pending_events() -> Any:
     """An EventBuffer where the C extension is built, else a PendingEvents."""
-    return EventBuffer(_marshalable) if EventBuffer is not None else PendingEvents()
+    return EventBuffer(_stand_in) if EventBuffer is not None else PendingEvents()
 
 
 class ProcessSink:
