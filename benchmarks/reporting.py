@@ -249,6 +249,14 @@ def render_markdown(summary: dict[str, Any]) -> str:
     w("| peak daemon RSS (VmHWM) | " + " | ".join(
         (f"{summary['targets'][t]['peak_rss_kib'] / 1024:.1f} MiB" if summary["targets"][t]["peak_rss_kib"]
          else "–") for t in tnames) + " |\n")
+
+    def spread_cell(t: str, r: str) -> str:
+        xs = summary["samples"].get(t, {}).get(r) or []
+        return f"{fmt_s(min(xs))}–{fmt_s(max(xs))}" if xs else "–"
+
+    table("Spread over rounds (fastest–slowest seconds)", spread_cell,
+          [t for t in tnames if summary["samples"].get(t)],
+          note="On a shared VM a row can be bimodal between rounds; a median's meaning depends on this spread.")
     for key, title in (("vs_native", "Ratio vs native"), ("vs_passthrough_ll", "Ratio vs passthrough_ll"),
                        ("vs_passthrough_ll_t0", "Ratio vs passthrough_ll -o timeout=0"),
                        ("vs_loggedfs", "Ratio vs loggedfs")):

@@ -83,6 +83,7 @@ def test_bench_smoke_produces_complete_results(tmp_path: Path) -> None:
         if name != "native":
             assert summary["targets"][name]["peak_rss_kib"], name
         assert f"| {EXPECTED_ROWS[0]} |" in md
+    _check_spread(summary, tmp_path)
 
     _check_trace_file_rows(summary["trace_files"], proc.stdout)
 
@@ -90,6 +91,22 @@ def test_bench_smoke_produces_complete_results(tmp_path: Path) -> None:
     assert trace["events"] > 0 and trace["bytes_per_event"] > 0
     assert "ours_trace/ours_notrace" in summary["tracing_on_vs_off"]
     assert {g["goal"] for g in summary["goals"]} >= {"tracing on <= 1.15x off", "daemon peak RSS < 100 MB"}
+
+
+def _check_spread(summary: dict, tmp_path: Path) -> None:
+    """The report shows each row's fastest and slowest round beside the medians: the same summary given three
+    rounds of small_create for ours_notrace, rendered again by the benchmark's own reporting module."""
+    summary["samples"]["ours_notrace"]["small_create"] = [0.5, 0.25, 2.0]
+    path = tmp_path / "three-rounds.json"
+    path.write_text(json.dumps(summary))
+    md = subprocess.run([sys.executable, "-c", "import json, sys; sys.path.insert(0, sys.argv[1]); import reporting; "
+                         "print(reporting.render_markdown(json.load(open(sys.argv[2]))))", str(BENCH.parent),
+                         str(path)], capture_output=True, text=True, check=True).stdout
+    spread = md.split("## Spread over rounds")[1].split("\n## ")[0]
+    header = next(line for line in spread.splitlines() if line.startswith("| workload |"))
+    column = [c.strip() for c in header.strip("|").split("|")].index("ours_notrace")
+    line = next(line for line in spread.splitlines() if line.startswith("| small_create |"))
+    assert [c.strip() for c in line.strip("|").split("|")][column] == "0.250–2.000"
 
 
 def _check_trace_file_rows(rows: list[dict], printed: str) -> None:
