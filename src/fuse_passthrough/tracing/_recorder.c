@@ -497,101 +497,68 @@ static int names_of(Recorder *r, PyObject *pid, long long t1, PyObject **comm, P
     return 0;
 }
 
-/* One event (op, args) to the sink. Steals nothing. */
+/* One event (op, args) to the sink: encoded into its EventBuffer, else a tuple to `pending.append` or `put`; then
+ * `backlog(count)` once `batch` are pending. Steals nothing. */
 static int emit(Recorder *r, PyObject *caller, PyObject *op, PyObject *args, PyObject *result, int err,
                 long long d, PyObject *comm, PyObject *cmdline) {
-    PyObject *seq, *raw, *ok;
-    seq = PyIter_Next(r->seq);
-    if (seq == NULL) {
+    PyObject *f[13], *raw, *ok;
+    Py_ssize_t n = 0;
+    int rc = -1;
+    f[0] = PyIter_Next(r->seq);
+    if (f[0] == NULL) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_RuntimeError, "the event numbers ran out");
         return -1;
     }
+    f[1] = PyFloat_FromDouble((double)now_ns(CLOCK_REALTIME) / 1e9 - (double)d / 1e9);
+    f[2] = op;
+    f[3] = args;
+    f[4] = result;
+    f[5] = PyLong_FromLong(err);
+    f[6] = PyLong_FromLongLong(d);
+    f[7] = PyTuple_GET_ITEM(caller, 2);
+    f[8] = PyTuple_GET_ITEM(caller, 0);
+    f[9] = PyTuple_GET_ITEM(caller, 1);
+    f[10] = comm;
+    f[11] = cmdline;
+    f[12] = Py_None;
+    if (f[1] == NULL || f[5] == NULL || f[6] == NULL)
+        goto done;
     if (Py_IS_TYPE(r->pending, &EventBufferType)) {
-        EventBuffer *b = (EventBuffer *)r->pending;
-        PyObject *f[13];
-        int rc;
-        f[0] = seq;
-        f[1] = PyFloat_FromDouble((double)now_ns(CLOCK_REALTIME) / 1e9 - (double)d / 1e9);
-        f[2] = op;
-        f[3] = args;
-        f[4] = result;
-        f[5] = PyLong_FromLong(err);
-        f[6] = PyLong_FromLongLong(d);
-        f[7] = PyTuple_GET_ITEM(caller, 2);
-        f[8] = PyTuple_GET_ITEM(caller, 0);
-        f[9] = PyTuple_GET_ITEM(caller, 1);
-        f[10] = comm;
-        f[11] = cmdline;
-        f[12] = Py_None;
-        rc = f[1] == NULL || f[5] == NULL || f[6] == NULL ? -1 : eb_event(b, f, 13);
-        Py_DECREF(seq);
-        Py_XDECREF(f[1]);
-        Py_XDECREF(f[5]);
-        Py_XDECREF(f[6]);
-        if (rc < 0)
-            return -1;
-        if (b->count >= r->batch) {
-            PyObject *count = PyLong_FromSsize_t(b->count);
-            if (count == NULL)
-                return -1;
-            ok = PyObject_CallOneArg(r->backlog, count);
-            Py_DECREF(count);
-            if (ok == NULL)
-                return -1;
-            Py_DECREF(ok);
-        }
-        return 0;
-    }
-    raw = PyTuple_New(13);
-    if (raw == NULL) {
-        Py_DECREF(seq);
-        return -1;
-    }
-    PyTuple_SET_ITEM(raw, 0, seq);
-    PyTuple_SET_ITEM(raw, 1, PyFloat_FromDouble((double)now_ns(CLOCK_REALTIME) / 1e9 - (double)d / 1e9));
-    PyTuple_SET_ITEM(raw, 2, Py_NewRef(op));
-    PyTuple_SET_ITEM(raw, 3, Py_NewRef(args));
-    PyTuple_SET_ITEM(raw, 4, Py_NewRef(result));
-    PyTuple_SET_ITEM(raw, 5, PyLong_FromLong(err));
-    PyTuple_SET_ITEM(raw, 6, PyLong_FromLongLong(d));
-    PyTuple_SET_ITEM(raw, 7, Py_NewRef(PyTuple_GET_ITEM(caller, 2)));
-    PyTuple_SET_ITEM(raw, 8, Py_NewRef(PyTuple_GET_ITEM(caller, 0)));
-    PyTuple_SET_ITEM(raw, 9, Py_NewRef(PyTuple_GET_ITEM(caller, 1)));
-    PyTuple_SET_ITEM(raw, 10, Py_NewRef(comm));
-    PyTuple_SET_ITEM(raw, 11, Py_NewRef(cmdline));
-    PyTuple_SET_ITEM(raw, 12, Py_NewRef(Py_None));
-    if (PyTuple_GET_ITEM(raw, 1) == NULL || PyTuple_GET_ITEM(raw, 5) == NULL || PyTuple_GET_ITEM(raw, 6) == NULL) {
-        Py_DECREF(raw);
-        return -1;
-    }
-    if (r->pending == Py_None) {
-        ok = PyObject_CallOneArg(r->put, raw);
+        if (eb_event((EventBuffer *)r->pending, f, 13) < 0)
+            goto done;
+        n = ((EventBuffer *)r->pending)->count;
+    } else {
+        raw = PyTuple_New(13);
+        if (raw == NULL)
+            goto done;
+        for (int k = 0; k < 13; k++)
+            PyTuple_SET_ITEM(raw, k, Py_NewRef(f[k]));
+        ok = PyObject_CallOneArg(r->pending == Py_None ? r->put : r->append, raw);
         Py_DECREF(raw);
         if (ok == NULL)
-            return -1;
+            goto done;
         Py_DECREF(ok);
-        return 0;
+        if (r->pending != Py_None && (n = PyObject_Size(r->pending)) < 0)
+            goto done;
     }
-    ok = PyObject_CallOneArg(r->append, raw);
-    Py_DECREF(raw);
-    if (ok == NULL)
-        return -1;
-    Py_DECREF(ok);
-    Py_ssize_t n = PyObject_Size(r->pending);
-    if (n < 0)
-        return -1;
-    if (n >= r->batch) {
+    if (r->pending != Py_None && n >= r->batch) {
         PyObject *count = PyLong_FromSsize_t(n);
         if (count == NULL)
-            return -1;
+            goto done;
         ok = PyObject_CallOneArg(r->backlog, count);
         Py_DECREF(count);
         if (ok == NULL)
-            return -1;
+            goto done;
         Py_DECREF(ok);
     }
-    return 0;
+    rc = 0;
+done:
+    Py_DECREF(f[0]);
+    Py_XDECREF(f[1]);
+    Py_XDECREF(f[5]);
+    Py_XDECREF(f[6]);
+    return rc;
 }
 
 /* The call's events: one, or for a MULTI operation one per (op, args) of `described` that the filter accepts. */
