@@ -4,7 +4,7 @@ Formatting costs far more than capturing. In the daemon it would compete with th
 GIL on every operation; in a process of its own it runs on another core. Input on stdin: frames of a 4-byte
 little-endian length and a marshal'ed list of raw event tuples. On EOF everything is written, the summary is
 printed (unless --no-summary) and written as JSON (--summary-json), and the process exits 0.
-SIGUSR1 prints the summary so far.
+SIGUSR1 prints the summary so far, between frames.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import marshal
 import signal
 import struct
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .events import event_of
@@ -34,6 +36,48 @@ def _read_exact(stream: Any, n: int) -> bytes | None:
     return bytes(buf)
 
 
+class SummaryRequests:
+    """SIGUSR1's summary, printed at once while the writer waits for input, else when the frame at hand is done.
+
+    Python runs the handler between any two bytecodes of the main thread: in the middle of a frame the summary
+    is half-updated (an operation counted whose latency is not yet in its histogram) and a text trace to stderr
+    half-written; in the middle of a summary, stderr is (a reentrant write raises). Requests that come while a
+    summary is being printed are answered by it.
+    """
+
+    def __init__(self, render: Callable[[], None]) -> None:
+        self._render = render
+        self._busy = False
+        self._rendering = False
+        self._asked = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self._rendering:
+            return
+        if self._busy:
+            self._asked = True
+        else:
+            self._answer()
+
+    def _answer(self) -> None:
+        self._rendering = True
+        try:
+            self._render()
+        finally:
+            self._rendering = False
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+            if self._asked:  # a request that came meanwhile (one that comes from here on is answered at once)
+                self._asked = False
+                self._answer()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fuse-passthrough-writer")
     p.add_argument("--format", default="text")
@@ -52,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     encode = encoder(args.format)
     jsonl = args.format == "jsonl"
     summary = Summary()
-    signal.signal(signal.SIGUSR1, lambda *_: summary.render(sys.stderr))
+    requests = SummaryRequests(lambda: summary.render(sys.stderr))
+    signal.signal(signal.SIGUSR1, requests.handler)
     # Stopping is the daemon's decision (it closes our input): a Ctrl-C for the foreground group, or a SIGTERM
     # for the session, must not cut the trace short.
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -83,18 +128,22 @@ def main(argv: list[str] | None = None) -> int:
         body = _read_exact(stdin, _HEADER.unpack(header)[0])
         if body is None:
             break
-        items = marshal.loads(body)
-        summary.add_batch(items)
-        if jsonl:
-            block, ends = encode_jsonl_batch(items, encode_item)
-        else:
-            block, ends = bytearray(), []  # one buffer, not a list of lines (RotatingFile.write_block says why)
-            for item in items:
-                block += encode_item(item)
-                ends.append(len(block))
-        output.write_block(block, ends)
-        written += len(ends)
-        output.flush()
+        with requests.busy():
+            items = marshal.loads(body)
+            summary.add_batch(items)
+            if jsonl:
+                block, ends = encode_jsonl_batch(items, encode_item)
+            else:
+                block, ends = bytearray(), []  # one buffer, not a list of lines (RotatingFile.write_block says why)
+                for item in items:
+                    block += encode_item(item)
+                    ends.append(len(block))
+            output.write_block(block, ends)
+            written += len(ends)
+            output.flush()
+    # Python's exit puts SIGUSR1 back to its default action, which kills: a request during the daemon's unmount
+    # must not turn a complete trace into a writer "killed by a signal". The final summary answers it.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     output.close()
     if not args.no_summary and written:
         summary.render(sys.stderr)

@@ -1,0 +1,90 @@
+"""The trace writer process: SIGUSR1 prints the summary so far, whenever it comes, and never stops the writer."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fuse_passthrough.tracing.events import RawEvent
+from fuse_passthrough.tracing.writer import SummaryRequests
+
+
+def test_a_request_during_a_frame_is_answered_once_the_frame_is_done() -> None:
+    printed: list[str] = []
+    requests = SummaryRequests(lambda: printed.append("summary"))
+    with requests.busy():
+        requests.handler(signal.SIGUSR1, None)
+        requests.handler(signal.SIGUSR1, None)
+        assert printed == []  # the summary may be half-updated here
+    assert printed == ["summary"]  # both requests, answered by one summary
+    requests.handler(signal.SIGUSR1, None)
+    assert printed == ["summary", "summary"]  # between frames: at once
+
+
+def test_a_request_during_a_summary_is_answered_by_it() -> None:
+    printed: list[str] = []
+
+    def render() -> None:
+        printed.append("start")
+        requests.handler(signal.SIGUSR1, None)  # a signal mid-print: no second, nested summary
+        printed.append("end")
+
+    requests = SummaryRequests(render)
+    requests.handler(signal.SIGUSR1, None)
+    with requests.busy():
+        pass
+    assert printed == ["start", "end"]
+
+
+ASK = """
+import os, signal, sys, time
+while True:
+    os.kill(int(sys.argv[1]), signal.SIGUSR1)
+    time.sleep(0.0005)
+"""
+
+
+def test_summary_requests_while_events_stream_in(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Requests as fast as a thread can send them while frames arrive (many operations, each new to the summary
+    for a while): every event written, the writer's exit status 0, and summaries printed."""
+    from fuse_passthrough.tracing.sinks import ProcessSink
+
+    out = tmp_path / "t.jsonl"
+    sink = ProcessSink("jsonl", str(out), batch=64, idle_writer=False)
+    # From a process of its own: a thread of ours would send them only as often as it gets the GIL.
+    asker = subprocess.Popen([sys.executable, "-c", ASK, str(sink.proc.pid)])
+    n = 200_000
+    try:
+        for i in range(n):
+            sink.put(tuple(RawEvent(i, 1.0, f"op{i % 500}", (f"/f{i}",), None, 2, 100 + i, 1, 0, 0, "t", None)))
+    finally:
+        asker.kill()
+        asker.wait()
+    status = sink.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[err.find("Traceback"):][:3000]
+    assert status == 0 and sink.lost == 0 and sink.written == n
+    assert len(out.read_text().splitlines()) == n
+    assert err.count(" total\n") >= 2  # the requests' summaries, and the final one
+
+
+def test_a_request_while_the_writer_exits_does_not_kill_it(tmp_path: Path) -> None:
+    """Python's exit puts signal handlers back to their default action: a SIGUSR1 then would end the writer as
+    killed by a signal after it wrote everything, and the daemon would report a failed trace."""
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-m", "fuse_passthrough.tracing.writer", "--format", "jsonl",
+                                 "--output", str(tmp_path / "t.jsonl")],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.read(1) == b"R"
+        proc.stdout.close()
+        proc.stdin.close()  # EOF: the writer finishes and exits, under a stream of requests
+        while proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                break
+        assert proc.wait() == 0
