@@ -341,7 +341,8 @@ typedef struct {
     struct step *steps;    /* the arguments' steps, then the result's */
 } Traced;
 
-static PyObject *S_BY_ID_NAME, *S_EPOCH_NAME, *S_CACHED_NAME, *S_NAMES_NAME, *S_FH_NAME, *S_INO_NAME, *S_ATTR_NAME, *S_BACKING_NAME, *STAT_NAMES[6];
+static PyObject *S_BY_ID_NAME, *S_EPOCH_NAME, *S_CACHED_NAME, *S_NAMES_NAME, *S_FH_NAME, *S_INO_NAME, *S_ATTR_NAME,
+    *S_BACKING_NAME, *STAT_NAMES[6];
 
 static long long now_ns(clockid_t clock) {
     struct timespec ts;
@@ -676,8 +677,8 @@ static PyObject *int_attr(PyObject *o, PyObject *name) { /* int(o.name) */
 }
 
 /* One step of a plan; `a` (na of them) are the handler's arguments after req, `r` its result. */
-static PyObject *step_value(PyObject *stat_type, const struct step *s, PyObject *const *a, Py_ssize_t na, PyObject *p, PyObject *p2,
-                            PyObject *umask, PyObject *r) {
+static PyObject *step_value(PyObject *stat_type, const struct step *s, PyObject *const *a, Py_ssize_t na, PyObject *p,
+                            PyObject *p2, PyObject *umask, PyObject *r) {
     if (s->i >= na && s->i > 0)
         return PyErr_Format(PyExc_TypeError, "traced handler: argument %d expected", s->i);
     if (na == 0 && (s->kind == S_ARG || s->kind == S_ATTR || s->kind == S_LEN || s->kind == S_MASKED ||
@@ -1164,7 +1165,8 @@ PyMODINIT_FUNC PyInit__recorder(void) {
         !(S_EPOCH_NAME = PyUnicode_InternFromString("_path_epoch")) ||
         !(S_CACHED_NAME = PyUnicode_InternFromString("cached_path")) ||
         !(S_NAMES_NAME = PyUnicode_InternFromString("names")) ||
-        !(S_FH_NAME = PyUnicode_InternFromString("fh")) || !(S_INO_NAME = PyUnicode_InternFromString("ino")) || !(S_ATTR_NAME = PyUnicode_InternFromString("attr")) ||
+        !(S_FH_NAME = PyUnicode_InternFromString("fh")) || !(S_INO_NAME = PyUnicode_InternFromString("ino")) ||
+        !(S_ATTR_NAME = PyUnicode_InternFromString("attr")) ||
         !(S_BACKING_NAME = PyUnicode_InternFromString("backing_id")))
         return NULL;
     for (int k = 0; k < 6; k++)
