@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             written += len(ends)
             output.flush()
     # Python's exit puts SIGUSR1 back to its default action, which kills: a request during the daemon's unmount
-    # must not turn a complete trace into a writer "killed by a signal". The final summary answers it.
+    # must not turn a complete trace into a writer "killed by a signal" (the final summary, if any, answers it).
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     output.close()
     if not args.no_summary and written:
