@@ -180,6 +180,10 @@ def all_targets() -> dict[str, Target]:
         Target("native", "native (ext4, no FUSE)", "native"),
         Target("passthrough_ll", "libfuse passthrough_ll (C, default timeout 1 s)", "ll"),
         Target("passthrough_ll_t0", "libfuse passthrough_ll -o timeout=0", "ll", ["-o", "timeout=0"]),
+        # passthrough_ll answers getxattr ENOSYS unless -o xattr: the kernel then never asks again (no
+        # security.capability check before a file's first write or a chown); ours serves extended attributes
+        Target("passthrough_ll_xattr", "libfuse passthrough_ll -o xattr (extended attributes, as ours)", "ll",
+               ["-o", "xattr"]),
         Target("bindfs", "bindfs (C, libfuse2)", "bindfs"),
         Target("loggedfs", "loggedfs (C++, libfuse2, logs to a file)", "loggedfs"),
         Target("ours_notrace", "fuse-passthrough --no-trace", "ours", ["--no-trace"]),

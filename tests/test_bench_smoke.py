@@ -148,3 +148,17 @@ def test_trace_files_smoke_prints_its_rows(tmp_path: Path) -> None:
         assert float(r["ratio"].rstrip("×")) > 0 and float(r["writer"]) > 0
     assert rows[3]["ratio"] == rows[3]["writer"] == "—"
     assert rows[1]["bytes"] < rows[0]["bytes"] and rows[2]["bytes"] < rows[0]["bytes"] < rows[3]["bytes"]
+
+
+def test_op_cost_times_every_handler_it_names(tmp_path: Path) -> None:
+    """benchmarks/op_cost.py calls the current handlers with their current signatures: each row a time."""
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "op_cost.py"), "--files", "40", "--rounds", "1",
+                        "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = {name.strip(): float(value) for name, value in
+            (line.rsplit(None, 1) for line in r.stdout.splitlines() if line.startswith("  "))}
+    handlers = ["lookup (absent)", "create", "getxattr (absent)", "write 1 KiB", "release", "getattr", "unlink",
+                "forget"]
+    for name in handlers + ["openat(O_CREAT|O_EXCL)", "fstat", "unlinkat"]:
+        assert rows[name] > 0, name
+    assert list(tmp_path.iterdir()) == []  # its SOURCE is gone
