@@ -108,6 +108,57 @@ def test_trace_strict_mode_records_every_lookup(workdir: Path) -> None:
     assert not fuse_mounts()
 
 
+def _many_files(n: int) -> list[str]:
+    return ["sh", "-c", f"for i in $(seq {n}); do echo x > file-with-a-longish-name-$i; done"]
+
+
+def test_output_compressed_and_rotated_as_the_mounts(workdir: Path) -> None:
+    """--output FILE.zst is zstd, as for a mount; --output-max-bytes and --output-backups rotate it."""
+    import zstandard
+
+    (workdir / "a").mkdir()
+    (workdir / "b").mkdir()
+    zst = workdir / "t.jsonl.zst"
+    p = subprocess.run(FP + ["trace", "--no-summary", "--format", "jsonl", "--output", str(zst), "--"]
+                       + _many_files(50), cwd=workdir / "a", capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    d = zstandard.ZstdDecompressor().decompressobj()
+    lines = d.decompress(zst.read_bytes()).splitlines()
+    assert d.eof  # a complete frame: the file was finished
+    created = {json.loads(line)["path"] for line in lines if json.loads(line)["op"] == "create"}
+    assert created == {f"/file-with-a-longish-name-{i}" for i in range(1, 51)}  # DIR: the cwd
+
+    txt = workdir / "t.txt"
+    p = subprocess.run(FP + ["trace", "--no-summary", "--output", str(txt), "--output-max-bytes", "2k",
+                             "--output-backups", "2", "--"] + _many_files(50),
+                       cwd=workdir / "b", capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    files = [txt, workdir / "t.txt.1", workdir / "t.txt.2"]
+    assert all(0 < f.stat().st_size <= 2048 for f in files)
+    assert not (workdir / "t.txt.3").exists()  # two backups kept, the oldest lines dropped
+    text = "".join(f.read_text() for f in reversed(files))
+    assert "create('/file-with-a-longish-name-50'" in text
+    assert not fuse_mounts()
+
+
+def test_tracing_mount_options_are_its_flags_and_the_rest_fail_before_mounting(workdir: Path) -> None:
+    out = workdir / "o.jsonl"
+    p = subprocess.run(FP + ["trace", "--no-summary", "-o", f"trace={out},trace_format=jsonl", "--", "touch", "x"],
+                       cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert ("create", "/x") in [(json.loads(line)["op"], json.loads(line)["path"]) for line in open(out)]
+    for args, message in [(["--no-trace"], "unrecognized arguments: --no-trace"),
+                          (["-o", "notrace"], "it always traces"),
+                          (["-o", "log=/tmp/x"], "mount option 'log' is for mounts"),
+                          (["-o", "bogus"], "unknown mount option 'bogus'"),
+                          (["-o", f"trace={out}", "--output", str(workdir / "other")], "disagree")]:
+        p = subprocess.run(FP + ["trace", *args, "--", "touch", "y"], cwd=workdir, capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 2 and message in p.stderr and len(p.stderr.splitlines()) == 1, (args, p.stderr)
+        assert not (workdir / "y").exists()  # CMD never ran
+    assert not fuse_mounts()
+
+
 def test_demo_runs_every_walk(workdir: Path) -> None:
     p = subprocess.run(FP + ["demo"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

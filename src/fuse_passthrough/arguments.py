@@ -82,6 +82,19 @@ def build_filter(args: argparse.Namespace, descendants_of: int | None = None) ->
         raise UsageError(str(e), 2) from None
 
 
+def apply_trace_options(parser: argparse.ArgumentParser, args: argparse.Namespace, trace: dict[str, Any]) -> None:
+    """-o trace=FILE, trace_format=..., trace_max_bytes=N, trace_backups=N (`MountOptions.trace`): the same as their
+    --options; a one-line usage error where both are given and differ."""
+    from .options import TRACE_OPTIONS
+    flags = {dest: f"-o {key}" for key, dest in TRACE_OPTIONS.items()}
+    for dest, value in trace.items():
+        given = getattr(args, dest)
+        if given != parser.get_default(dest) and given != value:
+            option = "--" + dest.replace("_", "-")
+            raise UsageError(f"{option} and {flags[dest]} disagree; give one of them", 2)
+        setattr(args, dest, value)
+
+
 def open_output(args: argparse.Namespace) -> Any:
     """The trace output; opened before mounting so an unwritable file fails early."""
     from .tracing import RotatingFile, StreamOutput

@@ -12,6 +12,7 @@ from typing import Any
 from .arguments import (
     PROG,
     Parser,
+    apply_trace_options,
     build_filter,
     fault_file_rules,
     note,
@@ -21,7 +22,7 @@ from .errors import UsageError
 from .inode_mount import serve
 from .mount import MountOptions, check_environment, check_paths
 from .mount_helper import SUBTYPE, SyslogForwarder, drop_privileges_mountpoint, is_helper_form
-from .options import TRACE_OPTIONS, add_arguments, mount_options_help
+from .options import add_arguments, mount_options_help
 from .remount import is_remount, remount
 
 MOUNT_DESCRIPTION = f"""\
@@ -105,13 +106,7 @@ def run_mount(argv: list[str]) -> int:
 
 def _apply_trace_options(parser: argparse.ArgumentParser, args: argparse.Namespace, opts: MountOptions) -> None:
     """-o trace=FILE, trace_format=..., trace_max_bytes=N, trace_backups=N, notrace: the same as the --options."""
-    flags = {dest: f"-o {key}" for key, dest in TRACE_OPTIONS.items()}
-    for dest, value in opts.trace.items():
-        given = getattr(args, dest)
-        if given != parser.get_default(dest) and given != value:
-            option = "--" + dest.replace("_", "-")
-            raise UsageError(f"{option} and {flags[dest]} disagree; give one of them", 2)
-        setattr(args, dest, value)
+    apply_trace_options(parser, args, opts.trace)
     if opts.trace.get("no_trace") and opts.trace.get("output"):
         raise UsageError("mount options 'notrace' and 'trace' exclude each other", 2)
 

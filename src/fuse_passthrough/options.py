@@ -195,7 +195,7 @@ OPTIONS: tuple[Option, ...] = (
            "restart)", default=1, flags=("--output-backups",), mount="trace_backups", goes=TRACE, commands=_BOTH,
            group="tracing"),
     Option("no_trace", SWITCH, "do not record operations at all", default=False, flags=("--no-trace",),
-           mount="notrace", goes=TRACE, commands=_BOTH, group="tracing"),
+           mount="notrace", goes=TRACE, commands=("mount",), group="tracing"),
     Option("cmdline", SWITCH, "add each caller's full command line to events", default=False,
            flags=("--cmdline",), commands=_BOTH, group="tracing"),
     Option("summary_json", TEXT, "also write the summary as JSON to FILE", flags=("--summary-json",),

@@ -23,12 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .arguments import PROG, Parser, fault_file_rules
+from .arguments import PROG, Parser, apply_trace_options, fault_file_rules, open_output
 from .errors import UsageError
-from .mount import check_environment, is_mountpoint, unmount
-from .options import add_arguments
-from .tracing import Summary
-from .tracing.formats import format_jsonl, format_text
+from .mount import MountOptions, check_environment, is_mountpoint, unmount
+from .options import TRACE, add_arguments, lookup, split_options
+from .tracing import StreamOutput, Summary
+from .tracing.formats import encoder
 
 USAGE = f"{PROG} trace [--source DIR] [--format text|jsonl] [--output FILE] [filters] -- CMD [ARGS...]"
 
@@ -126,8 +126,11 @@ def _daemon_filter_args(args: argparse.Namespace) -> list[str]:
         out.append("--errors-only")
     if args.cmdline:
         out.append("--cmdline")
-    for o in args.options:
-        out += ["-o", o]
+    # the mount options but those of tracing, which are the trace command's own (its flags)
+    mount_options = [item for spec in args.options for item in split_options(spec)
+                     if (option := lookup(item)) is None or option.goes != TRACE]
+    if mount_options:
+        out += ["-o", ",".join(mount_options)]
     for rule in args.fault:
         out += ["--fault", rule.text]
     if args.fault_file:
@@ -171,23 +174,26 @@ def _relay(pid: int, signum: int) -> None:
 
 
 def run_trace(argv: list[str]) -> int:
-    args = trace_parser().parse_args(argv)
+    parser = trace_parser()
+    args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise UsageError(f"no command given; usage: {USAGE}", 2)
     source = os.path.realpath(args.source)
     if not os.path.isdir(source):
         raise UsageError(f"source '{args.source}' is not a directory")
+    opts = MountOptions.parse(args.options, source)  # every -o checked before anything is mounted
+    if opts.trace.get("no_trace"):
+        raise UsageError("mount option 'notrace': trace shows what CMD does, so it always traces", 2)
+    if opts.log or opts.remount:
+        raise UsageError(f"mount option '{'log' if opts.log else 'remount'}' is for mounts, not for trace (which "
+                         "prints the filesystem's messages itself and mounts a private mirror)", 2)
+    apply_trace_options(parser, args, opts.trace)  # -o trace=FILE, trace_format=...: as --output, --format...
     fault_file_rules(args)  # a bad rules file is a usage error before anything is mounted
     check_environment()
     here = os.path.realpath(os.getcwd())
     rel = os.path.relpath(here, source) if here == source or here.startswith(source.rstrip("/") + "/") else "."
-    output = None
-    if args.output:
-        try:
-            output = open(args.output, "w")  # noqa: SIM115 - closed below
-        except OSError as e:
-            raise UsageError(f"cannot write trace output '{args.output}': {e.strerror}") from None
+    output = open_output(args) if args.output else None  # compressed, rotated: as the mount's
 
     pm = PrivateMount(source)
     child, go = _held_child(command, os.path.join(pm.mountpoint, rel))
@@ -228,13 +234,20 @@ def run_trace(argv: list[str]) -> int:
 
 
 def _print_trace(pm: PrivateMount, args: argparse.Namespace, output: Any) -> None:
-    fmt = format_jsonl if args.format == "jsonl" else format_text
-    out = output if output is not None else sys.stderr
+    encode = encoder(args.format)
+    if output is None:
+        sys.stderr.flush()  # the filesystem's messages, printed before
+        output = StreamOutput(sys.stderr.buffer)
     summary = Summary()
+    lines: list[bytes] = []
     for event in pm.events():
         summary.add_event(event)
-        out.write(fmt(event))
-    out.flush()
+        lines.append(encode(event))
+        if len(lines) == 4096:
+            output.write_lines(lines)
+            lines = []
+    output.write_lines(lines)
+    output.flush()
     if not args.no_summary:
         sys.stderr.write("\n")
         summary.render(sys.stderr)
