@@ -81,6 +81,13 @@ CASES: list[tuple[str, list[str], int, list[str], list[str]]] = [
     ("trace-format-option-xml", ["-o", "trace_format=xml", "src", "mnt"], 2, ["trace_format", "'xml'"], []),
     ("trace-option-unwritable", ["-o", "trace=nodir/t.jsonl", "src", "mnt"], 1, ["cannot write trace output"], []),
     ("log-option-in-foreground", ["-o", "log=d.log", "src", "mnt"], 2, ["'log'", "background"], []),
+    ("rotation-without-output", ["--output-max-bytes", "1M", "src", "mnt"], 2,
+     ["--output-max-bytes rotates a trace file", "--output FILE"], []),
+    ("backups-without-output", ["--output-backups", "3", "src", "mnt"], 2, ["--output-backups", "--output FILE"], []),
+    ("summary-json-without-trace", ["--no-trace", "--summary-json", "s.json", "src", "mnt"], 2,
+     ["--summary-json", "--no-trace"], []),
+    ("remount-with-flags", ["-o", "remount,ro", "--fault", "op=write,errno=EIO", "--output", "t.jsonl", "src",
+                            "busy"], 2, ["-o remount changes mount options only", "--fault", "--output"], []),
     # the form mount.fuse3 runs (see test_mount_helper.py): the same one line before anything is started
     ("helper-form-unknown-option", ["src", "mnt", "-o", "rw,dev,suid,bogus"], 2, ["unknown mount option 'bogus'"],
      []),
@@ -104,8 +111,14 @@ def test_bad_input_gives_one_line(tree: Path, argv: list[str], status: int, word
     before = fuse_mounts()
     with Mount(tree / "busysrc", tree / "busy", trace=False):  # for "already mounted"
         before_busy = fuse_mounts()
-        r = subprocess.run(wrapper + PROG + argv, cwd=tree, capture_output=True, text=True, timeout=30, env=env)
-        after = fuse_mounts()
+        try:
+            r = subprocess.run(wrapper + PROG + argv, cwd=tree, capture_output=True, text=True, timeout=30,
+                               env=env)
+        finally:  # a command that mounted instead of refusing (and was killed at the timeout): unmount it
+            after = fuse_mounts()
+            for line in after - before_busy:
+                if str(tree) in line:
+                    subprocess.run(["fusermount3", "-u", "-z", line.split(" ")[1]], capture_output=True)
     assert r.returncode == status, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1, r.stderr

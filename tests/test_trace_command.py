@@ -151,6 +151,7 @@ def test_tracing_mount_options_are_its_flags_and_the_rest_fail_before_mounting(w
                           (["-o", "notrace"], "it always traces"),
                           (["-o", "log=/tmp/x"], "mount option 'log' is for mounts"),
                           (["-o", "bogus"], "unknown mount option 'bogus'"),
+                          (["--output-max-bytes", "1M"], "--output-max-bytes rotates a trace file"),
                           (["-o", f"trace={out}", "--output", str(workdir / "other")], "disagree")]:
         p = subprocess.run(FP + ["trace", *args, "--", "touch", "y"], cwd=workdir, capture_output=True, text=True,
                            timeout=60)

@@ -95,6 +95,13 @@ def apply_trace_options(parser: argparse.ArgumentParser, args: argparse.Namespac
         setattr(args, dest, value)
 
 
+def check_rotation(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--output-max-bytes and --output-backups rotate a trace file: a usage error without one (stderr)."""
+    for dest in ("output_max_bytes", "output_backups"):
+        if not args.output and getattr(args, dest) != parser.get_default(dest):
+            raise UsageError(f"--{dest.replace('_', '-')} rotates a trace file: give --output FILE too", 2)
+
+
 def open_output(args: argparse.Namespace) -> Any:
     """The trace output; opened before mounting so an unwritable file fails early."""
     from .tracing import RotatingFile, StreamOutput

@@ -14,6 +14,7 @@ from .arguments import (
     Parser,
     apply_trace_options,
     build_filter,
+    check_rotation,
     fault_file_rules,
     note,
     open_output,
@@ -22,7 +23,7 @@ from .errors import UsageError
 from .inode_mount import serve
 from .mount import MountOptions, check_environment, check_paths
 from .mount_helper import SUBTYPE, SyslogForwarder, drop_privileges_mountpoint, is_helper_form
-from .options import add_arguments, mount_options_help
+from .options import OPTIONS, add_arguments, mount_options_help
 from .remount import is_remount, remount
 
 MOUNT_DESCRIPTION = f"""\
@@ -74,6 +75,7 @@ def run_mount(argv: list[str]) -> int:
     parser = mount_parser()
     args = parser.parse_args(argv)
     if is_remount(args.options):  # mount -o remount (through mount.fuse3) or by hand: nothing is mounted
+        _only_mount_options(parser, args)
         return remount(args.source, args.mountpoint, args.options)
     helper = is_helper_form(argv)  # run by mount(8)/mount.fuse3: see mount_helper.py
     opts = MountOptions.parse(args.options, os.path.abspath(args.source), subtype=SUBTYPE if helper else "passthrough")
@@ -87,6 +89,11 @@ def run_mount(argv: list[str]) -> int:
     elif opts.log and not args.background:
         raise UsageError("mount option 'log' is for background mounts (-b, mount(8), fstab); in the foreground "
                          "messages go to stderr", 2)
+    if not args.background:  # (with -b the trace goes to a file of its own)
+        check_rotation(parser, args)
+    if args.no_trace and args.summary_json:
+        raise UsageError("--summary-json summarizes the trace: not with --no-trace (or, from mount(8), without -o "
+                         "trace=FILE)", 2)
     args.passthrough = args.passthrough or opts.kernel_passthrough
     check_faults(args)  # before the path is made absolute: messages name the file as the user gave it
     if args.fault_file:
@@ -102,6 +109,16 @@ def run_mount(argv: list[str]) -> int:
         return _background(args, src, mnt, opts, filt, helper=helper)
     output = None if args.no_trace else open_output(args)
     return serve(args, src, mnt, opts, filt, output)
+
+
+def _only_mount_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """-o remount changes a live mount's -o options; flags (tracing, faults, filters, -b...) are the daemon's from
+    its start: a usage error rather than ignored."""
+    given = [o.flags[-1] for o in OPTIONS if o.flags and "mount" in o.commands and o.name != "options"
+             and o.name in vars(args) and getattr(args, o.name) != parser.get_default(o.name)]
+    if given:
+        raise UsageError(f"-o remount changes mount options only, not {', '.join(given)} (those hold from the "
+                         "mount's start: unmount and mount again)", 2)
 
 
 def _apply_trace_options(parser: argparse.ArgumentParser, args: argparse.Namespace, opts: MountOptions) -> None:

@@ -187,7 +187,9 @@ OPTIONS: tuple[Option, ...] = (
            group="tracing"),
     Option("output", TEXT, "write events to FILE (default: stderr; with --background, a file in $TMPDIR); FILE "
            "ending in .zst or .gz is written compressed (zstd, gzip), readable while written",
-           flags=("--output",), mount="trace", goes=TRACE, commands=_BOTH, group="tracing"),
+           flags=("--output",), mount="trace", goes=TRACE, commands=_BOTH, group="tracing",
+           help_by_command={"trace": "write events to FILE (default: stderr); FILE ending in .zst or .gz is written "
+                                     "compressed (zstd, gzip)"}),
     Option("output_max_bytes", SIZE, "rotate FILE when it would exceed N bytes (suffixes k, M, G; compressed "
            "bytes for .zst/.gz: each rotated file is a complete compressed file); 0 = never", default=0,
            flags=("--output-max-bytes",), mount="trace_max_bytes", goes=TRACE, commands=_BOTH, group="tracing"),
@@ -256,7 +258,8 @@ OPTIONS: tuple[Option, ...] = (
       for n in ("context", "fscontext", "defcontext", "rootcontext")),
     Option("max_read", POSITIVE, "the largest read request the kernel sends, in bytes", mount="max_read",
            goes=KERNEL),
-    Option("blksize", POSITIVE, "the block size the kernel reports", mount="blksize", goes=KERNEL),
+    Option("blksize", POSITIVE, "the block size the kernel reports; it takes it for block-device (fuseblk) "
+           "mounts only, so here the mount fails", mount="blksize", goes=KERNEL),
     # -- -o only: caching (struct fuse_config) ----------------------------------------------------------------
     Option("timeout", SECONDS, "how long the kernel caches attributes and names (attr_timeout and "
            "entry_timeout); default 1, and 1 day on a local SOURCE that the watcher sees whole (fanotify, as "

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .arguments import PROG, Parser, apply_trace_options, fault_file_rules, open_output
+from .arguments import PROG, Parser, apply_trace_options, check_rotation, fault_file_rules, open_output
 from .errors import UsageError
 from .mount import MountOptions, check_environment, is_mountpoint, unmount
 from .options import TRACE, add_arguments, lookup, split_options
@@ -189,6 +189,7 @@ def run_trace(argv: list[str]) -> int:
         raise UsageError(f"mount option '{'log' if opts.log else 'remount'}' is for mounts, not for trace (which "
                          "prints the filesystem's messages itself and mounts a private mirror)", 2)
     apply_trace_options(parser, args, opts.trace)  # -o trace=FILE, trace_format=...: as --output, --format...
+    check_rotation(parser, args)
     fault_file_rules(args)  # a bad rules file is a usage error before anything is mounted
     check_environment()
     here = os.path.realpath(os.getcwd())

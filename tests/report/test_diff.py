@@ -102,6 +102,23 @@ def test_fail_on_conditions(runs: dict[str, Path]) -> None:
     assert both.returncode == 3 and both.stderr.count("\n") == 1  # only requests grew
 
 
+def test_fail_on_an_operations_time_that_changed_alone(runs: dict[str, Path], tmp_path: Path) -> None:
+    """`fsync.time:+N%` where the fsyncs took longer but were as many (the diff lists no changed row for them)."""
+    slower = tmp_path / "slower.jsonl"
+    with open(runs["base"]) as src, open(slower, "w") as out:
+        for line in src:
+            e = json.loads(line)
+            if e["op"] == "fsync":
+                e["duration_ns"] *= 3
+            out.write(json.dumps(e) + "\n")
+    p = diff(runs["base"], slower, "--json", "--fail-on", "fsync.time:+100%", "--fail-on", "fsync:+1")
+    assert p.returncode == 3, p.stderr
+    assert "fsync" not in {r["name"] for r in json.loads(p.stdout)["operations"]}  # requests unchanged
+    assert p.stderr.startswith("fuse-passthrough report diff: --fail-on fsync.time:+100% holds: ")
+    assert p.stderr.count("\n") == 1  # not fsync:+1
+    assert diff(runs["base"], slower, "--fail-on", "fsync.time:+201%").returncode == 0  # 3x is +200 %
+
+
 @pytest.mark.parametrize("args, message", [
     (["a.jsonl"], "the following arguments are required: AFTER"),
     (["--fail-on", "fsync", "a", "b"], "bad condition 'fsync'"),
@@ -110,6 +127,7 @@ def test_fail_on_conditions(runs: dict[str, Path]) -> None:
     (["--fail-on", "fsync.speed:+1", "a", "b"], "MEASURE is one of requests, time, errors, bytes"),
     (["--fail-on", "requests.time:+1", "a", "b"], "requests takes no .MEASURE"),
     (["--fail-on", "new-warnings:+10%", "a", "b"], "new-warnings takes a count"),
+    (["--fail-on", "new-warnings:-1", "a", "b"], "new-warnings takes a count, as in new-warnings:+1"),
     (["--threshold", "fsync_min", "a", "b"], "threshold 'fsync_min' is not NAME=VALUE"),
     (["--threshold", "fsync_min=x", "a", "b"], "threshold fsync_min wants an integer"),
     (["--threshold", "nope=1", "a", "b"], "unknown threshold 'nope'"),

@@ -73,7 +73,7 @@ def parse_condition(text: str) -> Condition:
             raise argparse.ArgumentTypeError(f"bad condition {text!r}: {what} takes no .MEASURE")
         what, measure = "total", what
     elif what in TOTALS_ONLY:
-        if measure is not None or m["pct"]:
+        if measure is not None or m["pct"] or m["sign"] == "-":  # BEFORE has none that AFTER has not
             raise argparse.ArgumentTypeError(f"bad condition {text!r}: {what} takes a count, as in {what}:+1")
         measure = "count"
     elif what in _known_ops():
@@ -160,16 +160,17 @@ def diff(before: Report, after: Report, th: Thresholds, top: int = DEFAULT_TOP) 
     }
 
 
-def measure_of(d: dict[str, Any], c: Condition) -> tuple[float, float]:
-    """(before, after) of a condition's measure in a diff."""
+def measure_of(d: dict[str, Any], c: Condition, before: Report, after: Report) -> tuple[float, float]:
+    """(before, after) of a condition's measure: the diff's totals and findings, the reports' operations (all of
+    them: the diff lists only those whose requests, errors or bytes changed, and `fsync.time` may change alone)."""
     if c.what == "total":
         return d["totals"]["before"][c.measure], d["totals"]["after"][c.measure]
     if c.what == "new-warnings":
         return 0, d["findings"]["new_warnings"]
-    for row in d["operations"]:
-        if row["name"] == c.what:
-            return row["before"].get(c.measure, 0), row["after"].get(c.measure, 0)
-    return 0, 0  # unchanged (or in neither trace)
+    zero: Row = {}
+    b = _op_rows(before.summary).get(c.what, zero)
+    a = _op_rows(after.summary).get(c.what, zero)
+    return b.get(c.measure, 0), a.get(c.measure, 0)
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -255,7 +256,7 @@ def run_diff(argv: list[str]) -> int:
     d = diff(before, after, th, args.top)
     results = []
     for c in args.fail_on:
-        b, a = measure_of(d, c)
+        b, a = measure_of(d, c, before, after)
         results.append({"condition": c.text, "before": b, "after": a, "holds": c.holds(b, a)})
     d["fail_on"] = results
     try:
