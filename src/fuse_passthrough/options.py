@@ -198,7 +198,8 @@ OPTIONS: tuple[Option, ...] = (
            group="tracing"),
     Option("no_trace", SWITCH, "do not record operations at all", default=False, flags=("--no-trace",),
            mount="notrace", goes=TRACE, commands=("mount",), group="tracing"),
-    Option("cmdline", SWITCH, "add each caller's full command line to events", default=False,
+    Option("cmdline", SWITCH, "add each caller's full command line to events (text: after the caller, as "
+           "'$ CMD ARGS')", default=False,
            flags=("--cmdline",), commands=_BOTH, group="tracing"),
     Option("summary_json", TEXT, "also write the summary as JSON to FILE", flags=("--summary-json",),
            commands=_BOTH, group="tracing"),

@@ -193,3 +193,13 @@ def test_compiled_batches_leave_only_the_unusual_to_python() -> None:
     assert bytes(block) == b"".join(_python_line(i) for i in usual + unusual)
     assert called == [9, 10, 11, 12]
     assert len(ends) == 12
+
+
+def test_text_lines_end_with_the_command_line_where_events_have_one() -> None:
+    """--cmdline in the text format: the caller's command line, quoted as a shell would read it back."""
+    event = to_event(RawEvent(3, 1.5, "getattr", ("/a b", None), (0o100644, 1, 2, 1, 0, 0), 0, 10, 42, 0, 0, "cat",
+                              ["cat", "a b", "it's"]))
+    line = formats.format_text(event)
+    assert line.endswith("""cat[42] uid=0 gid=0  $ cat 'a b' 'it'"'"'s'\n"""), line
+    event["cmdline"] = None  # without --cmdline
+    assert formats.format_text(event).endswith("cat[42] uid=0 gid=0\n")

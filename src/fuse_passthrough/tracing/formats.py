@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno as errno_mod
 import functools
 import json
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -71,8 +72,10 @@ def format_text(event: dict[str, Any]) -> str:
             parts.append(_value(op, name, args[name]))
     pid = event["pid"]
     who = KERNEL_COMM if pid == 0 else f"{event['comm'] or '?'}[{pid}]"
+    cmdline = event.get("cmdline")  # --cmdline: the command line, quoted as a shell would take it
+    command = f"  $ {shlex.join(cmdline)}" if cmdline else ""
     return (f"{op}({', '.join(parts)}) {_result(event)}{_injected(event)}   {event['duration_ns'] / 1e6:.3f} ms  "
-            f"{who} uid={event['uid']} gid={event['gid']}\n")
+            f"{who} uid={event['uid']} gid={event['gid']}{command}\n")
 
 
 def _injected(event: dict[str, Any]) -> str:
