@@ -64,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive, default=DEFAULT_TOP, metavar="N",
                    help=f"rows in the top paths/processes tables (default {DEFAULT_TOP})")
     p.add_argument("--jobs", type=_positive, default=None, metavar="N",
-                   help="processes reading the trace (default: one per CPU for inputs over "
+                   help="processes reading the trace (default: one per CPU, at most 8, for inputs over "
                    f"{PARALLEL_MIN_BYTES >> 20} MiB, else 1)")
     p.add_argument("--json", action="store_true", help="print the report and its findings as JSON instead of text")
     p.add_argument("--threshold", action="append", type=threshold, default=[], metavar="NAME=VALUE",
