@@ -664,6 +664,48 @@ def test_remount_atime_options_live(workdir: Path, users: dict[str, int], bound:
         assert seen == [[True, True], [False, False], [True, False], [True, True]]
 
 
+@pytest.mark.parametrize("uid", [0, STRANGER], ids=["root", "user"])
+def test_nodiratime_given_at_mount_survives_remounts(workdir: Path, users: dict[str, int], bound: Path,
+                                                     uid: int) -> None:
+    """-o nodiratime at mount time is a flag of the mount, as natively (libfuse refuses it as a mount option):
+    the mount table shows it, and a remount that names other atime options keeps it until `diratime`."""
+    body = """
+        def changed(name, fn):
+            before = os.stat(p(name)).st_atime_ns
+            fn()
+            return os.stat(p(name)).st_atime_ns != before
+        do("read", lambda: changed("f", lambda: open(p("f"), "rb").read()))
+        do("readdir", lambda: changed("dir", lambda: os.listdir(p("dir"))))
+    """
+
+    def atime_flags(path: Path) -> list[str]:
+        line = next(line for line in open("/proc/self/mountinfo") if f" {path} " in line)
+        return [o for o in line.split()[5].split(",") if "atime" in o]
+
+    subprocess.run(["mount", "-o", "remount,bind,nodiratime", str(bound)], check=True)
+    with Mount(workdir / "src", workdir / "mnt", "-o", "allow_other,nodiratime") as m:
+        assert atime_flags(m.mnt) == atime_flags(bound)
+        for b in (bound, m.mnt):
+            os.chmod(b, 0o777)
+            (b / "f").write_bytes(b"data")
+            os.mkdir(b / "dir")
+        seen = []
+        for option in (None, "strictatime", "relatime", "diratime"):
+            now = int(__import__("time").time())
+            for b in (bound, m.mnt):
+                for name in ("f", "dir"):
+                    os.utime(b / name, (now - 10 * 86400, now - 5 * 86400))  # atime before mtime
+            if option is not None:
+                subprocess.run(["mount", "-o", f"remount,bind,{option}", str(bound)], check=True)
+                r = remount_mount(m, option)
+                assert r.returncode == 0, r
+            assert atime_flags(m.mnt) == atime_flags(bound), option
+            native = run_script(uid, bound, body)
+            assert run_script(uid, m.mnt, body) == native, option
+            seen.append([x[2] for x in native])
+        assert seen == [[True, False], [True, False], [True, False], [True, True]]
+
+
 @pytest.mark.parametrize("opts,status,says", [
     ("timeout=5", 2, "'timeout' cannot change on a live mount"),
     ("direct_io", 2, "'direct_io' cannot change on a live mount"),

@@ -228,7 +228,7 @@ class _FlagFollower:
     def changed(self, options: list[str]) -> None:
         from .remount import atime_state
         state = atime_state(options)
-        if state != self._last:  # only a change: -o nodiratime, say, is the daemon's and not in the flags
+        if state != self._last:  # only a change: a daemon's -o nodiratime may not be in the flags (not root)
             self._last = state
             self._ops.noatime = state["noatime"]
             self._ops.nodiratime = state["noatime"] or state["nodiratime"]
@@ -241,8 +241,11 @@ class _FlagFollower:
 
 def follow_mount_flags(ops: InodeOperations, mnt: str, src: str, opts: Any, specs: list[str],
                        out: list[Any]) -> None:
-    """From init: record the daemon's options and follow the mount's atime flags (remount.py)."""
-    from .remount import record_daemon
+    """From init: put -o nodiratime on the mount itself (root), record the daemon's options and follow the mount's
+    atime flags (remount.py)."""
+    from .remount import record_daemon, set_nodiratime
+    if ops.nodiratime and not ops.noatime:
+        set_nodiratime(mnt)
     recorded = record_daemon(mnt, src, str(opts.kernel.get("subtype", "passthrough")), specs)
     if recorded is not None:
         out.append(_FlagFollower(ops, recorded[1], recorded[0]))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 
 from .errors import UsageError
 
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS, MS_REMOUNT = 1, 2, 4, 8, 16, 32
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 16, 32, 4096
 MS_DIRSYNC, MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 128, 256, 1024, 2048, \
     1 << 21, 1 << 24
 # Flags a remount may set or clear: option -> (flag, set).
@@ -186,6 +186,15 @@ class MountFlagsWatcher:
 # -- the command -------------------------------------------------------------------------------------------------
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+
+
+def set_nodiratime(mnt: str) -> None:
+    """Give the mount at `mnt` the nodiratime flag that libfuse refuses as a mount option (a bind remount,
+    which changes the mount's flags and nothing of the filesystem), so that the mount table shows it and a
+    remount keeps it, as natively. Needs root; without it nodiratime stays the daemon's alone."""
+    entry = mount_at(mnt)
+    if entry is not None and "nodiratime" not in entry.options:
+        _libc.mount(None, os.fsencode(mnt), None, MS_REMOUNT | MS_BIND | _flags(entry) | MS_NODIRATIME, None)
 
 
 def is_remount(specs: list[str]) -> bool:
