@@ -28,7 +28,7 @@ from ..arguments import Parser, int_at_least
 from ..tracing.compression import TraceReader
 from . import reading, scan
 from .findings import Finding, Thresholds, find, render_findings
-from .html_page import render_html
+from .html_page import HTML_ERROR_ROWS, render_html
 from .model import DEFAULT_TOP, Report, process_label
 from .perfetto import _line_event, perfetto_trace, write_perfetto
 from .reading import ReportError, read_events
@@ -62,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"operations written to --perfetto: the first N (default {PERFETTO_LIMIT})")
     p.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML report")
     p.add_argument("--top", type=_positive, default=DEFAULT_TOP, metavar="N",
-                   help=f"rows in the top paths/processes tables (default {DEFAULT_TOP})")
+                   help=f"rows in the top paths/processes tables, and in the text format's errors by errno and "
+                        f"path (default {DEFAULT_TOP}; HTML lists up to {HTML_ERROR_ROWS} of those, JSON all)")
     p.add_argument("--jobs", type=_positive, default=None, metavar="N",
                    help="processes reading the trace (default: one per CPU, at most 8, for inputs over "
                    f"{PARALLEL_MIN_BYTES >> 20} MiB, else 1)")
