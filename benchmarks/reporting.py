@@ -8,7 +8,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from targets import Target
 from workloads import DATA_ROWS, METADATA_ROWS, PAR_CLIENTS, Config, Workload
 
 
-def machine_description() -> dict[str, Any]:
+def machine_description(workdir: Path) -> dict[str, Any]:
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -49,7 +48,7 @@ def machine_description() -> dict[str, Any]:
                 pretty = line.split("=", 1)[1].strip('"')
     except OSError:
         pass
-    fs = cmd_output(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", tempfile.gettempdir()])
+    fs = cmd_output(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", str(workdir)])  # where SOURCE and native are
     return {
         "cpu": cpu or platform.processor(),
         "cores": os.cpu_count(),
@@ -128,7 +127,7 @@ def summarize(cfg: Config, targets: list[Target], workloads: list[Workload], res
     return {
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "duration_s": round(time.perf_counter() - started, 1),
-        "machine": machine_description(),
+        "machine": machine_description(cfg.workdir),
         "config": {
             "rounds": rounds, "smoke": cfg.smoke, "size_bytes": cfg.size, "small_files": cfg.files,
             "rand_reads": cfg.rand_reads, "tree_files": cfg.tree_count, "repo_files": cfg.repo_files,
