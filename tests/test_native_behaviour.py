@@ -632,18 +632,28 @@ def test_remount_ro_with_a_file_open_for_writing_is_busy(workdir: Path, bound: P
         assert (m.mnt / "f").read_text() == "datamore"
 
 
+# Whether reading f and listing dir change their atimes (after age_atimes).
+ATIME_CHANGES = """
+    def changed(name, fn):
+        before = os.stat(p(name)).st_atime_ns
+        fn()
+        return os.stat(p(name)).st_atime_ns != before
+    do("read", lambda: changed("f", lambda: open(p("f"), "rb").read()))
+    do("readdir", lambda: changed("dir", lambda: os.listdir(p("dir"))))
+"""
+
+
+def age_atimes(*dirs: Path) -> None:
+    """f's and dir's atimes before their mtimes, so that relatime updates them at the next access."""
+    now = int(__import__("time").time())
+    for b in dirs:
+        for name in ("f", "dir"):
+            os.utime(b / name, (now - 10 * 86400, now - 5 * 86400))
+
+
 @pytest.mark.parametrize("uid", [0, STRANGER], ids=["root", "user"])
 def test_remount_atime_options_live(workdir: Path, users: dict[str, int], bound: Path, uid: int) -> None:
     """relatime -> noatime -> nodiratime -> strictatime on the live mount, natively on a bind mount."""
-    body = """
-        import time
-        def changed(name, fn):
-            before = os.stat(p(name)).st_atime_ns
-            fn()
-            return os.stat(p(name)).st_atime_ns != before
-        do("read", lambda: changed("f", lambda: open(p("f"), "rb").read()))
-        do("readdir", lambda: changed("dir", lambda: os.listdir(p("dir"))))
-    """
     with Mount(workdir / "src", workdir / "mnt", "-o", "allow_other") as m:
         for b in (bound, m.mnt):
             os.chmod(b, 0o777)
@@ -651,15 +661,12 @@ def test_remount_atime_options_live(workdir: Path, users: dict[str, int], bound:
             os.mkdir(b / "dir")
         seen = []
         for option in ("relatime", "noatime", "nodiratime,atime", "strictatime,diratime"):
-            now = int(__import__("time").time())
-            for b in (bound, m.mnt):
-                for name in ("f", "dir"):
-                    os.utime(b / name, (now - 10 * 86400, now - 5 * 86400))  # atime before mtime
+            age_atimes(bound, m.mnt)
             subprocess.run(["mount", "-o", f"remount,bind,{option}", str(bound)], check=True)
             r = remount_mount(m, option)
             assert r.returncode == 0, r
-            native = run_script(uid, bound, body)
-            assert run_script(uid, m.mnt, body) == native, option
+            native = run_script(uid, bound, ATIME_CHANGES)
+            assert run_script(uid, m.mnt, ATIME_CHANGES) == native, option
             seen.append([x[2] for x in native])
         assert seen == [[True, True], [False, False], [True, False], [True, True]]
 
@@ -669,15 +676,6 @@ def test_nodiratime_given_at_mount_survives_remounts(workdir: Path, users: dict[
                                                      uid: int) -> None:
     """-o nodiratime at mount time is a flag of the mount, as natively (libfuse refuses it as a mount option):
     the mount table shows it, and a remount that names other atime options keeps it until `diratime`."""
-    body = """
-        def changed(name, fn):
-            before = os.stat(p(name)).st_atime_ns
-            fn()
-            return os.stat(p(name)).st_atime_ns != before
-        do("read", lambda: changed("f", lambda: open(p("f"), "rb").read()))
-        do("readdir", lambda: changed("dir", lambda: os.listdir(p("dir"))))
-    """
-
     def atime_flags(path: Path) -> list[str]:
         line = next(line for line in open("/proc/self/mountinfo") if f" {path} " in line)
         return [o for o in line.split()[5].split(",") if "atime" in o]
@@ -691,17 +689,14 @@ def test_nodiratime_given_at_mount_survives_remounts(workdir: Path, users: dict[
             os.mkdir(b / "dir")
         seen = []
         for option in (None, "strictatime", "relatime", "diratime"):
-            now = int(__import__("time").time())
-            for b in (bound, m.mnt):
-                for name in ("f", "dir"):
-                    os.utime(b / name, (now - 10 * 86400, now - 5 * 86400))  # atime before mtime
+            age_atimes(bound, m.mnt)
             if option is not None:
                 subprocess.run(["mount", "-o", f"remount,bind,{option}", str(bound)], check=True)
                 r = remount_mount(m, option)
                 assert r.returncode == 0, r
             assert atime_flags(m.mnt) == atime_flags(bound), option
-            native = run_script(uid, bound, body)
-            assert run_script(uid, m.mnt, body) == native, option
+            native = run_script(uid, bound, ATIME_CHANGES)
+            assert run_script(uid, m.mnt, ATIME_CHANGES) == native, option
             seen.append([x[2] for x in native])
         assert seen == [[True, False], [True, False], [True, False], [True, True]]
 
