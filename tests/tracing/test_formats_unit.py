@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -162,6 +163,36 @@ def test_compiled_batches_are_byte_identical_to_the_python_path(items: list[tupl
     lines = [_python_line(i) for i in items]
     assert bytes(block) == b"".join(lines)
     assert [len(x) for x in lines] == [e - s for s, e in zip([0, *ends], ends, strict=False)]
+
+
+def _near_powers_of_two() -> list[float]:
+    """The fast ts path's edge cases: each power of two from 2**28 to 2**53 and its nearest neighbours (a power of
+    two has a nearer neighbour below than above)."""
+    out = []
+    for e in range(28, 54):
+        for direction in (0.0, math.inf):
+            x = 2.0 ** e
+            for _ in range(4):
+                out.append(x)
+                x = math.nextafter(x, direction)
+    return out
+
+
+@settings(max_examples=1500, derandomize=True)
+@given(st.lists(st.floats(min_value=2.0 ** 27, max_value=2.0 ** 54) | st.sampled_from(_near_powers_of_two()) |
+                st.builds(lambda i, f: float(f"{i}.{f}"), st.integers(2 ** 28, 2 ** 40), st.integers(0, 10 ** 7)),
+                min_size=1, max_size=20))
+def test_compiled_timestamps_are_python_reprs(stamps: list[float]) -> None:
+    """An event's ts, written by _jsonl.c's own shortest round-trip digits for 2**28 <= ts < 2**53 (and by
+    Python's for the others), is repr(ts): the same line as the stdlib encoder writes."""
+    if formats._encode_events is None:
+        pytest.skip("_jsonl.c is not built")
+    items = [(i, ts, "getattr", ("/a", None), (0o100644, 1, 2, 1, 0, 0), 0, 10, 5, 0, 0, "sh", None, None)
+             for i, ts in enumerate(stamps)]
+    block, ends = formats.encode_jsonl_batch(items, _python_line)
+    written = [json.loads(line)["ts"] for line in bytes(block).splitlines()]
+    assert [repr(ts) for ts in written] == [repr(ts) for ts in stamps]
+    assert bytes(block) == b"".join(_python_line(i) for i in items)
 
 
 def test_compiled_batches_leave_only_the_unusual_to_python() -> None:

@@ -4,9 +4,11 @@ import io
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fuse_passthrough.tracing import stats
 from fuse_passthrough.tracing.stats import Summary
 
 
@@ -44,16 +46,38 @@ def test_render_and_json(tmp_path) -> None:
     assert json.loads((tmp_path / "s.json").read_text())["ops"]["open"]["calls"] == 1
 
 
+@pytest.mark.parametrize("counting", ["compiled", "python"])
 @given(st.lists(st.tuples(
-    st.sampled_from(["read", "write", "copy_file_range", "getattr"]), st.integers(0, 10**12),
-    st.sampled_from([0, 0, 2, 28]), st.one_of(st.none(), st.integers(0, 1 << 40), st.booleans(), st.text(max_size=2)),
+    st.sampled_from(["read", "write", "copy_file_range", "getattr", "lookup"]),
+    st.one_of(st.integers(0, 10**12), st.sampled_from([(1 << 63) - 1, 1 << 63, 1 << 70, -5, 0, 1, 2])),
+    st.sampled_from([0, 0, 2, 28]),
+    st.one_of(st.none(), st.integers(0, 1 << 40), st.sampled_from([1 << 64, -1]), st.booleans(), st.text(max_size=2)),
     st.sampled_from([None, "", "errno=EIO"])), max_size=40))
-def test_a_batch_adds_up_as_its_events_one_by_one(events: list[tuple[Any, ...]]) -> None:
+def test_a_batch_adds_up_as_its_events_one_by_one(counting: str, events: list[tuple[Any, ...]]) -> None:
+    """In C (_jsonl.tally, which leaves durations beyond 64 bits and the like to the loop) and in Python alike."""
+    if counting == "compiled" and stats._tally is None:
+        pytest.skip("the C module _jsonl is not built")
     items = [(i, 0.0, op, (), result, err, ns, 1, 0, 0, "x", None, injected)
              for i, (op, ns, err, result, injected) in enumerate(events)]
     one_by_one, batch = Summary(), Summary()
     for item in items:
         one_by_one.add(item[2], item[6], bool(item[5]), item[4], bool(item[12]))
-    batch.add_batch(items)
+    if counting == "compiled":
+        batch.add_batch(items)
+    else:
+        batch.add_loop(items)
     assert batch.as_dict() == one_by_one.as_dict()
     assert {op: s.histogram for op, s in batch.ops.items()} == {op: s.histogram for op, s in one_by_one.ops.items()}
+    assert list(batch.ops) == list(one_by_one.ops)  # the same order, for equal totals in the summary table
+
+
+def test_the_compiled_tally_counts_common_batches_itself() -> None:
+    """The C tally answers a writer's usual batch (None would mean the Python loop did the work)."""
+    if stats._tally is None:
+        pytest.skip("the C module _jsonl is not built")
+    items = [(i, 0.0, ("read", "getattr", "write")[i % 3], (), 4096, i % 5 == 0, 1000 + i, 1, 0, 0, "x", None, None)
+             for i in range(3000)]
+    rows = stats._tally(items)
+    assert rows is not None and [r[0] for r in rows] == ["read", "getattr", "write"]
+    assert sum(r[1] for r in rows) == 3000 and sum(sum(c for _, c in r[7]) for r in rows) == 3000
+    assert stats._tally(items + [(0, 0.0, "read", (), 0, 0, 1 << 64, 1, 0, 0, "x", None, None)]) is None
