@@ -165,6 +165,56 @@ def test_compiled_batches_are_byte_identical_to_the_python_path(items: list[tupl
     assert [len(x) for x in lines] == [e - s for s, e in zip([0, *ends], ends, strict=False)]
 
 
+def _python_text_line(item: tuple[object, ...]) -> bytes:
+    from fuse_passthrough.tracing.events import event_of
+
+    return encoder("text")(event_of(item))
+
+
+@settings(max_examples=600, derandomize=True)
+@given(st.lists(any_raw_events(), max_size=20))
+def test_compiled_text_batches_are_byte_identical_to_the_python_path(items: list[tuple[object, ...]]) -> None:
+    if formats._encode_text_events is None:
+        pytest.skip("_jsonl.c is not built")
+    block, ends = formats.encode_text_batch(items, _python_text_line)
+    lines = [_python_text_line(i) for i in items]
+    assert bytes(block) == b"".join(lines)
+    assert [len(x) for x in lines] == [e - s for s, e in zip([0, *ends], ends, strict=False)]
+
+
+def test_compiled_text_batches_leave_only_the_unusual_to_python() -> None:
+    """The writer's usual events in C (names beyond ASCII and surrogate escapes too), the rest by format_text."""
+    if formats._encode_text_events is None:
+        pytest.skip("_jsonl.c is not built")
+    usual = [
+        (1, 1.5, "lookup", ("/a/\u00e9\udcff",), (0o100644, 3, 7, 1, 0, 0), 0, 10, 5, 0, 0, "sh", None, None),
+        (2, 1.5, "create", ("/a/b", 0o100644, 0o100301), 17, 0, 10, 5, 0, 0, "sh", None, None),
+        (3, 1.5, "getxattr", ("/a/b", "security.capability", 0), None, 61, 10, 5, 0, 0, "sh", None, None),
+        (4, 1.5, "write", ("/a/b", 4, 0, 17), 4, 0, 10, 5, 0, 0, "sh", None, None),
+        (5, 1.5, "release", ("/a/b", 17), 0, 0, 10, 0, 0, 0, "[kernel]", None, None),
+        (6, 1.5, "readdirplus", ("/a", 0, 0), 12, 0, 10, 5, 0, 0, None, None, None),
+        (7, 1.5, "open", ("/a/b'q", 0o100000), (18, 2), 0, 10, 5, 0, 0, "c\u00e4t", None, None),
+        (8, 1.5, "utimens", ("/a/b", ((1, (1 << 30) - 1), (2, 3)), None), 0, 0, 10, 5, 0, 0, "touch", None, None),
+        (9, 1.5, "readlink", ("/l",), "t\x00rget", 0, 10, 5, 0, 0, "", None, None),
+    ]
+    unusual = [
+        (10, 1.5, "getattr", ("/a", None), None, 2, 10, 5, 0, 0, "sh", ["sh", "-c"], None),  # cmdline
+        (11, 1.5, "write", ("/a", 4, 0, 1), None, 28, 10, 5, 0, 0, "sh", None, {"errno": 28}),  # injected
+        (12, 1.5, "statfs", ("/",), {"f_bsize": 4096}, 0, 10, 5, 0, 0, "df", None, None),  # a result of its own
+        (13, 1.5, "mystery", ("/a",), 0, 0, 10, 5, 0, 0, "sh", None, None),  # an operation events.py lacks
+    ]
+    called = []
+
+    def python_line(item: tuple[object, ...]) -> bytes:
+        called.append(item[0])
+        return _python_text_line(item)
+
+    block, ends = formats.encode_text_batch(usual + unusual, python_line)
+    assert bytes(block) == b"".join(_python_text_line(i) for i in usual + unusual)
+    assert called == [10, 11, 12, 13]
+    assert len(ends) == 13
+
+
 def _near_powers_of_two() -> list[float]:
     """The fast ts path's edge cases: each power of two from 2**28 to 2**53 and its nearest neighbours (a power of
     two has a nearer neighbour below than above)."""

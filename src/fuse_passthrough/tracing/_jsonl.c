@@ -504,6 +504,268 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------------------------------ encode_text_events
+ * encode_text_events(items, plans, errnos, fallback) -> (bytes, ends): the text lines of a batch of raw events, each
+ * exactly `format_text(event_of(item)).encode("utf-8", "backslashreplace")` (formats.py), as encode_events does for
+ * JSONL. `plans` (formats.py _TEXT_PLANS): per operation, per argument (kind, text, cache) — TEXT_PATH: repr of the
+ * path; TEXT_DATA: "<N bytes>" for an int; TEXT_VALUE: an int, None or bool as repr writes it, else text(value) ->
+ * bytes, remembered in `cache` (a dict, or None) — and how the result is written (TEXT_RESULT_*, with the key of a
+ * wrapped one). Whatever it does not handle (an unknown operation, extra arguments, a cmdline, an injected fault, a
+ * result of another shape) is `fallback(item) -> bytes`. */
+enum { TEXT_PATH, TEXT_DATA, TEXT_VALUE };
+enum { TEXT_RESULT_PLAIN, TEXT_RESULT_STAT, TEXT_RESULT_FH, TEXT_RESULT_WRAPPED, TEXT_RESULT_OTHER };
+
+static int put_text_str(struct buf *b, PyObject *s) { /* str(s) encoded as utf-8 with backslashreplace */
+    if (PyUnicode_IS_ASCII(s))
+        return put(b, (const char *)PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s));
+    PyObject *e = PyUnicode_AsEncodedString(s, "utf-8", "backslashreplace");
+    if (e == NULL)
+        return 0;
+    int ok = put_bytes(b, e);
+    Py_DECREF(e);
+    return ok;
+}
+
+static int put_repr(struct buf *b, PyObject *v) { /* repr(v), as put_text_str writes a str */
+    if (v == Py_None)
+        return PUT_LIT(b, "None");
+    if (PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v)) {
+        const char *p = (const char *)PyUnicode_DATA(v);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(v), i;
+        for (i = 0; i < n; i++)
+            if (p[i] < 0x20 || p[i] == 0x7f || p[i] == '\'' || p[i] == '\\')
+                break;
+        if (i == n) /* nothing repr escapes, no quote to choose: 'text' */
+            return PUT_LIT(b, "'") && put(b, p, n) && PUT_LIT(b, "'");
+    }
+    PyObject *r = PyObject_Repr(v);
+    if (r == NULL)
+        return 0;
+    int ok = put_text_str(b, r);
+    Py_DECREF(r);
+    return ok;
+}
+
+/* an int, None or a bool as repr writes them; 0 (no exception) for anything else */
+static int put_simple(struct buf *b, PyObject *v) {
+    if (v == Py_None)
+        return PUT_LIT(b, "None");
+    if (v == Py_True)
+        return PUT_LIT(b, "True");
+    if (v == Py_False)
+        return PUT_LIT(b, "False");
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 0;
+        }
+        return put_i64(b, x);
+    }
+    return 0;
+}
+
+static int put_text_arg(struct buf *b, PyObject *spec, PyObject *v) {
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    PyObject *text = PyTuple_GET_ITEM(spec, 1), *cache = PyTuple_GET_ITEM(spec, 2), *t;
+    if (kind == TEXT_PATH)
+        return put_repr(b, v);
+    if (kind == TEXT_DATA && PyLong_CheckExact(v))
+        return PUT_LIT(b, "<") && put_simple(b, v) && PUT_LIT(b, " bytes>");
+    if (kind == TEXT_VALUE && cache == Py_None && put_simple(b, v))
+        return 1;
+    if (cache != Py_None && (PyLong_CheckExact(v) || PyUnicode_CheckExact(v))) {
+        t = PyDict_GetItemWithError(cache, v);
+        if (t != NULL)
+            return PyBytes_Check(t) && put_bytes(b, t);
+        if (PyErr_Occurred())
+            return 0;
+        if ((t = PyObject_CallOneArg(text, v)) == NULL)
+            return 0;
+        if (PyBytes_Check(t) && PyDict_GET_SIZE(cache) < 4096 && PyDict_SetItem(cache, v, t) < 0) {
+            Py_DECREF(t);
+            return 0;
+        }
+    } else if ((t = PyObject_CallOneArg(text, v)) == NULL) {
+        return 0;
+    }
+    int ok = PyBytes_Check(t) && put_bytes(b, t);
+    Py_DECREF(t);
+    return ok;
+}
+
+/* (mode, size, ino, nlink, uid, gid) as _result writes stat_summary's dict */
+static int put_text_stat(struct buf *b, PyObject *r) {
+    static const char *const KEYS[6] = {"= {mode=", " size=", " ino=", " nlink=", " uid=", " gid="};
+    PyObject **f = &PyTuple_GET_ITEM(r, 0);
+    for (int i = 0; i < 6; i++) {
+        if (!put(b, KEYS[i], (Py_ssize_t)strlen(KEYS[i])))
+            return 0;
+        if (i == 0) {
+            int overflow;
+            long long mode = PyLong_AsLongLongAndOverflow(f[0], &overflow);
+            char tmp[32];
+            if (overflow || mode < 0 || (mode == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return 0;
+            }
+            if (!put(b, tmp, snprintf(tmp, sizeof tmp, "0o%llo", mode)))
+                return 0;
+        } else if (!PyLong_CheckExact(f[i]) || !put_simple(b, f[i])) {
+            return 0;
+        }
+    }
+    return PUT_LIT(b, "}");
+}
+
+static int put_text_result(struct buf *b, PyObject *plan, PyObject *r) {
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(plan, 1));
+    if (r == Py_None)
+        return PUT_LIT(b, "= None");
+    switch (kind) {
+    case TEXT_RESULT_STAT:
+        return PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 6 && put_text_stat(b, r);
+    case TEXT_RESULT_FH:
+        if (PyLong_CheckExact(r))
+            return PUT_LIT(b, "= fh ") && put_simple(b, r);
+        if (PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 2 && PyLong_CheckExact(PyTuple_GET_ITEM(r, 0)) &&
+            PyLong_CheckExact(PyTuple_GET_ITEM(r, 1)))
+            return PUT_LIT(b, "= fh ") && put_simple(b, PyTuple_GET_ITEM(r, 0)) &&
+                   PUT_LIT(b, " [kernel passthrough, backing ") && put_simple(b, PyTuple_GET_ITEM(r, 1)) &&
+                   PUT_LIT(b, ": read/write not traced]");
+        return 0;
+    case TEXT_RESULT_WRAPPED: /* "= {key=value}", the key with its "= {" and "=" (plan[2]) */
+        return PyLong_CheckExact(r) && put_bytes(b, PyTuple_GET_ITEM(plan, 2)) && put_simple(b, r) &&
+               PUT_LIT(b, "}");
+    case TEXT_RESULT_PLAIN:
+        if (PyUnicode_CheckExact(r))
+            return PUT_LIT(b, "= ") && put_repr(b, r);
+        return PUT_LIT(b, "= ") && put_simple(b, r);
+    default:
+        return 0;
+    }
+}
+
+/* One event's line; 0 (nothing written that counts) where the fallback must write it. */
+static int put_text_event(struct buf *b, PyObject *item, PyObject *plans, PyObject *errnos) {
+    PyObject **f, *plan, *args_plan, *args;
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 13)
+        return 0;
+    f = &PyTuple_GET_ITEM(item, 0);
+    /* seq ts op args result err duration pid uid gid comm cmdline injected */
+    if (f[11] != Py_None || PyObject_IsTrue(f[12]) != 0 || !PyUnicode_CheckExact(f[2]) || !PyUnicode_IS_ASCII(f[2]))
+        return 0;
+    plan = PyDict_GetItemWithError(plans, f[2]);
+    if (plan == NULL)
+        return 0;
+    args = f[3];
+    args_plan = PyTuple_GET_ITEM(plan, 0);
+    if (!(PyTuple_CheckExact(args) || PyList_CheckExact(args)) ||
+        PySequence_Fast_GET_SIZE(args) > PyTuple_GET_SIZE(args_plan) || !PyLong_CheckExact(f[5]) ||
+        !PyLong_CheckExact(f[6]) || !PyLong_CheckExact(f[7]) || !PyLong_CheckExact(f[8]) || !PyLong_CheckExact(f[9]))
+        return 0;
+    Py_ssize_t nargs = PySequence_Fast_GET_SIZE(args), nnames = PyTuple_GET_SIZE(args_plan);
+    PyObject **a = PySequence_Fast_ITEMS(args);
+    if (!put_text_str(b, f[2]) || !PUT_LIT(b, "("))
+        return 0;
+    /* every name's part, in the names' order: path and path2 always (None when absent), the others if given */
+    for (Py_ssize_t i = 0, parts = 0; i < nnames; i++) {
+        PyObject *spec = PyTuple_GET_ITEM(args_plan, i);
+        int path = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0)) == TEXT_PATH;
+        if (!path && i >= nargs)
+            continue;
+        if ((parts++ && !PUT_LIT(b, ", ")) || !put_text_arg(b, spec, i < nargs ? a[i] : Py_None))
+            return 0;
+    }
+    if (!PUT_LIT(b, ") "))
+        return 0;
+    long long err = PyLong_AsLongLong(f[5]);
+    if (err == -1 && PyErr_Occurred())
+        return 0;
+    if (err != 0) {
+        PyObject *name = PyDict_GetItemWithError(errnos, f[5]);
+        if (!PUT_LIT(b, "-> ") || (name != NULL ? !put_text_str(b, name) : !put_simple(b, f[5])))
+            return 0;
+    } else if (!put_text_result(b, plan, f[4])) {
+        return 0;
+    }
+    int overflow;
+    long long ns = PyLong_AsLongLongAndOverflow(f[6], &overflow);
+    char tmp[64];
+    if (overflow || (ns == -1 && PyErr_Occurred()))
+        return 0;
+    if (!PUT_LIT(b, "   ") || !put(b, tmp, snprintf(tmp, sizeof tmp, "%.3f", (double)ns / 1e6)) ||
+        !PUT_LIT(b, " ms  "))
+        return 0;
+    long long pid = PyLong_AsLongLongAndOverflow(f[7], &overflow);
+    if (overflow || (pid == -1 && PyErr_Occurred()))
+        return 0;
+    if (pid == 0) {
+        if (!PUT_LIT(b, "[kernel]"))
+            return 0;
+    } else {
+        PyObject *comm = f[10];
+        int named = comm != Py_None && (!PyUnicode_Check(comm) || PyUnicode_GET_LENGTH(comm) > 0);
+        if (named && !PyUnicode_CheckExact(comm))
+            return 0;
+        if (!(named ? put_text_str(b, comm) : PUT_LIT(b, "?")) || !PUT_LIT(b, "[") || !put_i64(b, pid) ||
+            !PUT_LIT(b, "]"))
+            return 0;
+    }
+    return PUT_LIT(b, " uid=") && put_simple(b, f[8]) && PUT_LIT(b, " gid=") && put_simple(b, f[9]) &&
+           PUT_LIT(b, "\n");
+}
+
+static PyObject *encode_text_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *items, *plans, *errnos, *fallback, *ends = NULL, *out = NULL;
+    struct buf b = {NULL, 0, 0};
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2]))
+        return PyErr_Format(PyExc_TypeError, "(items: list, plans: dict, errnos: dict, fallback) expected");
+    items = args[0], plans = args[1], errnos = args[2], fallback = args[3];
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    ends = PyList_New(n);
+    if (ends == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        Py_ssize_t start = b.len;
+        if (!put_text_event(&b, item, plans, errnos)) {
+            if (PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception))
+                    goto fail;
+                PyErr_Clear();
+            }
+            b.len = start;
+            PyObject *line = PyObject_CallOneArg(fallback, item);
+            if (line == NULL)
+                goto fail;
+            int ok = PyBytes_Check(line) && put_bytes(&b, line);
+            Py_DECREF(line);
+            if (!ok) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "fallback must return bytes");
+                goto fail;
+            }
+        }
+        PyObject *end = PyLong_FromSsize_t(b.len);
+        if (end == NULL)
+            goto fail;
+        PyList_SET_ITEM(ends, i, end);
+    }
+    out = PyBytes_FromStringAndSize(b.p ? b.p : "", b.len);
+    PyMem_Free(b.p);
+    if (out == NULL) {
+        Py_DECREF(ends);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", out, ends);
+fail:
+    PyMem_Free(b.p);
+    Py_XDECREF(ends);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------ tally
  * tally(items) -> [(op, calls, errors, total_ns, bytes_read, bytes_written, injected, [(bucket, count), ...]), ...]
  * or None: stats.Summary.add_batch's loop over a batch of raw event tuples, per operation in the order first
@@ -643,6 +905,8 @@ static PyMethodDef METHODS[] = {
     {"tally", tally, METH_O, "tally(items) -> [(op, calls, errors, total_ns, bytes_read, bytes_written, injected, "
      "[(bucket, count), ...]), ...] or None: a batch's per-operation numbers (stats.Summary.add_batch)"},
     {"ascii_escaped", ascii_escaped, METH_O, "ascii_escaped(line: bytes) -> bytes: non-ASCII as \\uXXXX escapes"},
+    {"encode_text_events", (PyCFunction)(void (*)(void))encode_text_events, METH_FASTCALL,
+     "encode_text_events(items, plans, errnos, fallback) -> (bytes, ends): the text lines of raw events"},
     {"encode_events", (PyCFunction)(void (*)(void))encode_events, METH_FASTCALL,
      "encode_events(items, plans, head, errnos, fallback) -> (bytes, ends): the JSONL lines of raw events"},
     {NULL, NULL, 0, NULL}};

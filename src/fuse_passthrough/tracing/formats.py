@@ -25,9 +25,11 @@ from .events import (
 try:
     from ._jsonl import ascii_escaped as _ascii_escaped
     from ._jsonl import encode_events as _encode_events
+    from ._jsonl import encode_text_events as _encode_text_events
 except ImportError:  # built without a C compiler (setup.py)
     _ascii_escaped = None  # type: ignore[assignment]
     _encode_events = None  # type: ignore[assignment]
+    _encode_text_events = None  # type: ignore[assignment]
 
 FORMATS = ("text", "jsonl")
 
@@ -168,6 +170,51 @@ def _plan(op: str, names: tuple[str, ...]) -> tuple[Any, ...]:
 _PLANS = {op: _plan(op, names) for op, names in ARG_NAMES.items()}
 _HEAD = b'{"v":' + str(SCHEMA_VERSION).encode() + b',"seq":'
 _ERRNO_NAMES = dict(errno_mod.errorcode)  # events.errno_name's
+
+
+# The same for the text lines (_jsonl.c encode_text_events): per argument its kind (_TEXT_*), its text as _value
+# writes it (for a value the C module does not write itself) and a cache of those texts for decoded values; how
+# the result is written (_TEXT_RESULT_*) and, for a wrapped one, its start.
+_TEXT_PATH, _TEXT_DATA, _TEXT_VALUE = range(3)
+_TEXT_RESULT_PLAIN, _TEXT_RESULT_STAT, _TEXT_RESULT_FH, _TEXT_RESULT_WRAPPED, _TEXT_RESULT_OTHER = range(5)
+
+
+def _text_of(op: str, name: str, value: Any) -> bytes:
+    decoded = value if value is None or name not in DECODED_ARGS else decode_arg(op, name, value)
+    return _value(op, name, decoded).encode("utf-8", "backslashreplace")
+
+
+def _text_plan(op: str, names: tuple[str, ...]) -> tuple[Any, ...]:
+    args = []
+    for name in names:
+        kind = (_TEXT_PATH if name in ("path", "path2") else
+                _TEXT_DATA if name == "size" and op in DATA_ARGS else _TEXT_VALUE)
+        cache: dict[Any, bytes] | None = {} if name in DECODED_ARGS and name not in _UNCACHED else None
+        args.append((kind, functools.partial(_text_of, op, name), cache))
+    form = RESULT_FORMS.get(op)
+    if form is None:
+        return (tuple(args), _TEXT_RESULT_PLAIN, None)
+    if form in ("entries", "size"):
+        return (tuple(args), _TEXT_RESULT_WRAPPED, f"= {{{form}=".encode())
+    kind = {"stat": _TEXT_RESULT_STAT, "fh": _TEXT_RESULT_FH}.get(form, _TEXT_RESULT_OTHER)
+    return (tuple(args), kind, None)
+
+
+_TEXT_PLANS = {op: _text_plan(op, names) for op, names in ARG_NAMES.items()}
+
+
+def encode_text_batch(items: list[tuple[Any, ...]], encode_item: Callable[[tuple[Any, ...]], bytes]
+                      ) -> tuple[bytes | bytearray, list[int]]:
+    """`encode_jsonl_batch` for the text format: `encode_item(item)` for each raw event (the Python path:
+    `format_text(event_of(item))` encoded), written by the compiled module where it is built (the same bytes,
+    about a fifth of the CPU)."""
+    if _encode_text_events is not None:
+        return _encode_text_events(items, _TEXT_PLANS, _ERRNO_NAMES, encode_item)
+    block, ends = bytearray(), []  # one buffer, not a list of lines (RotatingFile.write_block says why)
+    for item in items:
+        block += encode_item(item)
+        ends.append(len(block))
+    return block, ends
 
 
 def encode_jsonl_batch(items: list[tuple[Any, ...]], encode_item: Callable[[tuple[Any, ...]], bytes]

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .events import event_of
-from .formats import encode_jsonl_batch, encoder
+from .formats import encode_jsonl_batch, encode_text_batch, encoder
 from .sinks import RotatingFile, StreamOutput
 from .stats import Summary
 
@@ -131,13 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         with requests.busy():
             items = marshal.loads(body)
             summary.add_batch(items)
-            if jsonl:
-                block, ends = encode_jsonl_batch(items, encode_item)
-            else:
-                block, ends = bytearray(), []  # one buffer, not a list of lines (RotatingFile.write_block says why)
-                for item in items:
-                    block += encode_item(item)
-                    ends.append(len(block))
+            block, ends = (encode_jsonl_batch if jsonl else encode_text_batch)(items, encode_item)
             output.write_block(block, ends)
             written += len(ends)
             output.flush()
