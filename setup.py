@@ -5,9 +5,9 @@ the build goes on without them, and the same work is done in Python):
   without it `report` does the same work with about 4 times the instructions per event;
 - src/fuse_passthrough/lowlevel/_trampolines.c: the low-level binding's C entry points, which send each reply after
   the Python callback has released the GIL (lowlevel/binding.py); without it replies are sent from Python;
-- src/fuse_passthrough/tracing/_jsonl.c: the trace writer's per-event work: its JSONL lines (tracing/formats.py) and
-  the summary's tally (tracing/stats.py); without it orjson or the stdlib encode the lines (~4 us more each where
-  names go beyond ASCII) and the tally is a Python loop;
+- src/fuse_passthrough/tracing/_jsonl.c: the trace writer's per-event work: its JSONL and text lines
+  (tracing/formats.py) and the summary's tally (tracing/stats.py); without it the lines are written in Python
+  (orjson, the stdlib, format_text: about 5 times the writer's CPU for text) and the tally is a Python loop;
 - src/fuse_passthrough/tracing/_recorder.c: the tracing layer's per-request work (timing, caller, event tuple,
   hand-off to the sink; tracing/layer.py); without it a Python closure does the same.
 

@@ -159,7 +159,7 @@ def raw_events(n: int, seed: int = 1) -> Iterator[tuple[Any, ...]]:
         else:
             op, args, result, err = "release", (path, 10 + seq % 100), 0, 0
         yield (seq, round(ts, 7), op, args, result, err, int(rng.lognormvariate(9.3, 1.0)), pid, 1000, 1000,
-               rng.choice(COMMS), None)
+               rng.choice(COMMS), None, None)  # RawEvent's 13 fields: no cmdline, nothing injected
 
 
 def writer_process_cpu(out: Path | None, n: int, seed: int = 1) -> float:
