@@ -154,65 +154,28 @@ def _python_line(item: tuple[object, ...]) -> bytes:
     return line
 
 
-@settings(max_examples=600, derandomize=True)
-@given(st.lists(any_raw_events(), max_size=20))
-def test_compiled_batches_are_byte_identical_to_the_python_path(items: list[tuple[object, ...]]) -> None:
-    if formats._encode_events is None:
-        pytest.skip("_jsonl.c is not built")
-    block, ends = formats.encode_jsonl_batch(items, _python_line)
-    lines = [_python_line(i) for i in items]
-    assert bytes(block) == b"".join(lines)
-    assert [len(x) for x in lines] == [e - s for s, e in zip([0, *ends], ends, strict=False)]
-
-
 def _python_text_line(item: tuple[object, ...]) -> bytes:
     from fuse_passthrough.tracing.events import event_of
 
     return encoder("text")(event_of(item))
 
 
+# format -> (the compiled batch encoder, the batch function, the Python path's line)
+BATCHES = {"jsonl": ("_encode_events", formats.encode_jsonl_batch, _python_line),
+           "text": ("_encode_text_events", formats.encode_text_batch, _python_text_line)}
+
+
+@pytest.mark.parametrize("fmt", BATCHES)
 @settings(max_examples=600, derandomize=True)
 @given(st.lists(any_raw_events(), max_size=20))
-def test_compiled_text_batches_are_byte_identical_to_the_python_path(items: list[tuple[object, ...]]) -> None:
-    if formats._encode_text_events is None:
+def test_compiled_batches_are_byte_identical_to_the_python_path(fmt: str, items: list[tuple[object, ...]]) -> None:
+    compiled, batch, python_line = BATCHES[fmt]
+    if getattr(formats, compiled) is None:
         pytest.skip("_jsonl.c is not built")
-    block, ends = formats.encode_text_batch(items, _python_text_line)
-    lines = [_python_text_line(i) for i in items]
+    block, ends = batch(items, python_line)
+    lines = [python_line(i) for i in items]
     assert bytes(block) == b"".join(lines)
     assert [len(x) for x in lines] == [e - s for s, e in zip([0, *ends], ends, strict=False)]
-
-
-def test_compiled_text_batches_leave_only_the_unusual_to_python() -> None:
-    """The writer's usual events in C (names beyond ASCII and surrogate escapes too), the rest by format_text."""
-    if formats._encode_text_events is None:
-        pytest.skip("_jsonl.c is not built")
-    usual = [
-        (1, 1.5, "lookup", ("/a/\u00e9\udcff",), (0o100644, 3, 7, 1, 0, 0), 0, 10, 5, 0, 0, "sh", None, None),
-        (2, 1.5, "create", ("/a/b", 0o100644, 0o100301), 17, 0, 10, 5, 0, 0, "sh", None, None),
-        (3, 1.5, "getxattr", ("/a/b", "security.capability", 0), None, 61, 10, 5, 0, 0, "sh", None, None),
-        (4, 1.5, "write", ("/a/b", 4, 0, 17), 4, 0, 10, 5, 0, 0, "sh", None, None),
-        (5, 1.5, "release", ("/a/b", 17), 0, 0, 10, 0, 0, 0, "[kernel]", None, None),
-        (6, 1.5, "readdirplus", ("/a", 0, 0), 12, 0, 10, 5, 0, 0, None, None, None),
-        (7, 1.5, "open", ("/a/b'q", 0o100000), (18, 2), 0, 10, 5, 0, 0, "c\u00e4t", None, None),
-        (8, 1.5, "utimens", ("/a/b", ((1, (1 << 30) - 1), (2, 3)), None), 0, 0, 10, 5, 0, 0, "touch", None, None),
-        (9, 1.5, "readlink", ("/l",), "t\x00rget", 0, 10, 5, 0, 0, "", None, None),
-    ]
-    unusual = [
-        (10, 1.5, "getattr", ("/a", None), None, 2, 10, 5, 0, 0, "sh", ["sh", "-c"], None),  # cmdline
-        (11, 1.5, "write", ("/a", 4, 0, 1), None, 28, 10, 5, 0, 0, "sh", None, {"errno": 28}),  # injected
-        (12, 1.5, "statfs", ("/",), {"f_bsize": 4096}, 0, 10, 5, 0, 0, "df", None, None),  # a result of its own
-        (13, 1.5, "mystery", ("/a",), 0, 0, 10, 5, 0, 0, "sh", None, None),  # an operation events.py lacks
-    ]
-    called = []
-
-    def python_line(item: tuple[object, ...]) -> bytes:
-        called.append(item[0])
-        return _python_text_line(item)
-
-    block, ends = formats.encode_text_batch(usual + unusual, python_line)
-    assert bytes(block) == b"".join(_python_text_line(i) for i in usual + unusual)
-    assert called == [10, 11, 12, 13]
-    assert len(ends) == 13
 
 
 def _near_powers_of_two() -> list[float]:
@@ -245,35 +208,44 @@ def test_compiled_timestamps_are_python_reprs(stamps: list[float]) -> None:
     assert bytes(block) == b"".join(_python_line(i) for i in items)
 
 
-def test_compiled_batches_leave_only_the_unusual_to_python() -> None:
-    if formats._encode_events is None:
+USUAL_EVENTS = [
+    (1, 1.5, "lookup", ("/a/\u00e9\udcff",), (0o100644, 3, 7, 1, 0, 0), 0, 10, 5, 0, 0, "sh", None, None),
+    (2, 1.5, "create", ("/a/b", 0o100644, 0o100301), 17, 0, 10, 5, 0, 0, "sh", None, None),
+    (3, 1.5, "getxattr", ("/a/b", "security.capability", 0), None, 61, 10, 5, 0, 0, "sh", None, None),
+    (4, 1.5, "write", ("/a/b", 4, 0, 17), 4, 0, 10, 5, 0, 0, "sh", None, None),
+    (5, 1.5, "release", ("/a/b", 17), 0, 0, 10, 0, 0, 0, "[kernel]", None, None),
+    (6, 1.5, "readdirplus", ("/a", 0, 0), 12, 0, 10, 5, 0, 0, None, None, None),
+    (7, 1.5, "open", ("/a/b'q", 0o100000), (18, 2), 0, 10, 5, 0, 0, "c\u00e4t", None, None),
+    (8, 1.5, "utimens", ("/a/b", ((1, (1 << 30) - 1), (2, 3)), None), 0, 0, 10, 5, 0, 0, "touch", None, None),
+    (9, 1.5, "readlink", ("/l",), "t\x00rget", 0, 10, 5, 0, 0, "", None, None),
+]
+UNUSUAL_EVENTS = [
+    (10, 1.5, "getattr", ("/a", None), None, 2, 10, 5, 0, 0, "sh", ["sh", "-c"], None),  # cmdline
+    (11, 1.5, "write", ("/a", 4, 0, 1), None, 28, 10, 5, 0, 0, "sh", None, {"errno": 28}),  # injected
+    (12, 1.5, "write", ("/a", 4, 2 ** 70, 1), 4, 0, 10, 5, 0, 0, "sh", None, None),  # beyond 64 bits
+    (13, 1.5, "statfs", ("/",), {"f_bsize": 4096}, 0, 10, 5, 0, 0, "df", None, None),  # a result of its own
+    (14, 1.5, "mystery", ("/a",), 0, 0, 10, 5, 0, 0, "sh", None, None),  # an operation events.py lacks
+]
+
+
+@pytest.mark.parametrize("fmt,in_python", [("jsonl", [10, 11, 12, 14]), ("text", [10, 11, 13, 14])])
+def test_compiled_batches_leave_only_the_unusual_to_python(fmt: str, in_python: list[int]) -> None:
+    """The writer's usual events in C (names beyond ASCII, surrogate escapes, quotes), the rest in Python. (JSONL
+    writes a statfs result itself; text writes an argument beyond 64 bits through format_text's own text.)"""
+    compiled, batch, python_line = BATCHES[fmt]
+    if getattr(formats, compiled) is None:
         pytest.skip("_jsonl.c is not built")
-    usual = [
-        (1, 1.5, "lookup", ("/a/\u00e9\udcff",), (0o100644, 3, 7, 1, 0, 0), 0, 10, 5, 0, 0, "sh", None, None),
-        (2, 1.5, "create", ("/a/b", 0o100644, 0o100301), 17, 0, 10, 5, 0, 0, "sh", None, None),
-        (3, 1.5, "getxattr", ("/a/b", "security.capability", 0), None, 61, 10, 5, 0, 0, "sh", None, None),
-        (4, 1.5, "write", ("/a/b", 4, 0, 17), 4, 0, 10, 5, 0, 0, "sh", None, None),
-        (5, 1.5, "release", ("/a/b", 17), 0, 0, 10, 0, 0, 0, "[kernel]", None, None),
-        (6, 1.5, "readdirplus", ("/a", 0, 0), 12, 0, 10, 5, 0, 0, None, None, None),
-        (7, 1.5, "open", ("/a/b", 0o100000), (18, 2), 0, 10, 5, 0, 0, "cat", None, None),
-        (8, 1.5, "utimens", ("/a/b", ((1, (1 << 30) - 1), (2, 3)), None), 0, 0, 10, 5, 0, 0, "touch", None, None),
-    ]
-    unusual = [
-        (9, 1.5, "getattr", ("/a", None), None, 2, 10, 5, 0, 0, "sh", ["sh", "-c"], None),  # cmdline
-        (10, 1.5, "write", ("/a", 4, 0, 1), None, 28, 10, 5, 0, 0, "sh", None, {"errno": 28}),  # injected
-        (11, 1.5, "write", ("/a", 4, 2 ** 70, 1), 4, 0, 10, 5, 0, 0, "sh", None, None),  # beyond 64 bits
-        (12, 1.5, "mystery", ("/a",), 0, 0, 10, 5, 0, 0, "sh", None, None),  # an operation events.py lacks
-    ]
     called = []
 
-    def python_line(item: tuple[object, ...]) -> bytes:
+    def line(item: tuple[object, ...]) -> bytes:
         called.append(item[0])
-        return _python_line(item)
+        return python_line(item)
 
-    block, ends = formats.encode_jsonl_batch(usual + unusual, python_line)
-    assert bytes(block) == b"".join(_python_line(i) for i in usual + unusual)
-    assert called == [9, 10, 11, 12]
-    assert len(ends) == 12
+    items = USUAL_EVENTS + UNUSUAL_EVENTS
+    block, ends = batch(items, line)
+    assert bytes(block) == b"".join(python_line(i) for i in items)
+    assert called == in_python
+    assert len(ends) == len(items)
 
 
 def test_text_lines_end_with_the_command_line_where_events_have_one() -> None:

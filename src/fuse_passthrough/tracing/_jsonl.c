@@ -144,6 +144,29 @@ static int put_i64(struct buf *b, long long v) {
 
 /* What the stdlib writes for a str with ensure_ascii: '"' and '\\' escaped, \b \f \n \r \t short, every other
  * character outside ' '..'~' as \u00xx (lowercase), beyond the BMP as a surrogate pair. */
+/* an exact int of 64 bits in decimal; 0 (no exception set) for a bigger one */
+static int put_int(struct buf *b, PyObject *v) {
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return put_i64(b, x);
+}
+
+/* a mode as oct() writes it, "0o100644" (quoted: as a JSON string); 0 (no exception set) unless an int 0..2**63 */
+static int put_mode(struct buf *b, PyObject *v, int quoted) {
+    int overflow;
+    long long mode = PyLong_CheckExact(v) ? PyLong_AsLongLongAndOverflow(v, &overflow) : -1;
+    char tmp[32];
+    if (!PyLong_CheckExact(v) || overflow || mode < 0 || (mode == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return put(b, tmp, snprintf(tmp, sizeof tmp, quoted ? "\"0o%llo\"" : "0o%llo", mode));
+}
+
 static int put_str(struct buf *b, PyObject *s) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     int kind = PyUnicode_KIND(s);
@@ -251,23 +274,25 @@ static int put_float_repr(struct buf *b, double d) {
     return 0; /* not reached: j = k + 1 gives d itself */
 }
 
+/* None, True, False as `words` name them (JSON's or Python's), an int in decimal: 1 written, 0 not written (an int
+ * beyond 64 bits, or no memory), -1 for any other value. */
+static const char *const JSON_WORDS[3] = {"null", "true", "false"}, *const PYTHON_WORDS[3] = {"None", "True", "False"};
+
+static int put_scalar(struct buf *b, PyObject *v, const char *const words[3]) {
+    if (v == Py_None || v == Py_True || v == Py_False) {
+        const char *w = words[v == Py_None ? 0 : v == Py_True ? 1 : 2];
+        return put(b, w, (Py_ssize_t)strlen(w));
+    }
+    if (PyLong_CheckExact(v))
+        return put_int(b, v);
+    return -1;
+}
+
 /* 0 with no exception set: a value this writer leaves to the fallback. */
 static int put_value(struct buf *b, PyObject *v, int depth) {
-    if (v == Py_None)
-        return PUT_LIT(b, "null");
-    if (v == Py_True)
-        return PUT_LIT(b, "true");
-    if (v == Py_False)
-        return PUT_LIT(b, "false");
-    if (PyLong_CheckExact(v)) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow || (x == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            return 0;
-        }
-        return put_i64(b, x);
-    }
+    int scalar = put_scalar(b, v, JSON_WORDS);
+    if (scalar >= 0)
+        return scalar;
     if (PyUnicode_CheckExact(v))
         return put_str(b, v);
     if (PyFloat_CheckExact(v)) {
@@ -348,14 +373,7 @@ static int put_stat(struct buf *b, PyObject *r) {
         if (!put(b, KEYS[i], (Py_ssize_t)strlen(KEYS[i])))
             return 0;
         if (i == 0) {
-            int overflow;
-            long long mode = PyLong_AsLongLongAndOverflow(f[0], &overflow);
-            char tmp[32];
-            if (overflow || mode < 0 || (mode == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                return 0;
-            }
-            if (!put(b, tmp, snprintf(tmp, sizeof tmp, "\"0o%llo\"", mode)))
+            if (!put_mode(b, f[0], 1))
                 return 0;
         } else if (!put_value(b, f[i], 1)) {
             return 0;
@@ -364,23 +382,34 @@ static int put_stat(struct buf *b, PyObject *r) {
     return PUT_LIT(b, "}");
 }
 
-/* One event; 0 (nothing written that counts) where the fallback must write it. */
-static int put_event(struct buf *b, PyObject *item, PyObject *plans, PyObject *head, PyObject *errnos) {
-    PyObject **f, *plan, *args_plan, *args;
+/* The plan of an event the compiled writers write (borrowed; its 13 fields in *fields): a RawEvent tuple without a
+ * cmdline or an injected fault, of an operation `plans` has, with no more arguments than it names and an int errno;
+ * else NULL (an exception set or not). */
+static PyObject *usual_event(PyObject *item, PyObject *plans, PyObject ***fields) {
+    PyObject **f, *plan, *args;
     if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 13)
-        return 0;
-    f = &PyTuple_GET_ITEM(item, 0);
+        return NULL;
+    f = *fields = &PyTuple_GET_ITEM(item, 0);
     /* seq ts op args result err duration pid uid gid comm cmdline injected */
     if (f[11] != Py_None || PyObject_IsTrue(f[12]) != 0 || !PyUnicode_CheckExact(f[2]))
-        return 0;
+        return NULL;
     plan = PyDict_GetItemWithError(plans, f[2]);
+    if (plan == NULL)
+        return NULL;
+    args = f[3];
+    if (!(PyTuple_CheckExact(args) || PyList_CheckExact(args)) ||
+        PySequence_Fast_GET_SIZE(args) > PyTuple_GET_SIZE(PyTuple_GET_ITEM(plan, 0)) || !is_int(f[5]))
+        return NULL;
+    return plan;
+}
+
+/* One event; 0 (nothing written that counts) where the fallback must write it. */
+static int put_event(struct buf *b, PyObject *item, PyObject *plans, PyObject *head, PyObject *errnos) {
+    PyObject **f, *plan = usual_event(item, plans, &f), *args_plan, *args;
     if (plan == NULL)
         return 0;
     args = f[3];
     args_plan = PyTuple_GET_ITEM(plan, 0);
-    if (!(PyTuple_CheckExact(args) || PyList_CheckExact(args)) ||
-        PySequence_Fast_GET_SIZE(args) > PyTuple_GET_SIZE(args_plan) || !is_int(f[5]))
-        return 0;
     PyObject *path = Py_None, *path2 = Py_None;
     Py_ssize_t nargs = PySequence_Fast_GET_SIZE(args);
     PyObject **a = PySequence_Fast_ITEMS(args);
@@ -453,14 +482,12 @@ static int put_event(struct buf *b, PyObject *item, PyObject *plans, PyObject *h
            put_value(b, f[10], 0) && PUT_LIT(b, "}\n");
 }
 
-static PyObject *encode_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    PyObject *items, *plans, *head, *errnos, *fallback, *ends = NULL, *out = NULL;
+/* A batch's lines, one per item: `put_line(buf, item, ctx)` where it can (1), else `fallback(item) -> bytes`. */
+typedef int (*put_line_t)(struct buf *b, PyObject *item, PyObject *const *ctx);
+
+static PyObject *encode_batch(PyObject *items, PyObject *fallback, put_line_t put_line, PyObject *const *ctx) {
+    PyObject *ends = NULL, *out = NULL;
     struct buf b = {NULL, 0, 0};
-    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) || !PyBytes_CheckExact(args[2]) ||
-        !PyDict_CheckExact(args[3]))
-        return PyErr_Format(PyExc_TypeError, "(items: list, plans: dict, head: bytes, errnos: dict, fallback) "
-                            "expected");
-    items = args[0], plans = args[1], head = args[2], errnos = args[3], fallback = args[4];
     Py_ssize_t n = PyList_GET_SIZE(items);
     ends = PyList_New(n);
     if (ends == NULL)
@@ -468,7 +495,7 @@ static PyObject *encode_events(PyObject *self, PyObject *const *args, Py_ssize_t
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
         Py_ssize_t start = b.len;
-        if (!put_event(&b, item, plans, head, errnos)) {
+        if (!put_line(&b, item, ctx)) {
             if (PyErr_Occurred()) {
                 if (!PyErr_ExceptionMatches(PyExc_Exception))
                     goto fail; /* MemoryError is an Exception; KeyboardInterrupt is not */
@@ -502,6 +529,18 @@ fail:
     PyMem_Free(b.p);
     Py_XDECREF(ends);
     return NULL;
+}
+
+static int put_jsonl_line(struct buf *b, PyObject *item, PyObject *const *ctx) { /* plans, head, errnos */
+    return put_event(b, item, ctx[0], ctx[1], ctx[2]);
+}
+
+static PyObject *encode_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) || !PyBytes_CheckExact(args[2]) ||
+        !PyDict_CheckExact(args[3]))
+        return PyErr_Format(PyExc_TypeError, "(items: list, plans: dict, head: bytes, errnos: dict, fallback) "
+                            "expected");
+    return encode_batch(args[0], args[4], put_jsonl_line, args + 1);
 }
 
 /* ------------------------------------------------------------------------------------------ encode_text_events
@@ -547,24 +586,7 @@ static int put_repr(struct buf *b, PyObject *v) { /* repr(v), as put_text_str wr
 }
 
 /* an int, None or a bool as repr writes them; 0 (no exception) for anything else */
-static int put_simple(struct buf *b, PyObject *v) {
-    if (v == Py_None)
-        return PUT_LIT(b, "None");
-    if (v == Py_True)
-        return PUT_LIT(b, "True");
-    if (v == Py_False)
-        return PUT_LIT(b, "False");
-    if (PyLong_CheckExact(v)) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow || (x == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            return 0;
-        }
-        return put_i64(b, x);
-    }
-    return 0;
-}
+static int put_simple(struct buf *b, PyObject *v) { return put_scalar(b, v, PYTHON_WORDS) > 0; }
 
 static int put_text_arg(struct buf *b, PyObject *spec, PyObject *v) {
     long kind = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
@@ -603,14 +625,7 @@ static int put_text_stat(struct buf *b, PyObject *r) {
         if (!put(b, KEYS[i], (Py_ssize_t)strlen(KEYS[i])))
             return 0;
         if (i == 0) {
-            int overflow;
-            long long mode = PyLong_AsLongLongAndOverflow(f[0], &overflow);
-            char tmp[32];
-            if (overflow || mode < 0 || (mode == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                return 0;
-            }
-            if (!put(b, tmp, snprintf(tmp, sizeof tmp, "0o%llo", mode)))
+            if (!put_mode(b, f[0], 0))
                 return 0;
         } else if (!PyLong_CheckExact(f[i]) || !put_simple(b, f[i])) {
             return 0;
@@ -649,22 +664,12 @@ static int put_text_result(struct buf *b, PyObject *plan, PyObject *r) {
 
 /* One event's line; 0 (nothing written that counts) where the fallback must write it. */
 static int put_text_event(struct buf *b, PyObject *item, PyObject *plans, PyObject *errnos) {
-    PyObject **f, *plan, *args_plan, *args;
-    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 13)
-        return 0;
-    f = &PyTuple_GET_ITEM(item, 0);
-    /* seq ts op args result err duration pid uid gid comm cmdline injected */
-    if (f[11] != Py_None || PyObject_IsTrue(f[12]) != 0 || !PyUnicode_CheckExact(f[2]) || !PyUnicode_IS_ASCII(f[2]))
-        return 0;
-    plan = PyDict_GetItemWithError(plans, f[2]);
-    if (plan == NULL)
+    PyObject **f, *plan = usual_event(item, plans, &f), *args_plan, *args;
+    if (plan == NULL || !PyUnicode_IS_ASCII(f[2]) || !is_int(f[6]) || !is_int(f[7]) || !is_int(f[8]) ||
+        !is_int(f[9]))
         return 0;
     args = f[3];
     args_plan = PyTuple_GET_ITEM(plan, 0);
-    if (!(PyTuple_CheckExact(args) || PyList_CheckExact(args)) ||
-        PySequence_Fast_GET_SIZE(args) > PyTuple_GET_SIZE(args_plan) || !PyLong_CheckExact(f[5]) ||
-        !PyLong_CheckExact(f[6]) || !PyLong_CheckExact(f[7]) || !PyLong_CheckExact(f[8]) || !PyLong_CheckExact(f[9]))
-        return 0;
     Py_ssize_t nargs = PySequence_Fast_GET_SIZE(args), nnames = PyTuple_GET_SIZE(args_plan);
     PyObject **a = PySequence_Fast_ITEMS(args);
     if (!put_text_str(b, f[2]) || !PUT_LIT(b, "("))
@@ -717,53 +722,14 @@ static int put_text_event(struct buf *b, PyObject *item, PyObject *plans, PyObje
            PUT_LIT(b, "\n");
 }
 
+static int put_text_line(struct buf *b, PyObject *item, PyObject *const *ctx) { /* plans, errnos */
+    return put_text_event(b, item, ctx[0], ctx[1]);
+}
+
 static PyObject *encode_text_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    PyObject *items, *plans, *errnos, *fallback, *ends = NULL, *out = NULL;
-    struct buf b = {NULL, 0, 0};
     if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2]))
         return PyErr_Format(PyExc_TypeError, "(items: list, plans: dict, errnos: dict, fallback) expected");
-    items = args[0], plans = args[1], errnos = args[2], fallback = args[3];
-    Py_ssize_t n = PyList_GET_SIZE(items);
-    ends = PyList_New(n);
-    if (ends == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
-        Py_ssize_t start = b.len;
-        if (!put_text_event(&b, item, plans, errnos)) {
-            if (PyErr_Occurred()) {
-                if (!PyErr_ExceptionMatches(PyExc_Exception))
-                    goto fail;
-                PyErr_Clear();
-            }
-            b.len = start;
-            PyObject *line = PyObject_CallOneArg(fallback, item);
-            if (line == NULL)
-                goto fail;
-            int ok = PyBytes_Check(line) && put_bytes(&b, line);
-            Py_DECREF(line);
-            if (!ok) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_TypeError, "fallback must return bytes");
-                goto fail;
-            }
-        }
-        PyObject *end = PyLong_FromSsize_t(b.len);
-        if (end == NULL)
-            goto fail;
-        PyList_SET_ITEM(ends, i, end);
-    }
-    out = PyBytes_FromStringAndSize(b.p ? b.p : "", b.len);
-    PyMem_Free(b.p);
-    if (out == NULL) {
-        Py_DECREF(ends);
-        return NULL;
-    }
-    return Py_BuildValue("(NN)", out, ends);
-fail:
-    PyMem_Free(b.p);
-    Py_XDECREF(ends);
-    return NULL;
+    return encode_batch(args[0], args[3], put_text_line, args + 1);
 }
 
 /* ------------------------------------------------------------------------------------------ tally

@@ -210,6 +210,11 @@ def encode_text_batch(items: list[tuple[Any, ...]], encode_item: Callable[[tuple
     about a fifth of the CPU)."""
     if _encode_text_events is not None:
         return _encode_text_events(items, _TEXT_PLANS, _ERRNO_NAMES, encode_item)
+    return _python_batch(items, encode_item)
+
+
+def _python_batch(items: list[tuple[Any, ...]], encode_item: Callable[[tuple[Any, ...]], bytes]
+                  ) -> tuple[bytearray, list[int]]:
     block, ends = bytearray(), []  # one buffer, not a list of lines (RotatingFile.write_block says why)
     for item in items:
         block += encode_item(item)
@@ -225,8 +230,4 @@ def encode_jsonl_batch(items: list[tuple[Any, ...]], encode_item: Callable[[tupl
     not handle)."""
     if _encode_events is not None:
         return _encode_events(items, _PLANS, _HEAD, _ERRNO_NAMES, encode_item)
-    block, ends = bytearray(), []
-    for item in items:
-        block += encode_item(item)
-        ends.append(len(block))
-    return block, ends
+    return _python_batch(items, encode_item)
