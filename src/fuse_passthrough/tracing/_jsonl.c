@@ -1,5 +1,5 @@
-/* The trace writer's per-event work in C: its JSONL lines (tracing/formats.py, tracing/writer.py) and the summary's
- * tally (tracing/stats.py; `tally` at the end).
+/* The trace writer's per-event work in C: its JSONL and text lines (tracing/formats.py, tracing/writer.py) and the
+ * summary's tally (tracing/stats.py; `encode_text_events` and `tally` further down).
  *
  * encode_events(items, plans, head, errnos, fallback) -> (bytes, ends): the JSONL lines of a batch of raw event
  * tuples (RawEvent's order), each exactly `format_jsonl_bytes(event_of(item))` — what the stdlib's json encoder
@@ -142,8 +142,6 @@ static int put_i64(struct buf *b, long long v) {
     return put(b, o, e - o);
 }
 
-/* What the stdlib writes for a str with ensure_ascii: '"' and '\\' escaped, \b \f \n \r \t short, every other
- * character outside ' '..'~' as \u00xx (lowercase), beyond the BMP as a surrogate pair. */
 /* an exact int of 64 bits in decimal; 0 (no exception set) for a bigger one */
 static int put_int(struct buf *b, PyObject *v) {
     int overflow;
@@ -167,6 +165,8 @@ static int put_mode(struct buf *b, PyObject *v, int quoted) {
     return put(b, tmp, snprintf(tmp, sizeof tmp, quoted ? "\"0o%llo\"" : "0o%llo", mode));
 }
 
+/* What the stdlib writes for a str with ensure_ascii: '"' and '\\' escaped, \b \f \n \r \t short, every other
+ * character outside ' '..'~' as \u00xx (lowercase), beyond the BMP as a surrogate pair. */
 static int put_str(struct buf *b, PyObject *s) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     int kind = PyUnicode_KIND(s);
