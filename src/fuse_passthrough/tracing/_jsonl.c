@@ -364,20 +364,20 @@ static int put_decoded(struct buf *b, PyObject *decoder, PyObject *cache, PyObje
 
 static int is_int(PyObject *v) { return PyLong_CheckExact(v); }
 
-/* (mode, size, ino, nlink, uid, gid) as events.stat_summary writes it */
-static int put_stat(struct buf *b, PyObject *r) {
-    static const char *const KEYS[6] = {"{\"mode\":", ",\"size\":", ",\"ino\":", ",\"nlink\":", ",\"uid\":",
-                                        ",\"gid\":"};
+/* (mode, size, ino, nlink, uid, gid) as stat_summary's dict is written: `keys` before each field (with the opening
+ * brace), the mode as oct() (quoted in JSON), the others as None, a bool or an int in `words` (else 0: the fallback
+ * writes the event). */
+static const char *const JSON_STAT_KEYS[6] = {"{\"mode\":", ",\"size\":", ",\"ino\":", ",\"nlink\":", ",\"uid\":",
+                                              ",\"gid\":"};
+static const char *const TEXT_STAT_KEYS[6] = {"= {mode=", " size=", " ino=", " nlink=", " uid=", " gid="};
+
+static int put_stat(struct buf *b, PyObject *r, const char *const keys[6], const char *const words[3]) {
     PyObject **f = PySequence_Fast_ITEMS(r);
     for (int i = 0; i < 6; i++) {
-        if (!put(b, KEYS[i], (Py_ssize_t)strlen(KEYS[i])))
+        if (!put(b, keys[i], (Py_ssize_t)strlen(keys[i])))
             return 0;
-        if (i == 0) {
-            if (!put_mode(b, f[0], 1))
-                return 0;
-        } else if (!put_value(b, f[i], 1)) {
+        if (i == 0 ? !put_mode(b, f[0], words == JSON_WORDS) : put_scalar(b, f[i], words) <= 0)
             return 0;
-        }
     }
     return PUT_LIT(b, "}");
 }
@@ -453,7 +453,7 @@ static int put_event(struct buf *b, PyObject *item, PyObject *plans, PyObject *h
         PyObject *rarg = PyTuple_GET_ITEM(plan, 2);
         int ok;
         if (rkind == RESULT_STAT && PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 6 && is_int(PyTuple_GET_ITEM(r, 0)))
-            ok = put_stat(b, r);
+            ok = put_stat(b, r, JSON_STAT_KEYS, JSON_WORDS);
         else if (rkind == RESULT_FH && is_int(r))
             ok = PUT_LIT(b, "{\"fh\":") && put_value(b, r, 0) && PUT_LIT(b, "}");
         else if (rkind == RESULT_WRAPPED)
@@ -617,30 +617,13 @@ static int put_text_arg(struct buf *b, PyObject *spec, PyObject *v) {
     return ok;
 }
 
-/* (mode, size, ino, nlink, uid, gid) as _result writes stat_summary's dict */
-static int put_text_stat(struct buf *b, PyObject *r) {
-    static const char *const KEYS[6] = {"= {mode=", " size=", " ino=", " nlink=", " uid=", " gid="};
-    PyObject **f = &PyTuple_GET_ITEM(r, 0);
-    for (int i = 0; i < 6; i++) {
-        if (!put(b, KEYS[i], (Py_ssize_t)strlen(KEYS[i])))
-            return 0;
-        if (i == 0) {
-            if (!put_mode(b, f[0], 0))
-                return 0;
-        } else if (!PyLong_CheckExact(f[i]) || !put_simple(b, f[i])) {
-            return 0;
-        }
-    }
-    return PUT_LIT(b, "}");
-}
-
 static int put_text_result(struct buf *b, PyObject *plan, PyObject *r) {
     long kind = PyLong_AsLong(PyTuple_GET_ITEM(plan, 1));
     if (r == Py_None)
         return PUT_LIT(b, "= None");
     switch (kind) {
     case TEXT_RESULT_STAT:
-        return PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 6 && put_text_stat(b, r);
+        return PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 6 && put_stat(b, r, TEXT_STAT_KEYS, PYTHON_WORDS);
     case TEXT_RESULT_FH:
         if (PyLong_CheckExact(r))
             return PUT_LIT(b, "= fh ") && put_simple(b, r);
