@@ -145,18 +145,12 @@ class SourceInvalidations:
             # The kernel places an O_APPEND write at its own idea of the size, which an invalidation does not
             # refresh (only a GETATTR does): give it the size that SOURCE's growth made, by storing the file's
             # last byte (read from SOURCE now) into its page cache.
-            try:
-                fd = os.open(node.proc, os.O_RDONLY | os.O_NOATIME | os.O_CLOEXEC)
-            except OSError:
-                return
-            try:
-                last = os.pread(fd, 1, st.st_size - 1)
-                if last:
+            last = self._nodes.read_byte(node, st.st_size - 1)
+            if last:
+                try:
                     self._session.notify_store(node.nodeid, st.st_size - 1, last)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+                except OSError:
+                    pass
 
     def lost(self, failed: bool) -> None:
         """Events were lost, or (failed) the watcher stopped: the short timeouts from now on, and nothing the

@@ -108,6 +108,9 @@ class NodeTable:
         # What a released node's fd number is pointed at (`unlinked`): an empty anonymous file, never a file of
         # SOURCE, so that a request racing with the release cannot reach another object by a reused fd number.
         self._released_fd = os.memfd_create("fuse-passthrough-released", os.MFD_CLOEXEC)
+        # Held while the daemon has a file of SOURCE open outside any request (`read_byte`): `unlinked` waits for it,
+        # so that the file's space is free when the unlink returns even if the watcher was reading it.
+        self._reading = threading.Lock()
         self.generation = int.from_bytes(os.urandom(4), "little") or 1  # of every node but the root
         self.handles_fd = handles_fd
         self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
@@ -188,10 +191,26 @@ class NodeTable:
             if st.st_nlink:
                 return
             node.gone = st
-            os.dup2(self._released_fd, node.fd, inheritable=False)  # closes the file's fd, keeps the number
+            with self._reading:  # no other fd of the daemon's holds the file once this returns
+                os.dup2(self._released_fd, node.fd, inheritable=False)  # closes the file's fd, keeps the number
             # SOURCE may give its inode number to a new file now: that is another object, another node.
             if self._by_key.get(node.key) is node:
                 del self._by_key[node.key]
+
+    def read_byte(self, node: Node, offset: int) -> bytes:
+        """The byte of `node`'s file at `offset` (b"" past its end, or if it cannot be opened), read through a
+        descriptor of its own that `unlinked` waits for (the watcher: SOURCE's new size, for O_APPEND)."""
+        with self._reading:
+            try:
+                fd = os.open(node.proc, os.O_RDONLY | os.O_NOATIME | os.O_CLOEXEC)
+            except OSError:
+                return b""
+            try:
+                return os.pread(fd, 1, offset)
+            except OSError:
+                return b""
+            finally:
+                os.close(fd)
 
     # -- forgotten nodes (file handles)
     def _remember_locked(self, node: Node) -> None:
