@@ -174,3 +174,8 @@ def close_reports_nothing(path: str | os.PathLike[str]) -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.statfs(os.fsencode(os.fspath(path)), buf) == 0, os.strerror(ctypes.get_errno())
     return struct.unpack_from("=l", buf, 0)[0] & 0xFFFFFFFF in FLUSHLESS_FILESYSTEMS
+
+
+# A "security.capability" value, a file capability (vfs_cap_data revision 2: cap_net_bind_service permitted and
+# effective). A write to the file drops it, natively even root's.
+FILE_CAPS = (0x02000001).to_bytes(4, "little") + (1 << 10).to_bytes(4, "little") + bytes(12)

@@ -34,7 +34,7 @@ from inotify_simple import INotify
 from inotify_simple import flags as iflags
 
 from fuse_passthrough.inodes import FORGOTTEN_MAX
-from helpers import MODE_ARGS, Mount
+from helpers import FILE_CAPS, MODE_ARGS, Mount
 
 SLACK = 1.5  # seconds of scheduling slack on top of each bound (the machine runs other test suites too)
 
@@ -296,6 +296,39 @@ def source_writer_keeping_the_file_open(r: Run) -> None:
         os.close(fd)
 
 
+def capabilities_set_in_source(r: Run) -> None:
+    """File capabilities (security.capability, which the kernel asks for before a file's first write and whose
+    absence the daemon may remember) set in S, also through a name in a directory the mount never looked up:
+    getxattr through the mount sees them; set, dropped by a write and removed through the mount: at once."""
+    m, s = r.m, r.s
+    caps = "security.capability"
+    fd = os.open(m / "f", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+    try:
+        os.write(fd, b"data")
+    finally:
+        os.close(fd)
+    r.see("none", lambda: os.getxattr(m / "f", caps))
+    os.setxattr(s / "f", caps, FILE_CAPS)
+    r.see("set in S", lambda: os.getxattr(m / "f", caps), behind=True)
+    with open(m / "f", "ab") as f:
+        f.write(b"more")  # natively a write drops them, root's too
+    r.see("after a write", lambda: os.getxattr(m / "f", caps))
+    (s / "elsewhere").mkdir()
+    os.link(s / "f", s / "elsewhere" / "g")
+    os.setxattr(s / "elsewhere" / "g", caps, FILE_CAPS)
+    r.see("set in S through another name", lambda: os.getxattr(m / "f", caps), behind=True)
+    os.removexattr(m / "f", caps)
+    r.see("removed through the mount", lambda: os.getxattr(m / "f", caps))
+    os.setxattr(m / "f", caps, FILE_CAPS)
+    r.see("set through the mount", lambda: os.getxattr(m / "f", caps))
+    os.removexattr(s / "elsewhere" / "g", caps)
+    r.see("removed in S", lambda: os.getxattr(m / "f", caps), behind=True)
+    with open(m / "f", "ab") as f:
+        f.write(b"again")
+    os.setxattr(s / "elsewhere" / "g", caps, FILE_CAPS)
+    r.see("set in S after a write", lambda: os.getxattr(m / "f", caps), behind=True)
+
+
 def file_replaced_by_directory_in_source(r: Run) -> None:
     """A file replaced by a directory in S, and the other way round: open, stat and readdir see the new object."""
     m, s = r.m, r.s
@@ -396,7 +429,7 @@ def strict_rewrite_keeping_size_and_mtime(r: Run) -> None:
 SCENARIOS: dict[str, Scenario] = {f.__name__: f for f in (
     fd_ops_after_source_rename, cwd_in_a_tree_renamed_in_source, hard_link_in_source_then_write_by_the_new_name,
     append_after_another_name_grew_the_file, append_after_source_grew_the_file, truncate_in_source_then_pread,
-    source_writer_keeping_the_file_open, file_replaced_by_directory_in_source,
+    source_writer_keeping_the_file_open, capabilities_set_in_source, file_replaced_by_directory_in_source,
     create_where_a_directory_was_renamed_away, directory_renamed_through_the_mount_then_changed_in_source,
     directory_renamed_in_source_then_changed_in_source, strict_rewrite_keeping_size_and_mtime)}
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from helpers import Mount, run_as
+from helpers import FILE_CAPS, Mount, run_as
 from posixcmp import SHAPE_FIELDS, assert_same_stat, stat_fields
 
 PY = "/usr/bin/python3"  # readable by every uid
@@ -236,8 +236,6 @@ def test_files_created_by_other_user_never_owned_by_root(workdir: Path) -> None:
         assert len(os.listdir(src)) == 400
 
 
-# A file capability (vfs_cap_data revision 2: cap_net_bind_service permitted and effective).
-FILE_CAPS = (0x02000001).to_bytes(4, "little") + (1 << 10).to_bytes(4, "little") + bytes(12)
 CHANGE = textwrap.dedent("""
     import os, sys
     path, how = sys.argv[1], sys.argv[2]

@@ -137,6 +137,7 @@ class SourceInvalidations:
 
     def _object(self, node: Node, st: os.stat_result | None) -> None:
         node.pages = None  # its next open drops the kernel's pages, whatever its ctime says
+        node.xattrs_changed = time.monotonic_ns()  # what was known of its capabilities may be out of date
         try:
             self._session.notify_inval_inode(node.nodeid, 0, 0)
         except OSError:

@@ -42,6 +42,7 @@ _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
 _CREATE_CLEAR = ~(os.O_DIRECT | os.O_NOFOLLOW | os.O_NOCTTY)
 _ROOT_UID = 0
+_CAPABILITY = b"security.capability"  # file capabilities: what the kernel asks for before a write (kill-priv)
 # The kernel's open flag of an open for execve/uselib (include/linux/fs.h __FMODE_EXEC; FUSE passes f_flags on).
 _FMODE_EXEC = 0x20
 # How far a file's ctime must lie behind the moment it was read for no later change to share that ctime: the
@@ -551,21 +552,21 @@ class InodeOperations:
         times = setattr_times(attr, to_set)
         if times is not None:
             with self._as_caller(req):
-                if fh is not None:
-                    syscalls.utimensat(fh, None, times)
-                else:
-                    syscalls.utimensat(syscalls.AT_FDCWD, node.proc, times)
+                syscalls.utimens(node.fd if fh is None else fh, times)
         t0 = time.monotonic_ns()
         return ll.stat_from(os.fstat(node.fd)), self._attr_timeout(node, t0)
 
     def _chmod(self, req: int, node: Node, mode: int, fh: int | None) -> None:
         """As the caller; the kernel's setuid/setgid clearing after a write by a non-owner as the daemon
         (credentials.kills_privileges)."""
-        proc = node.proc if fh is None else f"/proc/self/fd/{fh}"
         try:
             with self._as_caller(req):
-                os.chmod(proc, mode)
+                if fh is None:
+                    syscalls.fchmod_empty_path(node.fd, mode)
+                else:
+                    os.fchmod(fh, mode)
         except PermissionError:
+            proc = node.proc if fh is None else f"/proc/self/fd/{fh}"
             if not kills_privileges(proc, mode, self.as_caller):
                 raise
             os.chmod(proc, mode)
@@ -605,7 +606,7 @@ class InodeOperations:
             fd = os.open(name, (fi.flags & _CREATE_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          stat.S_IMODE(mode), dir_fd=pnode.fd)
         try:
-            return self._new_open_entry(req, pnode, name, fd, fi, t0)
+            return self._new_open_entry(req, pnode, name, fd, fi, t0, made=bool(fi.flags & os.O_EXCL))
         except BaseException:
             os.close(fd)
             raise
@@ -617,15 +618,19 @@ class InodeOperations:
             fd = os.open(".", (fi.flags & _OPEN_CLEAR) | os.O_TMPFILE | os.O_CLOEXEC, stat.S_IMODE(mode),
                          dir_fd=pnode.fd)
         try:
-            return self._new_open_entry(req, pnode, None, fd, fi, t0)
+            return self._new_open_entry(req, pnode, None, fd, fi, t0, made=True)
         except BaseException:
             os.close(fd)
             raise
 
-    def _new_open_entry(self, req: int, parent: Node, name: bytes | None, fd: int, fi: Any, t0: int
-                        ) -> abi.fuse_entry_param:
+    def _new_open_entry(self, req: int, parent: Node, name: bytes | None, fd: int, fi: Any, t0: int, *,
+                        made: bool) -> abi.fuse_entry_param:
+        """The entry of the file just opened as `fd` by create or tmpfile; `made`: the open made it (a new file
+        has no capabilities)."""
         st = os.fstat(fd)
         node = self.nodes.enter(parent.nodeid, name, os.open(f"/proc/self/fd/{fd}", os.O_PATH | os.O_CLOEXEC), st)
+        if made:
+            self._no_capability(node, t0)
         try:
             self._opened(req, node, fd, fi, st)
         except BaseException:
@@ -896,8 +901,30 @@ class InodeOperations:
     def getxattr(self, req: int, ino: int, name: bytes, size: int) -> bytes:
         if self._privileged(req, name):
             raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))
-        path, follow = self._xattr_path(self.nodes.get(ino))
-        return os.getxattr(path, name, follow_symlinks=follow)
+        node = self.nodes.get(ino)
+        if name != _CAPABILITY:
+            path, follow = self._xattr_path(node)
+            return os.getxattr(path, name, follow_symlinks=follow)
+        # The kernel asks for this one before a file's first write and after each chown or chmod: its absence is
+        # remembered where the watcher would report a change (_no_capability).
+        if node.caps_absent > node.xattrs_changed:
+            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))
+        t0 = time.monotonic_ns()
+        path, follow = self._xattr_path(node)
+        try:
+            return os.getxattr(path, name, follow_symlinks=follow)
+        except OSError as e:
+            if e.errno == errno.ENODATA:
+                self._no_capability(node, t0)
+            raise
+
+    def _no_capability(self, node: Node, t0: int) -> None:
+        """`node` had no "security.capability" at `t0` (time.monotonic_ns()): remembered where any later change of
+        its extended attributes is seen, through the mount (setxattr, removexattr) or by the watcher's filesystem
+        mark (FAN_ATTRIB, whatever name it was made through). Either sets `xattrs_changed` after the change, so a
+        change racing with the check that found none leaves `caps_absent` the earlier."""
+        if self.long_timeout and 0 < self.trusted.get(node.key[0], 0) <= t0:
+            node.caps_absent = t0
 
     def listxattr(self, req: int, ino: int, size: int) -> bytes:
         path, follow = self._xattr_path(self.nodes.get(ino))
@@ -907,29 +934,42 @@ class InodeOperations:
     def setxattr(self, req: int, ino: int, name: bytes, value: bytes, flags: int) -> None:
         if self._privileged(req, name):
             raise OSError(errno.EPERM, os.strerror(errno.EPERM))
-        path, follow = self._xattr_path(self.nodes.get(ino))
-        with self._as_caller(req):
-            os.setxattr(path, name, value, flags, follow_symlinks=follow)
+        node = self.nodes.get(ino)
+        path, follow = self._xattr_path(node)
+        try:
+            with self._as_caller(req):
+                os.setxattr(path, name, value, flags, follow_symlinks=follow)
+        finally:
+            node.xattrs_changed = time.monotonic_ns()
 
     def removexattr(self, req: int, ino: int, name: bytes) -> None:
         if self._privileged(req, name):
             raise OSError(errno.EPERM, os.strerror(errno.EPERM))
-        path, follow = self._xattr_path(self.nodes.get(ino))
-        with self._as_caller(req):
-            os.removexattr(path, name, follow_symlinks=follow)
+        node = self.nodes.get(ino)
+        path, follow = self._xattr_path(node)
+        try:
+            with self._as_caller(req):
+                os.removexattr(path, name, follow_symlinks=follow)
+        finally:
+            node.xattrs_changed = time.monotonic_ns()
 
 
 def setattr_times(attr: abi.stat_t, to_set: int) -> tuple[syscalls.Timespec, syscalls.Timespec] | None:
     """utimensat's times for a SETATTR (UTIME_NOW / UTIME_OMIT as the kernel asked), None if none change."""
     if not to_set & (abi.FUSE_SET_ATTR_ATIME | abi.FUSE_SET_ATTR_MTIME):
         return None
-    result = []
-    for bit, now, ts in ((abi.FUSE_SET_ATTR_ATIME, abi.FUSE_SET_ATTR_ATIME_NOW, attr.st_atim),
-                         (abi.FUSE_SET_ATTR_MTIME, abi.FUSE_SET_ATTR_MTIME_NOW, attr.st_mtim)):
-        if to_set & now:
-            result.append((0, syscalls.UTIME_NOW))
-        elif to_set & bit:
-            result.append((ts.tv_sec, ts.tv_nsec))
-        else:
-            result.append((0, syscalls.UTIME_OMIT))
-    return result[0], result[1]
+    if to_set & abi.FUSE_SET_ATTR_ATIME_NOW:
+        atime = (0, syscalls.UTIME_NOW)
+    elif to_set & abi.FUSE_SET_ATTR_ATIME:
+        ts = attr.st_atim
+        atime = (ts.tv_sec, ts.tv_nsec)
+    else:
+        atime = (0, syscalls.UTIME_OMIT)
+    if to_set & abi.FUSE_SET_ATTR_MTIME_NOW:
+        mtime = (0, syscalls.UTIME_NOW)
+    elif to_set & abi.FUSE_SET_ATTR_MTIME:
+        ts = attr.st_mtim
+        mtime = (ts.tv_sec, ts.tv_nsec)
+    else:
+        mtime = (0, syscalls.UTIME_OMIT)
+    return atime, mtime

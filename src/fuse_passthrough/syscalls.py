@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import platform
 
@@ -32,10 +33,11 @@ FALLOC_FL_ZERO_RANGE = 0x10
 FALLOC_FL_INSERT_RANGE = 0x20
 FALLOC_FL_UNSHARE_RANGE = 0x40
 
-# Raw syscall numbers: setgroups must be per-thread (glibc's wrapper changes every thread).
+# Raw syscall numbers: setgroups must be per-thread (glibc's wrapper changes every thread); fchmodat2 (Linux 6.6,
+# the same number everywhere) has no glibc wrapper before 2.39.
 _SYSCALLS = {
-    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123},
-    "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152},
+    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123, "fchmodat2": 452},
+    "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152, "fchmodat2": 452},
 }
 _NR = _SYSCALLS.get(platform.machine(), {})
 
@@ -44,11 +46,13 @@ _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.
 _libc.fallocate64.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+class _Times(ctypes.Structure):
+    """utimensat's struct timespec[2]: atime, then mtime."""
+    _fields_ = [("atime", ctypes.c_long), ("atime_ns", ctypes.c_long),
+                ("mtime", ctypes.c_long), ("mtime_ns", ctypes.c_long)]
 
 
-_libc.utimensat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Timespec), ctypes.c_int]
+_libc.utimensat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Times), ctypes.c_int]
 
 
 def _check(result: int, what: str, path: bytes | None = None) -> int:
@@ -66,13 +70,35 @@ def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int = 0) 
 Timespec = tuple[int, int]  # (seconds, nanoseconds); nanoseconds may be UTIME_NOW or UTIME_OMIT
 
 
-def utimensat(dirfd: int, path: str | None, times: tuple[Timespec, Timespec] | None, flags: int = 0) -> None:
-    """utimensat(2) with UTIME_NOW/UTIME_OMIT intact; path None means `dirfd` itself (futimens)."""
-    ts = None
-    if times is not None:
-        ts = (_Timespec * 2)(_Timespec(*times[0]), _Timespec(*times[1]))
-    path_b = os.fsencode(path) if path is not None else None
-    _check(_libc.utimensat(dirfd, path_b, ts, flags), "utimensat", path_b)
+# Whether the kernel takes AT_EMPTY_PATH in utimensat(2) and has fchmodat2(2); a /proc/self/fd name otherwise.
+_empty_path = {"utimensat": True, "fchmodat2": "fchmodat2" in _NR}
+
+
+def utimens(fd: int, times: tuple[Timespec, Timespec]) -> None:
+    """utimensat(fd, "", times, AT_EMPTY_PATH), UTIME_NOW/UTIME_OMIT intact: the times of the object `fd` refers
+    to, an O_PATH descriptor included (its /proc/self/fd name where the kernel refuses the flag)."""
+    ts = ctypes.byref(_Times(times[0][0], times[0][1], times[1][0], times[1][1]))
+    if _empty_path["utimensat"]:
+        if _libc.utimensat(fd, b"", ts, AT_EMPTY_PATH) == 0:
+            return
+        if ctypes.get_errno() != errno.EINVAL:
+            _check(-1, "utimensat")
+        _empty_path["utimensat"] = False
+    path = f"/proc/self/fd/{fd}".encode()
+    _check(_libc.utimensat(AT_FDCWD, path, ts, 0), "utimensat", path)
+
+
+def fchmod_empty_path(fd: int, mode: int) -> None:
+    """fchmodat2(fd, "", mode, AT_EMPTY_PATH): chmod the object `fd` refers to, an O_PATH descriptor included
+    (os.chmod of its /proc/self/fd name before Linux 6.6)."""
+    if _empty_path["fchmodat2"]:
+        if _libc.syscall(ctypes.c_long(_NR["fchmodat2"]), ctypes.c_long(fd), b"", ctypes.c_long(mode),
+                         ctypes.c_long(AT_EMPTY_PATH)) == 0:
+            return
+        if ctypes.get_errno() not in (errno.ENOSYS, errno.EINVAL):
+            _check(-1, "fchmodat2")
+        _empty_path["fchmodat2"] = False
+    os.chmod(f"/proc/self/fd/{fd}", mode)
 
 
 _libc.fchownat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
