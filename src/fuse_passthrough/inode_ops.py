@@ -2,7 +2,7 @@
 
 Requests name objects by node id (inodes.py): each is an O_PATH fd, so nothing is resolved by path and the last
 component of a name is never followed (O_NOFOLLOW; the kernel resolves symlinks itself). Calls that take only a
-path use the node's /proc/self/fd name. Open files are plain fds (fi.fh). Directories are opened without a
+path use the node's /proc/self/fd name; opens reopen its fd through that link (NodeTable.reopen). Open files are plain fds (fi.fh). Directories are opened without a
 handle of ours where nothing depends on their open (`dir_handles` False: the kernel sends no OPENDIR/RELEASEDIR
 and keeps listings, which the watcher's invalidations drop). Readdir offsets are hashes of the names, so a reader
 goes on correctly in any listing read since (`_read_listing`).
@@ -587,7 +587,7 @@ class InodeOperations:
         flags = (fi.flags & _OPEN_CLEAR) | os.O_CLOEXEC
         try:
             with self._as_caller(req):
-                fd = os.open(node.proc, flags)
+                fd = self.nodes.reopen(node.fd, flags)
         except PermissionError:
             # An open for exec (execve, uselib) needs execute permission only, which the kernel (and here the
             # caller's fsuid) has checked; reading an execute-only file for it is then the daemon's to do.
@@ -596,7 +596,7 @@ class InodeOperations:
             with self._as_caller(req):
                 if not os.access(node.proc, os.X_OK, effective_ids=True):
                     raise
-            fd = os.open(node.proc, flags)
+            fd = self.nodes.reopen(node.fd, flags)
         self._opened(req, node, fd, fi)
 
     def create(self, req: int, parent: int, name: bytes, mode: int, fi: Any) -> abi.fuse_entry_param:
@@ -628,7 +628,7 @@ class InodeOperations:
         """The entry of the file just opened as `fd` by create or tmpfile; `made`: the open made it (a new file
         has no capabilities)."""
         st = os.fstat(fd)
-        node = self.nodes.enter(parent.nodeid, name, os.open(f"/proc/self/fd/{fd}", os.O_PATH | os.O_CLOEXEC), st)
+        node = self.nodes.enter(parent.nodeid, name, self.nodes.reopen(fd, os.O_PATH | os.O_CLOEXEC), st)
         if made:
             self._no_capability(node, t0)
         try:
@@ -787,9 +787,9 @@ class InodeOperations:
     def _open_dir(self, node: Node, as_caller: bool = False) -> int:
         if as_caller:
             with self.as_caller:
-                fd = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fd = self.nodes.reopen(node.fd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         else:
-            fd = os.open(node.proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = self.nodes.reopen(node.fd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         if self.nodiratime:
             _set_noatime(fd)  # as the daemon: O_NOATIME needs the owner's ids or CAP_FOWNER
         return fd

@@ -113,6 +113,8 @@ class NodeTable:
         # What a released node's fd number is pointed at (`unlinked`): an empty anonymous file, never a file of
         # SOURCE, so that a request racing with the release cannot reach another object by a reused fd number.
         self._released_fd = os.memfd_create("fuse-passthrough-released", os.MFD_CLOEXEC)
+        # /proc/self/fd, for `reopen`: a name looked up there is one component, not four (~2 us less per open).
+        self._proc_fds = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         # Held while the daemon has a file of SOURCE open outside any request (`read_byte`): `unlinked` waits for it,
         # so that the file's space is free when the unlink returns even if the watcher was reading it.
         self._reading = threading.Lock()
@@ -202,12 +204,17 @@ class NodeTable:
             if self._by_key.get(node.key) is node:
                 del self._by_key[node.key]
 
+    def reopen(self, fd: int, flags: int) -> int:
+        """A new open, with `flags`, of the object `fd` refers to (an O_PATH fd included): its /proc/self/fd link,
+        followed."""
+        return os.open(str(fd), flags, dir_fd=self._proc_fds)
+
     def read_byte(self, node: Node, offset: int) -> bytes:
         """The byte of `node`'s file at `offset` (b"" past its end, or if it cannot be opened), read through a
         descriptor of its own that `unlinked` waits for (the watcher: SOURCE's new size, for O_APPEND)."""
         with self._reading:
             try:
-                fd = os.open(node.proc, os.O_RDONLY | os.O_NOATIME | os.O_CLOEXEC)
+                fd = self.reopen(node.fd, os.O_RDONLY | os.O_NOATIME | os.O_CLOEXEC)
             except OSError:
                 return b""
             try:
@@ -521,3 +528,4 @@ class NodeTable:
         for node in nodes:
             os.close(node.fd)
         os.close(self._released_fd)
+        os.close(self._proc_fds)
