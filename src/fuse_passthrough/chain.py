@@ -33,6 +33,7 @@ chain too (req 0, no node).
 from __future__ import annotations
 
 import errno as errno_mod
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -173,6 +174,7 @@ def event_ops(call: Call) -> tuple[str, ...]:
     return setattr_ops(call.args[2])
 
 
+@functools.cache  # a few combinations of bits, asked at every traced SETATTR
 def setattr_ops(to_set: int) -> tuple[str, ...]:
     """The operations a SETATTR with these `to_set` bits counts as (event_ops)."""
     ops = []
