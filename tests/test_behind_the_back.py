@@ -647,6 +647,32 @@ def test_node_table_shrinks_to_what_the_kernel_holds(workdir: Path, many_files: 
         assert m.unmount() == 0, m.stderr()
 
 
+def _fd_table_size(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
+
+
+def test_fd_table_is_sized_for_the_nodes_at_start(workdir: Path) -> None:
+    """Every node is an open fd, and the kernel grows a multi-threaded process's fd table only after an RCU grace
+    period that stalls the daemon's requests (~12 ms each time the nodes cross a power of two): the daemon sizes
+    it once at start (inode_mount.FD_TABLE_RESERVE, within its fd limit), and it does not grow as nodes come."""
+    import resource
+
+    from fuse_passthrough.inode_mount import FD_TABLE_RESERVE
+    with Mount(workdir / "src", workdir / "mnt", trace=False) as m:
+        assert m.proc is not None
+        pid = m.proc.pid
+        limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]
+        at_start = _fd_table_size(pid)
+        assert at_start >= min(limit, FD_TABLE_RESERVE), (at_start, limit)
+        (m.mnt / "d").mkdir()
+        for i in range(600):
+            (m.mnt / "d" / f"f{i}").write_bytes(b"x")
+        assert _fds(pid) > 600  # the nodes are open fds
+        assert _fd_table_size(pid) == at_start
+        assert m.unmount() == 0, m.stderr()
+
+
 def test_walk_of_200000_files_held_by_the_kernel(workdir: Path, many_files: tuple[Path, int]) -> None:
     """The kernel could cache all 200,000 (plenty of memory), more than the daemon's fd limit allows nodes where
     that limit is below 200,000 (here): the daemon serves them all, asking the kernel to forget the oldest

@@ -317,6 +317,31 @@ def raise_fd_limit() -> None:
             continue
 
 
+# How many fds the daemon's fd table is given at start (at most; never beyond the fd limit). The kernel grows the
+# table by doubling (128, 256, 512...), and while threads share it each growth waits for an RCU grace period
+# (expand_fdtable's synchronize_rcu) with every thread that opens an fd meanwhile: a request stalled ~12 ms each
+# time the nodes, each an open fd, crossed a power of two (docs/benchmarks.md, 2026-12-06 10:00). 65,536 slots
+# are 512 KiB of kernel memory.
+FD_TABLE_RESERVE = 65536
+
+
+def reserve_fd_table(limit: int) -> None:
+    """Grow this process's fd table to min(`limit`, FD_TABLE_RESERVE) slots now, in one step, before the
+    workers start: an fd duplicated at the top slot and closed again (F_DUPFD never replaces an open fd)."""
+    import fcntl
+    top = min(limit, FD_TABLE_RESERVE) - 1
+    try:
+        probe = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.close(fcntl.fcntl(probe, fcntl.F_DUPFD_CLOEXEC, top))
+    except OSError:  # every slot from `top` up is taken, or the limit moved: the kernel grows it as it goes
+        pass
+    finally:
+        os.close(probe)
+
+
 def needs_dir_handles(args: argparse.Namespace, opts: Any) -> bool:
     """Whether directory opens must reach the daemon (else InodeOperations asks the kernel not to send them).
     They must where the daemon checks who may list a directory (other users come in and the kernel does not
@@ -351,6 +376,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
 
     config = opts.config
     raise_fd_limit()
+    reserve_fd_table(fd_limit())
     # No timeout given: replies about what the watcher sees whole may carry the long one (SourceInvalidations).
     defaults = all(isinstance(config.get(k), DefaultSeconds) for k in ("attr_timeout", "entry_timeout"))
     ops = InodeOperations(src, attr_timeout=float(config.get("attr_timeout", 1.0)),
