@@ -508,7 +508,7 @@ class InodeOperations:
 
     def rmdir(self, req: int, parent: int, name: bytes) -> None:
         pfd = self.nodes.get(parent).fd
-        with self._as_caller(req):
+        with self._as_caller(req), self.nodes.removing_directories:
             os.rmdir(name, dir_fd=pfd)
         self.nodes.removed(parent, name)
 

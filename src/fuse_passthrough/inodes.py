@@ -118,6 +118,11 @@ class NodeTable:
         # Held while the daemon has a file of SOURCE open outside any request (`read_byte`): `unlinked` waits for it,
         # so that the file's space is free when the unlink returns even if the watcher was reading it.
         self._reading = threading.Lock()
+        # Held around the daemon's rmdir (InodeOperations.rmdir) and the close of a directory node's fd (`forget`):
+        # the kernel's removal of a directory and the last close of its removed child's fd, run at once by two
+        # workers (rm -r: the child's FORGET comes as the parent's RMDIR does), stalled both for 2-4 ms here
+        # (docs/benchmarks.md, 2026-12-06 10:00).
+        self.removing_directories = threading.Lock()
         self.generation = int.from_bytes(os.urandom(4), "little") or 1  # of every node but the root
         self.handles_fd = handles_fd
         self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
@@ -181,7 +186,11 @@ class NodeTable:
                 self._absent -= len(node.absent)
                 node.absent = None
             self._renamed_locked(node)
-        os.close(node.fd)
+        if node.kind == stat.S_IFDIR:
+            with self.removing_directories:
+                os.close(node.fd)
+        else:
+            os.close(node.fd)
 
     def unlinked(self, node: Node) -> None:
         """One of `node`'s names went in SOURCE (unlink, or a rename over it). If it was the file's last and no
