@@ -958,18 +958,15 @@ def setattr_times(attr: abi.stat_t, to_set: int) -> tuple[syscalls.Timespec, sys
     """utimensat's times for a SETATTR (UTIME_NOW / UTIME_OMIT as the kernel asked), None if none change."""
     if not to_set & (abi.FUSE_SET_ATTR_ATIME | abi.FUSE_SET_ATTR_MTIME):
         return None
-    if to_set & abi.FUSE_SET_ATTR_ATIME_NOW:
-        atime = (0, syscalls.UTIME_NOW)
-    elif to_set & abi.FUSE_SET_ATTR_ATIME:
-        ts = attr.st_atim
-        atime = (ts.tv_sec, ts.tv_nsec)
-    else:
-        atime = (0, syscalls.UTIME_OMIT)
-    if to_set & abi.FUSE_SET_ATTR_MTIME_NOW:
-        mtime = (0, syscalls.UTIME_NOW)
-    elif to_set & abi.FUSE_SET_ATTR_MTIME:
-        ts = attr.st_mtim
-        mtime = (ts.tv_sec, ts.tv_nsec)
-    else:
-        mtime = (0, syscalls.UTIME_OMIT)
-    return atime, mtime
+    return (_time_to_set(attr, "st_atim", to_set, abi.FUSE_SET_ATTR_ATIME, abi.FUSE_SET_ATTR_ATIME_NOW),
+            _time_to_set(attr, "st_mtim", to_set, abi.FUSE_SET_ATTR_MTIME, abi.FUSE_SET_ATTR_MTIME_NOW))
+
+
+def _time_to_set(attr: abi.stat_t, field: str, to_set: int, given: int, now: int) -> syscalls.Timespec:
+    """One of them: now, the one `attr` gives (its ctypes field read only then), or left alone."""
+    if to_set & now:
+        return (0, syscalls.UTIME_NOW)
+    if to_set & given:
+        ts = getattr(attr, field)
+        return (ts.tv_sec, ts.tv_nsec)
+    return (0, syscalls.UTIME_OMIT)
