@@ -2,13 +2,14 @@
 
 Requests name objects by node id (inodes.py): each is an O_PATH fd, so nothing is resolved by path and the last
 component of a name is never followed (O_NOFOLLOW; the kernel resolves symlinks itself). Calls that take only a
-path use the node's /proc/self/fd name; opens reopen its fd through that link (NodeTable.reopen). Open files are plain fds (fi.fh). Directories are opened without a
-handle of ours where nothing depends on their open (`dir_handles` False: the kernel sends no OPENDIR/RELEASEDIR
-and keeps listings, which the watcher's invalidations drop). Readdir offsets are hashes of the names, so a reader
-goes on correctly in any listing read since (`_read_listing`).
-Otherwise an open directory is a handle with its listing and an fd opened when first needed (`_DirHandle`). Objects are created, and
-permission-sensitive changes made, with the caller's credentials when running as root (credentials.py, given the
-low-level request's context).
+path use the node's /proc/self/fd name; opens reopen its fd through that link (NodeTable.reopen). Open files are
+plain fds (fi.fh). Directories are opened without a handle of ours where nothing depends on their open
+(`dir_handles` False: the kernel sends no OPENDIR/RELEASEDIR and keeps listings, which the watcher's invalidations
+drop). Readdir offsets are hashes of the names, so a reader goes on correctly in any listing read since
+(`_read_listing`).
+Otherwise an open directory is a handle with its listing and an fd opened when first needed (`_DirHandle`). Objects
+are created, and permission-sensitive changes made, with the caller's credentials when running as root
+(credentials.py, given the low-level request's context).
 
 Handlers follow lowlevel/binding.py: they return the reply's value or raise OSError. This module knows nothing
 about tracing or faults (layers wrap it: chain.py).
