@@ -50,7 +50,8 @@ class Node:
     """One kernel inode. `lookups` and `opens` are changed under the table's lock only."""
 
     __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id",
-                 "cached_path", "paths_below", "gone", "watched", "pages", "absent", "caps_absent", "xattrs_changed")
+                 "cached_path", "paths_below", "gone", "watched", "pages", "absent", "caps_absent",
+                 "xattrs_changed")
 
     def __init__(self, nodeid: int, key: tuple[int, int], fd: int, kind: int) -> None:
         self.nodeid = nodeid
@@ -77,7 +78,7 @@ class Node:
         self.absent: set[bytes] | None = None
         # time.monotonic_ns() from when the object is known to have no "security.capability" (0: not known), and
         # when its extended attributes may last have changed (the watcher saw the object change, or the mount
-        # set or removed one): the first tells only while it is the later (InodeOps.getxattr).
+        # set or removed one): the first tells only while it is the later (InodeOperations.getxattr).
         self.caps_absent = 0
         self.xattrs_changed = 0
 
