@@ -261,10 +261,14 @@ class InodeOperations:
     # -- entries ------------------------------------------------------------------------------------------------
     def _attr_timeout(self, node: Node, t0: int) -> float:
         """For attributes read after `t0` (time.monotonic_ns())."""
-        if self.long_timeout and 0 < self.trusted.get(node.key[0], 0) <= t0 and (
-                node.kind != stat.S_IFDIR or 0 < node.watched <= t0):
+        if self._object_watched(node, t0) and (node.kind != stat.S_IFDIR or 0 < node.watched <= t0):
             return self.long_timeout
         return self.attr_timeout
+
+    def _object_watched(self, node: Node, t0: int) -> bool:
+        """Whether the watcher reports every change of `node`'s object made after `t0`, by any name (its
+        filesystem mark), and may let the kernel keep what was read then for the long timeout."""
+        return bool(self.long_timeout) and 0 < self.trusted.get(node.key[0], 0) <= t0
 
     def _entry_timeout(self, parent: Node | None, t0: int) -> float:
         """For a name found in `parent` after `t0` (None: no name of a watched directory, e.g. LOOKUP(node, "."))."""
@@ -924,7 +928,7 @@ class InodeOperations:
         its extended attributes is seen, through the mount (setxattr, removexattr) or by the watcher's filesystem
         mark (FAN_ATTRIB, whatever name it was made through). Either sets `xattrs_changed` after the change, so a
         change racing with the check that found none leaves `caps_absent` the earlier."""
-        if self.long_timeout and 0 < self.trusted.get(node.key[0], 0) <= t0:
+        if self._object_watched(node, t0):
             node.caps_absent = t0
 
     def listxattr(self, req: int, ino: int, size: int) -> bytes:
