@@ -9,7 +9,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,14 +38,14 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
         assert syscalls._empty_path["utimensat"]
 
 
-def _as_other_user(fn: object) -> BaseException | None:
+def _as_other_user(fn: Callable[[], object]) -> BaseException | None:
     """Run fn() in a thread whose fsuid is OTHER_UID (per thread, as the daemon's workers); its exception."""
     raised: list[BaseException] = []
 
     def run() -> None:
         syscalls.setfsuid(OTHER_UID)
         try:
-            fn()  # type: ignore[operator]
+            fn()
         except BaseException as e:  # noqa: BLE001 - handed back to the test
             raised.append(e)
         finally:
