@@ -11,7 +11,8 @@ source tree of a few thousand files, plus temporary files with unique names, so 
 grows with the trace as it does in a real test suite.
 
 Writer cost: CPU time per event of the trace writer process itself (tracing/writer.py: decode, format, count,
-write), fed batches of 1024 raw events as the daemon's ProcessSink sends them, its start-up cost subtracted.
+write), fed batches of 1024 raw events as the daemon's ProcessSink sends them, counted from the moment it is
+ready (its start-up, read from /proc/PID/task/*/schedstat then, left out).
 It flushes (and, compressed, ends a block) once per batch, as in a mount. The compressed rows minus the plain
 one are what compression costs the writer.
 
@@ -162,16 +163,27 @@ def raw_events(n: int, seed: int = 1) -> Iterator[tuple[Any, ...]]:
                rng.choice(COMMS), None, None)  # RawEvent's 13 fields: no cmdline, nothing injected
 
 
-def writer_process_cpu(out: Path | None, n: int, seed: int = 1) -> float:
-    """CPU seconds of the trace writer process (tracing/writer.py) writing n events to `out` (None: no events,
-    to /dev/null: its start-up cost), fed batches of WRITER_BATCH as the daemon's ProcessSink sends them."""
+def cpu_so_far(pid: int) -> float:
+    """CPU seconds a running process has used so far, all its threads (schedstat: nanoseconds)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
+def writer_process_cpu(out: Path, n: int, seed: int = 1) -> float:
+    """CPU seconds of the trace writer process (tracing/writer.py) writing n events to `out`, fed batches of
+    WRITER_BATCH as the daemon's ProcessSink sends them, from the moment it is ready: its start-up (imports,
+    ~50 ms, and noisier than a small trace's whole cost) left out."""
     cmd = [sys.executable, "-m", "fuse_passthrough.tracing.writer", "--format", "jsonl", "--no-summary",
-           "--output", str(out) if out is not None else os.devnull]
+           "--output", str(out)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     assert proc.stdout.read(1) == b"R"
+    startup = cpu_so_far(proc.pid)
     batch: list[tuple[Any, ...]] = []
-    for raw in raw_events(n if out is not None else 0, seed):
+    for raw in raw_events(n, seed):
         batch.append(raw)
         if len(batch) == WRITER_BATCH:
             body = marshal.dumps(batch)
@@ -184,7 +196,7 @@ def writer_process_cpu(out: Path | None, n: int, seed: int = 1) -> float:
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"the writer failed: {status}")
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime - startup
 
 
 def run_report(files: list[Path], *args: str) -> tuple[float, float]:
@@ -209,7 +221,6 @@ def rows(events: int, workdir: Path, seed: int = 1, keep: bool = False) -> list[
     plain_bytes = 0
     d = workdir / "trace-files"
     d.mkdir(parents=True, exist_ok=True)
-    startup = writer_process_cpu(None, 0)
     # (row, file, tree root, is an output format: writer cost and ratio to plain measured)
     rows_made = [*((name, f"trace.jsonl{suffix}", ROOT, True) for name, suffix in FORMATS),
                  ("plain, deep tree", "trace-deep.jsonl", LONG_ROOT, False)]
@@ -218,7 +229,7 @@ def rows(events: int, workdir: Path, seed: int = 1, keep: bool = False) -> list[
         writer = None
         if a_format:
             raw = d / file.replace("trace", "raw", 1)
-            writer = (writer_process_cpu(raw, events, seed) - startup) / events
+            writer = writer_process_cpu(raw, events, seed) / events
             raw.unlink()
         write_trace(path, events, seed, root)
         os.sync()  # the report timed alone, not competing with the file's writeback
