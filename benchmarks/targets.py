@@ -200,9 +200,9 @@ def all_targets() -> dict[str, Target]:
         # worker threads (default one per core, 2 to 4; libfuse's is 10): fewer hand the interpreter lock around
         # less, more serve more at once
         *(Target(f"ours_notrace_mt{n}", f"fuse-passthrough --no-trace -o max_threads={n}", "ours",
-                 ["--no-trace", "-o", f"max_threads={n}"]) for n in (1, 2, 4, 10)),
+                 ["--no-trace", "-o", f"max_threads={n}"]) for n in (1, 2, 3, 4, 10)),
         *(Target(f"ours_trace_mt{n}", f"fuse-passthrough traced -o max_threads={n}", "ours",
-                 ["-o", f"max_threads={n}"], trace=True) for n in (1, 2, 4, 10)),
+                 ["-o", f"max_threads={n}"], trace=True) for n in (1, 2, 3, 4, 10)),
         # every open of a directory answered (OPENDIR/RELEASEDIR), as before 2026-12-05 10:30
         Target("ours_trace_dir_handles", "fuse-passthrough traced -o dir_handles", "ours", ["-o", "dir_handles"],
                trace=True),
