@@ -119,3 +119,16 @@ def test_fchmod_checks_the_callers_permission(tmp_path: Path, way: str) -> None:
         os.close(fd)
     assert isinstance(err, OSError) and err.errno == errno.EPERM
     assert stat.S_IMODE(os.stat(f).st_mode) != 0o777
+
+
+def test_close_keeping_gil_closes_and_reports_errors(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"")
+    fd = os.open(f, os.O_PATH | os.O_CLOEXEC)
+    syscalls.close_keeping_gil(fd)
+    with pytest.raises(OSError) as e:  # the number is free again
+        os.fstat(fd)
+    assert e.value.errno == errno.EBADF
+    with pytest.raises(OSError) as e:
+        syscalls.close_keeping_gil(fd)
+    assert e.value.errno == errno.EBADF

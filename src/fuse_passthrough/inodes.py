@@ -126,7 +126,10 @@ class NodeTable:
         self.removing_directories = threading.Lock()
         self.generation = int.from_bytes(os.urandom(4), "little") or 1  # of every node but the root
         self.handles_fd = handles_fd
-        self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
+        # node id -> _RECORD + handle, oldest first. An OrderedDict: a plain dict's oldest item, reached by
+        # next(iter()), sits behind every deleted slot up to the next resize, which made each FORGET past
+        # FORGOTTEN_MAX records scan thousands of them (docs/benchmarks.md, 2026-12-06 12:30).
+        self._forgotten: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._forgotten_ino: dict[int, int] = {}  # st_ino -> node id, for the same object's next entry
         self._absent = 0  # names recorded in the nodes' `absent` sets
         # Set when the table grows past `crowded` nodes (each an open fd): NodeBudget asks the kernel to forget some.
@@ -190,8 +193,9 @@ class NodeTable:
         if node.kind == stat.S_IFDIR:
             with self.removing_directories:
                 os.close(node.fd)
-        else:
-            os.close(node.fd)
+        else:  # quick: a file unlinked through the mount had its fd closed then (`unlinked`); this close frees a
+            # file only where it was deleted in SOURCE behind the mount's back
+            syscalls.close_keeping_gil(node.fd)
 
     def unlinked(self, node: Node) -> None:
         """One of `node`'s names went in SOURCE (unlink, or a rename over it). If it was the file's last and no
@@ -243,13 +247,12 @@ class NodeTable:
         except OSError:  # EOPNOTSUPP, EOVERFLOW: a filesystem without (small) handles
             return
         while len(self._forgotten) >= FORGOTTEN_MAX:
-            oldest = next(iter(self._forgotten))
-            self._drop_record_locked(oldest, self._forgotten[oldest])
+            self._drop_record_locked(*self._forgotten.popitem(last=False))
         self._forgotten[node.nodeid] = _RECORD.pack(*node.key, htype) + handle
         self._forgotten_ino[node.key[1]] = node.nodeid
 
     def _drop_record_locked(self, nodeid: int, record: bytes) -> None:
-        del self._forgotten[nodeid]
+        self._forgotten.pop(nodeid, None)
         ino = _RECORD.unpack_from(record)[1]
         if self._forgotten_ino.get(ino) == nodeid:
             del self._forgotten_ino[ino]

@@ -12,6 +12,10 @@ import os
 import platform
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The same library, called without releasing the interpreter lock: for calls that return in microseconds and come
+# many at once, such as a FORGET batch's. Releasing the lock at each let a worker busy with other requests take it
+# at every call, and the batch went at the pace of the hand-overs (docs/benchmarks.md, 2026-12-06 12:30).
+_libc_keeping_gil = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 # renameat2(2) flags
 RENAME_NOREPLACE = 1 << 0
@@ -152,8 +156,9 @@ class _FileHandle(ctypes.Structure):
                 ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ)]
 
 
-_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_FileHandle),
-                                    ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+_libc_keeping_gil.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_FileHandle),
+                                                ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+_libc_keeping_gil.close.argtypes = [ctypes.c_int]
 _libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.POINTER(_FileHandle), ctypes.c_int]
 
 
@@ -163,9 +168,15 @@ def name_to_handle_at(dirfd: int, path: str = "", flags: int = AT_EMPTY_PATH) ->
     fh = _FileHandle(MAX_HANDLE_SZ, 0)
     mount_id = ctypes.c_int()
     path_b = os.fsencode(path)
-    _check(_libc.name_to_handle_at(dirfd, path_b, ctypes.byref(fh), ctypes.byref(mount_id), flags),
+    _check(_libc_keeping_gil.name_to_handle_at(dirfd, path_b, ctypes.byref(fh), ctypes.byref(mount_id), flags),
            "name_to_handle_at", path_b or None)
     return fh.handle_type, bytes(fh.f_handle[:fh.handle_bytes]), mount_id.value
+
+
+def close_keeping_gil(fd: int) -> None:
+    """close(2) without releasing the interpreter lock: for descriptors whose close cannot wait (an O_PATH fd of
+    a file SOURCE still has: nothing to write back, nothing to free)."""
+    _check(_libc_keeping_gil.close(fd), "close")
 
 
 def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int) -> int:
