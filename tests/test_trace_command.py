@@ -43,6 +43,19 @@ def test_trace_shows_the_commands_operations(workdir: Path) -> None:
     assert not fuse_mounts()
 
 
+def test_trace_prints_names_that_are_not_utf8(workdir: Path) -> None:
+    """A name that is not UTF-8 is in the trace as escaped lone surrogates, which the fast JSON decoder refuses:
+    the events are still all printed."""
+    p = subprocess.run(FP + ["trace", "--format", "text", "--", sys.executable, "-c",
+                             "import os; os.close(os.open(b'caf\\xe9', os.O_CREAT | os.O_WRONLY, 0o644))"],
+                       cwd=workdir, capture_output=True, text=True, errors="surrogateescape")
+    assert p.returncode == 0, p.stderr
+    assert (workdir / os.fsdecode(b"caf\xe9")).exists()
+    created = [line for line in p.stderr.splitlines() if "create(" in line and "/caf" in line]
+    assert len(created) == 1, p.stderr
+    assert "total" in p.stderr and not fuse_mounts()
+
+
 def test_trace_excludes_other_processes_on_the_same_mount(workdir: Path) -> None:
     # A second process hammers the private mount (found via /proc/mounts) while CMD runs: none of its ops.
     script = ("for i in $(seq 30); do m=$(awk '$2 ~ /fuse-passthrough-/ {print $2}' /proc/mounts | head -1); "

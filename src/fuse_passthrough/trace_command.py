@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .arguments import PROG, Parser, apply_trace_options, check_rotation, fault_file_rules, open_output
 from .errors import UsageError
 from .mount import MountOptions, check_environment, is_mountpoint, unmount
@@ -88,10 +90,13 @@ class PrivateMount:
 
     def events(self) -> Iterator[dict[str, Any]]:
         try:
-            with open(self.trace_path) as f:
+            with open(self.trace_path, "rb") as f:
                 for line in f:
                     if line.strip():
-                        yield json.loads(line)
+                        try:
+                            yield orjson.loads(line)  # a third of json.loads's time
+                        except orjson.JSONDecodeError:  # a name that is not UTF-8: its escaped lone surrogates
+                            yield json.loads(line)
         except FileNotFoundError:
             return
 
