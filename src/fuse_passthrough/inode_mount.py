@@ -12,6 +12,7 @@ tracing outermost, so the trace shows what the fault layer did.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import stat
@@ -452,6 +453,11 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
 
     relay = SignalRelay([signal.SIGUSR1], on_signal)
     status = 0
+    # What exists now (modules, tables, the session) lives as long as the daemon: kept out of the collector's full
+    # passes, the first of which otherwise walked it all inside one request, ~4 ms in (docs/benchmarks.md,
+    # 2026-12-06 13:00).
+    gc.collect()
+    gc.freeze()
     try:
         try:
             result = session.run(single_threaded=args.single_threaded, max_threads=opts.max_threads)
