@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +54,17 @@ def drop_caches() -> bool:
         return True
     except OSError:
         return False
+
+
+def scratch(prefix: str) -> tuple[Path, Path, Path]:
+    """(work, src, mnt): a new directory in /tmp with an empty SOURCE and MOUNTPOINT, SOURCE holding a small file
+    `f`, for the single-file loops (remove `work` with rm_tree)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    src, mnt = work / "src", work / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    (src / "f").write_bytes(b"hello\n")
+    return work, src, mnt
 
 
 def rm_tree(path: Path) -> None:

@@ -17,12 +17,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import rm_tree  # noqa: E402
+from common import rm_tree, scratch  # noqa: E402
 from targets import Mounted, _children, _cpu, all_targets, check_targets, ours_env, stop_all  # noqa: E402
 
 
@@ -57,11 +56,7 @@ def main() -> int:
     p.add_argument("--targets", default="ours_notrace,ours_trace")
     a = p.parse_args()
     targets = [all_targets()[t] for t in a.targets.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="fptrc-", dir="/tmp"))
-    src, mnt = work / "src", work / "mnt"
-    src.mkdir()
-    mnt.mkdir()
-    (src / "f").write_bytes(b"hello\n")
+    work, src, mnt = scratch("fptrc-")
     # target -> loop -> [(wall us/call, daemon us/request, writer us/request, requests)]
     res: dict[str, dict[str, list[tuple[float, float, float, int]]]] = {}
     try:

@@ -24,12 +24,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import rm_tree  # noqa: E402
+from common import rm_tree, scratch  # noqa: E402
 from targets import Session, all_targets, check_targets, stop_all  # noqa: E402
 
 DEFAULT_TARGETS = "passthrough_ll_xattr,ours_notrace_mt1,ours_notrace_mt2,ours_notrace_mt3,ours_trace"
@@ -108,11 +107,7 @@ def main() -> int:
     p.add_argument("--targets", default=DEFAULT_TARGETS)
     a = p.parse_args()
     targets = [all_targets()[t] for t in a.targets.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="fptwake-", dir="/tmp"))
-    src, mnt = work / "src", work / "mnt"
-    src.mkdir()
-    mnt.mkdir()
-    (src / "f").write_bytes(b"hello\n")
+    work, src, mnt = scratch("fptwake-")
     rows: dict[str, list[tuple[float, float, float, float, float, float]]] = {}
     try:
         check_targets(targets, work / "bin")

@@ -162,3 +162,19 @@ def test_op_cost_times_every_handler_it_names(tmp_path: Path) -> None:
     for name in handlers + ["openat(O_CREAT|O_EXCL)", "fstat", "unlinkat"]:
         assert rows[name] > 0, name
     assert list(tmp_path.iterdir()) == []  # its SOURCE is gone
+
+
+def test_wakeups_prints_a_row_per_target_and_leaves_no_mount() -> None:
+    """benchmarks/wakeups.py mounts each target, measures, and unmounts: one table row each, shares in 0-100 %."""
+    targets = ["ours_notrace_mt2", "ours_trace"]
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "wakeups.py"), "--n", "300", "--rounds", "1",
+                        "--targets", ",".join(targets)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.strip("|").split("|") for line in r.stdout.splitlines()[2:]]
+    assert [c[0].strip() for c in rows] == targets
+    for c in rows:
+        one_cpu, per_call, p10, p90 = (float(x) for x in c[1:5])
+        assert 0 < one_cpu and 0 < p10 <= per_call <= p90
+        assert 0 <= int(c[5].strip().rstrip("%")) <= 100 and float(c[6]) >= 0
+    with open("/proc/mounts") as f:
+        assert "fptwake-" not in f.read()
