@@ -126,10 +126,7 @@ class NodeTable:
         self.removing_directories = threading.Lock()
         self.generation = int.from_bytes(os.urandom(4), "little") or 1  # of every node but the root
         self.handles_fd = handles_fd
-        # node id -> _RECORD + handle, oldest first. An OrderedDict: a plain dict's oldest item, reached by
-        # next(iter()), sits behind every deleted slot up to the next resize, which made each FORGET past
-        # FORGOTTEN_MAX records scan thousands of them (docs/benchmarks.md, 2026-12-06 12:30).
-        self._forgotten: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
         self._forgotten_ino: dict[int, int] = {}  # st_ino -> node id, for the same object's next entry
         self._absent = 0  # names recorded in the nodes' `absent` sets
         # Set when the table grows past `crowded` nodes (each an open fd): NodeBudget asks the kernel to forget some.
@@ -247,12 +244,16 @@ class NodeTable:
         except OSError:  # EOPNOTSUPP, EOVERFLOW: a filesystem without (small) handles
             return
         while len(self._forgotten) >= FORGOTTEN_MAX:
-            self._drop_record_locked(*self._forgotten.popitem(last=False))
+            # The oldest in a batch: a dict's first item sits behind every slot deleted since its last resize, so
+            # dropping them one at a time made each FORGET at the bound scan thousands (docs/benchmarks.md,
+            # 2026-12-06 12:30); a batch scans them once.
+            for oldest in list(itertools.islice(self._forgotten, max(1, FORGOTTEN_MAX // 64))):
+                self._drop_record_locked(oldest, self._forgotten[oldest])
         self._forgotten[node.nodeid] = _RECORD.pack(*node.key, htype) + handle
         self._forgotten_ino[node.key[1]] = node.nodeid
 
     def _drop_record_locked(self, nodeid: int, record: bytes) -> None:
-        self._forgotten.pop(nodeid, None)
+        del self._forgotten[nodeid]
         ino = _RECORD.unpack_from(record)[1]
         if self._forgotten_ino.get(ino) == nodeid:
             del self._forgotten_ino[ino]
