@@ -92,11 +92,13 @@ class PrivateMount:
         try:
             with open(self.trace_path, "rb") as f:
                 for line in f:
-                    if line.strip():
-                        try:
-                            yield orjson.loads(line)  # a third of json.loads's time
-                        except orjson.JSONDecodeError:  # a name that is not UTF-8: its escaped lone surrogates
-                            yield json.loads(line)
+                    if not line.strip():
+                        continue
+                    try:
+                        event = orjson.loads(line)  # a third of json.loads's time
+                    except orjson.JSONDecodeError:  # a name that is not UTF-8: its escaped lone surrogates
+                        event = json.loads(line)
+                    yield event
         except FileNotFoundError:
             return
 
