@@ -12,6 +12,7 @@ tracing outermost, so the trace shows what the fault layer did.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import os
 import signal
@@ -329,7 +330,6 @@ FD_TABLE_RESERVE = 65536
 def reserve_fd_table(limit: int) -> None:
     """Grow this process's fd table to min(`limit`, FD_TABLE_RESERVE) slots now, in one step, before the
     workers start: an fd duplicated at the top slot and closed again (F_DUPFD never replaces an open fd)."""
-    import fcntl
     top = min(limit, FD_TABLE_RESERVE) - 1
     try:
         probe = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)

@@ -174,8 +174,8 @@ def name_to_handle_at(dirfd: int, path: str = "", flags: int = AT_EMPTY_PATH) ->
 
 
 def close_keeping_gil(fd: int) -> None:
-    """close(2) without releasing the interpreter lock: for descriptors whose close cannot wait (an O_PATH fd of
-    a file SOURCE still has: nothing to write back, nothing to free)."""
+    """close(2) without releasing the interpreter lock: for descriptors whose close does not wait (an O_PATH fd:
+    nothing to write back; it frees a file only where SOURCE deleted it behind the mount's back)."""
     _check(_libc_keeping_gil.close(fd), "close")
 
 
