@@ -203,6 +203,12 @@ def all_targets() -> dict[str, Target]:
                  ["--no-trace", "-o", f"max_threads={n}"]) for n in (1, 2, 3, 4, 10)),
         *(Target(f"ours_trace_mt{n}", f"fuse-passthrough traced -o max_threads={n}", "ours",
                  ["-o", f"max_threads={n}"], trace=True) for n in (1, 2, 3, 4, 10)),
+        # parked workers (-o park_us, default 1000): 0, every worker reads the next request as soon as it is done
+        # (before 2026-12-06 14:00); other steps
+        *(Target(f"ours_notrace_park{n}", f"fuse-passthrough --no-trace -o park_us={n}", "ours",
+                 ["--no-trace", "-o", f"park_us={n}"]) for n in (0, 200, 5000)),
+        *(Target(f"ours_trace_park{n}", f"fuse-passthrough traced -o park_us={n}", "ours",
+                 ["-o", f"park_us={n}"], trace=True) for n in (0, 200, 5000)),
         # every open of a directory answered (OPENDIR/RELEASEDIR), as before 2026-12-05 10:30
         Target("ours_trace_dir_handles", "fuse-passthrough traced -o dir_handles", "ours", ["-o", "dir_handles"],
                trace=True),

@@ -211,6 +211,33 @@ def test_atime_options_are_kept_in_order_for_the_daemon() -> None:
     assert {"relatime", "nodiratime", "strictatime"} <= table.HELPER_OPTIONS
 
 
+_OPENS = ("import os, sys\n"
+          "for _ in range(int(sys.argv[2])):\n"
+          "    os.close(os.open(sys.argv[1], os.O_RDONLY))\n")
+
+
+@pytest.mark.parametrize("park_us", [None, "0", "50000"])
+def test_parked_workers_serve_around_a_blocked_request(workdir: Path, park_us: str | None) -> None:
+    """-o park_us (default 1000): a worker that finishes while another runs a request waits before reading the
+    next, but not while the other is blocked (here a mkdir delayed 3 s): four clients' 800 opens (an OPEN and a
+    RELEASE each) are all served before that mkdir ends. With a 50 ms step, waiting a step per request would take
+    40 s at least."""
+    src = workdir / "src"
+    (src / "d").mkdir(parents=True)  # the mkdir holds its directory's lock: the opens are elsewhere
+    for i in range(4):
+        (src / f"f{i}").write_bytes(b"x")
+    args = ["--fault", "op=mkdir,delay=3s", "-o", "max_threads=2", *(["-o", f"park_us={park_us}"] if park_us else [])]
+    with Mount(src, workdir / "mnt", *args) as m, ThreadPoolExecutor(1) as pool:
+        blocked = pool.submit(os.mkdir, m.mnt / "d" / "slow")
+        time.sleep(0.5)
+        clients = [subprocess.Popen([sys.executable, "-c", _OPENS, str(m.mnt / f"f{i}"), "200"]) for i in range(4)]
+        assert [c.wait(timeout=120) for c in clients] == [0, 0, 0, 0]
+        assert not blocked.done(), "the opens were not served while the mkdir was blocked"
+        blocked.result(timeout=30)
+    assert sum(1 for e in m.events() if e["op"] == "open") == 800
+    assert (src / "d" / "slow").is_dir()
+
+
 @pytest.mark.parametrize("max_threads,served_at_once", [
     ("2", 2), ("4", 4), ("10", 6), (None, min(6, table.lookup("max_threads").default))])  # type: ignore[union-attr]
 def test_max_threads_bounds_the_requests_served_at_once(workdir: Path, max_threads: str | None,

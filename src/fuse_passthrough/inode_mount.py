@@ -460,7 +460,8 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
     gc.freeze()
     try:
         try:
-            result = session.run(single_threaded=args.single_threaded, max_threads=opts.max_threads)
+            result = session.run(single_threaded=args.single_threaded, max_threads=opts.max_threads,
+                                 park_us=opts.park_us)
         except OSError as e:
             print(f"{PROG}: mounting '{mnt}' failed: {e.strerror}", file=sys.stderr)
             result = -1

@@ -34,6 +34,7 @@ class MountOptions:
     log: str | None = None  # -o log=FILE
     remount: bool = False  # -o remount: change a live mount (remount.py), mount nothing
     max_threads: int = next(o.default for o in OPTIONS if o.name == "max_threads")  # libfuse's workers at most
+    park_us: int = next(o.default for o in OPTIONS if o.name == "park_us")  # a finished worker's wait step
     # The atime options in the order given (noatime, nodiratime, relatime, strictatime, ...), applied to the
     # daemon's opens of SOURCE.
     atime: list[str] = field(default_factory=list)
@@ -86,6 +87,8 @@ class MountOptions:
                     m.remount = True
                 elif key == "max_threads":
                     m.max_threads = v
+                elif key == "park_us":
+                    m.park_us = v
                 elif key in ATIME_OPTIONS:
                     pass  # kept in m.atime above
                 else:  # a DAEMON option of the table that nothing here reads

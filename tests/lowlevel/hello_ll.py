@@ -1,13 +1,16 @@
 """A read-only hello-world file system on the low-level binding, mounted by tests/lowlevel/test_session.py.
 
     python hello_ll.py MOUNTPOINT DATAFILE STATUSFILE [--single-threaded] [--plus] [--passthrough]
+                       [--ctypes-replies] [--max-threads=N] [--park-us=N]
 
     /hello  "Hello World!\\n" (fuse_reply_buf)
     /data   DATAFILE's contents, replied from its fd (fuse_reply_data with a struct fuse_bufvec)
     /pt     DATAFILE again; with --passthrough and a kernel offering it, opened with a backing id
             (fuse_passthrough_open), so the kernel reads it without asking the daemon
     /boom   getattr raises RuntimeError: the binding replies EIO
-STATUSFILE gets a JSON line at init (library version, conn fields) and one at destroy (request counts).
+    /slow   as /hello, not listed, but its getattr takes SLOW seconds (a request blocked outside Python)
+STATUSFILE gets a JSON line at init (library version, conn fields) and one at destroy (request counts, how
+often a worker parked).
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ import os
 import stat
 import sys
 import threading
+import time
 from collections import Counter
 from typing import Any
 
 from fuse_passthrough.lowlevel import binding as ll
 
 HELLO = b"Hello World!\n"
-ROOT, HELLO_INO, DATA_INO, PT_INO, BOOM_INO = 1, 2, 3, 4, 5
-NAMES = {b"hello": HELLO_INO, b"data": DATA_INO, b"pt": PT_INO, b"boom": BOOM_INO}
+ROOT, HELLO_INO, DATA_INO, PT_INO, BOOM_INO, SLOW_INO = 1, 2, 3, 4, 5, 6
+NAMES = {b"hello": HELLO_INO, b"data": DATA_INO, b"pt": PT_INO, b"boom": BOOM_INO}  # listed
+SLOW = 3.0
 
 
 class Hello:
@@ -38,6 +43,7 @@ class Hello:
         self.threads: set[int] = set()
         self.lock = threading.Lock()
         self.backing: dict[int, int] = {}  # fh -> backing id
+        self.session: ll.LowLevelSession | None = None  # set by main
 
     def _count(self, op: str) -> None:
         with self.lock:
@@ -53,9 +59,9 @@ class Hello:
         st.st_ino = ino
         if ino == ROOT:
             st.st_mode, st.st_nlink = stat.S_IFDIR | 0o755, 2
-        elif ino in (HELLO_INO, DATA_INO, PT_INO):
+        elif ino in (HELLO_INO, DATA_INO, PT_INO, SLOW_INO):
             st.st_mode, st.st_nlink = stat.S_IFREG | 0o444, 1
-            st.st_size = len(HELLO) if ino == HELLO_INO else self.data_size
+            st.st_size = len(HELLO) if ino in (HELLO_INO, SLOW_INO) else self.data_size
         elif ino == BOOM_INO:
             raise RuntimeError("boom")
         else:
@@ -79,10 +85,13 @@ class Hello:
         self._status(event="init", **fields)
 
     def destroy(self) -> None:
-        self._status(event="destroy", counts=dict(self.counts), threads=len(self.threads))
+        parks = self.session.parks() if self.session is not None else 0
+        self._status(event="destroy", counts=dict(self.counts), threads=len(self.threads), parks=parks)
 
     def lookup(self, req: int, parent: int, name: bytes) -> ll.EntryParam:
         self._count("lookup")
+        if parent == ROOT and name == b"slow":
+            return ll.entry_param(SLOW_INO, self._attr(SLOW_INO), 0.0, 0.0)
         if parent != ROOT or name not in NAMES:
             raise OSError(errno.ENOENT, "no such file")
         ino = NAMES[name]
@@ -90,6 +99,8 @@ class Hello:
 
     def getattr(self, req: int, ino: int, fi: Any) -> tuple[ll.Stat, float]:
         self._count("getattr")
+        if ino == SLOW_INO:
+            time.sleep(SLOW)
         return self._attr(ino), 0.0
 
     def readdir(self, req: int, ino: int, size: int, off: int, fi: Any) -> ll.DirBuffer:
@@ -172,7 +183,10 @@ def main(argv: list[str]) -> int:
     session = ll.LowLevelSession(fs, mountpoint, ["fsname=hello_ll", "subtype=hello_ll", "ro"],
                                  trampolines=False if "--ctypes-replies" in flags else None)
     fs.trampolines = session.trampolines
-    ret = session.run(single_threaded="--single-threaded" in flags)
+    fs.session = session
+    numbers = dict(f[2:].split("=") for f in flags if "=" in f)
+    ret = session.run(single_threaded="--single-threaded" in flags, max_threads=int(numbers.get("max-threads", 10)),
+                      park_us=int(numbers.get("park-us", 0)))
     return 0 if ret >= 0 else 1
 
 

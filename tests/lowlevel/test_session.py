@@ -205,3 +205,51 @@ def test_loaded_library() -> None:
     else:
         with pytest.raises(OSError):
             binding.passthrough_open(0, 0)
+
+
+_STATS = ("import os, sys\n"
+          "for _ in range(int(sys.argv[2])):\n"
+          "    os.stat(sys.argv[1])\n")
+
+
+def _stat_clients(path: Path, clients: int, calls: int) -> list[subprocess.Popen[bytes]]:
+    """`clients` processes, each stat()ing `path` `calls` times (a LOOKUP each: entry timeout 0)."""
+    return [subprocess.Popen([sys.executable, "-c", _STATS, str(path), str(calls)]) for _ in range(clients)]
+
+
+@pytest.mark.parametrize("version", ["3.14", "3.17"])
+def test_parked_workers_serve_around_a_blocked_request(version: str, start_hello) -> None:
+    """-o park_us (loop(park_us=...)): with two workers and parallel clients, a worker that finishes while the
+    other runs a request parks instead of reading the next; a request blocked for longer than a step does not make
+    the other worker park, so clients are served around it. The step here (50 ms) would make each of the 800
+    stats wait a step if it did: 40 s at least, not within the blocked request's 3 s."""
+    h: Hello = start_hello(_library(version), "--max-threads=2", "--park-us=50000")
+    blocked = subprocess.Popen([sys.executable, "-c", "import os, sys; os.stat(sys.argv[1])", str(h.mnt / "slow")])
+    try:
+        time.sleep(0.5)  # the slow GETATTR is inside its handler, older than a step
+        clients = _stat_clients(h.mnt / "hello", 4, 200)
+        for c in clients:
+            assert c.wait(timeout=60) == 0
+        assert blocked.poll() is None, "the 800 stats were not served while the slow GETATTR was blocked"
+        assert blocked.wait(timeout=30) == 0
+        clients = _stat_clients(h.mnt / "hello", 4, 500)  # nothing blocked: workers park
+        for c in clients:
+            assert c.wait(timeout=120) == 0
+    finally:
+        if blocked.poll() is None:
+            blocked.kill()
+            blocked.wait()
+    assert h.stop() == 0
+    destroy = h.status()[-1]
+    assert destroy["counts"]["lookup"] >= 2801, destroy
+    assert destroy["parks"] > 0, destroy
+
+
+def test_no_parking_at_park_us_0(start_hello) -> None:
+    """The same parallel clients with park_us 0: no worker ever parks."""
+    h: Hello = start_hello(None, "--max-threads=2")
+    for c in _stat_clients(h.mnt / "hello", 4, 500):
+        assert c.wait(timeout=120) == 0
+    assert h.stop() == 0
+    destroy = h.status()[-1]
+    assert destroy["counts"]["lookup"] >= 2000 and destroy["parks"] == 0, destroy

@@ -37,6 +37,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef FPT_CHECK_SIGNATURES /* the layout test: the trampolines must have the ops' exact types */
@@ -111,14 +113,89 @@ enum op { O_lookup, O_forget, O_getattr, O_setattr, O_readlink, O_mknod, O_mkdir
           O_create, O_getlk, O_setlk, O_forget_multi, O_flock, O_fallocate, O_readdirplus, O_copy_file_range,
           O_lseek, O_tmpfile, NOPS };
 
-/* A session's userdata: its callbacks, and what its own I/O (below) saw of the INIT exchange. */
+/* A session's userdata: its callbacks, what its own I/O (below) saw of the INIT exchange, and its workers' turns. */
+#define PARK_SLOTS 64
 struct table {
     void *cb[NOPS];
     uint64_t init_unique;   /* the INIT request's, once read */
     int init_read;
     int killpriv_v2_offered;  /* the kernel's INIT flags had FUSE_HANDLE_KILLPRIV_V2 */
     int killpriv_v2_wanted;   /* set it in the INIT reply */
+    long park_ns;             /* set_park: 0, workers do not park */
+    _Atomic int slots_used;   /* workers seen (each has a slot in `started`) */
+    _Atomic uint64_t started[PARK_SLOTS]; /* when each worker's request began (CLOCK_MONOTONIC ns), 0: none */
+    _Atomic uint64_t busy[PARK_SLOTS];    /* each worker's time inside requests so far, ns */
+    _Atomic uint64_t parks;   /* park_counts */
 };
+
+/* Workers taking turns (set_park): a worker that finishes a request while another worker is running one does not
+ * read the next request at once. Both would run Python, which one of them can do at a time: every system call the
+ * running one makes hands the interpreter lock to the other, each hand-over a futex wake and often a halted vCPU
+ * woken (~40 us here), and parallel clients made two workers slower than one (docs/benchmarks.md, 2026-12-06
+ * 14:45). The finished worker sleeps in steps of park_ns instead, and reads again after a step in which the others
+ * were inside requests less than half the time (they keep up alone no longer than a second reader helps), or at
+ * whose end none is inside a request younger than a step: an older one may be blocked (a lock wait, a slow
+ * SOURCE), and the others must then be served as without parking, each request waiting at most a step longer.
+ * Only the trampolines park (replies sent from Python do not). */
+#define PARK_BUSY_PERCENT 50
+static __thread struct table *slot_table; /* the table this worker's slot is in, and the slot */
+static __thread int slot = -1;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void enter(struct table *t) {
+    if (t->park_ns == 0)
+        return;
+    if (slot_table != t) { /* this worker's first request of this session */
+        int i = atomic_fetch_add_explicit(&t->slots_used, 1, memory_order_relaxed);
+        slot_table = t;
+        slot = i < PARK_SLOTS ? i : -1; /* no slot: it neither parks nor makes others park */
+    }
+    if (slot >= 0)
+        atomic_store_explicit(&t->started[slot], now_ns(), memory_order_relaxed);
+}
+
+/* Whether a worker other than this one is inside a request younger than `ns`; *busy: the others' time inside
+ * requests so far (the finished ones, and the running ones until now). */
+static int other_running(struct table *t, long ns, uint64_t *busy) {
+    uint64_t now = now_ns(), total = 0;
+    int running = 0, n = atomic_load_explicit(&t->slots_used, memory_order_relaxed);
+    for (int i = 0; i < n && i < PARK_SLOTS; i++) {
+        if (i == slot)
+            continue;
+        uint64_t began = atomic_load_explicit(&t->started[i], memory_order_relaxed);
+        total += atomic_load_explicit(&t->busy[i], memory_order_relaxed);
+        if (began != 0) {
+            total += now - began;
+            running |= now - began < (uint64_t)ns;
+        }
+    }
+    *busy = total;
+    return running;
+}
+
+static void leave(struct table *t) {
+    long ns = t->park_ns;
+    uint64_t before, busy;
+    if (ns == 0 || slot_table != t || slot < 0)
+        return;
+    uint64_t began = atomic_exchange_explicit(&t->started[slot], 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->busy[slot], now_ns() - began, memory_order_relaxed);
+    if (!other_running(t, ns, &before))
+        return;
+    atomic_fetch_add_explicit(&t->parks, 1, memory_order_relaxed);
+    for (;;) {
+        struct timespec step = {ns / 1000000000, ns % 1000000000};
+        nanosleep(&step, NULL);
+        if (!other_running(t, ns, &busy) || (busy - before) * 100 < (uint64_t)ns * PARK_BUSY_PERCENT)
+            return;
+        before = busy;
+    }
+}
 
 static void send_pending(fuse_req_t req, enum kind if_unset) {
     struct pending *p = &pending;
@@ -145,7 +222,8 @@ static void send_pending(fuse_req_t req, enum kind if_unset) {
 
 #define CB(op) (((struct table *)lib.userdata(req))->cb[O_##op])
 #define T(op, UNSET, PARAMS, ARGS) \
-    static void t_##op PARAMS { ((void (*) PARAMS)CB(op)) ARGS; send_pending(req, UNSET); }
+    static void t_##op PARAMS { struct table *t = lib.userdata(req); enter(t); \
+                                ((void (*) PARAMS)t->cb[O_##op]) ARGS; send_pending(req, UNSET); leave(t); }
 #define R K_UNSET
 T(lookup, R, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
 T(forget, K_NONE, (fuse_req_t req, fuse_ino_t ino, uint64_t nlookup), (req, ino, nlookup))
@@ -424,6 +502,29 @@ static PyObject *free_callback_table(PyObject *self, PyObject *address) {
         return NULL;
     free(t);
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(set_park_doc, "set_park(table: int, ns: int): a worker that finishes a request while another is running "
+             "one sleeps in steps of `ns` before reading again (see leave() above); 0: never. Before the loop.");
+static PyObject *set_park(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    struct table *t;
+    long ns;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "(table, ns) expected");
+    if ((t = table_at(args[0])) == NULL || ((ns = PyLong_AsLong(args[1])) == -1 && PyErr_Occurred()))
+        return NULL;
+    if (ns < 0)
+        return PyErr_Format(PyExc_ValueError, "a step of %ld ns", ns);
+    t->park_ns = ns;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(park_counts_doc, "park_counts(table: int) -> int: how often a worker parked.");
+static PyObject *park_counts(PyObject *self, PyObject *address) {
+    struct table *t = table_at(address);
+    if (t == NULL)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(atomic_load(&t->parks));
 }
 
 /* Record a reply in this thread's slot; objects whose memory it points into are kept until the next one. */
@@ -723,6 +824,8 @@ static PyMethodDef METHODS[] = {
     FAST(session_io, session_io_doc),
     {"killpriv_v2_offered", killpriv_v2_offered, METH_O, killpriv_v2_offered_doc},
     {"want_killpriv_v2", want_killpriv_v2, METH_O, want_killpriv_v2_doc},
+    FAST(set_park, set_park_doc),
+    {"park_counts", park_counts, METH_O, park_counts_doc},
     FAST(set_stat_fields, set_stat_fields_doc),
     FAST(fill_stat, fill_stat_doc),
     FAST(fill_entry, fill_entry_doc),

@@ -657,8 +657,13 @@ class LowLevelSession:
             _trampolines.session_io(self.session, self._table)
 
     def loop(self, *, single_threaded: bool = False, max_threads: int = 10, max_idle_threads: int | None = None,
-             clone_fd: bool = False) -> int:
-        """Serve requests until the file system is unmounted or exit() is called; libfuse's return value."""
+             clone_fd: bool = False, park_us: int = 0) -> int:
+        """Serve requests until the file system is unmounted or exit() is called; libfuse's return value.
+        park_us (with the trampolines): a worker that finishes a request while another is running one sleeps in
+        steps of park_us before reading the next, until no other worker is inside a request younger than a step
+        (_trampolines.c, leave())."""
+        if self._table is not None:
+            _trampolines.set_park(self._table, park_us * 1000)
         if single_threaded:
             return int(FUNCTIONS["fuse_session_loop"](self.session))
         cfg = FUNCTIONS["fuse_loop_cfg_create"]()
@@ -672,6 +677,10 @@ class LowLevelSession:
             return int(FUNCTIONS["fuse_session_loop_mt_312"](self.session, cfg))
         finally:
             FUNCTIONS["fuse_loop_cfg_destroy"](cfg)
+
+    def parks(self) -> int:
+        """How often a worker has parked so far (loop's park_us)."""
+        return _trampolines.park_counts(self._table) if self._table is not None else 0
 
     def exit(self) -> None:
         """Ask the loop to end: it does at the next request, or when the mount goes away."""
