@@ -37,12 +37,14 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=250, help="samples per second")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--native", action="store_true", help="include C frames (libfuse, ctypes)")
+    p.add_argument("--workdir", type=Path, default=Path("/tmp"),
+                   help="where the scratch directory goes (a tmpfs: the daemon without the disk's noise)")
     a = p.parse_args()
     if not a.py_spy:
         p.error("py-spy not found: pass --py-spy PATH")
     target = all_targets()[a.target]
     wl = WORKLOADS[a.workload]
-    workdir = Path(tempfile.mkdtemp(prefix="fpprof-", dir="/tmp"))
+    workdir = Path(tempfile.mkdtemp(prefix="fpprof-", dir=a.workdir))
     out = HERE / "work" / f"profile-{a.target}-{a.workload}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
