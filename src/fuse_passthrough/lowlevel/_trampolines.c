@@ -191,7 +191,9 @@ static void leave(struct table *t) {
     for (;;) {
         struct timespec step = {ns / 1000000000, ns % 1000000000};
         nanosleep(&step, NULL);
-        if (!other_running(t, ns, &busy) || (busy - before) * 100 < (uint64_t)ns * PARK_BUSY_PERCENT)
+        /* busy may read a little lower than before while a worker moves a finished request into its total */
+        if (!other_running(t, ns, &busy) || busy <= before ||
+            (busy - before) * 100 < (uint64_t)ns * PARK_BUSY_PERCENT)
             return;
         before = busy;
     }
@@ -220,7 +222,6 @@ static void send_pending(fuse_req_t req, enum kind if_unset) {
     }
 }
 
-#define CB(op) (((struct table *)lib.userdata(req))->cb[O_##op])
 #define T(op, UNSET, PARAMS, ARGS) \
     static void t_##op PARAMS { struct table *t = lib.userdata(req); enter(t); \
                                 ((void (*) PARAMS)t->cb[O_##op]) ARGS; send_pending(req, UNSET); leave(t); }
