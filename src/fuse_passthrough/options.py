@@ -302,10 +302,11 @@ OPTIONS: tuple[Option, ...] = (
            f"at least 2 and at most 4, here {DEFAULT_MAX_THREADS}: more workers than cores hand Python's interpreter "
            "lock around more than they overlap, see docs/benchmarks.md); -s is one",
            default=DEFAULT_MAX_THREADS, mount="max_threads"),
-    Option("park_us", COUNT, "a worker that finishes a request while another is running one waits in steps of "
-           "N microseconds, until no other is inside a request younger than a step, before it reads the next "
-           "(0: never; one worker running Python at a time hands its interpreter lock around less, see "
-           "docs/benchmarks.md, 2026-12-06 14:45)", default=1000, mount="park_us"),
+    Option("park_us", COUNT, "a worker that finishes a request while another worker is busy (inside a request "
+           "younger than a step, and inside requests at least half of the last step) waits in steps of N "
+           "microseconds before it reads the next (default 1000; 0: never): one worker running Python at a time "
+           "hands its interpreter lock around less (docs/benchmarks.md, 2026-12-06 14:45)",
+           default=1000, mount="park_us"),
     Option("log", TEXT, "where a background daemon's messages go (default: with -b, a file in $TMPDIR; mounted "
            "by mount(8) or fstab, syslog)", mount="log", background_only=True),
     # -- -o only: accepted and ignored, for mount(8), fstab and systemd ---------------------------------------
