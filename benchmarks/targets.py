@@ -204,7 +204,7 @@ def all_targets() -> dict[str, Target]:
         *(Target(f"ours_trace_mt{n}", f"fuse-passthrough traced -o max_threads={n}", "ours",
                  ["-o", f"max_threads={n}"], trace=True) for n in (1, 2, 3, 4, 10)),
         # parked workers (-o park_us, default 1000): 0, every worker reads the next request as soon as it is done
-        # (before 2026-12-06 14:00); other steps
+        # (before 2026-12-06 14:45); other steps
         *(Target(f"ours_notrace_park{n}", f"fuse-passthrough --no-trace -o park_us={n}", "ours",
                  ["--no-trace", "-o", f"park_us={n}"]) for n in (0, 200, 5000)),
         *(Target(f"ours_trace_park{n}", f"fuse-passthrough traced -o park_us={n}", "ours",

@@ -660,8 +660,8 @@ class LowLevelSession:
              clone_fd: bool = False, park_us: int = 0) -> int:
         """Serve requests until the file system is unmounted or exit() is called; libfuse's return value.
         park_us (with the trampolines): a worker that finishes a request while another is running one sleeps in
-        steps of park_us before reading the next, until no other worker is inside a request younger than a step
-        (_trampolines.c, leave())."""
+        steps of park_us before reading the next, for as long as another worker is inside a request younger than
+        a step and was inside requests at least half of the last step (_trampolines.c, leave()); 0: never."""
         if self._table is not None:
             _trampolines.set_park(self._table, park_us * 1000)
         if single_threaded:
