@@ -722,7 +722,7 @@ class InodeOperations:
     def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> bytes:
         return os.pread(fi.fh, size, off)
 
-    def write(self, req: int, ino: int, data: bytes, off: int, fi: Any) -> int:
+    def write(self, req: int, ino: int, data: bytes | memoryview, off: int, fi: Any) -> int:
         with self._as_writer(req, fi.fh):
             return os.pwrite(fi.fh, data, off)
 

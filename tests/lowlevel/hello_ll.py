@@ -1,4 +1,5 @@
-"""A read-only hello-world file system on the low-level binding, mounted by tests/lowlevel/test_session.py.
+"""A hello-world file system (read-only but for /sink) on the low-level binding, mounted by
+tests/lowlevel/test_session.py.
 
     python hello_ll.py MOUNTPOINT DATAFILE STATUSFILE [--single-threaded] [--plus] [--passthrough]
                        [--ctypes-replies] [--max-threads=N] [--park-us=N]
@@ -9,6 +10,8 @@
             (fuse_passthrough_open), so the kernel reads it without asking the daemon
     /boom   getattr raises RuntimeError: the binding replies EIO
     /slow   as /hello, not listed, but its getattr takes SLOW seconds (a request blocked outside Python)
+    /sink   not listed, writable, read directly (direct_io): a read tells what the last write handed its handler
+            (the type, a copy of the data, and whether the object it got still gives the data after the call)
 STATUSFILE gets a JSON line at init (library version, conn fields) and one at destroy (request counts, how
 often a worker parked).
 """
@@ -28,7 +31,7 @@ from typing import Any
 from fuse_passthrough.lowlevel import binding as ll
 
 HELLO = b"Hello World!\n"
-ROOT, HELLO_INO, DATA_INO, PT_INO, BOOM_INO, SLOW_INO = 1, 2, 3, 4, 5, 6
+ROOT, HELLO_INO, DATA_INO, PT_INO, BOOM_INO, SLOW_INO, SINK_INO = 1, 2, 3, 4, 5, 6, 7
 NAMES = {b"hello": HELLO_INO, b"data": DATA_INO, b"pt": PT_INO, b"boom": BOOM_INO}  # listed
 SLOW = 3.0
 
@@ -62,6 +65,8 @@ class Hello:
         elif ino in (HELLO_INO, DATA_INO, PT_INO, SLOW_INO):
             st.st_mode, st.st_nlink = stat.S_IFREG | 0o444, 1
             st.st_size = len(HELLO) if ino in (HELLO_INO, SLOW_INO) else self.data_size
+        elif ino == SINK_INO:
+            st.st_mode, st.st_nlink = stat.S_IFREG | 0o666, 1
         elif ino == BOOM_INO:
             raise RuntimeError("boom")
         else:
@@ -90,8 +95,9 @@ class Hello:
 
     def lookup(self, req: int, parent: int, name: bytes) -> ll.EntryParam:
         self._count("lookup")
-        if parent == ROOT and name == b"slow":
-            return ll.entry_param(SLOW_INO, self._attr(SLOW_INO), 0.0, 0.0)
+        if parent == ROOT and name in (b"slow", b"sink"):
+            ino = SLOW_INO if name == b"slow" else SINK_INO
+            return ll.entry_param(ino, self._attr(ino), 0.0, 0.0)
         if parent != ROOT or name not in NAMES:
             raise OSError(errno.ENOENT, "no such file")
         ino = NAMES[name]
@@ -132,6 +138,9 @@ class Hello:
 
     def open(self, req: int, ino: int, fi: Any) -> None:
         self._count("open")
+        if ino == SINK_INO:
+            fi.direct_io = 1
+            return
         if fi.flags & os.O_ACCMODE != os.O_RDONLY:
             raise OSError(errno.EACCES, "read-only")
         if ino in (DATA_INO, PT_INO):
@@ -150,7 +159,20 @@ class Hello:
         self._count(f"read_{ino}")
         if ino == HELLO_INO:
             return HELLO[off:off + size]
+        if ino == SINK_INO:
+            try:
+                after = repr(bytes(self.kept))
+            except ValueError:  # a released memoryview
+                after = "released"
+            return f"{type(self.kept).__name__} {self.sunk!r} {after}".encode()[off:off + size]
         return ll.FdData(fi.fh, size, off)
+
+    def write(self, req: int, ino: int, data: memoryview, off: int, fi: Any) -> int:
+        self._count("write")
+        if ino != SINK_INO:
+            raise OSError(errno.EBADF, "read-only")
+        self.kept, self.sunk = data, bytes(data)  # kept past the call, as a handler must not
+        return len(data)
 
     def release(self, req: int, ino: int, fi: Any) -> None:
         self._count("release")
@@ -180,7 +202,7 @@ def main(argv: list[str]) -> int:
     fs = Hello(data, status, "--passthrough" in flags)
     if "--plus" not in flags:
         fs.readdirplus = None  # type: ignore[assignment,method-assign]
-    session = ll.LowLevelSession(fs, mountpoint, ["fsname=hello_ll", "subtype=hello_ll", "ro"],
+    session = ll.LowLevelSession(fs, mountpoint, ["fsname=hello_ll", "subtype=hello_ll"],
                                  trampolines=False if "--ctypes-replies" in flags else None)
     fs.trampolines = session.trampolines
     fs.session = session

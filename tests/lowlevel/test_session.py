@@ -171,6 +171,14 @@ def test_hello_through_the_kernel(version: str, flags: tuple[str, ...], start_he
     assert exc.value.errno == 61  # ENODATA
     sv = os.statvfs(h.mnt)
     assert (sv.f_bsize, sv.f_namemax, sv.f_blocks) == (4096, 255, 1000)
+    # A write's data: a view of libfuse's buffer, not a copy, released when the handler returns (kept, it
+    # fails instead of showing the next request's bytes).
+    fd = os.open(h.mnt / "sink", os.O_WRONLY)
+    try:
+        assert os.pwrite(fd, b"written data", 0) == 12
+    finally:
+        os.close(fd)
+    assert (h.mnt / "sink").read_bytes() == b"memoryview b'written data' released"
 
     assert h.stop() == 0
     assert not _mounted(h.mnt)

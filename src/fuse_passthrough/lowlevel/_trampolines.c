@@ -707,6 +707,25 @@ static PyObject *caller(PyObject *self, PyObject *req) {
                          (unsigned long)c->umask);
 }
 
+PyDoc_STRVAR(data_view_doc, "data_view(address: int, size: int) -> a read-only memoryview of `size` bytes at "
+             "`address`, not copied: a write request's data in libfuse's buffer, valid while its handler runs.");
+static PyObject *data_view(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    void *address;
+    Py_ssize_t size;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "data_view(address, size)");
+    size = PyLong_AsSsize_t(args[1]);
+    if (size < 0)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "negative size");
+    if (size == 0)
+        return PyMemoryView_FromMemory((char *)"", 0, PyBUF_READ);
+    if (!as_address(args[0], &address))
+        return NULL;
+    if (address == NULL)
+        return PyErr_Format(PyExc_ValueError, "no data");
+    return PyMemoryView_FromMemory(address, size, PyBUF_READ);
+}
+
 /* Where os.stat_result keeps each field (set_stat_fields: the fields past the tuple's ten have no fixed place). */
 enum { FLD_DEV, FLD_INO, FLD_NLINK, FLD_MODE, FLD_UID, FLD_GID, FLD_RDEV, FLD_SIZE, FLD_BLKSIZE, FLD_BLOCKS,
        FLD_ATIME, FLD_MTIME, FLD_CTIME, NSTAT };
@@ -822,6 +841,7 @@ static PyMethodDef METHODS[] = {
     {"callback_table", callback_table, METH_O, callback_table_doc},
     {"free_callback_table", free_callback_table, METH_O, "free_callback_table(address: int)"},
     {"caller", caller, METH_O, caller_doc},
+    FAST(data_view, data_view_doc),
     FAST(session_io, session_io_doc),
     {"killpriv_v2_offered", killpriv_v2_offered, METH_O, killpriv_v2_offered_doc},
     {"want_killpriv_v2", want_killpriv_v2, METH_O, want_killpriv_v2_doc},

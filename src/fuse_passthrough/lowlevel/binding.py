@@ -87,6 +87,14 @@ except ImportError:  # built without a C compiler (setup.py): replies are sent f
     _trampolines = None  # type: ignore[assignment]
 
 
+def _copied_view(address: int | None, size: int) -> memoryview:
+    return memoryview(ctypes.string_at(address, size) if address is not None and size else b"")
+
+
+data_view: Callable[[int | None, int], memoryview] = (
+    _trampolines.data_view if _trampolines is not None else _copied_view)  # the same type, copied without the module
+
+
 def library_path() -> str:
     return (os.environ.get("FUSE_LIBRARY_PATH") or ctypes.util.find_library("fuse3") or "libfuse3.so.3")
 
@@ -447,12 +455,12 @@ _POINTER_KINDS = (abi.FI, abi.STAT, abi.FLOCK)
 
 
 def _converter(name: str, kinds: tuple[abi.Kind, ...]) -> Callable[[tuple[Any, ...]], Sequence[Any]] | None:
-    """How the C arguments become the handler's: struct pointers -> the struct (or None for NULL), write's and
-    setxattr's data -> bytes."""
+    """How the C arguments become the handler's: struct pointers -> the struct (or None for NULL), write's data
+    -> a read-only memoryview of libfuse's buffer (`data_view`), setxattr's value -> bytes."""
     if name == "write":
         def write_args(a: tuple[Any, ...]) -> Sequence[Any]:
             fi = a[5]
-            return a[0], a[1], ctypes.string_at(a[2], a[3]), a[4], fi.contents if fi else None
+            return a[0], a[1], data_view(a[2], a[3]), a[4], fi.contents if fi else None
         return write_args
     if name == "setxattr":
         return lambda a: (a[0], a[1], a[2], ctypes.string_at(a[3], a[4]), a[5])
@@ -620,6 +628,28 @@ class LowLevelSession:
                     failed(name, exc)
                     reply_err(req, eio)
             return callback
+
+        if name == "write":
+            def write_callback(*cargs: Any) -> None:
+                try:
+                    tls.pinned  # noqa: B018
+                except AttributeError:
+                    pin()
+                req = cargs[0]
+                args = convert(cargs)
+                try:
+                    reply(req, handler(*args), args)
+                except OSError as exc:
+                    reply_err(req, exc.errno or eio)
+                except BaseException as exc:
+                    failed(name, exc)
+                    reply_err(req, eio)
+                finally:
+                    try:
+                        args[2].release()  # libfuse reuses the buffer: a view kept past the call fails, not misreads
+                    except BufferError:  # a buffer made from it is still held: nothing more can be done here
+                        pass
+            return write_callback
 
         def converting_callback(*cargs: Any) -> None:
             try:
