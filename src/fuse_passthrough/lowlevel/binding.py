@@ -21,7 +21,7 @@ from. Handlers, with what they return:
     unlink / rmdir(req, parent, name) -> None     rename(req, parent, name, newparent, newname, flags) -> None
     open / opendir(req, ino, fi) -> None          (set fi.fh, fi.keep_cache, fi.backing_id ... on `fi`)
     create(req, parent, name, mode, fi) -> EntryParam        tmpfile(req, parent, mode, fi) -> EntryParam (3.17)
-    read(req, ino, size, off, fi) -> bytes | FdData          write(req, ino, data: bytes, off, fi) -> int
+    read(req, ino, size, off, fi) -> bytes | FdData          write(req, ino, data: memoryview, off, fi) -> int
     flush / release / releasedir(req, ino, fi) -> None       fsync / fsyncdir(req, ino, datasync, fi) -> None
     readdir / readdirplus(req, ino, size, off, fi) -> DirBuffer | bytes
     statfs(req, ino) -> StatVfs                   access(req, ino, mask) -> None
@@ -34,6 +34,8 @@ from. Handlers, with what they return:
     lseek(req, ino, off, whence, fi) -> int
 
 `req` is the request's address (an int) for `caller`, `req_ctx`, `req_groups`, `req_interrupted`, `passthrough_open`.
+write's `data` is a read-only view of libfuse's request buffer, not a copy (1 MiB writes: no allocation and copy of
+each in Python); it is released when the handler returns, so keep `bytes(data)` where the data must outlive the call.
 bmap, ioctl, poll, write_buf and retrieve_reply are declared (abi.py) but not offered here.
 
 Per-request cost: libfuse's worker threads are not Python threads, so ctypes would create and destroy a Python
