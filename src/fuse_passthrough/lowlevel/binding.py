@@ -97,6 +97,14 @@ data_view: Callable[[int | None, int], memoryview] = (
     _trampolines.data_view if _trampolines is not None else _copied_view)  # the same type, copied without the module
 
 
+def _release_view(view: memoryview) -> None:
+    """After the handler: a view kept past the call then fails instead of showing the next request's bytes."""
+    try:
+        view.release()
+    except BufferError:  # a buffer made from it is still held: nothing more can be done here
+        pass
+
+
 def library_path() -> str:
     return (os.environ.get("FUSE_LIBRARY_PATH") or ctypes.util.find_library("fuse3") or "libfuse3.so.3")
 
@@ -631,27 +639,7 @@ class LowLevelSession:
                     reply_err(req, eio)
             return callback
 
-        if name == "write":
-            def write_callback(*cargs: Any) -> None:
-                try:
-                    tls.pinned  # noqa: B018
-                except AttributeError:
-                    pin()
-                req = cargs[0]
-                args = convert(cargs)
-                try:
-                    reply(req, handler(*args), args)
-                except OSError as exc:
-                    reply_err(req, exc.errno or eio)
-                except BaseException as exc:
-                    failed(name, exc)
-                    reply_err(req, eio)
-                finally:
-                    try:
-                        args[2].release()  # libfuse reuses the buffer: a view kept past the call fails, not misreads
-                    except BufferError:  # a buffer made from it is still held: nothing more can be done here
-                        pass
-            return write_callback
+        release_data = name == "write"  # a view of libfuse's buffer, which it reuses: see _release_view
 
         def converting_callback(*cargs: Any) -> None:
             try:
@@ -659,6 +647,7 @@ class LowLevelSession:
             except AttributeError:
                 pin()
             req = cargs[0]
+            args: Sequence[Any] = ()
             try:
                 args = convert(cargs)
                 reply(req, handler(*args), args)
@@ -667,6 +656,9 @@ class LowLevelSession:
             except BaseException as exc:
                 failed(name, exc)
                 reply_err(req, eio)
+            finally:
+                if release_data and args:
+                    _release_view(args[2])
         return converting_callback
 
     # -- the session
