@@ -343,6 +343,15 @@ def reserve_fd_table(limit: int) -> None:
         os.close(probe)
 
 
+def freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    """A `gc.callbacks` entry: what survives a full collection is frozen, so the next full pass walks only what
+    came since instead of every node again (a million nodes: 400 ms per pass; docs/benchmarks.md, 2026-12-06
+    18:10). Nodes refer to each other by node id and hold no reference cycles: frozen, they are still freed when
+    the last reference goes. A cycle that was alive at a full pass and dies later is not collected."""
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()
+
+
 def needs_dir_handles(args: argparse.Namespace, opts: Any) -> bool:
     """Whether directory opens must reach the daemon (else InodeOperations asks the kernel not to send them).
     They must where the daemon checks who may list a directory (other users come in and the kernel does not
@@ -455,9 +464,10 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
     status = 0
     # What exists now (modules, tables, the session) lives as long as the daemon: kept out of the collector's full
     # passes, the first of which otherwise walked it all inside one request, ~4 ms in (docs/benchmarks.md,
-    # 2026-12-06 13:00).
+    # 2026-12-06 13:00). What survives each later full pass is frozen too (freeze_survivors).
     gc.collect()
     gc.freeze()
+    gc.callbacks.append(freeze_survivors)
     try:
         try:
             result = session.run(single_threaded=args.single_threaded, max_threads=opts.max_threads,
@@ -471,6 +481,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
         elif result < 0:
             status = 1
     finally:
+        gc.callbacks.remove(freeze_survivors)
         relay.close()
         if rules_watcher is not None:
             rules_watcher.close()
