@@ -172,7 +172,8 @@ OPTIONS: tuple[Option, ...] = (
                                      "lookup traced)"}),
     Option("background", SWITCH, "return once the mount is usable; the filesystem keeps running in the "
            "background", default=False, flags=("-b", "--background"), commands=("mount",)),
-    Option("single_threaded", SWITCH, "serve one request at a time (faster for a single client; see README)",
+    Option("single_threaded", SWITCH, "serve requests one at a time in one thread (on more than one CPU a "
+           "single client is slower: docs/benchmarks.md)",
            default=False, flags=("-s", "--single-threaded"), commands=("mount",)),
     Option("debug", SWITCH, "also print libfuse's own request log", default=False, flags=("-d", "--debug"),
            commands=("mount",)),
