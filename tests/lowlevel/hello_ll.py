@@ -47,6 +47,8 @@ class Hello:
         self.lock = threading.Lock()
         self.backing: dict[int, int] = {}  # fh -> backing id
         self.session: ll.LowLevelSession | None = None  # set by main
+        self.kept: memoryview | None = None  # /sink: the last write's data, as handed to write()
+        self.sunk = b""  # /sink: a copy of it
 
     def _count(self, op: str) -> None:
         with self.lock:
@@ -161,7 +163,7 @@ class Hello:
             return HELLO[off:off + size]
         if ino == SINK_INO:
             try:
-                after = repr(bytes(self.kept))
+                after = repr(bytes(self.kept)) if self.kept is not None else "nothing written"
             except ValueError:  # a released memoryview
                 after = "released"
             return f"{type(self.kept).__name__} {self.sunk!r} {after}".encode()[off:off + size]

@@ -173,6 +173,7 @@ def test_hello_through_the_kernel(version: str, flags: tuple[str, ...], start_he
     assert (sv.f_bsize, sv.f_namemax, sv.f_blocks) == (4096, 255, 1000)
     # A write's data: a view of libfuse's buffer, not a copy, released when the handler returns (kept, it
     # fails instead of showing the next request's bytes).
+    assert (h.mnt / "sink").read_bytes() == b"NoneType b'' nothing written"
     fd = os.open(h.mnt / "sink", os.O_WRONLY)
     try:
         assert os.pwrite(fd, b"written data", 0) == 12
