@@ -5,6 +5,7 @@
     python benchmarks/bench.py --smoke         # tiny sizes, 1 round: exercises every code path in seconds
     python benchmarks/bench.py --targets native,ours_notrace,ours_notrace_st --workloads small_files
     python benchmarks/bench.py --memory 1000000   # the inode core's daemon RSS after N files looked up (memory.py)
+    python benchmarks/bench.py --cpus 0        # every process on CPU 0: the daemons' own cost, without placement
 
 Targets are measured interleaved: in each round every workload runs on every target before the next workload
 (the target order rotates between rounds), so a slow phase of the machine hits all targets alike. Every
@@ -55,7 +56,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-workdir", action="store_true", help="do not delete the scratch directory")
     p.add_argument("--memory", type=int, default=None, metavar="N",
                    help="only measure the inode core's daemon RSS after N files looked up (memory.py)")
+    p.add_argument("--cpus", default=None, metavar="LIST",
+                   help="run this script, its clients and every daemon on these CPUs only (e.g. 0; inherited "
+                        "affinity): on a VM where waking an idle CPU is slow, where each process lands decides "
+                        "a single client's speed more than the daemon's work does (docs/benchmarks.md)")
     a = p.parse_args(argv)
+    if a.cpus is not None:
+        try:
+            a.cpu_set = tuple(sorted({int(c) for c in a.cpus.split(",") if c.strip()}))
+        except ValueError:
+            p.error(f"--cpus: {a.cpus!r} is not a comma-separated list of CPU numbers")
+        if not a.cpu_set or not set(a.cpu_set) <= os.sched_getaffinity(0):
+            p.error(f"--cpus: {a.cpus!r} is not a subset of the CPUs this process may use "
+                    f"({','.join(map(str, sorted(os.sched_getaffinity(0))))})")
+    else:
+        a.cpu_set = None
     known = all_targets()
     a.target_list = [t for t in a.targets.split(",") if t]
     bad = [t for t in a.target_list if t not in known]
@@ -83,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(workdir, 0o755)
     cfg = Config(size=a.size or (8 * MiB if smoke else GiB), files=a.files or (200 if smoke else 10000),
                  rand_reads=300 if smoke else 20000, tree_files=200 if smoke else 6000,
-                 par_iters=20 if smoke else 500, smoke=smoke, workdir=workdir)
+                 par_iters=20 if smoke else 500, smoke=smoke, workdir=workdir, cpus=a.cpu_set)
+    if a.cpu_set is not None:
+        os.sched_setaffinity(0, a.cpu_set)  # inherited by every process started from here on
     known = all_targets()
     targets = [known[t] for t in a.target_list]
     workloads = [WORKLOADS[w] for w in a.workload_list]

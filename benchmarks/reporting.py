@@ -133,6 +133,7 @@ def summarize(cfg: Config, targets: list[Target], workloads: list[Workload], res
             "rand_reads": cfg.rand_reads, "tree_files": cfg.tree_count, "repo_files": cfg.repo_files,
             "parallel_clients": PAR_CLIENTS, "parallel_iterations_per_client": cfg.par_iters,
             "page_cache_dropped_for_cold_reads": cfg.cache_drop_ok,
+            "cpus": list(cfg.cpus) if cfg.cpus is not None else None,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         },
         "workloads": {w.name: {"rows": w.rows, "description": w.description} for w in workloads},
@@ -221,7 +222,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
       f"small files: {c['small_files']}; untar/walk tree: {c['tree_files']} files; git repo: "
       f"{c['repo_files']} files; parallel: {c['parallel_clients']} clients × "
       f"{c['parallel_iterations_per_client']} iterations\n")
-    w(f"- page cache dropped before cold reads: {c['page_cache_dropped_for_cold_reads']}\n\n")
+    w(f"- page cache dropped before cold reads: {c['page_cache_dropped_for_cold_reads']}\n")
+    cpus = c.get("cpus")
+    w(f"- CPUs: {'every process of the run on CPU ' + ','.join(map(str, cpus)) if cpus else 'free placement'}\n\n")
     w("Workloads:\n\n")
     for name, wl in summary["workloads"].items():
         w(f"- **{name}** ({', '.join(wl['rows'])}): {wl['description']}\n")

@@ -34,6 +34,7 @@ class Config:
     tree_count: int = 0
     repo_template: Path | None = None
     repo_files: int = 0
+    cpus: tuple[int, ...] | None = None  # --cpus: every process of the run confined to these CPUs
 
 
 BLOCK = MiB

@@ -178,3 +178,29 @@ def test_wakeups_prints_a_row_per_target_and_leaves_no_mount() -> None:
         assert 0 <= int(c[5].strip().rstrip("%")) <= 100 and float(c[6]) >= 0
     with open("/proc/mounts") as f:
         assert "fptwake-" not in f.read()
+
+
+@pytest.mark.timeout(120)
+def test_bench_cpus_confines_the_run_and_says_so(tmp_path: Path) -> None:
+    out, work = tmp_path / "results", tmp_path / "work"
+    cpu = min(os.sched_getaffinity(0))
+    proc = subprocess.run([sys.executable, str(BENCH), "--smoke", "--cpus", str(cpu), "--targets", "native,ours_trace",
+                           "--workloads", "small_files", "--results-dir", str(out), "--workdir", str(work)],
+                          capture_output=True, text=True, timeout=100)
+    try:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finally:
+        assert not _fuse_mounts_under(str(work)), "the benchmark left a mount behind"
+    summary = json.loads((out / "smoke.json").read_text())
+    assert summary["config"]["cpus"] == [cpu]
+    assert f"- CPUs: every process of the run on CPU {cpu}\n" in (out / "smoke.md").read_text()
+    assert summary["targets"]["ours_trace"]["status"] == "ok"
+    assert summary["median_s"]["ours_trace"]["small_create"] > 0
+
+
+@pytest.mark.parametrize("cpus, message", [("x", "is not a comma-separated list of CPU numbers"),
+                                           ("4096", "is not a subset of the CPUs this process may use")])
+def test_bench_rejects_bad_cpus(cpus: str, message: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH), "--cpus", cpus], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr.splitlines()[-1]
