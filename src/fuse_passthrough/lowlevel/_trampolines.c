@@ -40,6 +40,8 @@
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <poll.h>
 
 #ifdef FPT_CHECK_SIGNATURES /* the layout test: the trampolines must have the ops' exact types */
 #include <fuse_lowlevel.h>
@@ -121,6 +123,7 @@ struct table {
     int init_read;
     int killpriv_v2_offered;  /* the kernel's INIT flags had FUSE_HANDLE_KILLPRIV_V2 */
     int killpriv_v2_wanted;   /* set it in the INIT reply */
+    int polled_fd;            /* session_io's fd, made non-blocking: io_read waits for requests in poll(2) */
     long park_ns;             /* set_park: 0, workers do not park */
     _Atomic int slots_used;   /* workers seen (each has a slot in `started`) */
     _Atomic uint64_t started[PARK_SLOTS]; /* when each worker's request began (CLOCK_MONOTONIC ns), 0: none */
@@ -341,9 +344,26 @@ struct fpt_custom_io {
     void *splice_receive, *splice_send; /* NULL: libfuse does not offer splice (the file system asks for none) */
 };
 
+/* A request, waited for in poll(2) rather than in read(2). The kernel hands a request to one blocked reader, the
+ * one that has waited longest: often a worker on the other, halted, vCPU, while the worker that just replied is
+ * about to read on the client's CPU; the request then waits for that vCPU to wake (~40 us here). poll wakes every
+ * waiting worker and the first to read takes the request (the others find nothing and wait again): untar 3.00 ->
+ * 2.23 s untraced (docs/benchmarks.md, 2026-12-06 20:30). Never EAGAIN to libfuse (its loop would end); EINTR,
+ * and ENODEV once unmounted, as read(2) gives them. */
+static ssize_t read_polled(int fd, void *buf, size_t buf_len) {
+    for (;;) {
+        ssize_t n = read(fd, buf, buf_len);
+        if (n >= 0 || errno != EAGAIN)
+            return n;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, -1) < 0)
+            return -1;
+    }
+}
+
 static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata) {
-    ssize_t n = read(fd, buf, buf_len);
     struct table *t = userdata;
+    ssize_t n = fd == t->polled_fd ? read_polled(fd, buf, buf_len) : read(fd, buf, buf_len);
     if (!t->init_read && n >= (ssize_t)(sizeof(struct fpt_in_header) + sizeof(struct fpt_init))) {
         const struct fpt_in_header *h = buf;
         if (h->opcode == FPT_FUSE_INIT) { /* the first request of a session */
@@ -398,9 +418,12 @@ static PyObject *session_io(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (lib.custom_io == NULL || lib.session_fd == NULL)
         return PyErr_Format(PyExc_RuntimeError, "this libfuse has no fuse_session_custom_io");
     struct fpt_custom_io io = {io_writev, io_read, NULL, NULL};
-    rc = lib.custom_io(se, &io, lib.session_fd(se)); /* libfuse copies `io` */
+    int fd = lib.session_fd(se), flags = fcntl(fd, F_GETFL);
+    rc = lib.custom_io(se, &io, fd); /* libfuse copies `io` */
     if (rc != 0)
         return PyErr_Format(PyExc_OSError, "fuse_session_custom_io failed (%d)", rc);
+    if (flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0)
+        ((struct table *)t)->polled_fd = fd;
     Py_RETURN_NONE;
 }
 
@@ -487,6 +510,7 @@ static PyObject *callback_table(PyObject *self, PyObject *callbacks) {
     t = calloc(1, sizeof *t);
     if (t == NULL)
         return PyErr_NoMemory();
+    t->polled_fd = -1;
     while (PyDict_Next(callbacks, &pos, &key, &value)) {
         int i = find_op(key);
         if (i < 0 || !as_address(value, &t->cb[i])) {
