@@ -2,7 +2,7 @@
 tests/lowlevel/test_session.py.
 
     python hello_ll.py MOUNTPOINT DATAFILE STATUSFILE [--single-threaded] [--plus] [--passthrough]
-                       [--ctypes-replies] [--max-threads=N] [--park-us=N]
+                       [--ctypes-replies] [--clone-fd] [--max-threads=N] [--park-us=N]
 
     /hello  "Hello World!\\n" (fuse_reply_buf)
     /data   DATAFILE's contents, replied from its fd (fuse_reply_data with a struct fuse_bufvec)
@@ -12,13 +12,14 @@ tests/lowlevel/test_session.py.
     /slow   as /hello, not listed, but its getattr takes SLOW seconds (a request blocked outside Python)
     /sink   not listed, writable, read directly (direct_io): a read tells what the last write handed its handler
             (the type, a copy of the data, and whether the object it got still gives the data after the call)
-STATUSFILE gets a JSON line at init (library version, conn fields) and one at destroy (request counts, how
-often a worker parked).
+STATUSFILE gets a JSON line at init (library version, conn fields, whether the session's /dev/fuse fd is
+non-blocking: its workers wait in poll) and one at destroy (request counts, how often a worker parked).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import stat
@@ -89,6 +90,8 @@ class Hello:
         conn.max_readahead = 64 * 1024
         fields["passthrough"] = self.passthrough
         fields["trampolines"] = self.trampolines
+        if self.session is not None:
+            fields["nonblocking"] = bool(fcntl.fcntl(self.session.fd, fcntl.F_GETFL) & os.O_NONBLOCK)
         self._status(event="init", **fields)
 
     def destroy(self) -> None:
@@ -210,7 +213,7 @@ def main(argv: list[str]) -> int:
     fs.session = session
     numbers = dict(f[2:].split("=") for f in flags if "=" in f)
     ret = session.run(single_threaded="--single-threaded" in flags, max_threads=int(numbers.get("max-threads", 10)),
-                      park_us=int(numbers.get("park-us", 0)))
+                      park_us=int(numbers.get("park-us", 0)), clone_fd="--clone-fd" in flags)
     return 0 if ret >= 0 else 1
 
 

@@ -129,8 +129,10 @@ def start_hello(tmp_path: Path) -> Iterator:
     ("3.17", ("--passthrough", "--plus")),
     ("3.17", ("--single-threaded",)),
     ("3.17", ("--ctypes-replies", "--passthrough")),
+    ("3.14", ("--clone-fd",)),
+    ("3.17", ("--clone-fd", "--passthrough")),
 ], ids=["3.14-mt", "3.14-st-plus", "3.14-ctypes-replies", "3.17-mt-plus-passthrough", "3.17-st",
-        "3.17-ctypes-replies-passthrough"])
+        "3.17-ctypes-replies-passthrough", "3.14-clone-fd", "3.17-clone-fd-passthrough"])
 def test_hello_through_the_kernel(version: str, flags: tuple[str, ...], start_hello) -> None:
     h: Hello = start_hello(_library(version), *flags)
     init = h.status()[0]
@@ -139,6 +141,9 @@ def test_hello_through_the_kernel(version: str, flags: tuple[str, ...], start_he
     assert init["supports_passthrough"] is (version == "3.17")
     # replies sent by the C trampolines (the module is built by make), or from Python where asked
     assert init["trampolines"] is ("--ctypes-replies" not in flags)
+    # With them, the session's I/O is theirs on both versions: workers wait for requests in poll on a
+    # non-blocking fd (libfuse's own I/O reads a blocking one).
+    assert init["nonblocking"] is init["trampolines"]
 
     ls = h.run("ls", "-1a")
     assert sorted(ls.stdout.split()) == [".", "..", "boom", "data", "hello", "pt"], ls.stderr
@@ -180,11 +185,23 @@ def test_hello_through_the_kernel(version: str, flags: tuple[str, ...], start_he
     finally:
         os.close(fd)
     assert (h.mnt / "sink").read_bytes() == b"memoryview b'written data' released"
+    if "--clone-fd" in flags:  # each worker reads its own clone of the session's fd (3.17: ours, non-blocking)
+        fds = [os.path.join(f"/proc/{h.proc.pid}/fd", n) for n in os.listdir(f"/proc/{h.proc.pid}/fd")]
+        fuse_fds = [fd for fd in fds if os.path.realpath(fd) == "/dev/fuse"]
+        assert len(fuse_fds) >= 2, fuse_fds
+        nonblocking = []
+        for fd in fuse_fds:
+            with open(fd.replace("/fd/", "/fdinfo/")) as info:
+                fd_flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
+            nonblocking.append(bool(fd_flags & os.O_NONBLOCK))
+        # 3.17 leaves cloning to the session's I/O (ours: clones wait in poll too); 3.14 clones blocking fds
+        assert nonblocking.count(True) == (len(fuse_fds) if version == "3.17" else 1), nonblocking
 
     assert h.stop() == 0
     assert not _mounted(h.mnt)
     log = h.log_path.read_text()
     assert log.count("unexpected RuntimeError") == 1, log
+    assert "without -o clone_fd" not in log and "failed to clone" not in log, log
     destroy = h.status()[-1]
     assert destroy["event"] == "destroy"
     counts = destroy["counts"]

@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -107,6 +108,7 @@ static struct {
     const struct fpt_ctx *(*ctx)(fuse_req_t);
     int (*session_fd)(void *);
     int (*custom_io)(void *, const void *, int); /* libfuse < 3.17 (session_io) */
+    int (*custom_io_317)(void *, const void *, size_t, int); /* libfuse >= 3.17: the size of the struct we pass */
 } lib;
 
 enum op { O_lookup, O_forget, O_getattr, O_setattr, O_readlink, O_mknod, O_mkdir, O_unlink, O_rmdir, O_symlink,
@@ -123,7 +125,6 @@ struct table {
     int init_read;
     int killpriv_v2_offered;  /* the kernel's INIT flags had FUSE_HANDLE_KILLPRIV_V2 */
     int killpriv_v2_wanted;   /* set it in the INIT reply */
-    int polled_fd;            /* session_io's fd, made non-blocking: io_read waits for requests in poll(2) */
     long park_ns;             /* set_park: 0, workers do not park */
     _Atomic int slots_used;   /* workers seen (each has a slot in `started`) */
     _Atomic uint64_t started[PARK_SLOTS]; /* when each worker's request began (CLOCK_MONOTONIC ns), 0: none */
@@ -342,6 +343,7 @@ struct fpt_custom_io {
     ssize_t (*writev)(int, struct iovec *, int, void *);
     ssize_t (*read)(int, void *, size_t, void *);
     void *splice_receive, *splice_send; /* NULL: libfuse does not offer splice (the file system asks for none) */
+    int (*clone_fd)(int);               /* libfuse >= 3.17 (< 3.17 clones the fd itself and copies no further) */
 };
 
 /* A request, waited for in poll(2) rather than in read(2). The kernel hands a request to one blocked reader, the
@@ -349,7 +351,7 @@ struct fpt_custom_io {
  * about to read on the client's CPU; the request then waits for that vCPU to wake (~40 us here). poll wakes every
  * waiting worker and the first to read takes the request (the others find nothing and wait again): untar 3.00 ->
  * 2.23 s untraced (docs/benchmarks.md, 2026-12-06 20:30). Never EAGAIN to libfuse (its loop would end); EINTR,
- * and ENODEV once unmounted, as read(2) gives them. */
+ * and ENODEV once unmounted, as read(2) gives them. On a blocking fd, a plain read. */
 static ssize_t read_polled(int fd, void *buf, size_t buf_len) {
     for (;;) {
         ssize_t n = read(fd, buf, buf_len);
@@ -363,7 +365,7 @@ static ssize_t read_polled(int fd, void *buf, size_t buf_len) {
 
 static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata) {
     struct table *t = userdata;
-    ssize_t n = fd == t->polled_fd ? read_polled(fd, buf, buf_len) : read(fd, buf, buf_len);
+    ssize_t n = read_polled(fd, buf, buf_len);
     if (!t->init_read && n >= (ssize_t)(sizeof(struct fpt_in_header) + sizeof(struct fpt_init))) {
         const struct fpt_in_header *h = buf;
         if (h->opcode == FPT_FUSE_INIT) { /* the first request of a session */
@@ -389,9 +391,27 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
     return writev(fd, iov, count);
 }
 
+/* -o clone_fd on 3.17, which leaves cloning to a custom I/O: libfuse's own way (a new /dev/fuse fd attached to the
+ * session's connection), non-blocking like the session's fd so that its worker waits in poll too. */
+#define FPT_DEV_IOC_CLONE _IOR(229, 0, uint32_t)
+static int io_clone_fd(int master_fd) {
+    uint32_t master = (uint32_t)master_fd;
+    int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC), flags = fcntl(master_fd, F_GETFL);
+    if (fd < 0)
+        return -1;
+    if (ioctl(fd, FPT_DEV_IOC_CLONE, &master) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (flags >= 0 && flags & O_NONBLOCK)
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
 #ifdef FPT_CHECK_SIGNATURES
 #include <linux/fuse.h>
-_Static_assert(FPT_FUSE_INIT == FUSE_INIT && FPT_HANDLE_KILLPRIV_V2 == FUSE_HANDLE_KILLPRIV_V2, "linux/fuse.h");
+_Static_assert(FPT_FUSE_INIT == FUSE_INIT && FPT_HANDLE_KILLPRIV_V2 == FUSE_HANDLE_KILLPRIV_V2 &&
+               FPT_DEV_IOC_CLONE == FUSE_DEV_IOC_CLONE, "linux/fuse.h");
 _Static_assert(sizeof(struct fpt_in_header) == sizeof(struct fuse_in_header) &&
                SAME(fpt_in_header, fuse_in_header, opcode) && SAME(fpt_in_header, fuse_in_header, unique) &&
                sizeof(struct fpt_out_header) == sizeof(struct fuse_out_header) &&
@@ -401,13 +421,17 @@ _Static_assert(SAME(fpt_custom_io, fuse_custom_io, writev) && SAME(fpt_custom_io
                SAME(fpt_custom_io, fuse_custom_io, splice_receive) &&
                SAME(fpt_custom_io, fuse_custom_io, splice_send), "struct fuse_custom_io");
 #if FUSE_MAJOR_VERSION * 100 + FUSE_MINOR_VERSION < 317
-_Static_assert(sizeof(struct fpt_custom_io) == sizeof(struct fuse_custom_io), "struct fuse_custom_io");
-#endif
+_Static_assert(offsetof(struct fpt_custom_io, clone_fd) == sizeof(struct fuse_custom_io), "struct fuse_custom_io");
 void fpt_check_io(struct fuse_custom_io *io) { io->read = io_read; io->writev = io_writev; }
+#else
+_Static_assert(SAME(fpt_custom_io, fuse_custom_io, clone_fd) &&
+               sizeof(struct fpt_custom_io) == sizeof(struct fuse_custom_io), "struct fuse_custom_io");
+void fpt_check_io(struct fuse_custom_io *io) { io->read = io_read; io->writev = io_writev; io->clone_fd = io_clone_fd; }
+#endif
 #endif
 
-PyDoc_STRVAR(session_io_doc, "session_io(session: int, table: int): the session (libfuse < 3.17, mounted) reads and "
-             "writes /dev/fuse through this module (see killpriv_v2_offered); `table` is its userdata.");
+PyDoc_STRVAR(session_io_doc, "session_io(session: int, table: int): the session (mounted) reads and writes /dev/fuse "
+             "through this module (waiting in poll; see killpriv_v2_offered); `table` is its userdata.");
 static PyObject *session_io(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     void *se, *t;
     int rc;
@@ -415,15 +439,16 @@ static PyObject *session_io(PyObject *self, PyObject *const *args, Py_ssize_t na
         return PyErr_Format(PyExc_TypeError, "(session, table) expected");
     if (!as_address(args[0], &se) || !as_address(args[1], &t))
         return NULL;
-    if (lib.custom_io == NULL || lib.session_fd == NULL)
+    if ((lib.custom_io == NULL && lib.custom_io_317 == NULL) || lib.session_fd == NULL)
         return PyErr_Format(PyExc_RuntimeError, "this libfuse has no fuse_session_custom_io");
-    struct fpt_custom_io io = {io_writev, io_read, NULL, NULL};
+    struct fpt_custom_io io = {io_writev, io_read, NULL, NULL, io_clone_fd};
     int fd = lib.session_fd(se), flags = fcntl(fd, F_GETFL);
-    rc = lib.custom_io(se, &io, fd); /* libfuse copies `io` */
+    /* libfuse copies `io` (< 3.17: the members before clone_fd, the struct it knows) */
+    rc = lib.custom_io_317 != NULL ? lib.custom_io_317(se, &io, sizeof io, fd) : lib.custom_io(se, &io, fd);
     if (rc != 0)
         return PyErr_Format(PyExc_OSError, "fuse_session_custom_io failed (%d)", rc);
-    if (flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0)
-        ((struct table *)t)->polled_fd = fd;
+    if (flags >= 0) /* else blocking reads, as read_polled does them on a blocking fd */
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     Py_RETURN_NONE;
 }
 
@@ -454,7 +479,7 @@ static PyObject *want_killpriv_v2(PyObject *self, PyObject *address) {
 }
 
 PyDoc_STRVAR(set_functions_doc, "set_functions(addresses: dict[str, int]): libfuse's fuse_reply_*, "
-             "fuse_req_userdata, fuse_req_ctx, fuse_session_fd and (where it has it) fuse_session_custom_io, by "
+             "fuse_req_userdata, fuse_req_ctx, fuse_session_fd and fuse_session_custom_io (< 3.17) or _317, by "
              "symbol, from the loaded library.");
 static PyObject *set_functions(PyObject *self, PyObject *addresses) {
     static const struct { const char *symbol; void **slot; } SLOTS[] = {
@@ -468,7 +493,8 @@ static PyObject *set_functions(PyObject *self, PyObject *addresses) {
         {"fuse_req_userdata", (void **)&lib.userdata}, {"fuse_req_ctx", (void **)&lib.ctx},
         {"fuse_session_fd", (void **)&lib.session_fd}};
     static const struct { const char *symbol; void **slot; } OPTIONAL[] = {
-        {"fuse_session_custom_io", (void **)&lib.custom_io}};
+        {"fuse_session_custom_io", (void **)&lib.custom_io},
+        {"fuse_session_custom_io_317", (void **)&lib.custom_io_317}};
     if (!PyDict_Check(addresses))
         return PyErr_Format(PyExc_TypeError, "a dict of addresses");
     for (size_t i = 0; i < sizeof SLOTS / sizeof SLOTS[0]; i++) {
@@ -510,7 +536,6 @@ static PyObject *callback_table(PyObject *self, PyObject *callbacks) {
     t = calloc(1, sizeof *t);
     if (t == NULL)
         return PyErr_NoMemory();
-    t->polled_fd = -1;
     while (PyDict_Next(callbacks, &pos, &key, &value)) {
         int i = find_op(key);
         if (i < 0 || !as_address(value, &t->cb[i])) {

@@ -315,8 +315,10 @@ FUNCTIONS: list[Function] = [
     F("fuse_session_unmount", VOID, (SESSION,)),
     F("fuse_session_destroy", VOID, (SESSION,)),
     F("fuse_session_fd", INT, (SESSION,), blocks=False),
-    # 3.17 replaced it by fuse_session_custom_io_317 (a header wrapper); only < 3.17 needs it (_trampolines.c).
+    # The session's I/O through _trampolines.c. 3.17 gave the symbol fuse_session_custom_io a size argument (the
+    # header's wrapper calls fuse_session_custom_io_317): the 3.14 declaration binds only before it.
     F("fuse_session_custom_io", INT, (SESSION, CUSTOMIO, INT), blocks=False, since=(3, 14), until=(3, 17)),
+    F("fuse_session_custom_io_317", INT, (SESSION, CUSTOMIO, SIZE, INT), blocks=False, since=(3, 17)),
     F("fuse_session_exit", VOID, (SESSION,), blocks=False),
     F("fuse_session_exited", INT, (SESSION,), blocks=False),
     F("fuse_session_loop", INT, (SESSION,)),

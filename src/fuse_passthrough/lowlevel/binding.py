@@ -51,10 +51,12 @@ and must take it back to return, while the caller it just woke has another worke
 request: a wait for the GIL at the end of nearly every request. docs/benchmarks.md ("replies sent without the
 GIL") has the numbers.
 
-FUSE_HANDLE_KILLPRIV_V2 on libfuse < 3.17, which has no capability bit for it: with the C module, the mounted
-session reads and writes /dev/fuse through _trampolines.c (fuse_session_custom_io on the same fd), which notes
-whether the kernel's INIT offers the flag and sets it in the INIT reply when the init handler asked for
-FUSE_CAP_HANDLE_KILLPRIV_V2, offered to it in `conn.capable` as 3.17 offers it (`own_io`).
+The session's I/O: with the C module, the mounted session reads and writes /dev/fuse through _trampolines.c
+(fuse_session_custom_io on the same fd, `own_io`), on libfuse 3.14 and 3.17. Workers wait for requests in poll(2),
+so that the first free one takes a request rather than the one the kernel picks (_trampolines.c, read_polled).
+On libfuse < 3.17, which has no capability bit for FUSE_HANDLE_KILLPRIV_V2, it also notes whether the kernel's
+INIT offers the flag and sets it in the INIT reply when the init handler asked for FUSE_CAP_HANDLE_KILLPRIV_V2,
+offered to it in `conn.capable` as 3.17 offers it.
 """
 
 from __future__ import annotations
@@ -377,7 +379,8 @@ if _trampolines is not None:
         "fuse_reply_err", "fuse_reply_none", "fuse_reply_entry", "fuse_reply_create", "fuse_reply_attr",
         "fuse_reply_readlink", "fuse_reply_open", "fuse_reply_write", "fuse_reply_buf", "fuse_reply_data",
         "fuse_reply_statfs", "fuse_reply_xattr", "fuse_reply_lock", "fuse_reply_lseek", "fuse_req_userdata",
-        "fuse_req_ctx", "fuse_session_fd", "fuse_session_custom_io") if sym in FUNCTIONS})
+        "fuse_req_ctx", "fuse_session_fd", "fuse_session_custom_io", "fuse_session_custom_io_317")
+        if sym in FUNCTIONS})
     _t = _trampolines
     DEFERRED_REPLIES = Replies(
         err=_t.reply_err, none=_t.reply_none, entry=_t.reply_entry, create=_t.reply_create, attr=_t.reply_attr,
@@ -501,9 +504,12 @@ class LowLevelSession:
         if trampolines and DEFERRED_REPLIES is None:
             raise ValueError("the C module _trampolines is not built (setup.py)")
         self.trampolines = trampolines
-        # libfuse < 3.17: /dev/fuse read and written through _trampolines.c, which adds FUSE_HANDLE_KILLPRIV_V2 to
-        # the INIT exchange (the init handler sees FUSE_CAP_HANDLE_KILLPRIV_V2 offered as on 3.17).
-        self.own_io = trampolines and "fuse_session_custom_io" in FUNCTIONS
+        # /dev/fuse read and written through _trampolines.c: workers wait for requests in poll(2); on libfuse < 3.17
+        # it also adds FUSE_HANDLE_KILLPRIV_V2 to the INIT exchange (the init handler sees
+        # FUSE_CAP_HANDLE_KILLPRIV_V2 offered as on 3.17, where libfuse does that itself).
+        self.own_io = trampolines and ("fuse_session_custom_io" in FUNCTIONS or
+                                       "fuse_session_custom_io_317" in FUNCTIONS)
+        self._adds_killpriv_v2 = self.own_io and VERSION < (3, 17)
         self._replies = DEFERRED_REPLIES if trampolines and DEFERRED_REPLIES is not None else CTYPES_REPLIES
         self._reply_table = _reply_table(self._replies)
         self.operations = operations
@@ -572,7 +578,7 @@ class LowLevelSession:
             def init(userdata: Any, conn: Any) -> None:
                 c = conn.contents
                 table = self._table
-                offered = table is not None and self.own_io and _trampolines.killpriv_v2_offered(table)
+                offered = table is not None and self._adds_killpriv_v2 and _trampolines.killpriv_v2_offered(table)
                 if offered:
                     c.capable |= abi.FUSE_CAP_HANDLE_KILLPRIV_V2
                 try:
