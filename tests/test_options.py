@@ -256,3 +256,17 @@ def test_max_threads_bounds_the_requests_served_at_once(workdir: Path, max_threa
     overlap = max(sum(1 for start, end in spans if start <= t < end) for t, _ in spans)
     assert overlap == served_at_once
     assert all((src / f"d{i}" / "new").is_dir() for i in range(6))
+
+
+@pytest.mark.parametrize("cpus", [1, 3, 5])
+def test_default_workers_follow_the_cpus_the_daemon_may_use(cpus: int) -> None:
+    """max_threads' default counts the CPUs of the process's affinity (taskset, cpusets), not the machine's:
+    one per CPU, at least 2, at most 4."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < cpus:
+        pytest.skip(f"needs {cpus} CPUs, this process may use {len(available)}")
+    allowed = set(available[:cpus])
+    r = subprocess.run([sys.executable, "-c", "from fuse_passthrough.options import DEFAULT_MAX_THREADS as n; print(n)"],
+                       capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.sched_setaffinity(0, allowed))
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) == min(4, max(2, cpus))

@@ -159,8 +159,9 @@ def _ignored(*names: str, prefix: bool = False) -> list[Option]:
 
 
 # Every handler runs Python: workers beyond the cores mostly wait for the interpreter lock (measured on 2 cores:
-# 2 workers beat 4 and 10, docs/benchmarks.md "Worker threads").
-DEFAULT_MAX_THREADS = min(4, max(2, os.cpu_count() or 2))
+# 2 workers beat 4 and 10, docs/benchmarks.md "Worker threads"). The cores this process may run on (taskset,
+# cpusets), not the machine's.
+DEFAULT_MAX_THREADS = min(4, max(2, len(os.sched_getaffinity(0))))
 
 OPTIONS: tuple[Option, ...] = (
     # -- the commands' own flags ------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("remount", SWITCH, "change the options of the mount at MOUNTPOINT live (mount -o remount,... does "
            "the same): ro/rw, [no]suid, [no]dev, [no]exec, sync/async, dirsync and the atime options; the others "
            "are fixed while the daemon runs", mount="remount"),
-    Option("max_threads", POSITIVE, "at most N requests served at once (worker threads; default one per core, "
+    Option("max_threads", POSITIVE, "at most N requests served at once (worker threads; default one per CPU it may run on, "
            f"at least 2 and at most 4, here {DEFAULT_MAX_THREADS}: more workers than cores hand Python's interpreter "
            "lock around more than they overlap, see docs/benchmarks.md); -s is one",
            default=DEFAULT_MAX_THREADS, mount="max_threads"),
