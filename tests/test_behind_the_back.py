@@ -34,6 +34,7 @@ from inotify_simple import INotify
 from inotify_simple import flags as iflags
 
 from fuse_passthrough.inodes import FORGOTTEN_MAX
+from fuse_passthrough.watcher import local_filesystem
 from helpers import FILE_CAPS, MODE_ARGS, Mount
 
 SLACK = 1.5  # seconds of scheduling slack on top of each bound (the machine runs other test suites too)
@@ -693,4 +694,57 @@ def test_walk_of_200000_files_held_by_the_kernel(workdir: Path, many_files: tupl
             assert _drop_kernel_caches(pid, base) < 100
         finally:
             _drop_kernel_caches(pid, base, 5)
+            assert m.unmount() == 0, m.stderr()
+
+
+# --- what the watcher asks the kernel for ------------------------------------------------------------------------
+
+_FAN = {"MODIFY": 0x2, "ATTRIB": 0x4, "CLOSE_WRITE": 0x8, "MOVED_FROM": 0x40, "MOVED_TO": 0x80, "CREATE": 0x100,
+        "DELETE": 0x200, "MOVE_SELF": 0x800, "EVENT_ON_CHILD": 0x08000000, "ONDIR": 0x40000000}
+
+
+def _fanotify_marks(pid: int) -> tuple[list[int], list[int]]:
+    """(the masks of the daemon's directory marks, the masks of its filesystem marks), from /proc's fdinfo."""
+    inodes, filesystems = [], []
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            lines = open(f"/proc/{pid}/fdinfo/{fd}").read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.startswith("fanotify ") and " mask:" in line:
+                mask = int(line.split(" mask:")[1].split()[0], 16)
+                (inodes if " ino:" in line else filesystems).append(mask)
+    return inodes, filesystems
+
+
+def _mask(*names: str) -> int:
+    return sum(_FAN[n] for n in names)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="fanotify needs root")
+def test_directories_on_a_marked_filesystem_are_watched_for_names_only(workdir: Path) -> None:
+    """By default (fanotify, a filesystem mark on SOURCE's local filesystem) every change of an object, whatever
+    name it goes through, comes from the filesystem mark: the directories' marks ask for their names only, so that
+    a write, a close after writing or an attribute change (the daemon's own included) makes one event, not two.
+    Where the timeout is given (no filesystem mark), the directories' marks report their children's changes too.
+    The behaviour itself is test_native_behind_the_back's, in each mode."""
+    names = _mask("CREATE", "DELETE", "MOVED_FROM", "MOVED_TO", "ONDIR")
+    objects = _mask("MODIFY", "ATTRIB", "MOVE_SELF", "CLOSE_WRITE", "ONDIR")
+    children = _mask("ATTRIB", "CLOSE_WRITE", "MODIFY", "EVENT_ON_CHILD")
+    (workdir / "src" / "a" / "b").mkdir(parents=True)
+    if not local_filesystem(str(workdir / "src")):
+        pytest.skip("the test's directory is not on a local filesystem: no filesystem mark there")
+    for args, marked in (([], True), (["-o", "timeout=30"], False)):
+        with Mount(workdir / "src", workdir / "mnt", *args, trace=False) as m:
+            assert m.proc is not None
+            os.stat(m.mnt / "a" / "b")  # the kernel learns both directories: each is marked
+            inodes, filesystems = _fanotify_marks(m.proc.pid)
+            assert len(inodes) == 3, inodes  # the root, a, a/b
+            if marked:
+                assert filesystems == [objects], [hex(x) for x in filesystems]
+                assert all(x == names for x in inodes), [hex(x) for x in inodes]
+            else:
+                assert filesystems == []
+                assert all(x == names | children for x in inodes), [hex(x) for x in inodes]
             assert m.unmount() == 0, m.stderr()

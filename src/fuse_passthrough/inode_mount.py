@@ -73,12 +73,12 @@ class SourceInvalidations:
         self._devices: set[int] = set()  # st_dev whose filesystem mark was tried
         if self.watcher is None:
             return
+        if self._objects:  # first: the directories on a marked filesystem are watched for their names only
+            ops.long_timeout = long_timeout
+            self._filesystem(root)
         if self.watcher.watch_key(root.fd, root.key):
             root.watched = time.monotonic_ns()
         ops.on_directory = self.directory
-        if self._objects:
-            ops.long_timeout = long_timeout
-            self._filesystem(root)
 
     def _filesystem(self, node: Node) -> None:
         """Mark the filesystem of the directory `node` (once): its objects' replies may be long from now on."""
@@ -90,10 +90,12 @@ class SourceInvalidations:
             self._ops.trusted[dev] = time.monotonic_ns()
 
     def directory(self, node: Node) -> None:
-        """The kernel learnt a directory: watch it (its inode, and its filesystem if new)."""
-        if self.watcher is not None and self.watcher.watch_key(node.fd, node.key):
-            if self._objects:
-                self._filesystem(node)
+        """The kernel learnt a directory: watch it (its filesystem if new, then its inode)."""
+        if self.watcher is None:
+            return
+        if self._objects:
+            self._filesystem(node)
+        if self.watcher.watch_key(node.fd, node.key):
             node.watched = time.monotonic_ns()
 
     def changed(self, key: tuple[int, int], name: bytes | None, entry: bool) -> None:

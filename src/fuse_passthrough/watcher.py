@@ -148,12 +148,18 @@ _FAN_MODIFY, _FAN_MOVE_SELF = 0x2, 0x800
 _FAN_REPORT_FID, _FAN_MARK_FILESYSTEM = 0x200, 0x100
 _FAN_INFO_FID = 1
 # The filesystem mark's: every change of an object's data or attributes, whatever name it was made through (a new
-# hard link changes the link count: FS_ATTRIB on the inode; a rename changes the ctime: FS_MOVE_SELF).
-_FAN_OBJECT_MASK = _FAN_MODIFY | _FAN_ATTRIB | _FAN_MOVE_SELF | _FAN_ONDIR
+# hard link changes the link count: FS_ATTRIB on the inode; a rename changes the ctime: FS_MOVE_SELF), and, as
+# _MASK, the close of a file written (after stores through a shared mapping, which send no FS_MODIFY).
+_FAN_OBJECT_MASK = _FAN_MODIFY | _FAN_ATTRIB | _FAN_MOVE_SELF | _FAN_CLOSE_WRITE | _FAN_ONDIR
 # as _MASK (fanotify merges a queued event with a new identical one)
 _FAN_MASK = (_FAN_ATTRIB | _FAN_CLOSE_WRITE | _FAN_MOVED_FROM | _FAN_MOVED_TO | _FAN_CREATE | _FAN_DELETE
              | _FAN_ONDIR | _FAN_EVENT_ON_CHILD | _FAN_MODIFY)
 _FAN_ENTRY = _FAN_CREATE | _FAN_DELETE | _FAN_MOVED_FROM | _FAN_MOVED_TO
+# A directory on a filesystem with a filesystem mark: its names only (the mark reports its objects, the directory
+# itself included). Every event costs the system call that makes it (the daemon's own included, which are read and
+# skipped): one event fewer per write, close after writing and attribute change (docs/benchmarks.md, 2026-12-06
+# 23:00).
+_FAN_NAMES_MASK = _FAN_ENTRY | _FAN_ONDIR
 _AT_EMPTY_PATH = 0x1000
 _FAN_INFO_DFID_NAME = 2
 _EVENT = struct.Struct("=IBBHQii")  # struct fanotify_event_metadata
@@ -257,7 +263,8 @@ class FanotifyWatcher:
 
     def watch_key(self, fd: int, key: Key) -> bool:
         """Mark the directory open as `fd`, reported as `key` (the mark and the handle follow the directory's
-        inode wherever it moves); whether it is marked."""
+        inode wherever it moves); whether it is marked. On a filesystem `watch_filesystem` marked before, only
+        its names are watched."""
         if self._failed:
             return False
         with self._lock:
@@ -267,7 +274,8 @@ class FanotifyWatcher:
                     raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
                 # "." from the directory's own fd (O_PATH serves as a dirfd, not as the object to mark): the
                 # directory itself, with no walk of /proc (half the cost of a mark by its /proc/self/fd name)
-                _check(_libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_ONLYDIR, _FAN_MASK, fd, b"."))
+                mask = _FAN_NAMES_MASK if key[0] in self._filesystems else _FAN_MASK
+                _check(_libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_ONLYDIR, mask, fd, b"."))
             except OSError as e:
                 if e.errno not in (2, 20):  # ENOENT, ENOTDIR: gone already
                     self._failed = True
