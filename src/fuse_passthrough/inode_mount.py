@@ -68,7 +68,8 @@ class SourceInvalidations:
         self._said_lost = False
         root = ops.nodes.root
         self.watcher = watch_source(self.changed, root.fd,
-                                    on_object=self.object_changed if long_timeout > 0 else None, on_lost=self.lost)
+                                    on_object=self.object_changed if long_timeout > 0 else None, on_lost=self.lost,
+                                    opening=ops.nodes.outside_requests)
         self._objects = isinstance(self.watcher, FanotifyWatcher) and long_timeout > 0
         self._devices: set[int] = set()  # st_dev whose filesystem mark was tried
         if self.watcher is None:

@@ -116,9 +116,10 @@ class NodeTable:
         self._released_fd = os.memfd_create("fuse-passthrough-released", os.MFD_CLOEXEC)
         # /proc/self/fd, for `reopen`: a name looked up there is one component, not four (~2 us less per open).
         self._proc_fds = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        # Held while the daemon has a file of SOURCE open outside any request (`read_byte`): `unlinked` waits for it,
-        # so that the file's space is free when the unlink returns even if the watcher was reading it.
-        self._reading = threading.Lock()
+        # Held while the daemon has a file of SOURCE open outside any request (`read_byte`; the watcher's
+        # open_by_handle_at): `unlinked` waits for it, so that the file's space is free when the unlink returns
+        # even if the watcher was reading it or looking it up.
+        self.outside_requests = threading.Lock()
         # Held around the daemon's rmdir (InodeOperations.rmdir) and the close of a directory node's fd (`forget`):
         # the kernel's removal of a directory and the last close of its removed child's fd, run at once by two
         # workers (rm -r: the child's FORGET comes as the parent's RMDIR does), stalled both for 2-4 ms here
@@ -209,7 +210,7 @@ class NodeTable:
             if st.st_nlink:
                 return
             node.gone = st
-            with self._reading:  # no other fd of the daemon's holds the file once this returns
+            with self.outside_requests:  # no other fd of the daemon's holds the file once this returns
                 os.dup2(self._released_fd, node.fd, inheritable=False)  # closes the file's fd, keeps the number
             # SOURCE may give its inode number to a new file now: that is another object, another node.
             if self._by_key.get(node.key) is node:
@@ -223,7 +224,7 @@ class NodeTable:
     def read_byte(self, node: Node, offset: int) -> bytes:
         """The byte of `node`'s file at `offset` (b"" past its end, or if it cannot be opened), read through a
         descriptor of its own that `unlinked` waits for (the watcher: SOURCE's new size, for O_APPEND)."""
-        with self._reading:
+        with self.outside_requests:
             try:
                 fd = self.reopen(node.fd, os.O_RDONLY | os.O_NOATIME | os.O_CLOEXEC)
             except OSError:

@@ -39,6 +39,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from inotify_simple import INotify
 from inotify_simple import flags as inotify_flags
@@ -223,12 +225,15 @@ class FanotifyWatcher:
     removed inside SOURCE (/proc/self/mountinfo) and a watcher that stops are reported."""
 
     def __init__(self, on_change: OnChange, root_fd: int, on_object: Callable[[Key], None] | None = None,
-                 on_lost: OnLost | None = None) -> None:
+                 on_lost: OnLost | None = None, opening: AbstractContextManager[Any] | None = None) -> None:
         if _handle_of(root_fd) is None:  # a filesystem without file handles: fanotify cannot name its directories
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         self._on_change = on_change
         self._on_object = on_object
         self._on_lost = on_lost
+        # held around the brief open of a changed object (`_key`): the daemon frees a file it unlinks only
+        # once no such open holds it
+        self._opening = opening if opening is not None else nullcontext()
         self._handle_key: dict[bytes, Key] = {}  # file handle of each marked directory -> its key
         self._fd = _check(_libc.fanotify_init(_FAN_CLASS_NOTIF | _FAN_CLOEXEC | _FAN_NONBLOCK | _FAN_REPORT_DFID_NAME,
                                               os.O_RDONLY | os.O_CLOEXEC))
@@ -318,14 +323,15 @@ class FanotifyWatcher:
         mount_fd = self._mount_fds.get(fsid)
         if mount_fd is None:
             return None
-        try:
-            fd = _check(_libc.open_by_handle_at(mount_fd, handle, os.O_PATH | os.O_CLOEXEC))
-        except OSError:  # removed (ESTALE): a directory marked before is known by its handle
-            return self._handle_key.get(handle)
-        try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
+        with self._opening:
+            try:
+                fd = _check(_libc.open_by_handle_at(mount_fd, handle, os.O_PATH | os.O_CLOEXEC))
+            except OSError:  # removed (ESTALE): a directory marked before is known by its handle
+                return self._handle_key.get(handle)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
         if len(self._keys) > 65536:
             self._keys.clear()
         key = self._keys[handle] = (st.st_dev, st.st_ino)
@@ -455,17 +461,18 @@ class FanotifyWatcher:
 
 
 def watch_source(on_change: OnChange, root_fd: int, on_object: Callable[[Key], None] | None = None,
-                 on_lost: OnLost | None = None) -> FanotifyWatcher | InotifyWatcher | None:
+                 on_lost: OnLost | None = None, opening: AbstractContextManager[Any] | None = None
+                 ) -> FanotifyWatcher | InotifyWatcher | None:
     """A running watcher for the SOURCE whose root directory is open as `root_fd`: fanotify as root where the
     kernel and the filesystem allow it, else inotify; None (said on stderr) where neither can be used.
     Directories are added with `watch_key(fd, key)`; with fanotify and `on_object`, whole local filesystems with
-    `watch_filesystem(fd)`.
+    `watch_filesystem(fd)`; `opening` is held around the watcher's brief opens of changed objects.
 
     FUSE_PASSTHROUGH_NO_FANOTIFY=1 in the environment makes a root daemon use inotify (the tests of both
     watchers use it; README "Caching")."""
     if os.geteuid() == 0 and not os.environ.get("FUSE_PASSTHROUGH_NO_FANOTIFY"):
         try:
-            return FanotifyWatcher(on_change, root_fd, on_object, on_lost)
+            return FanotifyWatcher(on_change, root_fd, on_object, on_lost, opening)
         except OSError:
             pass  # e.g. a kernel older than 5.9, or a filesystem without file handles: inotify
     try:
