@@ -266,7 +266,8 @@ def test_default_workers_follow_the_cpus_the_daemon_may_use(cpus: int) -> None:
     if len(available) < cpus:
         pytest.skip(f"needs {cpus} CPUs, this process may use {len(available)}")
     allowed = set(available[:cpus])
-    r = subprocess.run([sys.executable, "-c", "from fuse_passthrough.options import DEFAULT_MAX_THREADS as n; print(n)"],
-                       capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.sched_setaffinity(0, allowed))
+    code = "from fuse_passthrough.options import DEFAULT_MAX_THREADS as n; print(n)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: os.sched_setaffinity(0, allowed))
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) == min(4, max(2, cpus))

@@ -300,8 +300,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("remount", SWITCH, "change the options of the mount at MOUNTPOINT live (mount -o remount,... does "
            "the same): ro/rw, [no]suid, [no]dev, [no]exec, sync/async, dirsync and the atime options; the others "
            "are fixed while the daemon runs", mount="remount"),
-    Option("max_threads", POSITIVE, "at most N requests served at once (worker threads; default one per CPU it may run on, "
-           f"at least 2 and at most 4, here {DEFAULT_MAX_THREADS}: more workers than cores hand Python's interpreter "
+    Option("max_threads", POSITIVE, "at most N requests served at once (worker threads; default one per CPU it "
+           f"may run on, at least 2 and at most 4, here {DEFAULT_MAX_THREADS}: more workers than cores hand Python's interpreter "
            "lock around more than they overlap, see docs/benchmarks.md); -s is one",
            default=DEFAULT_MAX_THREADS, mount="max_threads"),
     Option("park_us", COUNT, "a worker that finishes a request while another worker is busy (inside a request "
