@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fuse_passthrough.tracing.events import RawEvent
-from fuse_passthrough.tracing.writer import SummaryRequests
+from fuse_passthrough.tracing.writer import FrameReader, SummaryRequests
 
 
 def test_a_request_during_a_frame_is_answered_once_the_frame_is_done() -> None:
@@ -95,3 +95,51 @@ def test_a_request_while_the_writer_exits_does_not_kill_it(tmp_path: Path) -> No
             except ProcessLookupError:
                 break
         assert proc.wait() == 0
+
+
+class Trickle:
+    """A stream that gives at most `step` bytes per read, as a pipe may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.at = data, step, 0
+
+    def readinto(self, view: memoryview) -> int:
+        n = min(len(view), self.step, len(self.data) - self.at)
+        view[:n] = self.data[self.at:self.at + n]
+        self.at += n
+        return n
+
+
+@pytest.mark.parametrize("step", [1, 7, 1 << 20])
+def test_frames_are_read_whole_from_pieces_and_a_cut_one_is_the_end(step: int) -> None:
+    big = bytes(range(256)) * 1024  # larger than the first buffer: a new one, while the last view is still held
+    stream = Trickle(b"abc" + big + b"xy", step)
+    frames = FrameReader(stream)
+    first = frames.read(3)
+    assert first is not None and bytes(first) == b"abc"
+    second = frames.read(len(big))
+    assert second is not None and bytes(second) == big
+    assert bytes(first) == b"abc"  # the view of the smaller buffer still shows its frame
+    assert frames.read(3) is None  # two bytes left: the input ended inside a frame
+
+
+def test_the_writer_process_does_not_load_the_daemon() -> None:
+    """The daemon waits for the writer before it mounts: the writer imports what it formats with, not the
+    tracing layer, the node table or libfuse, while the package's names stay importable from it."""
+    code = ("import sys, fuse_passthrough.tracing.writer\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fuse_passthrough')))\n"
+            "from fuse_passthrough.tracing import TracingLayer, TraceSink, to_event, stats\n"
+            "print(TracingLayer.__module__, TraceSink.__module__, to_event.__module__, stats.__name__)\n"
+            "try:\n"
+            "    from fuse_passthrough.tracing import nothing_of_that_name\n"
+            "except ImportError:\n"
+            "    print('refused')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded, names, refused = out.splitlines()
+    for heavy in ("fuse_passthrough.tracing.layer", "fuse_passthrough.inode_ops", "fuse_passthrough.inodes",
+                  "fuse_passthrough.lowlevel.binding", "fuse_passthrough.chain"):
+        assert f"'{heavy}'" not in loaded
+    assert "'fuse_passthrough.tracing.formats'" in loaded
+    assert names == ("fuse_passthrough.tracing.layer fuse_passthrough.tracing.sinks fuse_passthrough.tracing.events "
+                     "fuse_passthrough.tracing.stats")
+    assert refused == "refused"

@@ -11,6 +11,7 @@ SIGUSR1 prints the summary so far, between frames.
 from __future__ import annotations
 
 import argparse
+import gc
 import marshal
 import signal
 import struct
@@ -27,14 +28,26 @@ from .stats import Summary
 _HEADER = struct.Struct("<I")
 
 
-def _read_exact(stream: Any, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
+class FrameReader:
+    """Reads the input's frames into one buffer, reused from frame to frame (a new `bytes` per frame, copied
+    from the pieces read, cost the writer page faults and copies of every frame)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._buf = bytearray(1 << 16)
+
+    def read(self, n: int) -> memoryview | None:
+        """The next `n` bytes, valid until the next call; None at the end of the input."""
+        if len(self._buf) < n:
+            self._buf = bytearray(n)  # a new one: a view of the old one may still be held
+        view = memoryview(self._buf)[:n]
+        got = 0
+        while got < n:
+            k = self._stream.readinto(view[got:])
+            if not k:
+                return None
+            got += k
+        return view
 
 
 class SummaryRequests:
@@ -106,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.buffer.write(b"R")  # ready: the daemon may mount now
     sys.stdout.buffer.close()
 
-    stdin = sys.stdin.buffer
+    frames = FrameReader(sys.stdin.buffer)
     written = 0
     unencodable = 0
 
@@ -122,11 +135,15 @@ def main(argv: list[str] | None = None) -> int:
             event = event_of((*item[:4], None, *item[5:]))
         return encode(event)
 
+    # The writer's only objects beyond its set-up are each frame's events, tuples freed by their reference counts
+    # once the frame is written: nothing for the cycle collector, whose passes over them were ~7 % of its CPU.
+    gc.freeze()
+    gc.disable()
     while True:
-        header = _read_exact(stdin, _HEADER.size)
+        header = frames.read(_HEADER.size)
         if header is None:
             break
-        body = _read_exact(stdin, _HEADER.unpack(header)[0])
+        body = frames.read(_HEADER.unpack(header)[0])
         if body is None:
             break
         with requests.busy():
