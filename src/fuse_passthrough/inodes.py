@@ -442,20 +442,6 @@ class NodeTable:
         nodeid = self._children.get((parent, name))
         return None if nodeid is None else self._by_id.get(nodeid)
 
-    def resolve(self, path: str) -> tuple[Node | None, Node | None, bytes]:
-        """For a mount path ("/a/b"): the node of its directory (if the table has it), its own node (if known)
-        and its last component. The root is (None, root, b"")."""
-        parts = [os.fsencode(p) for p in path.split("/") if p]
-        if not parts:
-            return None, self.root, b""
-        node: Node | None = self.root
-        for part in parts[:-1]:
-            node = self.child(node.nodeid, part) if node is not None else None
-            if node is None:
-                return None, None, parts[-1]
-        assert node is not None
-        return node, self.child(node.nodeid, parts[-1]), parts[-1]
-
     def path_cache(self) -> tuple[NodeTable, int]:
         """(this table, the root's id) for the compiled tracing layer (tracing/_recorder.c), which reads what `path`
         reads without the lock before asking it: "/" for the root, else `_by_id[nodeid].cached_path` while it is

@@ -26,9 +26,6 @@ RULE_OPS = frozenset(ARG_NAMES)
 
 KEYS = ("op", "path", "comm", "pid", "uid", "errno", "delay", "nth", "every", "after", "times", "probability",
         "seed", "short")
-# Where an operation's paths are among its arguments (path, and path2 such as a rename's new name).
-PATH_POSITIONS = {op: tuple(i for i, name in enumerate(names) if name in ("path", "path2"))
-                  for op, names in ARG_NAMES.items()}
 SHORT_OPS = frozenset({"read", "write"})
 # Errors the kernel ignores, or calls with no caller to return them to: an injected errno would only leak what
 # the call holds (release closes the source's file). Delays are allowed.
@@ -113,16 +110,6 @@ class FaultRule:
     def needs_caller(self) -> bool:
         return bool(self.comms or self.pids or self.uids)
 
-    def matches_path(self, op: str, args: tuple[Any, ...]) -> bool:
-        match = self._path_match
-        if match is None:
-            return True
-        for i in PATH_POSITIONS.get(op, (0,)):
-            value = args[i] if i < len(args) else None
-            if isinstance(value, str) and match(value):
-                return True
-        return False
-
     def matches_paths(self, path: str | None, path2: str | None) -> bool:
         """path= against a call's two paths (the inode core's calls carry them; None: unknown)."""
         match = self._path_match
@@ -155,9 +142,6 @@ class FaultRule:
                 return False
             self.injected += 1
             return True
-
-    def describe(self) -> str:
-        return self.text
 
 
 def parse_rule(text: str) -> FaultRule:

@@ -407,7 +407,6 @@ class Layout:
 
 LAYOUT_314 = Layout((3, 14), 35, fuse_file_info_314, fuse_conn_info_314, fuse_buf_314, fuse_bufvec_314, OPS_314)
 LAYOUT_317 = Layout((3, 17), 317, fuse_file_info_317, fuse_conn_info_317, fuse_buf_317, fuse_bufvec_317, OPS_317)
-LAYOUTS = [LAYOUT_314, LAYOUT_317]
 
 
 def layout_for(version: tuple[int, int]) -> Layout:
