@@ -96,8 +96,6 @@ class RawEvent(NamedTuple):
 
 # Positions whose value is data (write buffer, xattr value): only the length may leave the hot path.
 DATA_ARGS = {"write": 1, "setxattr": 2}
-READ_OPS = frozenset({"read"})
-WRITE_OPS = frozenset({"write", "copy_file_range"})
 
 # Python reports O_LARGEFILE as 0 on 64-bit, but the kernel sets its bit in every open it forwards.
 _O_LARGEFILE_KERNEL = 0o100000 if platform.machine() in ("x86_64", "i686") else 0o400000
