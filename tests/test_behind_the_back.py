@@ -330,6 +330,30 @@ def capabilities_set_in_source(r: Run) -> None:
     r.see("set in S after a write", lambda: os.getxattr(m / "f", caps), behind=True)
 
 
+def create_of_a_name_made_in_source_since(r: Run) -> None:
+    """open(O_CREAT) without O_EXCL of a name the mount answered as absent and S has made since (with file
+    capabilities): the kernel may still send CREATE; the daemon, which tries O_EXCL first to know a file new, opens
+    the existing file as asked, and its first write drops the capabilities in S, as natively."""
+    m, s = r.m, r.s
+    caps = "security.capability"
+    r.see("absent", lambda: os.stat(m / "capped"))  # the kernel may remember the name as absent
+    (s / "capped").write_bytes(b"old data")
+    os.chmod(s / "capped", 0o755)
+    os.setxattr(s / "capped", caps, FILE_CAPS)
+
+    def open_and_write() -> int:
+        fd = os.open(m / "capped", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            return os.write(fd, b"new")
+        finally:
+            os.close(fd)
+    r.see("opened and written", open_and_write)
+    r.see("bytes in S", lambda: (s / "capped").read_bytes())
+    r.see("mode", lambda: stat.S_IMODE(os.stat(m / "capped").st_mode))
+    r.see("capabilities in S", lambda: os.getxattr(s / "capped", caps))
+    r.see("capabilities", lambda: os.getxattr(m / "capped", caps))
+
+
 def file_replaced_by_directory_in_source(r: Run) -> None:
     """A file replaced by a directory in S, and the other way round: open, stat and readdir see the new object."""
     m, s = r.m, r.s
@@ -430,7 +454,8 @@ def strict_rewrite_keeping_size_and_mtime(r: Run) -> None:
 SCENARIOS: dict[str, Scenario] = {f.__name__: f for f in (
     fd_ops_after_source_rename, cwd_in_a_tree_renamed_in_source, hard_link_in_source_then_write_by_the_new_name,
     append_after_another_name_grew_the_file, append_after_source_grew_the_file, truncate_in_source_then_pread,
-    source_writer_keeping_the_file_open, capabilities_set_in_source, file_replaced_by_directory_in_source,
+    source_writer_keeping_the_file_open, capabilities_set_in_source, create_of_a_name_made_in_source_since,
+    file_replaced_by_directory_in_source,
     create_where_a_directory_was_renamed_away, directory_renamed_through_the_mount_then_changed_in_source,
     directory_renamed_in_source_then_changed_in_source, strict_rewrite_keeping_size_and_mtime)}
 

@@ -66,6 +66,27 @@ def test_stop_is_clean(workdir: Path, how: str, threads: str) -> None:
     assert (workdir / "src" / "f").read_bytes() == b"hello"
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "fusermount3 -u"])
+def test_a_stop_right_after_changes_in_source_prints_nothing_of_them(workdir: Path, how: str) -> None:
+    """Names the mount knew as absent, made in SOURCE just before the stop: the SOURCE watcher's invalidations
+    for them may still be on their way when the session's fd goes. They must not reach stderr (libfuse printed
+    "fuse: writing device: Bad file descriptor" for each)."""
+    with Mount(workdir / "src", workdir / "mnt", trace=False) as m:
+        assert m.proc is not None
+        for i in range(50):
+            assert not (m.mnt / f"n{i}").exists()  # the kernel may remember the name as absent
+        for i in range(50):
+            (m.src / f"n{i}").write_bytes(b"made in SOURCE")
+        if how == "SIGTERM":
+            m.proc.send_signal(signal.SIGTERM)
+        else:
+            subprocess.run(["fusermount3", "-u", str(m.mnt)], check=True)
+        assert m.proc.wait(timeout=20) == 0, m.stderr()
+        assert m.unmount() == 0
+        err = m.stderr()
+        assert "writing device" not in err and "Traceback" not in err, err
+
+
 def test_sigusr1_prints_summary_and_keeps_running(workdir: Path) -> None:
     with Mount(workdir / "src", workdir / "mnt") as m:
         exercise(m.mnt)

@@ -607,11 +607,21 @@ class InodeOperations:
     def create(self, req: int, parent: int, name: bytes, mode: int, fi: Any) -> abi.fuse_entry_param:
         pnode = self.nodes.get(parent)
         t0 = time.monotonic_ns()
+        flags = (fi.flags & _CREATE_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         with self._creating(req):
-            fd = os.open(name, (fi.flags & _CREATE_CLEAR) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         stat.S_IMODE(mode), dir_fd=pnode.fd)
+            try:
+                # O_EXCL even where the caller did not ask for it: the file is then known to be new, so its first
+                # write's capability check is answered without asking SOURCE (getxattr: ~4 us). A name that exists
+                # (made behind the mount's back while the kernel knew it as absent) is then opened as asked.
+                fd = os.open(name, flags | os.O_EXCL, stat.S_IMODE(mode), dir_fd=pnode.fd)
+                made = True
+            except FileExistsError:
+                if fi.flags & os.O_EXCL:
+                    raise
+                fd = os.open(name, flags, stat.S_IMODE(mode), dir_fd=pnode.fd)
+                made = False
         try:
-            return self._new_open_entry(req, pnode, name, fd, fi, t0, made=bool(fi.flags & os.O_EXCL))
+            return self._new_open_entry(req, pnode, name, fd, fi, t0, made=made)
         except BaseException:
             os.close(fd)
             raise

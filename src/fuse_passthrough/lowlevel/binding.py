@@ -725,6 +725,10 @@ class LowLevelSession:
         """Unmount (if mounted) and destroy the session; idempotent."""
         if self._se is None:
             return
+        # The loops end by resetting the session's exit flag; until destroy has stopped them, the filesystem's
+        # threads (a SOURCE watcher) may still send notifications, which fail once the fd is gone: with the flag
+        # set, libfuse returns that error to them without printing "fuse: writing device" for each.
+        self.exit()
         self.unmount()
         FUNCTIONS["fuse_session_destroy"](self._se)
         self._se = None
