@@ -282,7 +282,7 @@ class ProcessSink:
     are pending, or once the oldest has waited `max_delay` seconds. Under steady traffic the writer so wakes about
     once a second rather than 50 times: on a 2-core VM each wake-up of a busy writer cost the client and the daemon
     ~5 ms of wall time in scheduling (untar, traced: 4.3 s with 20 ms sends, 2.9 s with 1 s; no trace 2.1 s;
-    docs/benchmarks.md 2026-12-07 03:40). A full pipe blocks the flusher, and `max_pending` events waiting block
+    docs/benchmarks.md 2026-12-07 03:10). A full pipe blocks the flusher, and `max_pending` events waiting block
     the filesystem.
     The writer process prints the summary itself when its input ends (see tracing/writer.py).
 
