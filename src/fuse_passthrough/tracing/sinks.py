@@ -294,8 +294,8 @@ class ProcessSink:
     """
 
     def __init__(self, fmt: str = "text", output: str | None = None, *, max_bytes: int = 0, backups: int = 1,
-                 summary: bool = True, summary_json: str | None = None, batch: int = 16384,
-                 max_pending: int = 65536, boost_at: int = 32768, max_delay: float = 1.0,
+                 summary: bool = True, summary_json: str | None = None, batch: int = 8192,
+                 max_pending: int = 65536, boost_at: int = 16384, max_delay: float = 1.0,
                  idle_writer: bool | None = None) -> None:
         formatter(fmt)  # reject an unknown format here, not in the writer
         cmd = [sys.executable, "-m", "fuse_passthrough.tracing.writer", "--format", fmt,
