@@ -411,8 +411,9 @@ def test_process_sink_gathers_a_steady_stream(tmp_path, pending_kind: str) -> No
         sink.close()
     assert _line_count(out) == i == sink.written
     steps = sorted(set(counts))
-    # Sent every 20 ms, the file would have grown ~100 times; every 0.5 s, 3 or 4 times.
-    assert 2 <= len(steps) - 1 <= 6, (len(steps), steps)
+    # Sent every 20 ms, the file would have grown ~100 times; every 0.5 s, 3 or 4 times (a few more where this
+    # process is held up for a look's length: a pause, for the flusher).
+    assert 2 <= len(steps) - 1 <= 10, (len(steps), steps)
 
 
 def test_a_summary_request_counts_every_event_put_before_it(tmp_path, capfd, pending_kind: str) -> None:
