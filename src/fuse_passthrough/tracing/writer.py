@@ -2,10 +2,11 @@
 
 Decoding, counting and formatting an event cost about as much CPU as recording it (docs/benchmarks.md, 2026-12-06:
 ~0.65 µs against ~0.9, the lines, the timestamps and the tally in C, tracing/_jsonl.c). In the daemon that would
-compete with the filesystem threads for the GIL on every operation; in a process of its own it runs on another core. Input on stdin: frames of a 4-byte
-little-endian length and a marshal'ed list of raw event tuples; a frame of length 0 asks for the summary so far
-(what the daemon sends on its own SIGUSR1: after every event before it). On EOF everything is written, the summary
-is printed (unless --no-summary) and written as JSON (--summary-json), and the process exits 0.
+compete with the filesystem threads for the GIL on every operation; in a process of its own it runs on another
+core. Input on stdin: frames of a 4-byte little-endian length and a marshal'ed list of raw event tuples; a frame
+of length 0 asks for the summary so far (what the daemon sends on its own SIGUSR1: after every event before it). On
+EOF everything is written, the summary is printed (unless --no-summary) and written as JSON (--summary-json), and
+the process exits 0.
 SIGUSR1 to the writer itself prints the summary so far, between frames.
 """
 
