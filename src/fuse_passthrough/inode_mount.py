@@ -494,9 +494,9 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
             inv.close()
         for w in flag_watchers:
             w.close()
+        if handlers is not ops:
+            handlers.close()  # the layers first: the tracing layer hands the sink any event it still holds
         if sink is not None and sink.close() != 0:
             status = 1
-        if handlers is not ops:
-            handlers.close()
         ops.close()
     return status

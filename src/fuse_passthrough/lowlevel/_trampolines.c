@@ -22,6 +22,11 @@
  * libfuse 3.14 and 3.17 alike. The callbacks are per session: the session's userdata is its table
  * (callback_table), read back with fuse_req_userdata.
  *
+ * Work after the reply (AFTER_REPLY, a capsule for other C modules): a module may ask, from inside a callback, to
+ * have its hook called once this request's reply is sent; the trampoline calls it without the GIL (the hook takes
+ * it). The tracing layer's recorder (tracing/_recorder.c) records the request's event there, so the caller is woken
+ * before the event is made rather than after (docs/benchmarks.md, 2026-12-07 05:50).
+ *
  * Also here, for the same reason of cost: the conversions every request makes (caller, fill_stat, fill_entry). In
  * Python through ctypes they cost 1-2.5 us each (a field set per struct member); here a tenth of that. They use
  * the two small structs libfuse declares by value (fuse_ctx, fuse_entry_param) and the system's struct stat; the
@@ -203,6 +208,18 @@ static void leave(struct table *t) {
     }
 }
 
+/* AFTER_REPLY: the hook (one per process), and whether this thread's running callback is a trampoline's (its reply
+ * is sent, and the hook called, once it returns). The struct is declared the same in tracing/_recorder.c. */
+struct fpt_after_reply {
+    int (*replied_after_return)(void);
+    void (*set_hook)(void (*hook)(void));
+};
+static void (*after_reply_hook)(void);
+static __thread int in_callback;
+static int replied_after_return(void) { return in_callback && after_reply_hook != NULL; }
+static void set_after_reply_hook(void (*hook)(void)) { after_reply_hook = hook; }
+static const struct fpt_after_reply AFTER_REPLY = {replied_after_return, set_after_reply_hook};
+
 static void send_pending(fuse_req_t req, enum kind if_unset) {
     struct pending *p = &pending;
     enum kind k = p->kind == K_UNSET ? if_unset : p->kind;
@@ -227,8 +244,17 @@ static void send_pending(fuse_req_t req, enum kind if_unset) {
 }
 
 #define T(op, UNSET, PARAMS, ARGS) \
-    static void t_##op PARAMS { struct table *t = lib.userdata(req); enter(t); \
-                                ((void (*) PARAMS)t->cb[O_##op]) ARGS; send_pending(req, UNSET); leave(t); }
+    static void t_##op PARAMS { \
+        struct table *t = lib.userdata(req); \
+        enter(t); \
+        in_callback = 1; \
+        ((void (*) PARAMS)t->cb[O_##op]) ARGS; \
+        in_callback = 0; \
+        send_pending(req, UNSET); \
+        if (after_reply_hook != NULL) \
+            after_reply_hook(); \
+        leave(t); \
+    }
 #define R K_UNSET
 T(lookup, R, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
 T(forget, K_NONE, (fuse_req_t req, fuse_ino_t ino, uint64_t nlookup), (req, ino, nlookup))
@@ -920,4 +946,15 @@ static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_trampolines",
                                     "per-request conversions.", -1,
                                     METHODS, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__trampolines(void) { return PyModule_Create(&MODULE); }
+PyMODINIT_FUNC PyInit__trampolines(void) {
+    PyObject *m = PyModule_Create(&MODULE), *capsule;
+    if (m == NULL)
+        return NULL;
+    capsule = PyCapsule_New((void *)&AFTER_REPLY, "fuse_passthrough.lowlevel._trampolines.AFTER_REPLY", NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "AFTER_REPLY", capsule) < 0) {
+        Py_XDECREF(capsule);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -49,7 +49,8 @@ released the GIL, sends the reply the callback recorded (`DEFERRED_REPLIES`). A 
 (`CTYPES_REPLIES`, the fallback, or FUSE_PASSTHROUGH_NO_TRAMPOLINES=1) releases the GIL for the write to /dev/fuse
 and must take it back to return, while the caller it just woke has another worker running Python for its next
 request: a wait for the GIL at the end of nearly every request. docs/benchmarks.md ("replies sent without the
-GIL") has the numbers.
+GIL") has the numbers. A C module may have work done after a trampoline's reply (_trampolines.c, AFTER_REPLY):
+the tracing layer's recorder makes each event there, once the caller is woken.
 
 The session's I/O: with the C module, the mounted session reads and writes /dev/fuse through _trampolines.c
 (fuse_session_custom_io on the same fd, `own_io`), on libfuse 3.14 and 3.17. Workers wait for requests in poll(2),

@@ -24,6 +24,13 @@
  * and result_of(result, a). With `accepts_op` (SETATTR), args_of gives a list of (op, args), one event each
  * whose op it accepts. With `path_cache` (table, root id), a path NodeTable has cached is read here
  * (inodes.py, NodeTable.path_cache), and `nodes_path` asked only for the others.
+ *
+ * Recorded after the reply: where the C trampolines call the handler (lowlevel/_trampolines.c, AFTER_REPLY), what
+ * the call's event needs is kept at its end, and the event is made once the reply is sent, by the trampoline's
+ * hook: the caller runs on while the event is encoded (docs/benchmarks.md, 2026-12-07 05:50). Kept calls wait in
+ * one queue, oldest first, and every event is made in its turn: by the hook, or before any event made at once
+ * (a call not under a trampoline, the generic path's `record_waiting()`), so events are numbered in the order
+ * their calls ended, as before.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,6 +39,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -501,7 +510,7 @@ static int names_of(Recorder *r, PyObject *pid, long long t1, PyObject **comm, P
 /* One event (op, args) to the sink: encoded into its EventBuffer, else a tuple to `pending.append` or `put`; then
  * `backlog(count)` once `batch` are pending. Steals nothing. */
 static int emit(Recorder *r, PyObject *caller, PyObject *op, PyObject *args, PyObject *result, int err,
-                long long d, PyObject *comm, PyObject *cmdline) {
+                long long d, double end, PyObject *comm, PyObject *cmdline) {
     PyObject *f[13], *raw, *ok;
     Py_ssize_t n = 0;
     int rc = -1;
@@ -511,7 +520,7 @@ static int emit(Recorder *r, PyObject *caller, PyObject *op, PyObject *args, PyO
             PyErr_SetString(PyExc_RuntimeError, "the event numbers ran out");
         return -1;
     }
-    f[1] = PyFloat_FromDouble((double)now_ns(CLOCK_REALTIME) / 1e9 - (double)d / 1e9);
+    f[1] = PyFloat_FromDouble(end - (double)d / 1e9);
     f[2] = op;
     f[3] = args;
     f[4] = result;
@@ -562,16 +571,14 @@ done:
     return rc;
 }
 
-/* The call's events: one, or for a MULTI operation one per (op, args) of `described` that the filter accepts. */
-static int record(Traced *t, PyObject *caller, PyObject *described, PyObject *result, int err, long long t0,
-                  long long t1) {
+/* The call's events: one, or for a MULTI operation one per (op, args) of `described` that the filter accepts;
+ * the caller's names as names_of gave them. */
+static int record_named(Traced *t, PyObject *caller, PyObject *described, PyObject *result, int err, long long t0,
+                        long long t1, double end, PyObject *comm, PyObject *cmdline) {
     Recorder *r = t->rec;
-    PyObject *comm = NULL, *cmdline = NULL;
     int rc = -1;
-    if (names_of(r, PyTuple_GET_ITEM(caller, 2), t1, &comm, &cmdline) < 0)
-        return -1;
     if (t->accepts_op == NULL) {
-        rc = emit(r, caller, t->op, described, result, err, t1 - t0, comm, cmdline);
+        rc = emit(r, caller, t->op, described, result, err, t1 - t0, end, comm, cmdline);
     } else {
         PyObject *it = PyObject_GetIter(described), *pair;
         if (it == NULL)
@@ -588,7 +595,7 @@ static int record(Traced *t, PyObject *caller, PyObject *described, PyObject *re
             accepted = ok == NULL ? -1 : PyObject_IsTrue(ok);
             Py_XDECREF(ok);
             if (accepted < 0 || (accepted && emit(r, caller, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1),
-                                                  result, err, t1 - t0, comm, cmdline) < 0)) {
+                                                  result, err, t1 - t0, end, comm, cmdline) < 0)) {
                 Py_DECREF(pair);
                 break;
             }
@@ -598,8 +605,18 @@ static int record(Traced *t, PyObject *caller, PyObject *described, PyObject *re
         rc = PyErr_Occurred() ? -1 : 0;
     }
 done:
-    Py_XDECREF(comm);
-    Py_XDECREF(cmdline);
+    return rc;
+}
+
+static int record(Traced *t, PyObject *caller, PyObject *described, PyObject *result, int err, long long t0,
+                  long long t1, double end) {
+    PyObject *comm, *cmdline;
+    int rc;
+    if (names_of(t->rec, PyTuple_GET_ITEM(caller, 2), t1, &comm, &cmdline) < 0)
+        return -1;
+    rc = record_named(t, caller, described, result, err, t0, t1, end, comm, cmdline);
+    Py_DECREF(comm);
+    Py_DECREF(cmdline);
     return rc;
 }
 
@@ -789,6 +806,133 @@ static PyObject *described_by_plan(Traced *t, PyObject *const *a, Py_ssize_t na,
     return out;
 }
 
+/* AFTER_REPLY of lowlevel/_trampolines.c (declared the same there); NULL where that module is not built. */
+struct fpt_after_reply {
+    int (*replied_after_return)(void);  /* the running callback's reply is sent, and the hook called, after it */
+    void (*set_hook)(void (*hook)(void));
+};
+static const struct fpt_after_reply *after_reply;
+
+/* A call whose event waits for its reply to be sent: what `record` needs, and the handler's arguments and result
+ * for the result's description (result NULL: the call failed with `err`). The caller's names are read before the
+ * reply, while the caller waits for it: a process may be gone once answered (its last close). */
+struct kept_call {
+    Traced *t;
+    PyObject *caller, *described, *args, *result, *comm, *cmdline;
+    int err;
+    long long t0, t1;
+    double end;
+};
+/* The queue, oldest at `head`; changed only under the GIL. `waiting` is read by the hook before it takes the GIL. */
+static struct kept_call *kept;
+static Py_ssize_t kept_head, kept_len, kept_cap;
+static _Atomic Py_ssize_t waiting;
+static int recording_kept; /* a thread is making the kept calls' events (and may let go of the GIL meanwhile) */
+
+static int keep(Traced *t, PyObject *caller, PyObject *described, PyObject *const *a, Py_ssize_t na,
+                PyObject *result, int err, long long t0, long long t1, double end) {
+    struct kept_call *k;
+    PyObject *args, *comm, *cmdline;
+    if (names_of(t->rec, PyTuple_GET_ITEM(caller, 2), t1, &comm, &cmdline) < 0)
+        return -1;
+    args = PyTuple_New(na);
+    if (args == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < na; i++)
+        PyTuple_SET_ITEM(args, i, Py_NewRef(a[i]));
+    if (kept_len == kept_cap) {
+        if (kept_head > 0) {
+            memmove(kept, kept + kept_head, (size_t)(kept_len - kept_head) * sizeof *kept);
+            kept_len -= kept_head;
+            kept_head = 0;
+        } else {
+            Py_ssize_t cap = kept_cap ? kept_cap * 2 : 16;
+            struct kept_call *grown = realloc(kept, (size_t)cap * sizeof *kept);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            kept = grown;
+            kept_cap = cap;
+        }
+    }
+    k = &kept[kept_len++];
+    k->t = (Traced *)Py_NewRef((PyObject *)t);
+    k->caller = Py_NewRef(caller);
+    k->described = Py_NewRef(described);
+    k->args = args;
+    k->result = Py_XNewRef(result);
+    k->comm = comm;
+    k->cmdline = cmdline;
+    k->err = err;
+    k->t0 = t0;
+    k->t1 = t1;
+    k->end = end;
+    atomic_fetch_add_explicit(&waiting, 1, memory_order_relaxed);
+    return 0;
+fail:
+    Py_XDECREF(args);
+    Py_DECREF(comm);
+    Py_DECREF(cmdline);
+    return -1;
+}
+
+/* The event of one kept call: its result described as traced_call would have, then recorded. */
+static int record_kept(struct kept_call *k) {
+    Traced *t = k->t;
+    PyObject *res;
+    int rc;
+    if (k->result == NULL)
+        return record_named(t, k->caller, k->described, Py_None, k->err, k->t0, k->t1, k->end, k->comm, k->cmdline);
+    if (t->nsteps >= 0) {
+        res = step_value(t->rec->stat_type, &t->steps[t->nsteps - 1], &PyTuple_GET_ITEM(k->args, 0),
+                         PyTuple_GET_SIZE(k->args), Py_None, Py_None, PyTuple_GET_ITEM(k->caller, 3), k->result);
+    } else {
+        PyObject *res_args[2] = {k->result, k->args};
+        res = PyObject_Vectorcall(t->result_of, res_args, 2, NULL);
+    }
+    if (res == NULL)
+        return -1;
+    rc = record_named(t, k->caller, k->described, res, 0, k->t0, k->t1, k->end, k->comm, k->cmdline);
+    Py_DECREF(res);
+    return rc;
+}
+
+/* Every kept call's event, oldest first (GIL held). An event that cannot be made is reported as unraisable: its
+ * request was answered already. A thread that finds another one at it (that one let go of the GIL in a name lookup
+ * or the sink) leaves the queue to it. */
+static void record_all_kept(void) {
+    if (recording_kept)
+        return;
+    recording_kept = 1;
+    while (kept_head < kept_len) {
+        struct kept_call k = kept[kept_head++];
+        if (kept_head == kept_len)
+            kept_head = kept_len = 0;
+        atomic_fetch_sub_explicit(&waiting, 1, memory_order_relaxed);
+        if (record_kept(&k) < 0)
+            PyErr_WriteUnraisable((PyObject *)k.t);
+        Py_DECREF(k.t);
+        Py_DECREF(k.caller);
+        Py_DECREF(k.described);
+        Py_DECREF(k.args);
+        Py_XDECREF(k.result);
+        Py_DECREF(k.comm);
+        Py_DECREF(k.cmdline);
+    }
+    recording_kept = 0;
+}
+
+/* The trampolines' hook, after each reply (no GIL). */
+static void after_reply_hook(void) {
+    PyGILState_STATE g;
+    if (atomic_load_explicit(&waiting, memory_order_relaxed) == 0)
+        return;
+    g = PyGILState_Ensure();
+    record_all_kept();
+    PyGILState_Release(g);
+}
+
 static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Traced *t = (Traced *)self;
     Recorder *r = t->rec;
@@ -797,6 +941,7 @@ static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargs
     PyObject *p = NULL, *p2 = NULL, *caller = NULL, *described = NULL, *atuple = NULL, *result = NULL;
     PyObject *call[4], *ret = NULL;
     long long t0, t1;
+    double end;
     int truth;
     if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
         PyErr_SetString(PyExc_TypeError, "traced handler: no keyword arguments");
@@ -849,11 +994,40 @@ static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargs
     t0 = now_ns(CLOCK_MONOTONIC);
     result = PyObject_Vectorcall(t->fn, args, nargs, NULL);
     t1 = now_ns(CLOCK_MONOTONIC);
+    end = (double)now_ns(CLOCK_REALTIME) / 1e9;
+    if (after_reply != NULL && after_reply->replied_after_return()) {
+        PyObject *type = NULL, *value = NULL, *tb = NULL;
+        int err = 0;
+        if (result == NULL) { /* set aside while the call is kept (which may run Python code) */
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            err = errno_of(value);
+            if (tb != NULL && value != NULL)
+                PyException_SetTraceback(value, tb);
+        }
+        if (keep(t, caller, described, a, na, result, err, t0, t1, end) < 0) {
+            Py_XDECREF(type);  /* the handler's exception, if any, gives way to this one */
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            Py_CLEAR(result);
+            goto done;
+        }
+        if (result == NULL)
+            PyErr_Restore(type, value, tb);
+        ret = Py_XNewRef(result);
+        goto done;
+    }
+    if (kept_head < kept_len) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        record_all_kept();
+        PyErr_Restore(type, value, tb);
+    }
     if (result == NULL) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);
-        if (record(t, caller, described, Py_None, errno_of(value), t0, t1) < 0) {
+        if (record(t, caller, described, Py_None, errno_of(value), t0, t1, end) < 0) {
             Py_XDECREF(type);
             Py_XDECREF(value);
             Py_XDECREF(tb);
@@ -872,7 +1046,7 @@ static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargs
             res = PyObject_Vectorcall(t->result_of, res_args, 2, NULL);
         if (res == NULL)
             goto done;
-        if (record(t, caller, described, res, 0, t0, t1) < 0) {
+        if (record(t, caller, described, res, 0, t0, t1, end) < 0) {
             Py_DECREF(res);
             goto done;
         }
@@ -1096,8 +1270,26 @@ static int recorder_init(Recorder *r, PyObject *args, PyObject *kwds) {
     r->young = young;
     r->ttl = ttl;
     r->batch = batch;
+    if (after_reply == NULL) {
+        after_reply = PyCapsule_Import("fuse_passthrough.lowlevel._trampolines.AFTER_REPLY", 0);
+        if (after_reply == NULL)
+            PyErr_Clear(); /* not built: events are made before the reply, as the binding replies from Python */
+        else
+            after_reply->set_hook(after_reply_hook);
+    }
     return 0;
 }
+
+PyDoc_STRVAR(record_waiting_doc, "record_waiting(): make the events of calls still waiting for their reply to be "
+             "sent (the generic path, before an event of its own, keeps the events in the order their calls ended).");
+static PyObject *record_waiting(PyObject *module, PyObject *unused) {
+    record_all_kept();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef MODULE_METHODS[] = {
+    {"record_waiting", record_waiting, METH_NOARGS, record_waiting_doc},
+    {NULL, NULL, 0, NULL}};
 
 static int recorder_traverse(Recorder *r, visitproc visit, void *arg) {
     Py_VISIT(r->seq);
@@ -1153,7 +1345,7 @@ static PyTypeObject RecorderType = {
 };
 
 static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_recorder",
-                                    "The tracing layer's per-request work (see _recorder.c).", -1, NULL,
+                                    "The tracing layer's per-request work (see _recorder.c).", -1, MODULE_METHODS,
                                     NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__recorder(void) {

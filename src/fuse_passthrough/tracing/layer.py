@@ -28,9 +28,12 @@ from .processes import ProcessNames
 from .sinks import EventSink
 
 try:
-    from ._recorder import Recorder
+    from ._recorder import Recorder, record_waiting
 except ImportError:  # not built (setup.py): the same events from the Python closure in `direct`
     Recorder = None  # type: ignore[misc, assignment]
+
+    def record_waiting() -> None:
+        pass
 
 Calls = list[tuple[str, tuple[Any, ...]]]  # (traced op, its arguments): a SETATTR's events
 
@@ -225,6 +228,7 @@ class TracingLayer:
 
     def _record(self, call: Call, described: Any, result: Any, err: int, t0: int) -> None:
         t1 = time.perf_counter_ns()
+        record_waiting()  # the compiled path's events of calls that ended before this one come first
         uid, gid, pid, _umask = call.caller
         comm, cmdline = self.names.lookup(pid, t1)
         f = self.filter
@@ -333,4 +337,5 @@ class TracingLayer:
         return rec
 
     def close(self) -> None:
+        record_waiting()
         self.names.close()

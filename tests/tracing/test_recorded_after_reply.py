@@ -1,0 +1,71 @@
+"""A traced request's event is made after its reply is sent, where the C trampolines send the replies
+(lowlevel/_trampolines.c AFTER_REPLY, tracing/_recorder.c): the caller does not wait for its event. Through a real
+mount (held_events_mount.py) whose sink holds every event until the test, after its own syscall has returned,
+creates a flag file: the held event must see the flag. With replies sent from Python the event is made before the
+reply, so it is held while the caller waits, and never sees the flag."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fuse_passthrough.lowlevel.binding import DEFERRED_REPLIES
+from fuse_passthrough.tracing.layer import Recorder
+
+HELPER = Path(__file__).with_name("held_events_mount.py")
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs /dev/fuse, root")
+
+
+def _mounted(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:  # not os.path.ismount: a stat of the mount would be held too
+        return any(line.split()[4] == str(path) for line in f)
+
+
+def _events(log: Path, timeout: float) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        if any(e["op"] == "lookup" and e["path"] == "/f" for e in events) or time.monotonic() > deadline:
+            return events
+
+
+@pytest.mark.parametrize("replies", ["trampolines", "python"])
+def test_a_held_event_does_not_hold_its_caller(tmp_path: Path, replies: str) -> None:
+    if replies == "trampolines" and (DEFERRED_REPLIES is None or Recorder is None):
+        pytest.skip("the C modules are not built (setup.py)")
+    src, mnt, flag, log = tmp_path / "src", tmp_path / "mnt", tmp_path / "flag", tmp_path / "log"
+    src.mkdir()
+    mnt.mkdir()
+    (src / "f").write_bytes(b"data")
+    hold = 10.0 if replies == "trampolines" else 1.0
+    cmd = [sys.executable, str(HELPER), str(src), str(mnt), str(flag), str(log), str(hold)]
+    proc = subprocess.Popen(cmd + (["--ctypes-replies"] if replies == "python" else []))
+    try:
+        deadline = time.monotonic() + 30
+        while not _mounted(mnt):
+            assert proc.poll() is None and time.monotonic() < deadline, "the mount did not come up"
+            time.sleep(0.05)
+        st = os.stat(mnt / "f")  # a LOOKUP of /f: its event is held until the flag exists
+        flag.touch()
+        assert st.st_size == 4
+        lookups = [e for e in _events(log, 30) if e["op"] == "lookup" and e["path"] == "/f"]
+        assert len(lookups) == 1
+        # trampolines: the reply went out first, so the stat returned while its event waited for the flag;
+        # Python replies: the stat waited for its event, which saw no flag when its hold ran out
+        assert lookups[0]["flag"] is (replies == "trampolines")
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+            proc.kill()
+            proc.wait()
+    assert not _mounted(mnt)
