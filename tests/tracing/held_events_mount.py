@@ -4,8 +4,9 @@
 
 The chain is a default traced mount's (InodeOperations and one TracingLayer: each handler is the tracing layer's
 direct path, compiled where _recorder.c is built). The sink has no hot path, so each event is handed to its put(),
-which waits for FLAG (at most HOLD_SECONDS) and then writes a JSON line to LOG: the event's op and path, and
-whether FLAG existed by then. The replies come from the C trampolines, or with --ctypes-replies from Python.
+which waits for FLAG (at most HOLD_SECONDS; not for init and destroy) and then writes a JSON line to LOG: the
+event's op and path, and whether FLAG existed by then. The replies come from the C trampolines, or with
+--ctypes-replies from Python.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ class HeldSink:
         self.flag, self.log, self.hold = flag, log, hold
 
     def put(self, raw: tuple[Any, ...]) -> None:
-        deadline = time.monotonic() + self.hold
+        op, args = raw[2], raw[3]
+        deadline = time.monotonic() + (self.hold if op not in ("init", "destroy") else 0)  # INIT: the mount's start
         while not os.path.exists(self.flag) and time.monotonic() < deadline:
             time.sleep(0.01)
-        op, args = raw[2], raw[3]
         line = {"op": op, "path": args[0] if args else None, "flag": os.path.exists(self.flag)}
         with open(self.log, "a") as f:
             f.write(json.dumps(line) + "\n")

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,11 +29,11 @@ def _mounted(path: Path) -> bool:
         return any(line.split()[4] == str(path) for line in f)
 
 
-def _events(log: Path, timeout: float) -> list[dict]:
+def _events(log: Path, timeout: float, until_lookup_of: str = "/f") -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        if any(e["op"] == "lookup" and e["path"] == "/f" for e in events) or time.monotonic() > deadline:
+        if any(e["op"] == "lookup" and e["path"] == until_lookup_of for e in events) or time.monotonic() > deadline:
             return events
 
 
@@ -68,4 +69,51 @@ def test_a_held_event_does_not_hold_its_caller(tmp_path: Path, replies: str) -> 
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
             proc.kill()
             proc.wait()
+    assert not _mounted(mnt)
+
+
+def test_events_held_up_stop_the_callers_at_a_bound(tmp_path: Path) -> None:
+    """Events waiting for the sink (a writer far behind) hold up the callers once 1,024 are waiting (KEPT_BOUND in
+    _recorder.c), as the sink's own bound did before events were made after the reply: memory stays bounded."""
+    if DEFERRED_REPLIES is None or Recorder is None:
+        pytest.skip("the C modules are not built (setup.py)")
+    n = 3000
+    src, mnt, flag, log = tmp_path / "src", tmp_path / "mnt", tmp_path / "flag", tmp_path / "log"
+    src.mkdir()
+    mnt.mkdir()
+    for i in range(n):
+        (src / f"f{i}").touch()
+    proc = subprocess.Popen([sys.executable, str(HELPER), str(src), str(mnt), str(flag), str(log), "60"])
+    done = 0
+
+    def client() -> None:
+        nonlocal done
+        for i in range(n):
+            os.stat(mnt / f"f{i}")  # a LOOKUP each
+            done += 1
+
+    worker = threading.Thread(target=client)
+    try:
+        deadline = time.monotonic() + 30
+        while not _mounted(mnt):
+            assert proc.poll() is None and time.monotonic() < deadline, "the mount did not come up"
+            time.sleep(0.05)
+        worker.start()
+        time.sleep(3)  # 3,000 lookups take ~0.1 s when nothing holds them up
+        stalled_at = done
+        flag.touch()
+        worker.join(60)
+        assert not worker.is_alive() and done == n
+        assert 1000 <= stalled_at < 1200, stalled_at
+        lookups = [e["path"] for e in _events(log, 30, f"/f{n - 1}") if e["op"] == "lookup"]
+        assert lookups == [f"/f{i}" for i in range(n)]  # every event, in the order of the calls
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+            proc.kill()
+            proc.wait()
+        worker.join(10)
     assert not _mounted(mnt)

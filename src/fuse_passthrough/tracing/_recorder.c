@@ -923,6 +923,11 @@ static void record_all_kept(void) {
     recording_kept = 0;
 }
 
+/* Kept calls beyond which a worker whose hook finds another thread making the events waits for it: that thread
+ * may be waiting for room in the sink (the writer behind), and the queue must not grow past the sink's bound
+ * meanwhile, as it would if the other workers served on. */
+#define KEPT_BOUND 1024
+
 /* The trampolines' hook, after each reply (no GIL). */
 static void after_reply_hook(void) {
     PyGILState_STATE g;
@@ -930,6 +935,13 @@ static void after_reply_hook(void) {
         return;
     g = PyGILState_Ensure();
     record_all_kept();
+    while (recording_kept && kept_len - kept_head > KEPT_BOUND) {
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec step = {0, 1000000};
+        nanosleep(&step, NULL);
+        Py_END_ALLOW_THREADS
+        record_all_kept();
+    }
     PyGILState_Release(g);
 }
 
