@@ -829,17 +829,22 @@ static Py_ssize_t kept_head, kept_len, kept_cap;
 static _Atomic Py_ssize_t waiting;
 static int recording_kept; /* a thread is making the kept calls' events (and may let go of the GIL meanwhile) */
 
+/* `atuple`: the arguments `a` as a tuple where the caller has made one already, else NULL. */
 static int keep(Traced *t, PyObject *caller, PyObject *described, PyObject *const *a, Py_ssize_t na,
-                PyObject *result, int err, long long t0, long long t1, double end) {
+                PyObject *atuple, PyObject *result, int err, long long t0, long long t1, double end) {
     struct kept_call *k;
-    PyObject *args, *comm, *cmdline;
+    PyObject *args = NULL, *comm, *cmdline;
     if (names_of(t->rec, PyTuple_GET_ITEM(caller, 2), t1, &comm, &cmdline) < 0)
         return -1;
-    args = PyTuple_New(na);
-    if (args == NULL)
-        goto fail;
-    for (Py_ssize_t i = 0; i < na; i++)
-        PyTuple_SET_ITEM(args, i, Py_NewRef(a[i]));
+    if (atuple != NULL) {
+        args = Py_NewRef(atuple);
+    } else {
+        args = PyTuple_New(na);
+        if (args == NULL)
+            goto fail;
+        for (Py_ssize_t i = 0; i < na; i++)
+            PyTuple_SET_ITEM(args, i, Py_NewRef(a[i]));
+    }
     if (kept_len == kept_cap) {
         if (kept_head > 0) {
             memmove(kept, kept + kept_head, (size_t)(kept_len - kept_head) * sizeof *kept);
@@ -1017,7 +1022,7 @@ static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargs
             if (tb != NULL && value != NULL)
                 PyException_SetTraceback(value, tb);
         }
-        if (keep(t, caller, described, a, na, result, err, t0, t1, end) < 0) {
+        if (keep(t, caller, described, a, na, atuple, result, err, t0, t1, end) < 0) {
             Py_XDECREF(type);  /* the handler's exception, if any, gives way to this one */
             Py_XDECREF(value);
             Py_XDECREF(tb);
