@@ -6,16 +6,18 @@ Each raises OSError with the call's own errno, like the `os` functions do.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import platform
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# glibc's soname, loaded by name: ctypes.util.find_library runs `ldconfig -p` at each call (~10 ms of the mount's
+# start-up each).
+LIBC = "libc.so.6"
+_libc = ctypes.CDLL(LIBC, use_errno=True)
 # The same library, called without releasing the interpreter lock: for calls that return in microseconds and come
 # many at once, such as a FORGET batch's. Releasing the lock at each let a worker busy with other requests take it
 # at every call, and the batch went at the pace of the hand-overs (docs/benchmarks.md, 2026-12-06 12:30).
-_libc_keeping_gil = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc_keeping_gil = ctypes.PyDLL(LIBC, use_errno=True)
 
 # renameat2(2) flags
 RENAME_NOREPLACE = 1 << 0

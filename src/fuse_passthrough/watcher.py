@@ -31,7 +31,6 @@ through /proc/self/mountinfo instead). Lost events (a full queue) and mount chan
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import select
 import struct
@@ -44,6 +43,8 @@ from typing import Any
 
 from inotify_simple import INotify
 from inotify_simple import flags as inotify_flags
+
+from .syscalls import LIBC
 
 # What makes a cached name, attribute or page stale; IN_MODIFY too, so that a truncate(2) in SOURCE or a writer
 # that keeps its file open is seen within the bound (identical queued events are merged by the kernel, and one
@@ -167,7 +168,7 @@ _FAN_INFO_DFID_NAME = 2
 _EVENT = struct.Struct("=IBBHQii")  # struct fanotify_event_metadata
 _AT_FDCWD = -100
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(LIBC, use_errno=True)
 _libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
 _libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
 _libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int),

@@ -63,7 +63,6 @@ offered to it in `conn.capable` as 3.17 offers it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -109,7 +108,9 @@ def _release_view(view: memoryview) -> None:
 
 
 def library_path() -> str:
-    return (os.environ.get("FUSE_LIBRARY_PATH") or ctypes.util.find_library("fuse3") or "libfuse3.so.3")
+    # libfuse 3's soname, loaded by name as the dynamic linker finds it (LD_LIBRARY_PATH included): what
+    # ctypes.util.find_library("fuse3") would name too, after running `ldconfig -p` (~10 ms of the mount's start-up).
+    return os.environ.get("FUSE_LIBRARY_PATH") or "libfuse3.so.3"
 
 
 LIBRARY_PATH = library_path()
