@@ -829,22 +829,25 @@ static Py_ssize_t kept_head, kept_len, kept_cap;
 static _Atomic Py_ssize_t waiting;
 static int recording_kept; /* a thread is making the kept calls' events (and may let go of the GIL meanwhile) */
 
+/* The handler's arguments as a tuple (a new reference), for a Python description or a kept call */
+static PyObject *tuple_of(PyObject *const *a, Py_ssize_t n) {
+    PyObject *out = PyTuple_New(n);
+    if (out != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyTuple_SET_ITEM(out, i, Py_NewRef(a[i]));
+    return out;
+}
+
 /* `atuple`: the arguments `a` as a tuple where the caller has made one already, else NULL. */
 static int keep(Traced *t, PyObject *caller, PyObject *described, PyObject *const *a, Py_ssize_t na,
                 PyObject *atuple, PyObject *result, int err, long long t0, long long t1, double end) {
     struct kept_call *k;
-    PyObject *args = NULL, *comm, *cmdline;
+    PyObject *args, *comm, *cmdline;
     if (names_of(t->rec, PyTuple_GET_ITEM(caller, 2), t1, &comm, &cmdline) < 0)
         return -1;
-    if (atuple != NULL) {
-        args = Py_NewRef(atuple);
-    } else {
-        args = PyTuple_New(na);
-        if (args == NULL)
-            goto fail;
-        for (Py_ssize_t i = 0; i < na; i++)
-            PyTuple_SET_ITEM(args, i, Py_NewRef(a[i]));
-    }
+    args = atuple != NULL ? Py_NewRef(atuple) : tuple_of(a, na);
+    if (args == NULL)
+        goto fail;
     if (kept_len == kept_cap) {
         if (kept_head > 0) {
             memmove(kept, kept + kept_head, (size_t)(kept_len - kept_head) * sizeof *kept);
@@ -995,11 +998,9 @@ static PyObject *traced_call(PyObject *self, PyObject *const *args, size_t nargs
     if (t->nsteps >= 0) {
         described = described_by_plan(t, a, na, p, p2, PyTuple_GET_ITEM(caller, 3));
     } else {
-        atuple = PyTuple_New(na);
+        atuple = tuple_of(a, na);
         if (atuple == NULL)
             goto done;
-        for (Py_ssize_t i = 0; i < na; i++)
-            PyTuple_SET_ITEM(atuple, i, Py_NewRef(a[i]));
         call[0] = atuple;
         call[1] = p;
         call[2] = p2;
