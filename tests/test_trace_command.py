@@ -95,6 +95,44 @@ def test_sigint_ends_cmd_and_cleans_up(workdir: Path) -> None:
     assert not fuse_mounts()
 
 
+def test_a_source_holding_the_temporary_directory_is_mounted_outside_it(workdir: Path, tmp_path: Path) -> None:
+    """`cd /tmp; fuse-passthrough trace -- CMD`: the private mount point and its files go to a temporary directory
+    outside the source (one inside would make the filesystem see itself, and CMD see its trace file)."""
+    tmp = workdir / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "t.jsonl"
+    p = subprocess.run(FP + ["trace", "--format", "jsonl", "--output", str(out), "--", "sh", "-c",
+                             "ls -A tmp; echo x > f"], cwd=workdir, env=dict(os.environ, TMPDIR=str(tmp)),
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == ""  # CMD saw nothing of the private mount in the source's own tmp
+    assert (workdir / "f").read_text() == "x\n"
+    assert ("create", "/f") in [(e["op"], e["path"]) for e in map(json.loads, out.read_text().splitlines())]
+    assert not list(tmp.iterdir())
+    assert not fuse_mounts()
+
+
+def test_a_source_holding_every_temporary_directory_is_refused_in_one_line() -> None:
+    p = subprocess.run(FP + ["trace", "--source", "/", "--", "touch", "/fpt-should-not-exist"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1 and "no place for a private mount point outside the source '/'" in p.stderr
+    assert not os.path.exists("/fpt-should-not-exist")
+    assert not fuse_mounts()
+
+
+def test_a_filesystem_that_does_not_start_leaves_nothing_behind(workdir: Path, tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp), FUSE_LIBRARY_PATH="/nonexistent")  # the daemon cannot load libfuse
+    p = subprocess.run(FP + ["trace", "--", "touch", "made"], cwd=workdir, env=env, capture_output=True, text=True)
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1 and "the filesystem did not start" in p.stderr and "libfuse3" in p.stderr
+    assert not (workdir / "made").exists()  # CMD never ran
+    assert not list(tmp.iterdir())  # the private directory, with the daemon's log, is gone
+    assert not fuse_mounts()
+
+
 def test_cwd_is_the_mirror_of_where_the_user_stood(workdir: Path) -> None:
     (workdir / "sub").mkdir()
     p = subprocess.run(FP + ["trace", "--source", str(workdir), "--no-summary", "--", "sh", "-c",

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from .arguments import PROG, Parser
 from .mount import check_environment
-from .trace_command import PrivateMount
+from .private_mount import PrivateMount
 from .tracing.formats import format_text
 
 

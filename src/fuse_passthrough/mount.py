@@ -125,7 +125,8 @@ def is_mountpoint(path: str) -> bool:
     return os.path.realpath(path) in _mounted_paths()
 
 
-def _inside(child: str, parent: str) -> bool:
+def inside(child: str, parent: str) -> bool:
+    """Whether the real path `child` is `parent` or below it."""
     return child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
@@ -176,10 +177,10 @@ def check_paths(source: str, mountpoint: str, nonempty: bool = False,
     if not os.path.isdir(mountpoint):
         raise UsageError(f"mountpoint '{mountpoint}' is not a directory")
     src, mnt = os.path.realpath(source), os.path.realpath(mountpoint)
-    if _inside(mnt, src):
+    if inside(mnt, src):
         raise UsageError(f"mountpoint '{mountpoint}' is inside the source '{source}': the filesystem would see "
                          "itself (choose a mountpoint outside the source)")
-    if _inside(src, mnt):
+    if inside(src, mnt):
         raise UsageError(f"source '{source}' is inside the mountpoint '{mountpoint}': the mount would hide it")
     if mnt in _mounted_paths():
         raise UsageError(f"mountpoint '{mountpoint}' is already mounted; unmount it first: fusermount3 -u {mnt}")

@@ -1,110 +1,30 @@
 """`fuse-passthrough trace -- CMD`: what a command does to a filesystem, seen from the filesystem.
 
-DIR (default: the current directory) is mounted at a private temporary mount point by a daemon process of its
-own session (so a Ctrl-C meant for CMD does not stop it first). CMD is forked first and held until the mount
+DIR (default: the current directory) is mounted at a private temporary mount point outside DIR by a daemon process
+of its own session (so a Ctrl-C meant for CMD does not stop it first). CMD is forked first and held until the mount
 is ready, so its pid is known to the daemon, which keeps only the events of CMD's process tree (and the
-kernel-issued events on files it opened). CMD runs in the mirror of the user's directory; its writes land in
-DIR. Afterwards the mount is always removed, the events are printed, then the summary table, and the exit
-status is CMD's.
+kernel-issued events on files it opened). CMD runs in the mirror of the user's directory; its writes land in DIR.
+Afterwards the mount is always removed, the events are printed, then the summary table, and the exit status is
+CMD's.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from .arguments import PROG, Parser, apply_trace_options, check_rotation, fault_file_rules, open_output
 from .errors import UsageError
-from .mount import MountOptions, check_environment, is_mountpoint, unmount
+from .mount import MountOptions, check_environment, inside
 from .options import TRACE, add_arguments, lookup, split_options
+from .private_mount import PrivateMount
 from .tracing import StreamOutput, Summary
 from .tracing.formats import encoder
 
 USAGE = f"{PROG} trace [--source DIR] [--format text|jsonl] [--output FILE] [filters] -- CMD [ARGS...]"
-
-
-class PrivateMount:
-    """A daemon serving `source` at a fresh temporary directory, writing a JSONL trace to a temporary file."""
-
-    def __init__(self, source: str, daemon_args: list[str] | None = None) -> None:
-        self.source = os.path.realpath(source)
-        self.dir = tempfile.mkdtemp(prefix="fuse-passthrough-")
-        self.mountpoint = os.path.join(self.dir, "mnt")
-        os.mkdir(self.mountpoint)
-        self.trace_path = os.path.join(self.dir, "trace.jsonl")
-        self.stderr_path = os.path.join(self.dir, "daemon.log")
-        self.cmd = [sys.executable, "-m", "fuse_passthrough", "--format", "jsonl", "--output", self.trace_path,
-                    "--no-summary", *(daemon_args or []), self.source, self.mountpoint]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 20.0) -> None:
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=err, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while not is_mountpoint(self.mountpoint):
-            if self.proc.poll() is not None:
-                raise UsageError(f"the filesystem did not start: {self.daemon_log().strip()}")
-            if time.monotonic() > deadline:
-                raise UsageError("the filesystem did not come up in time")
-            time.sleep(0.01)
-
-    def daemon_log(self) -> str:
-        try:
-            return Path(self.stderr_path).read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self) -> int | None:
-        """Unmount (waiting out a busy mount briefly, then lazily), reap the daemon, remove the mount point."""
-        status = None
-        if self.proc is not None:
-            for _ in range(50):
-                if not is_mountpoint(self.mountpoint) or unmount(self.mountpoint):
-                    break
-                time.sleep(0.1)  # still busy: a straggling child of CMD
-            else:
-                unmount(self.mountpoint, lazy=True)
-            try:
-                status = self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                status = self.proc.wait()
-        try:
-            os.rmdir(self.mountpoint)
-        except OSError:
-            pass
-        return status
-
-    def events(self) -> Iterator[dict[str, Any]]:
-        try:
-            with open(self.trace_path, "rb") as f:
-                for line in f:
-                    if not line.strip():
-                        continue
-                    try:
-                        event = orjson.loads(line)  # a third of json.loads's time
-                    except orjson.JSONDecodeError:  # a name that is not UTF-8: its escaped lone surrogates
-                        event = json.loads(line)
-                    yield event
-        except FileNotFoundError:
-            return
-
-    def cleanup(self) -> None:
-        if not is_mountpoint(self.mountpoint):
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def trace_parser() -> argparse.ArgumentParser:
@@ -200,10 +120,20 @@ def run_trace(argv: list[str]) -> int:
     fault_file_rules(args)  # a bad rules file is a usage error before anything is mounted
     check_environment()
     here = os.path.realpath(os.getcwd())
-    rel = os.path.relpath(here, source) if here == source or here.startswith(source.rstrip("/") + "/") else "."
-    output = open_output(args) if args.output else None  # compressed, rotated: as the mount's
-
+    rel = os.path.relpath(here, source) if inside(here, source) else "."
     pm = PrivateMount(source)
+    output = None
+    try:
+        output = open_output(args) if args.output else None  # compressed, rotated: as the mount's
+        return _run_held(pm, command, rel, args, output)
+    finally:
+        if output is not None:
+            output.close()
+        pm.cleanup()  # after a failed start too: its directory holds the daemon's log
+
+
+def _run_held(pm: PrivateMount, command: list[str], rel: str, args: argparse.Namespace, output: Any) -> int:
+    """CMD run held until `pm` is mounted, then in the mirror of `rel`; the trace printed; CMD's exit status."""
     child, go = _held_child(command, os.path.join(pm.mountpoint, rel))
     pm.cmd[-2:-2] = ["--descendants-of", str(child), *_daemon_filter_args(args)]
     # Ctrl-C reaches CMD (same process group); we wait for it to end, then clean up.
@@ -232,12 +162,7 @@ def run_trace(argv: list[str]) -> int:
     for line in pm.daemon_log().splitlines():  # the filesystem's own complaints, if any, are the user's too
         if line:
             print(f"{PROG} trace: filesystem: {line}", file=sys.stderr)
-    try:
-        _print_trace(pm, args, output)
-    finally:
-        if output is not None:
-            output.close()
-        pm.cleanup()
+    _print_trace(pm, args, output)
     return status
 
 
