@@ -330,8 +330,9 @@ def test_background_mount_reads_a_relative_rules_file(workdir: Path) -> None:
     (workdir / "src").mkdir()
     (workdir / "mnt").mkdir()
     (workdir / "faults.rules").write_text("op=mkdir,errno=EDQUOT\n")
+    # TMPDIR: the background daemon's log (its messages) goes there, and with workdir, away with it
     r = subprocess.run(PROG + ["-b", "--no-trace", "--fault-file", "faults.rules", "src", "mnt"], cwd=workdir,
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ, TMPDIR=str(workdir)))
     assert r.returncode == 0, r.stderr
     pid = int(r.stderr.split("(pid ")[1].split(")")[0])
     try:
@@ -347,6 +348,8 @@ def test_background_mount_reads_a_relative_rules_file(workdir: Path) -> None:
         subprocess.run(["fusermount3", "-u", str(workdir / "mnt")], check=True)
         assert wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30)
     assert sorted(p.name for p in (workdir / "src").iterdir()) == ["d", "f"]
+    (log,) = workdir.glob("fuse-passthrough-*.log")
+    assert "fault rules reloaded" in log.read_text()
 
 
 def _mkdir_works(path: Path) -> bool:
