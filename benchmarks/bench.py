@@ -60,7 +60,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run this script, its clients and every daemon on these CPUs only (e.g. 0; inherited "
                         "affinity): on a VM where waking an idle CPU is slow, where each process lands decides "
                         "a single client's speed more than the daemon's work does (docs/benchmarks.md)")
+    p.add_argument("--settle", type=float, default=0.0, metavar="S",
+                   help="sleep S seconds before each timed phase (default 0): on a VM where waking an idle CPU is "
+                        "slow, a client that has just been busy is woken on a CPU of its own, one that has slept on "
+                        "its daemon's, and a short phase's time depends on which (docs/benchmarks.md, 2026-12-07 "
+                        "09:40)")
     a = p.parse_args(argv)
+    if a.settle < 0:
+        p.error("--settle must be >= 0")
     if a.cpus is not None:
         try:
             a.cpu_set = tuple(sorted({int(c) for c in a.cpus.split(",") if c.strip()}))
@@ -98,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(workdir, 0o755)
     cfg = Config(size=a.size or (8 * MiB if smoke else GiB), files=a.files or (200 if smoke else 10000),
                  rand_reads=300 if smoke else 20000, tree_files=200 if smoke else 6000,
-                 par_iters=20 if smoke else 500, smoke=smoke, workdir=workdir, cpus=a.cpu_set)
+                 par_iters=20 if smoke else 500, smoke=smoke, workdir=workdir, cpus=a.cpu_set,
+                 settle=a.settle)
     if a.cpu_set is not None:
         os.sched_setaffinity(0, a.cpu_set)  # inherited by every process started from here on
     known = all_targets()

@@ -134,6 +134,7 @@ def summarize(cfg: Config, targets: list[Target], workloads: list[Workload], res
             "parallel_clients": PAR_CLIENTS, "parallel_iterations_per_client": cfg.par_iters,
             "page_cache_dropped_for_cold_reads": cfg.cache_drop_ok,
             "cpus": list(cfg.cpus) if cfg.cpus is not None else None,
+            "settle_s": cfg.settle,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         },
         "workloads": {w.name: {"rows": w.rows, "description": w.description} for w in workloads},
@@ -224,7 +225,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
       f"{c['parallel_iterations_per_client']} iterations\n")
     w(f"- page cache dropped before cold reads: {c['page_cache_dropped_for_cold_reads']}\n")
     cpus = c.get("cpus")
-    w(f"- CPUs: {'every process of the run on CPU ' + ','.join(map(str, cpus)) if cpus else 'free placement'}\n\n")
+    w(f"- CPUs: {'every process of the run on CPU ' + ','.join(map(str, cpus)) if cpus else 'free placement'}\n")
+    settle = c.get("settle_s") or 0
+    w(f"- before each timed phase: {f'{settle:g} s of sleep (--settle)' if settle else 'no pause'}\n\n")
     w("Workloads:\n\n")
     for name, wl in summary["workloads"].items():
         w(f"- **{name}** ({', '.join(wl['rows'])}): {wl['description']}\n")

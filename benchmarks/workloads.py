@@ -35,10 +35,18 @@ class Config:
     repo_template: Path | None = None
     repo_files: int = 0
     cpus: tuple[int, ...] | None = None  # --cpus: every process of the run confined to these CPUs
+    settle: float = 0.0  # --settle: seconds the bench sleeps before each timed phase
 
 
 BLOCK = MiB
 _block_cache: list[bytes] = []
+
+
+def phase_start(cfg: Config) -> float:
+    """The start of a timed phase, after `cfg.settle` seconds of sleep (see bench.py --settle)."""
+    if cfg.settle:
+        time.sleep(cfg.settle)
+    return time.perf_counter()
 
 
 def data_block() -> bytes:
@@ -98,7 +106,7 @@ def prep_seq_write(cfg: Config, src: Path) -> None:
 
 def run_seq_write(cfg: Config, root: Path) -> dict[str, float]:
     data_block()
-    t0 = time.perf_counter()
+    t0 = phase_start(cfg)
     write_big(root / "big.bin", cfg.size)
     return {"seq_write": time.perf_counter() - t0}
 
@@ -109,7 +117,7 @@ def prep_seq_read(cfg: Config, src: Path) -> None:
 
 
 def run_seq_read(cfg: Config, root: Path) -> dict[str, float]:
-    t0 = time.perf_counter()
+    t0 = phase_start(cfg)
     n = read_all(root / "big.bin")
     dt = time.perf_counter() - t0
     if n != cfg.size:
@@ -128,7 +136,7 @@ def run_rand_read(cfg: Config, root: Path) -> dict[str, float]:
     offsets = [rng.randrange(blocks) * 4096 for _ in range(cfg.rand_reads)]
     fd = os.open(root / "big.bin", os.O_RDONLY)
     try:
-        t0 = time.perf_counter()
+        t0 = phase_start(cfg)
         for off in offsets:
             if len(os.pread(fd, 4096, off)) != 4096:
                 raise RuntimeError("rand_read: short read")
@@ -156,7 +164,7 @@ def run_small(cfg: Config, root: Path) -> dict[str, float]:
     payload = data_block()[:SMALL_BYTES]
     paths = small_paths(cfg, root)
     out = {}
-    t0 = time.perf_counter()
+    t0 = phase_start(cfg)
     os.mkdir(root / "small")
     for i in range(SMALL_DIRS):
         os.mkdir(root / "small" / f"d{i}")
@@ -165,18 +173,18 @@ def run_small(cfg: Config, root: Path) -> dict[str, float]:
         os.write(fd, payload)
         os.close(fd)
     out["small_create"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0 = phase_start(cfg)
     for p in paths:
         os.stat(p)
     out["small_stat"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0 = phase_start(cfg)
     for p in paths:
         fd = os.open(p, os.O_RDONLY)
         if len(os.read(fd, 65536)) != SMALL_BYTES:
             raise RuntimeError("small_read: short read")
         os.close(fd)
     out["small_read"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0 = phase_start(cfg)
     for p in paths:
         os.unlink(p)
     for i in range(SMALL_DIRS):
@@ -236,7 +244,7 @@ def prep_untar(cfg: Config, src: Path) -> None:
 
 def run_untar(cfg: Config, root: Path) -> dict[str, float]:
     assert cfg.tarball is not None
-    t0 = time.perf_counter()
+    t0 = phase_start(cfg)
     subprocess.run(["tar", "-xf", str(cfg.tarball), "-C", str(root / "untar")], check=True)
     return {"untar": time.perf_counter() - t0}
 
@@ -250,7 +258,7 @@ def prep_walk(cfg: Config, src: Path) -> None:
 
 
 def run_walk(cfg: Config, root: Path) -> dict[str, float]:
-    t0 = time.perf_counter()
+    t0 = phase_start(cfg)
     n = 0
     for dirpath, dirnames, filenames in os.walk(root / "untar"):
         for name in dirnames + filenames:
@@ -274,7 +282,7 @@ def run_reread(cfg: Config, root: Path) -> dict[str, float]:
         raise RuntimeError(f"reread: found {len(paths)} files, expected about {cfg.tree_count}")
     out = {}
     for row in ("reread_first", "reread_again"):
-        t0 = time.perf_counter()
+        t0 = phase_start(cfg)
         for p in paths:
             with open(p, "rb", buffering=0) as f:
                 while f.read(1 << 20):
@@ -316,7 +324,7 @@ def prep_git(cfg: Config, src: Path) -> None:
 def run_git(cfg: Config, root: Path) -> dict[str, float]:
     out = {}
     for row in ("git_status", "git_status_again"):
-        t0 = time.perf_counter()
+        t0 = phase_start(cfg)
         r = subprocess.run([*GIT, "-C", str(root / "repo"), "status", "--porcelain"], capture_output=True,
                            text=True)
         out[row] = time.perf_counter() - t0
@@ -385,7 +393,7 @@ def run_parallel(cfg: Config, root: Path) -> dict[str, float]:
                     os._exit(status)
             pids.append(pid)
         os.close(r)
-        t0 = time.perf_counter()
+        t0 = phase_start(cfg)
         os.write(w, b"x" * PAR_CLIENTS)
         failed = 0
         for pid in pids:
@@ -423,19 +431,21 @@ def run_deep(cfg: Config, root: Path) -> dict[str, float]:
     paths = ["/".join(names[: i + 1]) for i in range(levels)]
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        t0 = time.perf_counter()
+        t0 = phase_start(cfg)
         for p in paths:
             os.mkdir(p, dir_fd=fd)
-        t1 = time.perf_counter()
+        create = time.perf_counter() - t0
+        t0 = phase_start(cfg)
         for p in paths:
             os.stat(p, dir_fd=fd)
-        t2 = time.perf_counter()
+        stat = time.perf_counter() - t0
+        t0 = phase_start(cfg)
         for p in reversed(paths):
             os.rmdir(p, dir_fd=fd)
-        t3 = time.perf_counter()
+        remove = time.perf_counter() - t0
     finally:
         os.close(fd)
-    return {"deep_tree": t3 - t0, "deep_create": t1 - t0, "deep_stat": t2 - t1, "deep_remove": t3 - t2}
+    return {"deep_tree": create + stat + remove, "deep_create": create, "deep_stat": stat, "deep_remove": remove}
 
 
 # testsuite ---------------------------------------------------------------------------------------------------
@@ -456,7 +466,7 @@ def prep_testsuite(cfg: Config, src: Path) -> None:
 def run_testsuite(cfg: Config, root: Path) -> dict[str, float]:
     where = root / "testsuite"
     tests = TESTSUITE_SMOKE if cfg.smoke else TESTSUITE
-    t0 = time.perf_counter()
+    t0 = phase_start(cfg)
     r = subprocess.run(["python3", "-m", "test", "--tempdir", str(where), "-j2", *tests], cwd=where,
                        env={**os.environ, "TMPDIR": str(where)}, capture_output=True, text=True)
     dt = time.perf_counter() - t0

@@ -204,3 +204,26 @@ def test_bench_rejects_bad_cpus(cpus: str, message: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH), "--cpus", cpus], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr.splitlines()[-1]
+
+
+def test_bench_settle_sleeps_before_each_timed_phase_not_inside_it(tmp_path: Path) -> None:
+    out, work = tmp_path / "results", tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(BENCH), "--smoke", "--settle", "0.5", "--targets", "native",
+                           "--workloads", "small_files,deep_tree", "--results-dir", str(out), "--workdir", str(work)],
+                          capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "smoke.json").read_text())
+    assert summary["config"]["settle_s"] == 0.5
+    assert "- before each timed phase: 0.5 s of sleep (--settle)\n" in (out / "smoke.md").read_text()
+    assert summary["duration_s"] >= 7 * 0.5  # four small-files phases and three deep-tree phases, each after a pause
+    rows = summary["median_s"]["native"]
+    assert set(rows) >= {"small_create", "small_stat", "small_read", "small_delete", "deep_create", "deep_stat",
+                         "deep_remove"}
+    assert all(t < 0.5 for t in rows.values()), rows  # native phases of 200 files and 50 levels: the pause is outside
+    assert rows["deep_tree"] == pytest.approx(rows["deep_create"] + rows["deep_stat"] + rows["deep_remove"])
+
+
+def test_bench_rejects_a_negative_settle() -> None:
+    proc = subprocess.run([sys.executable, str(BENCH), "--settle", "-1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--settle must be >= 0" in proc.stderr.splitlines()[-1]
