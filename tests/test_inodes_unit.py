@@ -248,3 +248,49 @@ def test_idle_entries_are_the_oldest_without_an_open_handle(tmp_path: Path) -> N
     finally:
         table.close()
         os.close(table.root.fd)
+
+
+def test_removed_directories_are_closed_in_batches_and_never_reopened(tmp_path: Path, monkeypatch: Any) -> None:
+    """A directory removed through the mount (rmdir) is gone for good: FORGET keeps no handle to reopen it, and its
+    fd is closed with DELETED_BATCH others (one wake-up of the kernel's mark reaper for them all), or at close().
+    A directory the kernel merely forgot is kept for its handle and closed at once."""
+    from fuse_passthrough import inodes
+    monkeypatch.setattr(inodes, "DELETED_BATCH", 3)
+    src = tmp_path / "src"
+    for i in range(5):
+        (src / f"d{i}").mkdir(parents=True)
+    (src / "kept").mkdir()
+    handles = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    table = NodeTable(os.open(src, os.O_PATH | os.O_DIRECTORY), handles_fd=handles)
+
+    def is_open(fd: int) -> bool:
+        try:
+            os.fstat(fd)
+            return True
+        except OSError:
+            return False
+    try:
+        nodes = []
+        for i in range(5):
+            fd = os.open(src / f"d{i}", os.O_PATH)
+            nodes.append(table.enter(ROOT_ID, f"d{i}".encode(), fd, os.fstat(fd)))
+        fd = os.open(src / "kept", os.O_PATH)
+        kept = table.enter(ROOT_ID, b"kept", fd, os.fstat(fd))
+        table.forget(kept.nodeid, 1)
+        assert not is_open(kept.fd) and table.forgotten() == 1  # closed now, reopenable by its handle
+        for i, node in enumerate(nodes):
+            os.rmdir(src / f"d{i}")
+            table.removed(ROOT_ID, f"d{i}".encode(), directory=True)
+            assert node.deleted and table.child(ROOT_ID, f"d{i}".encode()) is None
+            table.forget(node.nodeid, 1)
+            assert table.find_id(node.nodeid) is None
+            if i < 2:
+                assert is_open(node.fd) and os.fstat(node.fd).st_nlink == 0
+        assert not any(is_open(n.fd) for n in nodes[:3])  # the third forget closed the batch
+        assert all(is_open(n.fd) for n in nodes[3:])
+        assert table.forgotten() == 1  # no handle kept for a removed directory
+    finally:
+        table.close()
+        os.close(table.root.fd)
+        os.close(handles)
+    assert not any(is_open(n.fd) for n in nodes)  # the rest at close()

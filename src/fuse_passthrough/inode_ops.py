@@ -515,7 +515,7 @@ class InodeOperations:
         pfd = self.nodes.get(parent).fd
         with self._as_caller(req), self.nodes.removing_directories:
             os.rmdir(name, dir_fd=pfd)
-        self.nodes.removed(parent, name)
+        self.nodes.removed(parent, name, directory=True)
 
     def rename(self, req: int, parent: int, name: bytes, newparent: int, newname: bytes, flags: int) -> None:
         pfd, npfd = self.nodes.get(parent).fd, self.nodes.get(newparent).fd

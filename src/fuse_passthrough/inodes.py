@@ -44,13 +44,18 @@ FORGOTTEN_MAX = 65536
 # invalidated when the SOURCE watcher loses events; beyond this many, absent names get the short timeout.
 ABSENT_MAX = 65536
 _RECORD = struct.Struct("=QQi")  # st_dev, st_ino, handle type; the handle's bytes follow
+# The fds of directories removed through the mount, closed this many at a time once the kernel forgot them. The last
+# close of a directory the SOURCE watcher marked frees its mark, and the kernel hands that to a workqueue: on this
+# VM a wake-up of a worker on another, often halted, CPU for each (~12 us of the closing thread's time, one CPU);
+# closed together, one wake-up serves a batch (docs/benchmarks.md, 2026-12-07 10:00).
+DELETED_BATCH = 16
 
 
 class Node:
     """One kernel inode. `lookups` and `opens` are changed under the table's lock only."""
 
     __slots__ = ("nodeid", "key", "fd", "generation", "lookups", "opens", "names", "kind", "backing_id",
-                 "cached_path", "paths_below", "gone", "watched", "pages", "absent", "caps_absent",
+                 "cached_path", "paths_below", "gone", "deleted", "watched", "pages", "absent", "caps_absent",
                  "xattrs_changed")
 
     def __init__(self, nodeid: int, key: tuple[int, int], fd: int, kind: int) -> None:
@@ -68,6 +73,9 @@ class Node:
         self.paths_below = -1
         # A file whose last name went while no handle was open: its attributes then (`NodeTable.unlinked`).
         self.gone: os.stat_result | None = None
+        # A directory removed through the mount (rmdir): its object is gone for good, so nothing reopens it by its
+        # handle, and its fd may be closed later than the kernel's FORGET (DELETED_BATCH).
+        self.deleted = False
         # A directory: time.monotonic_ns() when the SOURCE watcher began to see its entries change (0: it does
         # not). Replies made from a stat taken after that may carry the long timeouts.
         self.watched = 0
@@ -130,6 +138,7 @@ class NodeTable:
         self._forgotten: dict[int, bytes] = {}  # node id -> _RECORD + handle, oldest first
         self._forgotten_ino: dict[int, int] = {}  # st_ino -> node id, for the same object's next entry
         self._absent = 0  # names recorded in the nodes' `absent` sets
+        self._deleted_fds: list[int] = []  # of forgotten directories removed through the mount, not closed yet
         # Set when the table grows past `crowded` nodes (each an open fd): NodeBudget asks the kernel to forget some.
         self.crowded = 0
         self.on_crowded: threading.Event | None = None
@@ -174,7 +183,7 @@ class NodeTable:
             node.lookups -= count
             if node.lookups > 0:
                 return
-            if self.handles_fd != -1 and node.key[0] == self.root.key[0] and node.gone is None:
+            if self.handles_fd != -1 and node.key[0] == self.root.key[0] and node.gone is None and not node.deleted:
                 self._remember_locked(node)
             del self._by_id[nodeid]
             if self._by_key.get(node.key) is node:
@@ -188,9 +197,16 @@ class NodeTable:
                 self._absent -= len(node.absent)
                 node.absent = None
             self._renamed_locked(node)
+            closing = [node.fd]
+            if node.deleted:  # a batch at a time (DELETED_BATCH)
+                self._deleted_fds.append(node.fd)
+                closing = []
+                if len(self._deleted_fds) >= DELETED_BATCH:
+                    closing, self._deleted_fds = self._deleted_fds, []
         if node.kind == stat.S_IFDIR:
             with self.removing_directories:
-                os.close(node.fd)
+                for fd in closing:
+                    os.close(fd)
         else:  # quick: a file unlinked through the mount had its fd closed then (`unlinked`); this close frees a
             # file only where it was deleted in SOURCE behind the mount's back
             syscalls.close_keeping_gil(node.fd)
@@ -376,10 +392,13 @@ class NodeTable:
                 self._renamed_locked(node)
         return nodeid
 
-    def removed(self, parent: int, name: bytes) -> None:
-        """`name` was unlinked or removed from `parent`."""
+    def removed(self, parent: int, name: bytes, directory: bool = False) -> None:
+        """`name` was unlinked from `parent`, or with `directory` removed (rmdir: its object is gone for good)."""
         with self._lock:
-            self._unname_locked(parent, name)
+            nodeid = self._unname_locked(parent, name)
+            node = self._by_id.get(nodeid) if directory and nodeid is not None else None
+            if node is not None and node.kind == stat.S_IFDIR:
+                node.deleted = True
 
     def renamed(self, parent: int, name: bytes, newparent: int, newname: bytes, exchange: bool) -> None:
         with self._lock:
@@ -528,5 +547,8 @@ class NodeTable:
             self._names_in.clear()
         for node in nodes:
             os.close(node.fd)
+        for fd in self._deleted_fds:
+            os.close(fd)
+        self._deleted_fds = []
         os.close(self._released_fd)
         os.close(self._proc_fds)
