@@ -204,9 +204,10 @@ class NodeTable:
                 if len(self._deleted_fds) >= DELETED_BATCH:
                     closing, self._deleted_fds = self._deleted_fds, []
         if node.kind == stat.S_IFDIR:
-            with self.removing_directories:
-                for fd in closing:
-                    os.close(fd)
+            if closing:
+                with self.removing_directories:
+                    for fd in closing:
+                        os.close(fd)
         else:  # quick: a file unlinked through the mount had its fd closed then (`unlinked`); this close frees a
             # file only where it was deleted in SOURCE behind the mount's back
             syscalls.close_keeping_gil(node.fd)

@@ -10,8 +10,8 @@ import errno
 import os
 import platform
 
-# glibc's soname, loaded by name: ctypes.util.find_library runs `ldconfig -p` at each call (~10 ms of the mount's
-# start-up each).
+# glibc's soname, loaded by name: ctypes.util.find_library runs `ldconfig -p` at each call (a process started and
+# waited for, a few ms of the mount's start-up each).
 LIBC = "libc.so.6"
 _libc = ctypes.CDLL(LIBC, use_errno=True)
 # The same library, called without releasing the interpreter lock: for calls that return in microseconds and come

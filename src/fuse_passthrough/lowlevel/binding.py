@@ -109,7 +109,7 @@ def _release_view(view: memoryview) -> None:
 
 def library_path() -> str:
     # libfuse 3's soname, loaded by name as the dynamic linker finds it (LD_LIBRARY_PATH included): what
-    # ctypes.util.find_library("fuse3") would name too, after running `ldconfig -p` (~10 ms of the mount's start-up).
+    # ctypes.util.find_library("fuse3") would name too, after running `ldconfig -p` (a few ms of the mount's start-up).
     return os.environ.get("FUSE_LIBRARY_PATH") or "libfuse3.so.3"
 
 
