@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-CSOURCES := $(wildcard src/fuse_passthrough/*.c src/fuse_passthrough/*/*.c)
+CSOURCES := $(wildcard src/fuse_passthrough/*.c src/fuse_passthrough/*/*.c src/fuse_passthrough/*/*.h)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock setup.py $(CSOURCES) | md5sum | cut -c1-12)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
-RUN_PKGS := fuse3 libfuse3-dev python3-venv attr gcc python3-dev
+RUN_PKGS := fuse3 libfuse3-dev python3-venv attr gcc python3-dev liburing-dev
 # CPython's own tests (the benchmark's testsuite workload), for the system's python3
 PY_TESTSUITE := libpython$(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)-testsuite
 TEST_PKGS := $(RUN_PKGS) stress-ng fio chromium pkg-config curl $(PY_TESTSUITE)
@@ -25,7 +25,12 @@ LIBFUSE_ENV = $(if $(shell pkg-config --atleast-version=3.17 fuse3 2>/dev/null &
 TESTS_ON_3_17 := tests/test_kernel_passthrough.py tests/test_ops.py tests/test_lifecycle.py tests/tracing \
 	tests/test_native_sequences.py tests/test_mount_helper.py tests/lowlevel tests/test_differential.py \
 	tests/test_multiuser.py tests/test_caching.py tests/test_native_behaviour.py tests/faults tests/test_faults.py \
-	tests/test_trace_command.py tests/test_behind_the_back.py
+	tests/test_trace_command.py tests/test_behind_the_back.py tests/test_io_uring.py
+# FUSE over io_uring (Linux >= 6.14, lowlevel/uring.c): the POSIX, caching, behind-the-back, tracing, fault and
+# lifecycle tests again with every request through it (the tests switch the kernel's enable_uring on and back).
+TESTS_IN_IO_URING_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
+	tests/test_native_sequences.py tests/test_behind_the_back.py tests/test_caching.py tests/tracing tests/faults \
+	tests/test_faults.py tests/test_lifecycle.py tests/test_stress_ng.py
 # The POSIX tests again with every reply sent from Python (the binding's fallback where _trampolines.c is not built).
 TESTS_WITH_CTYPES_REPLIES := tests/test_ops.py tests/test_native_sequences.py
 TESTS_IN_PASSTHROUGH_MODE := tests/test_ops.py tests/test_differential.py tests/test_multiuser.py \
@@ -39,6 +44,10 @@ test: system-test $(STAMP) libfuse-3.17 install-launcher
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 	FUSE_PASSTHROUGH_NO_TRAMPOLINES=1 $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_WITH_CTYPES_REPLIES)
+	@if [ -e /sys/module/fuse/parameters/enable_uring ]; then \
+	  echo 'FPT_MOUNT_ARGS="-o io_uring" $(VENV)/bin/pytest -p no:cacheprovider $$(TESTS_IN_IO_URING_MODE)'; \
+	  FPT_MOUNT_ARGS="-o io_uring" $(VENV)/bin/pytest -p no:cacheprovider $(TESTS_IN_IO_URING_MODE); \
+	else echo "io_uring stage skipped: this kernel has no FUSE over io_uring (Linux >= 6.14, CONFIG_FUSE_IO_URING)"; fi
 	$(MAKE) --no-print-directory test-libfuse-3.17
 
 test-libfuse-3.17: system-test $(STAMP) libfuse-3.17

@@ -13,12 +13,19 @@ the build goes on without them, and the same work is done in Python):
 
 None links libfuse (the binding loads it at run time). Everything else is in pyproject.toml."""
 
+import os
+
 from setuptools import Extension, setup
+
+# FUSE over io_uring (lowlevel/uring.c) where liburing's headers are (liburing-dev); else the binding has none
+URING = os.path.exists("/usr/include/liburing.h")
 
 setup(ext_modules=[
     Extension("fuse_passthrough._columns", ["src/fuse_passthrough/_columns.c"], optional=True),
-    Extension("fuse_passthrough.lowlevel._trampolines", ["src/fuse_passthrough/lowlevel/_trampolines.c"],
-              optional=True),
+    Extension("fuse_passthrough.lowlevel._trampolines",
+              ["src/fuse_passthrough/lowlevel/_trampolines.c", "src/fuse_passthrough/lowlevel/uring.c"],
+              define_macros=[("FPT_HAVE_URING", "1")] if URING else [], libraries=["uring"] if URING else [],
+              depends=["src/fuse_passthrough/lowlevel/uring.h"], optional=True),
     Extension("fuse_passthrough.tracing._jsonl", ["src/fuse_passthrough/tracing/_jsonl.c"], optional=True),
     Extension("fuse_passthrough.tracing._recorder", ["src/fuse_passthrough/tracing/_recorder.c"], optional=True),
 ])

@@ -88,7 +88,9 @@ def summarize(cfg: Config, targets: list[Target], workloads: list[Workload], res
     for key, base in baselines.items():
         if res.samples.get(base):
             ratios[f"vs_{key}"] = {t.name: {r: ratio(t.name, base, r) for r in rows} for t in targets}
-    pairs = [("ours_trace", "ours_notrace"), ("ours_trace_st", "ours_notrace_st"),
+    pairs = [("ours_trace", "ours_notrace"), ("ours_trace_uring", "ours_notrace_uring"),
+             ("ours_notrace_uring", "ours_notrace"), ("ours_trace_uring", "ours_trace"),
+             ("ours_trace_st", "ours_notrace_st"),
              ("ours_trace_strict", "ours_notrace_strict"), ("base_trace", "base_notrace")]
     tracing = {f"{a}/{b}": {r: ratio(a, b, r) for r in rows} for a, b in pairs if a in med and b in med}
 
@@ -173,18 +175,19 @@ def evaluate_goals(med: dict[str, dict[str, float | None]], res: Results, rows: 
         goals.append({"goal": goal, "target": a, "baseline": b, "limit": limit, "worst_ratio": q, "worst_row": row,
                       "status": "not measured" if q is None else ("met" if q <= limit else "missed")})
 
-    for ours in ("ours_notrace", "ours_trace"):
+    for ours in ("ours_notrace", "ours_trace", "ours_notrace_uring", "ours_trace_uring"):
         add("seq read/write <= 1.0x passthrough_ll", ours, "passthrough_ll", DATA_ROWS, 1.0)
         add("metadata <= 1.5x passthrough_ll", ours, "passthrough_ll", METADATA_ROWS, 1.5)
         add("metadata <= 1.5x passthrough_ll timeout=0 (same coherence)", ours, "passthrough_ll_t0",
             METADATA_ROWS, 1.5)
         add("faster than loggedfs everywhere", ours, "loggedfs", rows, 1.0)
     add("tracing on <= 1.15x off", "ours_trace", "ours_notrace", rows, 1.15)
+    add("tracing on <= 1.15x off", "ours_trace_uring", "ours_notrace_uring", rows, 1.15)
     add("real test suite, traced <= 1.0x passthrough_ll", "ours_trace", "passthrough_ll", ["testsuite"], 1.0)
     # >= 80 % of native throughput = at most 1.25x native time
     add("kernel passthrough seq read/write >= 80% of native throughput", "ours_kpassthrough", "native",
         DATA_ROWS, 1.25)
-    for ours in ("ours_notrace", "ours_trace"):
+    for ours in ("ours_notrace", "ours_trace", "ours_notrace_uring", "ours_trace_uring"):
         kib = res.rss.get(ours)
         goals.append({"goal": "daemon peak RSS < 100 MB", "target": ours, "baseline": None, "limit": 100e6,
                       "value_bytes": kib * 1024 if kib else None,

@@ -153,6 +153,21 @@ def stop_all() -> None:
             m.stop()
         except Exception as e:  # noqa: BLE001 - keep unmounting the rest
             log(f"cleanup of {m.name} failed: {e}")
+    kernel_io_uring(False)
+
+
+# The kernel's FUSE over io_uring switch (shared kernel state): on while a target that asks for io_uring mounts,
+# else as the machine had it, and as it was once the run ends (stop_all).
+ENABLE_URING = Path("/sys/module/fuse/parameters/enable_uring")
+URING_BEFORE = ENABLE_URING.read_text().strip() if ENABLE_URING.exists() else None
+
+
+def kernel_io_uring(on: bool) -> None:
+    if URING_BEFORE is None:
+        return
+    want = "Y" if on else URING_BEFORE
+    if ENABLE_URING.read_text().strip() != want:
+        ENABLE_URING.write_text(want)
 
 
 # ----------------------------------------------------------------------------------------------------- targets
@@ -190,6 +205,10 @@ def all_targets() -> dict[str, Target]:
         Target("ours_trace", "fuse-passthrough --format jsonl --output FILE", "ours", [], trace=True),
         Target("ours_kpassthrough", "fuse-passthrough --passthrough (kernel passthrough, libfuse 3.17), traced",
                "ours", ["--passthrough"], trace=True),
+        # FUSE over io_uring (Linux >= 6.14): the bench switches the kernel's enable_uring on for these mounts only
+        Target("ours_notrace_uring", "fuse-passthrough --no-trace -o io_uring (FUSE over io_uring)", "ours",
+               ["--no-trace", "-o", "io_uring"]),
+        Target("ours_trace_uring", "fuse-passthrough traced, -o io_uring", "ours", ["-o", "io_uring"], trace=True),
         # levers, not in the default set
         Target("ours_kpassthrough_notrace", "fuse-passthrough --passthrough --no-trace", "ours",
                ["--passthrough", "--no-trace"]),
@@ -247,7 +266,7 @@ def all_targets() -> dict[str, Target]:
 
 
 DEFAULT_TARGETS = ["native", "passthrough_ll", "passthrough_ll_t0", "bindfs", "loggedfs", "ours_notrace",
-                   "ours_trace", "ours_kpassthrough"]
+                   "ours_trace", "ours_notrace_uring", "ours_trace_uring", "ours_kpassthrough"]
 
 
 def libfuse_version() -> tuple[int, int]:
@@ -288,6 +307,10 @@ def check_targets(targets: list[Target], bindir: Path) -> None:
             continue
         if not fuse_ok:
             t.status = "missing: /dev/fuse or fusermount3 not available"
+            continue
+        if "io_uring" in t.args and (URING_BEFORE is None or (URING_BEFORE != "Y" and os.geteuid() != 0)):
+            t.status = ("n/a: the kernel has no FUSE over io_uring (Linux >= 6.14)" if URING_BEFORE is None else
+                        "n/a: switching the kernel's FUSE io_uring on needs root")
             continue
         if t.kind == "ll":
             if ll_built is None:
@@ -373,6 +396,7 @@ class Session:
             env = ours_env(t)
         else:
             raise RuntimeError(f"cannot mount {t.name}")
+        kernel_io_uring("io_uring" in t.args)
         where = self.src if t.kind == "loggedfs" else self.mnt
         self.mounted = Mounted(t.name, cmd, where, self.workdir / f"{t.name}.daemon.log", env)
         self.mounted.start()

@@ -13,6 +13,22 @@ from typing import Any
 
 FUSERMOUNT = "fusermount3"
 MODE_ARGS = os.environ.get("FPT_MOUNT_ARGS", "").split()
+IO_URING_NOTE = "requests go through FUSE over io_uring"
+ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
+
+
+def set_enable_uring(value: str | None) -> str | None:
+    """Set the kernel's FUSE io_uring switch (shared kernel state: give back what this returns, the value before,
+    in a finally); None if the kernel has none."""
+    try:
+        with open(ENABLE_URING) as f:
+            before = f.read().strip()
+        if value is not None and value != before:
+            with open(ENABLE_URING, "w") as f:
+                f.write(value)
+        return before
+    except OSError:
+        return None
 
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:
@@ -63,6 +79,11 @@ class Mount:
         os.stat(self.mnt)  # the first request waits for INIT: after this, the mount is serving
         if "--passthrough" in MODE_ARGS:  # a stage meant to test kernel passthrough must really use it
             assert "kernel passthrough:" in self.stderr(), self.stderr()
+        if "io_uring" in MODE_ARGS:  # the same for io_uring (its threads register right after the INIT reply)
+            deadline = time.monotonic() + 5
+            while IO_URING_NOTE not in self.stderr() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert IO_URING_NOTE in self.stderr(), self.stderr()
         return self
 
     def stderr(self) -> str:

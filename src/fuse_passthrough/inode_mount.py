@@ -388,6 +388,10 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
     from .options import WATCHED_TIMEOUT, DefaultSeconds
 
     config = opts.config
+    if opts.io_uring and (why := "not with -s (one thread serves every request there)" if args.single_threaded
+                          else ll.io_uring_unavailable()):
+        print(f"{PROG}: -o io_uring: {why}", file=sys.stderr)
+        return 1
     raise_fd_limit()
     reserve_fd_table(fd_limit())
     # No timeout given: replies about what the watcher sees whole may carry the long one (SourceInvalidations).
@@ -474,7 +478,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
     try:
         try:
             result = session.run(single_threaded=args.single_threaded, max_threads=opts.max_threads,
-                                 park_us=opts.park_us)
+                                 park_us=opts.park_us, io_uring=opts.io_uring is not False)
         except OSError as e:
             print(f"{PROG}: mounting '{mnt}' failed: {e.strerror}", file=sys.stderr)
             result = -1

@@ -309,6 +309,12 @@ OPTIONS: tuple[Option, ...] = (
            "microseconds before it reads the next (default 1000; 0: never): one worker running Python at a time "
            "hands its interpreter lock around less (docs/benchmarks.md, 2026-12-06 14:45)",
            default=1000, mount="park_us"),
+    Option("io_uring", SWITCH, "serve requests through FUSE over io_uring, or fail if the kernel cannot (Linux >= "
+           "6.14 with CONFIG_FUSE_IO_URING and /sys/module/fuse/parameters/enable_uring set to Y). By default a "
+           "mount uses it wherever the kernel offers it: each CPU's requests are served by threads on that CPU, "
+           "which saves the wake-ups of /dev/fuse (docs/benchmarks.md, 2026-12-07 12:00)", mount="io_uring"),
+    Option("noio_uring", SWITCH, "serve requests through /dev/fuse even where the kernel offers io_uring",
+           mount="noio_uring"),
     Option("log", TEXT, "where a background daemon's messages go (default: with -b, a file in $TMPDIR; mounted "
            "by mount(8) or fstab, syslog)", mount="log", background_only=True),
     # -- -o only: accepted and ignored, for mount(8), fstab and systemd ---------------------------------------

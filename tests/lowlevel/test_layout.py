@@ -246,6 +246,25 @@ def test_trampolines_have_the_types_of_the_ops(version: str, tmp_path: Path) -> 
     assert _offered(layout) <= checked, _offered(layout) - checked
 
 
+URING_C = ROOT / "src/fuse_passthrough/lowlevel/uring.c"
+
+
+@pytest.mark.skipif(not shutil.which("gcc") or not Path("/usr/include/liburing.h").exists(),
+                    reason="gcc and liburing's headers are needed to compile uring.c")
+@pytest.mark.parametrize("version", ["3.14", "3.17"])
+def test_io_uring_structs_match_the_headers(version: str) -> None:
+    """uring.c declares struct fuse_buf, the kernel's request and reply headers and the io_uring structs itself;
+    compiled with each version's headers and the system's linux/fuse.h (FPT_CHECK_SIGNATURES), static assertions
+    compare them, and fuse_session_process_buf must have the type it is called with. Where linux/fuse.h predates
+    io_uring (Linux < 6.14 headers), the io_uring structs are checked against the kernel's documented sizes."""
+    inc = _include_for(version)
+    layout = abi.layout_for(_header_version(inc))
+    r = subprocess.run(["gcc", "-fsyntax-only", "-Wall", "-Werror", "-DFPT_CHECK_SIGNATURES", "-DFPT_HAVE_URING",
+                        f"-DFUSE_USE_VERSION={layout.use_version}", f"-I{inc}", str(URING_C)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_trampoline_for_every_offered_operation() -> None:
     """The built module (make installs it: gcc and python3-dev are among the packages) has a trampoline for each
     operation LowLevelSession offers, and none for the others."""

@@ -49,6 +49,8 @@
 #include <fcntl.h>
 #include <poll.h>
 
+#include "uring.h"
+
 #ifdef FPT_CHECK_SIGNATURES /* the layout test: the trampolines must have the ops' exact types */
 #include <fuse_lowlevel.h>
 typedef struct fuse_file_info fi_t;
@@ -114,6 +116,7 @@ static struct {
     int (*session_fd)(void *);
     int (*custom_io)(void *, const void *, int); /* libfuse < 3.17 (session_io) */
     int (*custom_io_317)(void *, const void *, size_t, int); /* libfuse >= 3.17: the size of the struct we pass */
+    void (*process_buf)(void *, const void *);                /* io_uring (uring.c) */
 } lib;
 
 enum op { O_lookup, O_forget, O_getattr, O_setattr, O_readlink, O_mknod, O_mkdir, O_unlink, O_rmdir, O_symlink,
@@ -130,6 +133,11 @@ struct table {
     int init_read;
     int killpriv_v2_offered;  /* the kernel's INIT flags had FUSE_HANDLE_KILLPRIV_V2 */
     int killpriv_v2_wanted;   /* set it in the INIT reply */
+    void *se;                 /* session_io's */
+    int uring_offered;        /* the kernel's INIT flags had FUSE_OVER_IO_URING */
+    int uring_threads;        /* uring_want: threads per CPU at most (one, and spares), 0: no io_uring */
+    size_t uring_payload;
+    struct fpt_uring *uring;  /* started once the INIT reply is written */
     long park_ns;             /* set_park: 0, workers do not park */
     _Atomic int slots_used;   /* workers seen (each has a slot in `started`) */
     _Atomic uint64_t started[PARK_SLOTS]; /* when each worker's request began (CLOCK_MONOTONIC ns), 0: none */
@@ -149,6 +157,8 @@ struct table {
 #define PARK_BUSY_PERCENT 50
 static __thread struct table *slot_table; /* the table this worker's slot is in, and the slot */
 static __thread int slot = -1;
+static __thread int ring_worker; /* an io_uring thread (uring.c): one per CPU's entry, it never parks */
+static void ring_worker_start(void) { ring_worker = 1; }
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -157,7 +167,7 @@ static uint64_t now_ns(void) {
 }
 
 static void enter(struct table *t) {
-    if (t->park_ns == 0)
+    if (t->park_ns == 0 || ring_worker)
         return;
     if (slot_table != t) { /* this worker's first request of this session */
         int i = atomic_fetch_add_explicit(&t->slots_used, 1, memory_order_relaxed);
@@ -190,7 +200,7 @@ static int other_running(struct table *t, long ns, uint64_t *busy) {
 static void leave(struct table *t) {
     long ns = t->park_ns;
     uint64_t before, busy;
-    if (ns == 0 || slot_table != t || slot < 0)
+    if (ns == 0 || slot_table != t || slot < 0 || ring_worker)
         return;
     uint64_t began = atomic_exchange_explicit(&t->started[slot], 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->busy[slot], now_ns() - began, memory_order_relaxed);
@@ -365,6 +375,7 @@ static int as_address(PyObject *o, void **out) {
 struct fpt_in_header { uint32_t len, opcode; uint64_t unique, nodeid; uint32_t uid, gid, pid; uint16_t extlen, pad; };
 struct fpt_out_header { uint32_t len; int32_t error; uint64_t unique; };
 struct fpt_init { uint32_t major, minor, max_readahead, flags; }; /* the start of fuse_init_in and fuse_init_out */
+#define FPT_INIT_OUT_FLAGS2 32 /* offsetof(struct fuse_init_out, flags2) */
 struct fpt_custom_io {
     ssize_t (*writev)(int, struct iovec *, int, void *);
     ssize_t (*read)(int, void *, size_t, void *);
@@ -389,8 +400,19 @@ static ssize_t read_polled(int fd, void *buf, size_t buf_len) {
     }
 }
 
+/* With io_uring serving the requests, /dev/fuse brings only FORGET (and INTERRUPT): read a little after one comes,
+ * so that the kernel has gathered the next ones into a BATCH_FORGET, rather than take the interpreter lock from the
+ * ring thread for each (a removal of many files: one FORGET per file). */
+#define FORGET_GATHER_NS 1000000
+
 static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata) {
     struct table *t = userdata;
+    if (t->uring != NULL && fpt_uring_ready(t->uring)) {
+        struct pollfd p = {fd, POLLIN, 0};
+        struct timespec gather = {0, FORGET_GATHER_NS};
+        if (poll(&p, 1, -1) > 0 && !(p.revents & (POLLERR | POLLHUP)))
+            nanosleep(&gather, NULL);
+    }
     ssize_t n = read_polled(fd, buf, buf_len);
     if (!t->init_read && n >= (ssize_t)(sizeof(struct fpt_in_header) + sizeof(struct fpt_init))) {
         const struct fpt_in_header *h = buf;
@@ -398,6 +420,9 @@ static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata) {
             const struct fpt_init *in = (const void *)(h + 1);
             t->init_unique = h->unique;
             t->killpriv_v2_offered = (in->flags & FPT_HANDLE_KILLPRIV_V2) != 0;
+            /* flags2 follows flags in fuse_init_in */
+            t->uring_offered = in->flags & FPT_FUSE_INIT_EXT && n >= (ssize_t)(sizeof *h + sizeof *in + 4) &&
+                               ((const uint32_t *)(in + 1))[0] & FPT_OVER_IO_URING_FLAGS2;
             t->init_read = 1;
         }
     }
@@ -406,12 +431,32 @@ static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata) {
 
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
     struct table *t = userdata;
-    if (t->killpriv_v2_wanted && count >= 2 && iov[0].iov_len == sizeof(struct fpt_out_header) &&
-        iov[1].iov_len >= sizeof(struct fpt_init)) {
+    ssize_t n;
+    if (t->uring != NULL && ((n = fpt_uring_reply(iov, count)) >= 0 || errno != ENOENT))
+        return n; /* the reply to a request that came through io_uring */
+    if ((t->killpriv_v2_wanted || t->uring_threads) && count >= 2 && iov[0].iov_len == sizeof(struct fpt_out_header)
+        && iov[1].iov_len >= sizeof(struct fpt_init)) {
         const struct fpt_out_header *o = iov[0].iov_base;
         if (o->unique == t->init_unique && o->error == 0) {
-            ((struct fpt_init *)iov[1].iov_base)->flags |= FPT_HANDLE_KILLPRIV_V2;
+            struct fpt_init *out = iov[1].iov_base;
+            if (t->killpriv_v2_wanted)
+                out->flags |= FPT_HANDLE_KILLPRIV_V2;
             t->killpriv_v2_wanted = 0;
+            if (t->uring_threads && t->uring_offered && iov[1].iov_len >= FPT_INIT_OUT_FLAGS2 + 4 &&
+                lib.process_buf != NULL && fpt_uring_built()) {
+                out->flags |= FPT_FUSE_INIT_EXT;
+                *(uint32_t *)((char *)out + FPT_INIT_OUT_FLAGS2) |= FPT_OVER_IO_URING_FLAGS2;
+                n = writev(fd, iov, count);
+                if (n >= 0) { /* the kernel has taken the INIT reply: entries may be registered now */
+                    struct fpt_uring_config c = {t->se, lib.session_fd(t->se), t->uring_payload, t->uring_threads,
+                                                 lib.process_buf, ring_worker_start};
+                    if ((t->uring = fpt_uring_start(&c)) == NULL)
+                        perror("fuse-passthrough: io_uring threads");
+                }
+                t->uring_threads = 0;
+                return n;
+            }
+            t->uring_threads = 0;
         }
     }
     return writev(fd, iov, count);
@@ -468,6 +513,7 @@ static PyObject *session_io(PyObject *self, PyObject *const *args, Py_ssize_t na
     if ((lib.custom_io == NULL && lib.custom_io_317 == NULL) || lib.session_fd == NULL)
         return PyErr_Format(PyExc_RuntimeError, "this libfuse has no fuse_session_custom_io");
     struct fpt_custom_io io = {io_writev, io_read, NULL, NULL, io_clone_fd};
+    ((struct table *)t)->se = se;
     int fd = lib.session_fd(se), flags = fcntl(fd, F_GETFL);
     /* libfuse copies `io` (< 3.17: the members before clone_fd, the struct it knows) */
     rc = lib.custom_io_317 != NULL ? lib.custom_io_317(se, &io, sizeof io, fd) : lib.custom_io(se, &io, fd);
@@ -520,7 +566,8 @@ static PyObject *set_functions(PyObject *self, PyObject *addresses) {
         {"fuse_session_fd", (void **)&lib.session_fd}};
     static const struct { const char *symbol; void **slot; } OPTIONAL[] = {
         {"fuse_session_custom_io", (void **)&lib.custom_io},
-        {"fuse_session_custom_io_317", (void **)&lib.custom_io_317}};
+        {"fuse_session_custom_io_317", (void **)&lib.custom_io_317},
+        {"fuse_session_process_buf", (void **)&lib.process_buf}};
     if (!PyDict_Check(addresses))
         return PyErr_Format(PyExc_TypeError, "a dict of addresses");
     for (size_t i = 0; i < sizeof SLOTS / sizeof SLOTS[0]; i++) {
@@ -577,6 +624,60 @@ static PyObject *free_callback_table(PyObject *self, PyObject *address) {
     if (!as_address(address, &t))
         return NULL;
     free(t);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(uring_want_doc, "uring_want(table: int, max_per_cpu: int, payload_size: int) -> bool: serve requests "
+             "through FUSE over io_uring if the kernel's INIT offers it (before the loop; uring.c). False: this build "
+             "cannot (no liburing when it was compiled, or a libfuse without fuse_session_process_buf).");
+static PyObject *uring_want(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    struct table *t;
+    long threads;
+    Py_ssize_t payload;
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "(table, max_per_cpu, payload_size) expected");
+    if ((t = table_at(args[0])) == NULL)
+        return NULL;
+    threads = PyLong_AsLong(args[1]);
+    payload = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!fpt_uring_built() || lib.process_buf == NULL || (lib.custom_io == NULL && lib.custom_io_317 == NULL))
+        Py_RETURN_FALSE;
+    t->uring_threads = threads > 0 ? (int)threads : 0;
+    t->uring_payload = (size_t)payload;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *uring_built(PyObject *self, PyObject *unused) {
+    return PyBool_FromLong(fpt_uring_built());
+}
+
+PyDoc_STRVAR(uring_counts_doc, "uring_counts(table: int) -> tuple[int, int, int] | None: io_uring entries registered, "
+             "entries refused, requests served through them; None if the session does not use io_uring.");
+static PyObject *uring_counts(PyObject *self, PyObject *address) {
+    struct table *t = table_at(address);
+    int registered, failed;
+    uint64_t served;
+    if (t == NULL)
+        return NULL;
+    if (t->uring == NULL)
+        Py_RETURN_NONE;
+    fpt_uring_counts(t->uring, &registered, &failed, &served);
+    return Py_BuildValue("iiK", registered, failed, (unsigned long long)served);
+}
+
+PyDoc_STRVAR(uring_stop_doc, "uring_stop(table: int): end and join the session's io_uring threads (after the loop).");
+static PyObject *uring_stop(PyObject *self, PyObject *address) {
+    struct table *t = table_at(address);
+    struct fpt_uring *u;
+    if (t == NULL)
+        return NULL;
+    u = t->uring;
+    t->uring = NULL;
+    Py_BEGIN_ALLOW_THREADS /* a ring thread may be waiting for the GIL to finish its request */
+    fpt_uring_stop(u);
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
@@ -921,6 +1022,10 @@ static PyMethodDef METHODS[] = {
     {"killpriv_v2_offered", killpriv_v2_offered, METH_O, killpriv_v2_offered_doc},
     {"want_killpriv_v2", want_killpriv_v2, METH_O, want_killpriv_v2_doc},
     FAST(set_park, set_park_doc),
+    FAST(uring_want, uring_want_doc),
+    {"uring_counts", uring_counts, METH_O, uring_counts_doc},
+    {"uring_built", uring_built, METH_NOARGS, "uring_built() -> bool: whether this build has FUSE over io_uring"},
+    {"uring_stop", uring_stop, METH_O, uring_stop_doc},
     {"park_counts", park_counts, METH_O, park_counts_doc},
     FAST(set_stat_fields, set_stat_fields_doc),
     FAST(fill_stat, fill_stat_doc),

@@ -232,6 +232,7 @@ CTXPTR = K("const struct fuse_ctx *", POINTER(fuse_ctx))
 GIDS = K("gid_t *", POINTER(c_uint32))
 CIOVEC = K("const struct iovec *", c_void_p)
 CUSTOMIO = K("const struct fuse_custom_io *", c_void_p)  # built and passed by _trampolines.c
+FUSEBUF = K("const struct fuse_buf *", c_void_p)  # built and passed by uring.c
 CSTR = K("const char *", c_char_p)
 VERSIONP = K("struct libfuse_version *", POINTER(libfuse_version))
 BUFCOPY = K("enum fuse_buf_copy_flags", c_int)
@@ -319,6 +320,8 @@ FUNCTIONS: list[Function] = [
     # header's wrapper calls fuse_session_custom_io_317): the 3.14 declaration binds only before it.
     F("fuse_session_custom_io", INT, (SESSION, CUSTOMIO, INT), blocks=False, since=(3, 14), until=(3, 17)),
     F("fuse_session_custom_io_317", INT, (SESSION, CUSTOMIO, SIZE, INT), blocks=False, since=(3, 17)),
+    # A request that came through io_uring (uring.c calls it).
+    F("fuse_session_process_buf", VOID, (SESSION, FUSEBUF)),
     F("fuse_session_exit", VOID, (SESSION,), blocks=False),
     F("fuse_session_exited", INT, (SESSION,), blocks=False),
     F("fuse_session_loop", INT, (SESSION,)),

@@ -376,12 +376,41 @@ CTYPES_REPLIES = Replies(
     lseek=_reply_lseek)
 
 DEFERRED_REPLIES: Replies | None = None
+# FUSE over io_uring (loop(io_uring=True), uring.c): each entry's payload buffer, at least the largest request or
+# reply the kernel may send (max_write, max_pages; libfuse: 1 MiB).
+IO_URING_PAYLOAD = 1 << 20
+ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
+
+
+def io_uring_built() -> bool:
+    """Whether this build has FUSE over io_uring (uring.c, compiled with liburing)."""
+    return _trampolines is not None and _trampolines.uring_built()
+
+
+def io_uring_unavailable() -> str | None:
+    """Why a mount cannot use FUSE over io_uring here (None: it can, if the kernel's INIT offers it)."""
+    if not io_uring_built():
+        return "this build has no FUSE over io_uring (liburing-dev was missing when it was compiled)"
+    if "fuse_session_process_buf" not in FUNCTIONS or not ("fuse_session_custom_io" in FUNCTIONS or
+                                                             "fuse_session_custom_io_317" in FUNCTIONS):
+        return "this libfuse lacks fuse_session_custom_io or fuse_session_process_buf"
+    try:
+        with open(ENABLE_URING) as f:
+            enabled = f.read().strip()
+    except OSError:
+        return "the kernel has no FUSE over io_uring (Linux >= 6.14 with CONFIG_FUSE_IO_URING)"
+    if enabled not in ("Y", "1"):
+        return f"the kernel's FUSE over io_uring is off (echo Y > {ENABLE_URING})"
+    return None
+
+
 if _trampolines is not None:
     _trampolines.set_functions({sym: ctypes.cast(FUNCTIONS[sym], ctypes.c_void_p).value for sym in (
         "fuse_reply_err", "fuse_reply_none", "fuse_reply_entry", "fuse_reply_create", "fuse_reply_attr",
         "fuse_reply_readlink", "fuse_reply_open", "fuse_reply_write", "fuse_reply_buf", "fuse_reply_data",
         "fuse_reply_statfs", "fuse_reply_xattr", "fuse_reply_lock", "fuse_reply_lseek", "fuse_req_userdata",
-        "fuse_req_ctx", "fuse_session_fd", "fuse_session_custom_io", "fuse_session_custom_io_317")
+        "fuse_req_ctx", "fuse_session_fd", "fuse_session_custom_io", "fuse_session_custom_io_317",
+        "fuse_session_process_buf")
         if sym in FUNCTIONS})
     _t = _trampolines
     DEFERRED_REPLIES = Replies(
@@ -689,15 +718,31 @@ class LowLevelSession:
             _trampolines.session_io(self.session, self._table)
 
     def loop(self, *, single_threaded: bool = False, max_threads: int = 10, max_idle_threads: int | None = None,
-             clone_fd: bool = False, park_us: int = 0) -> int:
+             clone_fd: bool = False, park_us: int = 0, io_uring: bool = False) -> int:
         """Serve requests until the file system is unmounted or exit() is called; libfuse's return value.
         park_us (with the trampolines): a worker that finishes a request while another is running one sleeps in
         steps of park_us before reading the next, for as long as another worker is inside a request younger than
-        a step and was inside requests at least half of the last step (_trampolines.c, leave()); 0: never."""
+        a step and was inside requests at least half of the last step (_trampolines.c, leave()); 0: never.
+        io_uring: serve requests through FUSE over io_uring where the kernel's INIT offers it (uring.c; not with
+        single_threaded): a thread per CPU, and up to max_threads per CPU while its others are blocked; libfuse's
+        workers then read only FORGET and INTERRUPT from /dev/fuse."""
         if self._table is not None:
             _trampolines.set_park(self._table, park_us * 1000)
         if single_threaded:
             return int(FUNCTIONS["fuse_session_loop"](self.session))
+        if io_uring and self._table is not None and self.own_io:
+            _trampolines.uring_want(self._table, max_threads, IO_URING_PAYLOAD)
+        try:
+            return self._loop_mt(max_threads, max_idle_threads, clone_fd)
+        finally:
+            if self._table is not None:
+                _trampolines.uring_stop(self._table)
+
+    def io_uring_counts(self) -> tuple[int, int, int] | None:
+        """(entries registered, entries refused, requests served) through io_uring; None when not in use."""
+        return _trampolines.uring_counts(self._table) if self._table is not None else None
+
+    def _loop_mt(self, max_threads: int, max_idle_threads: int | None, clone_fd: bool) -> int:
         cfg = FUNCTIONS["fuse_loop_cfg_create"]()
         if not cfg:
             raise MemoryError("fuse_loop_cfg_create")
