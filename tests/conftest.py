@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MODE_ARGS, Mount, is_mounted, set_enable_uring
+from helpers import MODE_ARGS, Mount, is_mounted, kernel_io_uring
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,15 +24,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session", autouse="io_uring" in MODE_ARGS)
-def kernel_io_uring() -> Iterator[None]:
+def io_uring_stage() -> Iterator[None]:
     """The kernel's FUSE io_uring switched on for the session (the io_uring stage, FPT_MOUNT_ARGS="-o io_uring"),
     and back as it was after."""
-    before = set_enable_uring("Y")
-    try:
+    with kernel_io_uring("Y"):
         yield
-    finally:
-        if before is not None:
-            set_enable_uring(before)
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,7 @@ ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
 
 
 def set_enable_uring(value: str | None) -> str | None:
-    """Set the kernel's FUSE io_uring switch (shared kernel state: give back what this returns, the value before,
-    in a finally); None if the kernel has none."""
+    """Set the kernel's FUSE io_uring switch; the value before (None if the kernel has none)."""
     try:
         with open(ENABLE_URING) as f:
             before = f.read().strip()
@@ -29,6 +29,17 @@ def set_enable_uring(value: str | None) -> str | None:
         return before
     except OSError:
         return None
+
+
+@contextmanager
+def kernel_io_uring(value: str) -> Iterator[None]:
+    """The kernel's FUSE io_uring switch set to `value` ("Y", "N") inside, and back as it was after (it is shared
+    kernel state)."""
+    before = set_enable_uring(value)
+    try:
+        yield
+    finally:
+        set_enable_uring(before)
 
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fuse_passthrough.lowlevel import binding
-from helpers import IO_URING_NOTE, Mount, is_mounted, set_enable_uring
+from helpers import IO_URING_NOTE, MODE_ARGS, Mount, is_mounted, kernel_io_uring
 
 KERNEL_HAS_IT = os.path.exists("/sys/module/fuse/parameters/enable_uring")
 needs_io_uring = pytest.mark.skipif(not KERNEL_HAS_IT or os.geteuid() != 0 or not binding.io_uring_built(),
@@ -25,20 +25,14 @@ needs_io_uring = pytest.mark.skipif(not KERNEL_HAS_IT or os.geteuid() != 0 or no
 
 @pytest.fixture
 def uring_on() -> Iterator[None]:
-    before = set_enable_uring("Y")
-    try:
+    with kernel_io_uring("Y"):
         yield
-    finally:
-        set_enable_uring(before)
 
 
 @pytest.fixture
 def uring_off() -> Iterator[None]:
-    before = set_enable_uring("N")
-    try:
+    with kernel_io_uring("N"):
         yield
-    finally:
-        set_enable_uring(before)
 
 
 def ring_threads(pid: int) -> list[str]:
@@ -180,8 +174,10 @@ def test_unmount_while_a_client_waits_ends_the_ring_threads(workdir: Path, uring
 
 
 @needs_io_uring
-def test_noio_uring_keeps_dev_fuse(workdir: Path, uring_on: None) -> None:
-    with Mount(workdir / "src", workdir / "mnt", "-o", "noio_uring", trace=False) as m:
+@pytest.mark.skipif("io_uring" in MODE_ARGS, reason="the io_uring stage adds -o io_uring to every mount")
+def test_without_the_option_requests_go_through_dev_fuse(workdir: Path, uring_on: None) -> None:
+    """The kernel offering io_uring is not enough: a mount uses it only when asked (-o io_uring)."""
+    with Mount(workdir / "src", workdir / "mnt", trace=False) as m:
         (m.mnt / "f").write_text("x")
         assert m.proc is not None
         assert ring_threads(m.proc.pid) == []

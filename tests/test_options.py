@@ -243,13 +243,12 @@ def test_parked_workers_serve_around_a_blocked_request(workdir: Path, park_us: s
 def test_max_threads_bounds_the_requests_served_at_once(workdir: Path, max_threads: str | None,
                                                         served_at_once: int) -> None:
     """-o max_threads=N (default: one per core, 2 to 4): six mkdirs that each take 0.3 s (an injected delay), sent at once in six
-    directories (the kernel serialises those of one directory), are served N at a time by /dev/fuse's workers (over
-    io_uring it bounds each CPU's threads: tests/test_io_uring.py)."""
+    directories (the kernel serialises those of one directory), are served N at a time by /dev/fuse's workers (with
+    -o io_uring it bounds each CPU's threads: tests/test_io_uring.py)."""
     src = workdir / "src"
     for i in range(6):
         (src / f"d{i}").mkdir(parents=True)
-    args = ["--fault", "op=mkdir,delay=300ms", "-o", "noio_uring",
-            *(["-o", f"max_threads={max_threads}"] if max_threads else [])]
+    args = ["--fault", "op=mkdir,delay=300ms", *(["-o", f"max_threads={max_threads}"] if max_threads else [])]
     with Mount(src, workdir / "mnt", *args) as m, ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda i: os.mkdir(m.mnt / f"d{i}" / "new"), range(6)))
     mkdirs = [e for e in m.events() if e["op"] == "mkdir"]

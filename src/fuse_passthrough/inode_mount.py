@@ -478,7 +478,7 @@ def serve(args: argparse.Namespace, src: str, mnt: str, opts: Any, filt: Any, ou
     try:
         try:
             result = session.run(single_threaded=args.single_threaded, max_threads=opts.max_threads,
-                                 park_us=opts.park_us, io_uring=opts.io_uring is not False)
+                                 park_us=opts.park_us, io_uring=opts.io_uring)
         except OSError as e:
             print(f"{PROG}: mounting '{mnt}' failed: {e.strerror}", file=sys.stderr)
             result = -1

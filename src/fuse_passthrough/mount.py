@@ -35,7 +35,7 @@ class MountOptions:
     remount: bool = False  # -o remount: change a live mount (remount.py), mount nothing
     max_threads: int = next(o.default for o in OPTIONS if o.name == "max_threads")  # libfuse's workers at most
     park_us: int = next(o.default for o in OPTIONS if o.name == "park_us")  # a finished worker's wait step
-    io_uring: bool | None = None  # -o io_uring: required, -o noio_uring: never, None: where the kernel offers it
+    io_uring: bool = False  # -o io_uring: requests through FUSE over io_uring
     # The atime options in the order given (noatime, nodiratime, relatime, strictatime, ...), applied to the
     # daemon's opens of SOURCE.
     atime: list[str] = field(default_factory=list)
@@ -90,8 +90,8 @@ class MountOptions:
                     m.max_threads = v
                 elif key == "park_us":
                     m.park_us = v
-                elif key in ("io_uring", "noio_uring"):
-                    m.io_uring = key == "io_uring"
+                elif key == "io_uring":
+                    m.io_uring = True
                 elif key in ATIME_OPTIONS:
                     pass  # kept in m.atime above
                 else:  # a DAEMON option of the table that nothing here reads

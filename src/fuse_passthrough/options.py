@@ -302,7 +302,8 @@ OPTIONS: tuple[Option, ...] = (
            "are fixed while the daemon runs", mount="remount"),
     Option("max_threads", POSITIVE, "at most N requests served at once (worker threads; default one per CPU it "
            f"may run on, at least 2 and at most 4, here {DEFAULT_MAX_THREADS}: more workers than cores hand Python's interpreter "
-           "lock around more than they overlap, see docs/benchmarks.md); -s is one",
+           "lock around more than they overlap, see docs/benchmarks.md); -s is one. Over io_uring: threads per CPU at most, "
+           "one and spares while its others are blocked",
            default=DEFAULT_MAX_THREADS, mount="max_threads"),
     Option("park_us", COUNT, "a worker that finishes a request while another worker is busy (inside a request "
            "younger than a step, and inside requests at least half of the last step) waits in steps of N "
@@ -310,11 +311,10 @@ OPTIONS: tuple[Option, ...] = (
            "hands its interpreter lock around less (docs/benchmarks.md, 2026-12-06 14:45)",
            default=1000, mount="park_us"),
     Option("io_uring", SWITCH, "serve requests through FUSE over io_uring, or fail if the kernel cannot (Linux >= "
-           "6.14 with CONFIG_FUSE_IO_URING and /sys/module/fuse/parameters/enable_uring set to Y). By default a "
-           "mount uses it wherever the kernel offers it: each CPU's requests are served by threads on that CPU, "
-           "which saves the wake-ups of /dev/fuse (docs/benchmarks.md, 2026-12-07 12:00)", mount="io_uring"),
-    Option("noio_uring", SWITCH, "serve requests through /dev/fuse even where the kernel offers io_uring",
-           mount="noio_uring"),
+           "6.14 with CONFIG_FUSE_IO_URING and /sys/module/fuse/parameters/enable_uring set to Y): each CPU's "
+           "requests are served by a thread on that CPU, which saves the wake-ups of /dev/fuse; faster for one or "
+           "two clients at a time, slower for more busy clients than CPUs (docs/benchmarks.md, 2026-12-07 12:00)",
+           mount="io_uring"),
     Option("log", TEXT, "where a background daemon's messages go (default: with -b, a file in $TMPDIR; mounted "
            "by mount(8) or fstab, syslog)", mount="log", background_only=True),
     # -- -o only: accepted and ignored, for mount(8), fstab and systemd ---------------------------------------

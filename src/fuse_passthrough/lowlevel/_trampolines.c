@@ -48,6 +48,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 
 #include "uring.h"
 
@@ -400,20 +401,26 @@ static ssize_t read_polled(int fd, void *buf, size_t buf_len) {
     }
 }
 
-/* With io_uring serving the requests, /dev/fuse brings only FORGET (and INTERRUPT): read a little after one comes,
- * so that the kernel has gathered the next ones into a BATCH_FORGET, rather than take the interpreter lock from the
- * ring thread for each (a removal of many files: one FORGET per file). */
-#define FORGET_GATHER_NS 1000000
+/* With io_uring serving the requests, /dev/fuse brings only FORGET (and INTERRUPT): read 20 ms after one comes, so
+ * that the kernel has gathered the next ones into a BATCH_FORGET, rather than take the interpreter lock from the
+ * ring threads for each (a removal of many files: one FORGET per file). 1 ms left each create+rename+unlink 10-40 %
+ * slower than over /dev/fuse; 20 ms, 5-10 % faster (docs/benchmarks.md, 2026-12-07 12:00). */
+#define FORGET_GATHER_NS 20000000
+static pthread_mutex_t forget_reader = PTHREAD_MUTEX_INITIALIZER;
 
 static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata) {
     struct table *t = userdata;
+    ssize_t n;
     if (t->uring != NULL && fpt_uring_ready(t->uring)) {
         struct pollfd p = {fd, POLLIN, 0};
         struct timespec gather = {0, FORGET_GATHER_NS};
+        pthread_mutex_lock(&forget_reader); /* one worker waits in poll: a FORGET wakes one, not each */
         if (poll(&p, 1, -1) > 0 && !(p.revents & (POLLERR | POLLHUP)))
             nanosleep(&gather, NULL);
-    }
-    ssize_t n = read_polled(fd, buf, buf_len);
+        n = read_polled(fd, buf, buf_len);
+        pthread_mutex_unlock(&forget_reader);
+    } else
+        n = read_polled(fd, buf, buf_len);
     if (!t->init_read && n >= (ssize_t)(sizeof(struct fpt_in_header) + sizeof(struct fpt_init))) {
         const struct fpt_in_header *h = buf;
         if (h->opcode == FPT_FUSE_INIT) { /* the first request of a session */

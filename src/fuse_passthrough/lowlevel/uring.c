@@ -15,9 +15,10 @@
  * (header, per-operation header, payload, contiguous: the two headers are copied in front of the payload, which
  * stays where the kernel wrote it) and given to fuse_session_process_buf; libfuse's reply reaches the session's
  * writev (_trampolines.c), which gives it to fpt_uring_reply on this thread: copied into the entry and committed
- * with COMMIT_AND_FETCH, which also makes the entry wait for the next request. Several threads per CPU: a request
- * that blocks (a slow SOURCE, an injected delay) holds one entry, and the CPU's next request takes another.
- * On unmount the kernel completes the waiting entries with ENOTCONN and the threads end; fpt_uring_stop ends
+ * with COMMIT_AND_FETCH, which also makes the entry wait for the next request. One thread per CPU: a second one
+ * took the CPU's next request whenever the first was busy with a background one (the RELEASE after a close), and
+ * the two handed the interpreter lock back and forth (creates 1.9x slower, docs/design.md); a spare is started for
+ * a CPU whose threads are all inside requests older than 50 ms (watch(), up to max_threads per CPU). On unmount the kernel completes the waiting entries with ENOTCONN and the threads end; fpt_uring_stop ends
  * them through an eventfd each ring polls. */
 #define _GNU_SOURCE
 #include "uring.h"
@@ -137,6 +138,8 @@ struct fpt_uring {
     struct ring_thread *threads;
     pthread_t watchdog;
     int watchdog_started;
+    pthread_mutex_t turn;                     /* take_turn() */
+    struct ring_thread *_Atomic turn_holder;
     _Atomic int registered, failed;
     _Atomic uint64_t served;
 };
@@ -203,6 +206,38 @@ ssize_t fpt_uring_reply(const struct iovec *iov, int count) {
     return (ssize_t)(sizeof *out + len);
 }
 
+/* Taking turns at Python: two ring threads inside requests at once hand the interpreter lock to each other at every
+ * system call their handlers make, each hand-over a wake-up on the other CPU. A thread waits for the turn while the
+ * thread that has it is in a request younger than TURN_NS (a longer one may be blocked: then it goes without). */
+#define TURN_NS 1000000
+static int take_turn(struct fpt_uring *u, struct ring_thread *r) {
+    struct ring_thread *holder;
+    struct timespec until;
+    if (pthread_mutex_trylock(&u->turn) == 0)
+        goto taken;
+    holder = atomic_load_explicit(&u->turn_holder, memory_order_relaxed);
+    uint64_t since = holder != NULL ? atomic_load_explicit(&holder->busy_since, memory_order_relaxed) : 0;
+    uint64_t now = now_ns();
+    if (since == 0 || now - since >= TURN_NS)
+        return 0;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)(TURN_NS - (now - since));
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    if (pthread_mutex_timedlock(&u->turn, &until) != 0)
+        return 0;
+taken:
+    atomic_store_explicit(&u->turn_holder, r, memory_order_relaxed);
+    return 1;
+}
+
+static void give_turn(struct fpt_uring *u) {
+    atomic_store_explicit(&u->turn_holder, NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&u->turn);
+}
+
 static void process(struct ring_thread *r) {
     const struct in_header *in = (const void *)r->headers->in_out;
     const struct uring_ent_in_out *sizes = &r->headers->ring_ent_in_out;
@@ -223,7 +258,10 @@ static void process(struct ring_thread *r) {
     memcpy(start + sizeof *in, r->headers->op_in, op_in);
     struct fuse_buf_s buf = {in->len, 0, start, -1, 0, r->region_size - (size_t)(start - r->region)};
     atomic_store_explicit(&r->busy_since, now_ns(), memory_order_relaxed);
+    int turn = take_turn(r->u, r);
     r->u->c.process_buf(r->u->c.session, &buf);
+    if (turn)
+        give_turn(r->u);
     atomic_store_explicit(&r->busy_since, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->u->served, 1, memory_order_relaxed);
     if (!r->replied) { /* libfuse answers every request but FORGET, which never comes this way */
@@ -370,6 +408,7 @@ struct fpt_uring *fpt_uring_start(const struct fpt_uring_config *config) {
     if (u->c.max_per_queue < 1)
         u->c.max_per_queue = 1;
     u->queues = get_nprocs_conf();
+    pthread_mutex_init(&u->turn, NULL);
     u->total = u->queues;
     u->capacity = u->queues * u->c.max_per_queue;
     u->threads = calloc((size_t)u->capacity, sizeof *u->threads);
