@@ -312,8 +312,8 @@ OPTIONS: tuple[Option, ...] = (
            default=1000, mount="park_us"),
     Option("io_uring", SWITCH, "serve requests through FUSE over io_uring, or fail if the kernel cannot (Linux >= "
            "6.14 with CONFIG_FUSE_IO_URING and /sys/module/fuse/parameters/enable_uring set to Y): each CPU's "
-           "requests are served by a thread on that CPU, which saves the wake-ups of /dev/fuse; faster for one or "
-           "two clients at a time, slower for more busy clients than CPUs (docs/benchmarks.md, 2026-12-07 12:00)",
+           "requests are served by a thread on that CPU, which saves the wake-ups of /dev/fuse; faster for a client "
+           "at a time, slower for several busy ones (docs/benchmarks.md, 2026-12-07 12:00)",
            mount="io_uring"),
     Option("log", TEXT, "where a background daemon's messages go (default: with -b, a file in $TMPDIR; mounted "
            "by mount(8) or fstab, syslog)", mount="log", background_only=True),
