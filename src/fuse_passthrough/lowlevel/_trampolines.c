@@ -407,6 +407,12 @@ static ssize_t read_polled(int fd, void *buf, size_t buf_len) {
  * slower than over /dev/fuse; 20 ms, 5-10 % faster (docs/benchmarks.md, 2026-12-07 12:00). */
 #define FORGET_GATHER_NS 20000000
 static pthread_mutex_t forget_reader = PTHREAD_MUTEX_INITIALIZER;
+/* libfuse's loop cancels its workers at exit (SIGTERM...), one of them maybe in poll below: the next one, waiting
+ * for the lock, must still get it, and be cancelled in poll in turn. */
+static void forget_reader_unlock(void *unused) {
+    (void)unused;
+    pthread_mutex_unlock(&forget_reader);
+}
 
 static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata) {
     struct table *t = userdata;
@@ -415,10 +421,11 @@ static ssize_t io_read(int fd, void *buf, size_t buf_len, void *userdata) {
         struct pollfd p = {fd, POLLIN, 0};
         struct timespec gather = {0, FORGET_GATHER_NS};
         pthread_mutex_lock(&forget_reader); /* one worker waits in poll: a FORGET wakes one, not each */
+        pthread_cleanup_push(forget_reader_unlock, NULL);
         if (poll(&p, 1, -1) > 0 && !(p.revents & (POLLERR | POLLHUP)))
             nanosleep(&gather, NULL);
         n = read_polled(fd, buf, buf_len);
-        pthread_mutex_unlock(&forget_reader);
+        pthread_cleanup_pop(1);
     } else
         n = read_polled(fd, buf, buf_len);
     if (!t->init_read && n >= (ssize_t)(sizeof(struct fpt_in_header) + sizeof(struct fpt_init))) {
