@@ -257,11 +257,15 @@ def all_targets() -> dict[str, Target]:
                ["--fault", f"op={'|'.join(FAULT_BENCH_OPS)},path=/no-such-dir/*,delay=1ms"], trace=True),
     ]
     # Before/after in one run: FPT_BENCH_BASE=DIR (a checkout, or `git archive REV src` unpacked) adds the same
-    # two targets running DIR/src's code.
+    # targets running DIR/src's code.
     base = os.environ.get("FPT_BENCH_BASE")
     if base:
         ts += [Target("base_notrace", f"{base}: --no-trace", "ours", ["--no-trace"], extra={"src": base}),
-               Target("base_trace", f"{base}: traced", "ours", [], trace=True, extra={"src": base})]
+               Target("base_trace", f"{base}: traced", "ours", [], trace=True, extra={"src": base}),
+               Target("base_notrace_uring", f"{base}: --no-trace -o io_uring", "ours", ["--no-trace", "-o", "io_uring"],
+                      extra={"src": base}),
+               Target("base_trace_uring", f"{base}: traced, -o io_uring", "ours", ["-o", "io_uring"], trace=True,
+                      extra={"src": base})]
     return {t.name: t for t in ts}
 
 

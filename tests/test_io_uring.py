@@ -144,6 +144,34 @@ def test_a_blocked_request_holds_back_its_cpu_only_until_a_spare_thread_comes(wo
 
 
 @needs_io_uring
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_blocked_request_does_not_hold_back_the_other_cpus(workdir: Path, uring_on: None) -> None:
+    """Ring threads take turns at Python, but not behind a request that blocks: with one thread per CPU, 100 opens
+    from another CPU are served while a mkdir delayed 2 s (an injected fault) still waits."""
+    src = workdir / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "f").write_bytes(b"x")
+    blocked_cpu, other_cpu = sorted(os.sched_getaffinity(0))[:2]
+    pin = "import os,sys,time; os.sched_setaffinity(0,{%d}); "
+    opens = pin % other_cpu + ("t=time.monotonic(); [os.close(os.open(sys.argv[1], os.O_RDONLY)) for _ in range(100)];"
+                               " print(time.monotonic()-t)")
+    with Mount(src, workdir / "mnt", "-o", "io_uring", "-o", "max_threads=1", "--fault", "op=mkdir,delay=2s") as m:
+        assert wait_for(lambda: IO_URING_NOTE in m.stderr()), m.stderr()
+        blocked = subprocess.Popen([sys.executable, "-c", pin % blocked_cpu + "os.mkdir(sys.argv[1])",
+                                    str(m.mnt / "d" / "slow")])
+        try:
+            time.sleep(0.3)
+            r = subprocess.run([sys.executable, "-c", opens, str(m.mnt / "f")], capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 0, r.stderr
+            still_blocked = blocked.poll() is None
+        finally:
+            assert blocked.wait(timeout=30) == 0
+    assert still_blocked and float(r.stdout) < 1.0, (still_blocked, r.stdout)
+    assert (src / "d" / "slow").is_dir()
+
+
+@needs_io_uring
 def test_unmount_while_a_client_waits_ends_the_ring_threads(workdir: Path, uring_on: None) -> None:
     """A lazy unmount with a process still working inside: the daemon ends (its ring threads with it), 0."""
     src, mnt = workdir / "src", workdir / "mnt"

@@ -262,8 +262,12 @@ static void send_pending(fuse_req_t req, enum kind if_unset) {
         ((void (*) PARAMS)t->cb[O_##op]) ARGS; \
         in_callback = 0; \
         send_pending(req, UNSET); \
-        if (after_reply_hook != NULL) \
+        if (after_reply_hook != NULL) { \
+            int turn = fpt_uring_take_turn(); \
             after_reply_hook(); \
+            if (turn) \
+                fpt_uring_give_turn(); \
+        } \
         leave(t); \
     }
 #define R K_UNSET
