@@ -23,9 +23,10 @@ URING = os.path.exists("/usr/include/liburing.h")
 setup(ext_modules=[
     Extension("fuse_passthrough._columns", ["src/fuse_passthrough/_columns.c"], optional=True),
     Extension("fuse_passthrough.lowlevel._trampolines",
-              ["src/fuse_passthrough/lowlevel/_trampolines.c", "src/fuse_passthrough/lowlevel/uring.c"],
+              ["src/fuse_passthrough/lowlevel/_trampolines.c", "src/fuse_passthrough/lowlevel/uring.c",
+               "src/fuse_passthrough/lowlevel/turn.c"],
               define_macros=[("FPT_HAVE_URING", "1")] if URING else [], libraries=["uring"] if URING else [],
-              depends=["src/fuse_passthrough/lowlevel/uring.h"], optional=True),
+              depends=["src/fuse_passthrough/lowlevel/uring.h", "src/fuse_passthrough/lowlevel/turn.h"], optional=True),
     Extension("fuse_passthrough.tracing._jsonl", ["src/fuse_passthrough/tracing/_jsonl.c"], optional=True),
     Extension("fuse_passthrough.tracing._recorder", ["src/fuse_passthrough/tracing/_recorder.c"], optional=True),
 ])

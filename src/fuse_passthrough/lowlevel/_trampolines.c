@@ -50,6 +50,7 @@
 #include <poll.h>
 #include <pthread.h>
 
+#include "turn.h"
 #include "uring.h"
 
 #ifdef FPT_CHECK_SIGNATURES /* the layout test: the trampolines must have the ops' exact types */
@@ -144,6 +145,7 @@ struct table {
     _Atomic uint64_t started[PARK_SLOTS]; /* when each worker's request began (CLOCK_MONOTONIC ns), 0: none */
     _Atomic uint64_t busy[PARK_SLOTS];    /* each worker's time inside requests so far, ns */
     _Atomic uint64_t parks;   /* park_counts */
+    struct fpt_turn turn;     /* the workers' and ring threads' turns at Python (turn.c) */
 };
 
 /* Workers taking turns (set_park): a worker that finishes a request while another worker is running one does not
@@ -160,6 +162,7 @@ static __thread struct table *slot_table; /* the table this worker's slot is in,
 static __thread int slot = -1;
 static __thread int ring_worker; /* an io_uring thread (uring.c): one per CPU's entry, it never parks */
 static void ring_worker_start(void) { ring_worker = 1; }
+static __thread struct fpt_turn_waiter turn_waiter;
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -258,15 +261,18 @@ static void send_pending(fuse_req_t req, enum kind if_unset) {
     static void t_##op PARAMS { \
         struct table *t = lib.userdata(req); \
         enter(t); \
+        int turn = ring_worker && fpt_turn_take(&t->turn, &turn_waiter); \
         in_callback = 1; \
         ((void (*) PARAMS)t->cb[O_##op]) ARGS; \
         in_callback = 0; \
+        if (turn) /* before the reply: the woken caller may take this CPU from the thread at once */ \
+            fpt_turn_give(&t->turn); \
         send_pending(req, UNSET); \
         if (after_reply_hook != NULL) { \
-            int turn = fpt_uring_take_turn(); \
+            turn = ring_worker && fpt_turn_take(&t->turn, &turn_waiter); \
             after_reply_hook(); \
             if (turn) \
-                fpt_uring_give_turn(); \
+                fpt_turn_give(&t->turn); \
         } \
         leave(t); \
     }
@@ -625,6 +631,8 @@ static PyObject *callback_table(PyObject *self, PyObject *callbacks) {
     if (!PyDict_Check(callbacks))
         return PyErr_Format(PyExc_TypeError, "a dict of addresses");
     t = calloc(1, sizeof *t);
+    if (t != NULL)
+        pthread_mutex_init(&t->turn.lock, NULL);
     if (t == NULL)
         return PyErr_NoMemory();
     while (PyDict_Next(callbacks, &pos, &key, &value)) {

@@ -39,8 +39,6 @@ ssize_t fpt_uring_reply(const struct iovec *iov, int count) {
     errno = ENOENT;
     return -1;
 }
-int fpt_uring_take_turn(void) { return 0; }
-void fpt_uring_give_turn(void) {}
 void fpt_uring_counts(const struct fpt_uring *u, int *registered, int *failed, uint64_t *served) {
     (void)u;
     *registered = *failed = 0;
@@ -52,7 +50,6 @@ int fpt_uring_ready(const struct fpt_uring *u) {
 }
 void fpt_uring_stop(struct fpt_uring *u) { (void)u; }
 #else
-#include <linux/futex.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
@@ -60,7 +57,6 @@ void fpt_uring_stop(struct fpt_uring *u) { (void)u; }
 #include <stdio.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <poll.h>
 #include <time.h>
@@ -133,9 +129,6 @@ struct ring_thread {
     struct iovec iov[2];
     uint64_t commit_id;               /* the request being processed */
     int replied;
-    int has_turn;                     /* take_turn() gave it the turn for this request */
-    _Atomic int turn_granted;         /* handed the turn while it waits in the turn queue */
-    struct ring_thread *turn_next;
     _Atomic uint64_t busy_since;      /* when that request began (CLOCK_MONOTONIC ns), 0: waiting for one */
 };
 
@@ -145,16 +138,11 @@ struct fpt_uring {
     struct ring_thread *threads;
     pthread_t watchdog;
     int watchdog_started;
-    pthread_mutex_t turn_lock;                /* take_turn(): who has the turn, who waits for it */
-    int turn_taken;
-    struct ring_thread *turn_queue;
-    struct ring_thread *_Atomic turn_holder;
     _Atomic int registered, failed;
     _Atomic uint64_t served;
 };
 
 static __thread struct ring_thread *current;
-static void give_turn(struct fpt_uring *u);
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -209,103 +197,11 @@ ssize_t fpt_uring_reply(const struct iovec *iov, int count) {
     }
     r->headers->ring_ent_in_out.payload_sz = (uint32_t)len;
     r->replied = 1;
-    if (r->has_turn) { /* before the commit: the woken caller may take this CPU from the thread at once */
-        r->has_turn = 0;
-        give_turn(r->u);
-    }
     if (submit(r, URING_CMD_COMMIT_AND_FETCH) < 0) {
         errno = EIO;
         return -1;
     }
     return (ssize_t)(sizeof *out + len);
-}
-
-/* Taking turns at Python: two ring threads inside requests at once hand the interpreter lock to each other at every
- * system call their handlers make, each hand-over a wake-up on the other CPU. A thread waits for the turn while the
- * thread that has it is in a request younger than TURN_NS (a longer one may be blocked: then it goes without).
- * The turn is handed over in order of arrival: with a plain mutex the thread that gives the turn took it back
- * before the woken waiter ran, and several busy clients' requests took twice as long. A waiter first yields its CPU
- * for up to TURN_SPIN_NS (to its own CPU's callers, if any) before it sleeps: its CPU stays awake, and waking a
- * halted virtual CPU costs more than a request. */
-#define TURN_NS 1000000
-#define TURN_SPIN_NS 50000
-static void futex(_Atomic int *word, int op, int value, const struct timespec *timeout) {
-    syscall(SYS_futex, word, op, value, timeout, NULL, 0);
-}
-
-static int take_turn(struct fpt_uring *u, struct ring_thread *r) {
-    struct ring_thread *holder, **end;
-    uint64_t since, start, now;
-    pthread_mutex_lock(&u->turn_lock);
-    if (!u->turn_taken) {
-        u->turn_taken = 1;
-        atomic_store_explicit(&u->turn_holder, r, memory_order_relaxed);
-        pthread_mutex_unlock(&u->turn_lock);
-        return 1;
-    }
-    holder = atomic_load_explicit(&u->turn_holder, memory_order_relaxed);
-    since = holder != NULL ? atomic_load_explicit(&holder->busy_since, memory_order_relaxed) : 0;
-    start = now_ns();
-    if (since == 0 || start - since >= TURN_NS) {
-        pthread_mutex_unlock(&u->turn_lock);
-        return 0;
-    }
-    atomic_store(&r->turn_granted, 0);
-    r->turn_next = NULL;
-    for (end = &u->turn_queue; *end != NULL; end = &(*end)->turn_next)
-        ;
-    *end = r;
-    pthread_mutex_unlock(&u->turn_lock);
-    while (!atomic_load(&r->turn_granted) && (now = now_ns()) < since + TURN_NS) {
-        if (now - start < TURN_SPIN_NS) {
-            sched_yield();
-        } else {
-            struct timespec left = {0, (long)(since + TURN_NS - now)};
-            futex(&r->turn_granted, FUTEX_WAIT_PRIVATE, 0, &left);
-        }
-    }
-    if (!atomic_load(&r->turn_granted)) {
-        pthread_mutex_lock(&u->turn_lock);
-        if (!atomic_load(&r->turn_granted)) { /* out of the queue, and on without the turn */
-            for (end = &u->turn_queue; *end != r; end = &(*end)->turn_next)
-                ;
-            *end = r->turn_next;
-            pthread_mutex_unlock(&u->turn_lock);
-            return 0;
-        }
-        pthread_mutex_unlock(&u->turn_lock);
-    }
-    return 1; /* give_turn() made it the holder */
-}
-
-static void give_turn(struct fpt_uring *u) {
-    struct ring_thread *next;
-    pthread_mutex_lock(&u->turn_lock);
-    atomic_store_explicit(&u->turn_holder, NULL, memory_order_relaxed);
-    if ((next = u->turn_queue) != NULL) {
-        u->turn_queue = next->turn_next;
-        atomic_store_explicit(&u->turn_holder, next, memory_order_relaxed);
-        atomic_store(&next->turn_granted, 1);
-        futex(&next->turn_granted, FUTEX_WAKE_PRIVATE, 1, NULL);
-    } else {
-        u->turn_taken = 0;
-    }
-    pthread_mutex_unlock(&u->turn_lock);
-}
-
-int fpt_uring_take_turn(void) {
-    struct ring_thread *r = current;
-    if (r == NULL || !r->replied || r->has_turn)
-        return 0;
-    return r->has_turn = take_turn(r->u, r);
-}
-
-void fpt_uring_give_turn(void) {
-    struct ring_thread *r = current;
-    if (r != NULL && r->has_turn) {
-        r->has_turn = 0;
-        give_turn(r->u);
-    }
 }
 
 static void process(struct ring_thread *r) {
@@ -328,12 +224,7 @@ static void process(struct ring_thread *r) {
     memcpy(start + sizeof *in, r->headers->op_in, op_in);
     struct fuse_buf_s buf = {in->len, 0, start, -1, 0, r->region_size - (size_t)(start - r->region)};
     atomic_store_explicit(&r->busy_since, now_ns(), memory_order_relaxed);
-    r->has_turn = take_turn(r->u, r);
-    r->u->c.process_buf(r->u->c.session, &buf);
-    if (r->has_turn) {
-        r->has_turn = 0;
-        give_turn(r->u);
-    }
+    r->u->c.process_buf(r->u->c.session, &buf); /* the trampolines take turns at Python (turn.c) */
     atomic_store_explicit(&r->busy_since, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->u->served, 1, memory_order_relaxed);
     if (!r->replied) { /* libfuse answers every request but FORGET, which never comes this way */
@@ -480,7 +371,6 @@ struct fpt_uring *fpt_uring_start(const struct fpt_uring_config *config) {
     if (u->c.max_per_queue < 1)
         u->c.max_per_queue = 1;
     u->queues = get_nprocs_conf();
-    pthread_mutex_init(&u->turn_lock, NULL);
     u->total = u->queues;
     u->capacity = u->queues * u->c.max_per_queue;
     u->threads = calloc((size_t)u->capacity, sizeof *u->threads);

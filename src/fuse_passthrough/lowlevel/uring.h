@@ -26,10 +26,6 @@ struct fpt_uring *fpt_uring_start(const struct fpt_uring_config *config);
 /* A reply written by libfuse on a ring thread for the request it is processing: copied into the entry and
  * committed; the bytes "written". -1 with errno ENOENT: not this thread's ring request (write it to /dev/fuse). */
 ssize_t fpt_uring_reply(const struct iovec *iov, int count);
-/* On a ring thread whose request has been replied to: take the turn at Python again for the work done after the
- * reply (the trace's event), 1 if taken; give it back with fpt_uring_give_turn(). 0 elsewhere. */
-int fpt_uring_take_turn(void);
-void fpt_uring_give_turn(void);
 /* Whether every thread has registered its entry (the kernel then sends every request but FORGET and INTERRUPT
  * through io_uring). */
 int fpt_uring_ready(const struct fpt_uring *u);
