@@ -106,24 +106,22 @@ def test_clients_on_every_cpu_are_served(workdir: Path, uring_on: None) -> None:
         assert sorted(os.listdir(src)) == sorted(f"c{c}" for c in cpus)
 
 
-@needs_io_uring
-@pytest.mark.parametrize("max_threads", [1, 3])
-def test_a_blocked_request_holds_back_its_cpu_only_until_a_spare_thread_comes(workdir: Path, uring_on: None,
-                                                                             max_threads: int) -> None:
-    """A mkdir delayed 2 s (an injected fault) and 100 opens from the same CPU: with -o max_threads=3 a spare
-    thread for that CPU serves the opens while the mkdir waits; with max_threads=1 they wait for it."""
+def opens_while_a_mkdir_waits(workdir: Path, max_threads: int, mkdir_cpu: int, opens_cpu: int) -> tuple[bool, float,
+                                                                                                      list[str]]:
+    """Mount with -o io_uring,max_threads=N and every mkdir delayed 2 s (an injected fault); a mkdir from one CPU,
+    then 100 opens from another (or the same): whether the mkdir still waited when the opens were done, how long
+    they took, and the daemon's ring threads then."""
     src = workdir / "src"
     (src / "d").mkdir(parents=True)
     (src / "f").write_bytes(b"x")
-    cpu = min(os.sched_getaffinity(0))
-    pin = f"import os,sys,time; os.sched_setaffinity(0,{{{cpu}}}); "
-    opens = pin + ("t=time.monotonic(); [os.close(os.open(sys.argv[1], os.O_RDONLY)) for _ in range(100)]; "
-                   "print(time.monotonic()-t)")
-    mkdir = pin + "os.mkdir(sys.argv[1])"
+    pin = "import os,sys,time; os.sched_setaffinity(0,{%d}); "
+    opens = pin % opens_cpu + ("t=time.monotonic(); [os.close(os.open(sys.argv[1], os.O_RDONLY)) for _ in range(100)];"
+                               " print(time.monotonic()-t)")
     with Mount(src, workdir / "mnt", "-o", "io_uring", "-o", f"max_threads={max_threads}", "--fault",
                "op=mkdir,delay=2s") as m:
         assert wait_for(lambda: IO_URING_NOTE in m.stderr()), m.stderr()
-        blocked = subprocess.Popen([sys.executable, "-c", mkdir, str(m.mnt / "d" / "slow")])
+        blocked = subprocess.Popen([sys.executable, "-c", pin % mkdir_cpu + "os.mkdir(sys.argv[1])",
+                                    str(m.mnt / "d" / "slow")])
         try:
             time.sleep(0.3)
             r = subprocess.run([sys.executable, "-c", opens, str(m.mnt / "f")], capture_output=True, text=True,
@@ -134,41 +132,34 @@ def test_a_blocked_request_holds_back_its_cpu_only_until_a_spare_thread_comes(wo
             assert blocked.wait(timeout=30) == 0
         assert m.proc is not None
         threads = ring_threads(m.proc.pid)
+    assert (src / "d" / "slow").is_dir()
+    return still_blocked, float(r.stdout), threads
+
+
+@needs_io_uring
+@pytest.mark.parametrize("max_threads", [1, 3])
+def test_a_blocked_request_holds_back_its_cpu_only_until_a_spare_thread_comes(workdir: Path, uring_on: None,
+                                                                             max_threads: int) -> None:
+    """A mkdir delayed 2 s and 100 opens from the same CPU: with -o max_threads=3 a spare thread for that CPU
+    serves the opens while the mkdir waits; with max_threads=1 they wait for it."""
+    cpu = min(os.sched_getaffinity(0))
+    still_blocked, seconds, threads = opens_while_a_mkdir_waits(workdir, max_threads, cpu, cpu)
     if max_threads > 1:
-        assert still_blocked and float(r.stdout) < 1.0, (still_blocked, r.stdout)
+        assert still_blocked and seconds < 1.0, (still_blocked, seconds)
         assert threads.count(f"fuse-ring-{cpu}") == 2, threads  # one spare was enough
     else:
-        assert not still_blocked and float(r.stdout) > 1.0, (still_blocked, r.stdout)
+        assert not still_blocked and seconds > 1.0, (still_blocked, seconds)
         assert threads.count(f"fuse-ring-{cpu}") == 1, threads
-    assert (src / "d" / "slow").is_dir()
 
 
 @needs_io_uring
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_a_blocked_request_does_not_hold_back_the_other_cpus(workdir: Path, uring_on: None) -> None:
-    """Ring threads take turns at Python, but not behind a request that blocks: with one thread per CPU, 100 opens
-    from another CPU are served while a mkdir delayed 2 s (an injected fault) still waits."""
-    src = workdir / "src"
-    (src / "d").mkdir(parents=True)
-    (src / "f").write_bytes(b"x")
+    """Ring threads take turns at Python (turn.c), but not behind a request that blocks: with one thread per CPU,
+    100 opens from another CPU are served while the delayed mkdir still waits."""
     blocked_cpu, other_cpu = sorted(os.sched_getaffinity(0))[:2]
-    pin = "import os,sys,time; os.sched_setaffinity(0,{%d}); "
-    opens = pin % other_cpu + ("t=time.monotonic(); [os.close(os.open(sys.argv[1], os.O_RDONLY)) for _ in range(100)];"
-                               " print(time.monotonic()-t)")
-    with Mount(src, workdir / "mnt", "-o", "io_uring", "-o", "max_threads=1", "--fault", "op=mkdir,delay=2s") as m:
-        assert wait_for(lambda: IO_URING_NOTE in m.stderr()), m.stderr()
-        blocked = subprocess.Popen([sys.executable, "-c", pin % blocked_cpu + "os.mkdir(sys.argv[1])",
-                                    str(m.mnt / "d" / "slow")])
-        try:
-            time.sleep(0.3)
-            r = subprocess.run([sys.executable, "-c", opens, str(m.mnt / "f")], capture_output=True, text=True,
-                               timeout=60)
-            assert r.returncode == 0, r.stderr
-            still_blocked = blocked.poll() is None
-        finally:
-            assert blocked.wait(timeout=30) == 0
-    assert still_blocked and float(r.stdout) < 1.0, (still_blocked, r.stdout)
-    assert (src / "d" / "slow").is_dir()
+    still_blocked, seconds, _ = opens_while_a_mkdir_waits(workdir, 1, blocked_cpu, other_cpu)
+    assert still_blocked and seconds < 1.0, (still_blocked, seconds)
 
 
 @needs_io_uring
