@@ -116,7 +116,8 @@ def test_sigkill_leaves_stale_mount_that_the_next_run_clears(workdir: Path) -> N
         first.proc.wait(timeout=10)
         with pytest.raises(OSError) as exc:
             os.stat(first.mnt)
-        assert exc.value.errno == errno.ENOTCONN
+        # ENOTCONN; with -o io_uring a request caught in the teardown of the daemon's queues ends ECONNABORTED
+        assert exc.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
         assert is_mounted(first.mnt)
         with background(workdir, "--no-trace", "src", "mnt") as bg:
             assert bg.result.returncode == 0, bg.result.stderr

@@ -167,7 +167,9 @@ def check_paths(source: str, mountpoint: str, nonempty: bool = False,
     try:
         os.stat(mountpoint)
     except OSError as e:
-        if e.errno == errno.ENOTCONN:  # "Transport endpoint is not connected": the daemon died
+        # the daemon died: "Transport endpoint is not connected", or, for a request caught in the teardown of its
+        # FUSE over io_uring queues, "Software caused connection abort"
+        if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
             if not unmount(mountpoint, lazy=True):
                 raise UsageError(f"mountpoint '{mountpoint}' is a stale FUSE mount; run: "
                                  f"fusermount3 -uz {mountpoint}") from None
