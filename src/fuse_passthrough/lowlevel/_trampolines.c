@@ -145,7 +145,7 @@ struct table {
     _Atomic uint64_t started[PARK_SLOTS]; /* when each worker's request began (CLOCK_MONOTONIC ns), 0: none */
     _Atomic uint64_t busy[PARK_SLOTS];    /* each worker's time inside requests so far, ns */
     _Atomic uint64_t parks;   /* park_counts */
-    struct fpt_turn turn;     /* the workers' and ring threads' turns at Python (turn.c) */
+    struct fpt_turn turn;     /* the io_uring threads' turns at Python (turn.c) */
 };
 
 /* Workers taking turns (set_park): a worker that finishes a request while another worker is running one does not
@@ -631,10 +631,9 @@ static PyObject *callback_table(PyObject *self, PyObject *callbacks) {
     if (!PyDict_Check(callbacks))
         return PyErr_Format(PyExc_TypeError, "a dict of addresses");
     t = calloc(1, sizeof *t);
-    if (t != NULL)
-        pthread_mutex_init(&t->turn.lock, NULL);
     if (t == NULL)
         return PyErr_NoMemory();
+    pthread_mutex_init(&t->turn.lock, NULL);
     while (PyDict_Next(callbacks, &pos, &key, &value)) {
         int i = find_op(key);
         if (i < 0 || !as_address(value, &t->cb[i])) {
