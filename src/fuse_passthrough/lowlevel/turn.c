@@ -1,5 +1,5 @@
 /* Taking turns at Python. Two threads inside requests at once hand the interpreter lock to each other at every
- * system call their handlers make, each hand-over a wake-up on the other CPU: the binding's threads take turns
+ * system call their handlers make, each hand-over a wake-up on the other CPU: the io_uring threads take turns
  * instead, each request's Python work in one go. A thread waits for the turn while the thread that has it has had
  * it for less than FPT_TURN_NS (a longer one may be blocked: then it goes without).
  *

@@ -1,4 +1,4 @@
-/* Taking turns at Python (turn.c): the binding's threads that serve requests, over /dev/fuse or io_uring. */
+/* Taking turns at Python (turn.c): the threads that serve requests over io_uring (the trampolines take it). */
 #ifndef FPT_TURN_H
 #define FPT_TURN_H
 #include <pthread.h>
@@ -18,7 +18,6 @@ struct fpt_turn {
     struct fpt_turn_waiter *_Atomic holder;
 };
 
-#define FPT_TURN_INIT {PTHREAD_MUTEX_INITIALIZER, 0, NULL, NULL}
 /* Take the turn, waiting behind a holder that has had it for less than FPT_TURN_NS; 1 if taken, 0 if it goes
  * without (the holder may be blocked: a lock wait, a slow SOURCE). */
 int fpt_turn_take(struct fpt_turn *t, struct fpt_turn_waiter *w);
